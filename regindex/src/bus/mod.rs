@@ -1,0 +1,2 @@
+//! RabbitMQ: topology, publishing with confirms, message formats, dead letters.
+//! OWNER: bus helper.

@@ -1,0 +1,305 @@
+//! Configuration: one typed struct, loaded from an optional YAML file and then from
+//! `REGINDEX_`-prefixed environment variables (`__` separates nesting levels, so
+//! `REGINDEX_REGISTRY__URL` sets `registry.url`). Defaults run against the local stack.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+use url::Url;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration key `{key}`: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        problem: problem.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub registry: RegistryConfig,
+    pub database: DatabaseConfig,
+    pub amqp: AmqpConfig,
+    pub api: ApiConfig,
+    pub worker: WorkerConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Where the worker fetches from: the only host it ever contacts. May carry a path
+    /// prefix (`https://host/prefix`), under which `/v2/` is expected.
+    pub url: String,
+    /// The `Registry` value in index responses (what clients fetch manifests from).
+    /// Defaults to `url`; may be relative to the index URL, e.g. `/`.
+    pub public_url: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    /// A docker `config.json` to take credentials for the registry host from.
+    pub docker_config: Option<PathBuf>,
+    pub request_timeout_secs: u64,
+    /// Requests in flight to the registry at once, per process.
+    pub max_concurrency: usize,
+    /// Page size asked for on `_catalog` and `tags/list`.
+    pub page_size: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: SecretString,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AmqpConfig {
+    pub url: SecretString,
+    /// Topic exchange the api publishes registry events to.
+    pub events_exchange: String,
+    /// Exchange Bodhi publishes to (fedora-messaging uses `amq.topic`).
+    pub bodhi_exchange: String,
+    /// The work queue the worker consumes (refetches, reindexes).
+    pub work_queue: String,
+    /// Where messages go after `max_attempts` failures or when they cannot be parsed.
+    pub dead_letter_queue: String,
+    /// fedora-messaging topic prefix and environment: topics are `<prefix>.<env>.bodhi...`.
+    pub topic_prefix: String,
+    pub environment: String,
+    /// Delays of the retry path, one per attempt; the last repeats.
+    pub retry_delays_ms: Vec<u64>,
+    /// Attempts before a message is dead-lettered.
+    pub max_attempts: u32,
+    /// Unacknowledged messages the worker holds at once.
+    pub prefetch: u16,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    /// `Cache-Control: max-age` of `/index/static`.
+    pub static_max_age_secs: u64,
+    /// When set, `POST /events` requires `Authorization: Bearer <token>`.
+    pub webhook_token: Option<SecretString>,
+    pub body_limit_bytes: usize,
+    /// Also publish pull and mount events (history); push and delete always go.
+    pub publish_pulls: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Repositories refetched at once by one worker process.
+    pub concurrency: usize,
+    /// Full scan interval; 0 disables the periodic scan.
+    pub scan_interval_secs: u64,
+    /// Garbage collection interval; 0 disables it.
+    pub gc_interval_secs: u64,
+    /// How long events for one repository are gathered before refetching it.
+    pub coalesce_ms: u64,
+    /// `/metrics`, `/healthz` of the worker.
+    pub metrics_listen: SocketAddr,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            registry: RegistryConfig::default(),
+            database: DatabaseConfig::default(),
+            amqp: AmqpConfig::default(),
+            api: ApiConfig::default(),
+            worker: WorkerConfig::default(),
+        }
+    }
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:5000".into(),
+            public_url: None,
+            username: None,
+            password: None,
+            docker_config: None,
+            request_timeout_secs: 30,
+            max_concurrency: 16,
+            page_size: 1000,
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: SecretString::from("postgres://postgres@127.0.0.1:5432/regindex"),
+            max_connections: 10,
+        }
+    }
+}
+
+impl Default for AmqpConfig {
+    fn default() -> Self {
+        Self {
+            url: SecretString::from("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            events_exchange: "regindex.events".into(),
+            bodhi_exchange: "amq.topic".into(),
+            work_queue: "regindex.work".into(),
+            dead_letter_queue: "regindex.dead".into(),
+            topic_prefix: "org.fedoraproject".into(),
+            environment: "prod".into(),
+            retry_delays_ms: vec![1_000, 5_000, 30_000, 120_000, 600_000],
+            max_attempts: 8,
+            prefetch: 64,
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: ([127, 0, 0, 1], 8080).into(),
+            static_max_age_secs: 300,
+            webhook_token: None,
+            body_limit_bytes: 1 << 20,
+            publish_pulls: false,
+        }
+    }
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 8,
+            scan_interval_secs: 6 * 3600,
+            gc_interval_secs: 3600,
+            coalesce_ms: 200,
+            metrics_listen: ([127, 0, 0, 1], 9091).into(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path` (when given) and then the environment, and validates the result.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = path {
+            builder = builder.add_source(config::File::from(path).required(true));
+        }
+        let env = config::Environment::with_prefix("REGINDEX")
+            .prefix_separator("_")
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",")
+            .with_list_parse_key("amqp.retry_delays_ms");
+        let cfg: Config = builder.add_source(env).build()?.try_deserialize()?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks what serde cannot: URLs that parse, numbers in range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = Url::parse(&self.registry.url)
+            .map_err(|e| invalid("registry.url", format!("not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(invalid("registry.url", "scheme must be http or https"));
+        }
+        if self.registry.max_concurrency == 0 {
+            return Err(invalid("registry.max_concurrency", "must be at least 1"));
+        }
+        if self.registry.page_size == 0 {
+            return Err(invalid("registry.page_size", "must be at least 1"));
+        }
+        if self.registry.password.is_some() && self.registry.username.is_none() {
+            return Err(invalid("registry.username", "a password is set but no username"));
+        }
+        if self.amqp.retry_delays_ms.is_empty() {
+            return Err(invalid("amqp.retry_delays_ms", "needs at least one delay"));
+        }
+        if self.amqp.max_attempts == 0 {
+            return Err(invalid("amqp.max_attempts", "must be at least 1"));
+        }
+        if self.amqp.prefetch == 0 {
+            return Err(invalid("amqp.prefetch", "must be at least 1"));
+        }
+        if self.worker.concurrency == 0 {
+            return Err(invalid("worker.concurrency", "must be at least 1"));
+        }
+        for (key, value) in [
+            ("amqp.events_exchange", &self.amqp.events_exchange),
+            ("amqp.work_queue", &self.amqp.work_queue),
+            ("amqp.dead_letter_queue", &self.amqp.dead_letter_queue),
+            ("amqp.topic_prefix", &self.amqp.topic_prefix),
+            ("amqp.environment", &self.amqp.environment),
+        ] {
+            if value.is_empty() {
+                return Err(invalid(key, "must not be empty"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The `Registry` field of index responses.
+    pub fn public_registry_url(&self) -> &str {
+        self.registry
+            .public_url
+            .as_deref()
+            .unwrap_or(&self.registry.url)
+    }
+}
+
+impl RegistryConfig {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn yaml_file_overrides_defaults() {
+        let mut f = tempfile::NamedTempFile::with_suffix(".yaml").unwrap();
+        writeln!(
+            f,
+            "registry:\n  url: https://registry.example.org/prefix\n  public_url: /\napi:\n  static_max_age_secs: 60"
+        )
+        .unwrap();
+        let cfg = Config::load(Some(f.path())).unwrap();
+        assert_eq!(cfg.registry.url, "https://registry.example.org/prefix");
+        assert_eq!(cfg.public_registry_url(), "/");
+        assert_eq!(cfg.api.static_max_age_secs, 60);
+        assert_eq!(cfg.worker.concurrency, WorkerConfig::default().concurrency);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let mut f = tempfile::NamedTempFile::with_suffix(".yaml").unwrap();
+        writeln!(f, "registry:\n  url: not a url").unwrap();
+        let err = Config::load(Some(f.path())).unwrap_err().to_string();
+        assert!(err.contains("registry.url"), "{err}");
+
+        let mut f = tempfile::NamedTempFile::with_suffix(".yaml").unwrap();
+        writeln!(f, "registry:\n  urll: http://x").unwrap();
+        let err = Config::load(Some(f.path())).unwrap_err().to_string();
+        assert!(err.contains("urll"), "{err}");
+    }
+}

@@ -1,0 +1,2 @@
+//! The registry index protocol: query parsing and response building (pure).
+//! OWNER: store helper.

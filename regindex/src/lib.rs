@@ -1,0 +1,14 @@
+//! regindex: keeps a queryable index of what a container registry holds.
+//!
+//! The library holds everything the binaries share: the domain model, configuration,
+//! the registry client, the PostgreSQL store, the index query model, the RabbitMQ bus
+//! and the refetch/scan logic that ties the registry to the store.
+
+pub mod bus;
+pub mod config;
+pub mod index;
+pub mod model;
+pub mod registry;
+pub mod store;
+pub mod sync;
+pub mod telemetry;

@@ -1,0 +1,1 @@
+//! Refetch one repository from the registry into the store; scan them all.
