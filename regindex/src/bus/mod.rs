@@ -1,2 +1,1 @@
 //! RabbitMQ: topology, publishing with confirms, message formats, dead letters.
-//! OWNER: bus helper.
