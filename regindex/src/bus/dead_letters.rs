@@ -18,6 +18,9 @@ use super::publisher::{confirm_channel, republish_confirmed};
 use super::republish::{self, Received};
 use super::{headers, BusError, Topology};
 
+/// How long the broker may take to put messages handed back into the queue again.
+const REQUEUE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// One dead-lettered message.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
@@ -113,7 +116,7 @@ impl DeadLetterQueue {
     /// Every dead letter, oldest first; the queue is left as it was.
     pub async fn list(&self) -> Result<Vec<DeadLetter>, BusError> {
         let fetched = self.fetch_all().await?;
-        self.requeue(&fetched).await?;
+        self.requeue(&fetched, &[]).await?;
         Ok(fetched.into_iter().map(|(_, letter)| letter).collect())
     }
 
@@ -127,6 +130,7 @@ impl DeadLetterQueue {
     pub async fn replay(&self, filter: &Filter) -> Result<ReplaySummary, BusError> {
         let fetched = self.fetch_all().await?;
         let mut summary = ReplaySummary::default();
+        let mut acked = Vec::new();
         let mut result = Ok(());
         for (tag, letter) in &fetched {
             if !filter.matches(letter) {
@@ -148,9 +152,10 @@ impl DeadLetterQueue {
             if result.is_err() {
                 break;
             }
+            acked.push(*tag);
             summary.replayed.push(letter.id.clone());
         }
-        self.requeue(&fetched).await?;
+        self.requeue(&fetched, &acked).await?;
         result.map(|()| summary)
     }
 
@@ -193,7 +198,7 @@ impl DeadLetterQueue {
                 Ok(Some(message)) => message,
                 Ok(None) => break,
                 Err(source) => {
-                    self.requeue(&fetched).await?;
+                    self.requeue(&fetched, &[]).await?;
                     return Err(BusError::Amqp {
                         context: "reading the dead-letter queue",
                         source,
@@ -206,9 +211,14 @@ impl DeadLetterQueue {
         Ok(fetched)
     }
 
-    /// Hands back every fetched message not acknowledged yet, in one call.
-    async fn requeue(&self, fetched: &[(DeliveryTag, DeadLetter)]) -> Result<(), BusError> {
-        let Some(last) = fetched.iter().map(|(tag, _)| *tag).max() else {
+    /// Hands back every fetched message not acknowledged yet, in one call, and waits
+    /// until the queue holds them again: the broker requeues asynchronously, and the next
+    /// operation must see them (a `list` right after a `replay`, say).
+    async fn requeue(&self, fetched: &[(DeliveryTag, DeadLetter)], acked: &[DeliveryTag]) -> Result<(), BusError> {
+        // `multiple` covers every unacknowledged tag up to this one; naming an acked tag
+        // would be a channel error.
+        let unacked = fetched.iter().map(|(tag, _)| *tag).filter(|tag| !acked.contains(tag));
+        let Some(last) = unacked.max() else {
             return Ok(());
         };
         self.channel
@@ -220,7 +230,16 @@ impl DeadLetterQueue {
                 },
             )
             .await
-            .map_err(BusError::amqp("returning dead letters to their queue"))
+            .map_err(BusError::amqp("returning dead letters to their queue"))?;
+        let expected = (fetched.len() - acked.len()) as u32;
+        let deadline = tokio::time::Instant::now() + REQUEUE_TIMEOUT;
+        while self.count().await? < expected {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(BusError::Timeout("waiting for dead letters to be requeued"));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
     }
 }
 

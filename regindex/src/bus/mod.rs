@@ -14,6 +14,8 @@ pub mod headers;
 pub mod messages;
 pub mod publisher;
 pub mod republish;
+#[cfg(feature = "test-support")]
+pub mod testing;
 pub mod topology;
 
 pub use error::BusError;
