@@ -24,7 +24,7 @@ pub enum BusError {
 }
 
 impl BusError {
-    pub(crate) fn amqp(context: &'static str) -> impl FnOnce(lapin::Error) -> BusError {
+    pub fn amqp(context: &'static str) -> impl FnOnce(lapin::Error) -> BusError {
         move |source| BusError::Amqp { context, source }
     }
 }
