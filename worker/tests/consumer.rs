@@ -374,3 +374,71 @@ async fn a_dropped_worker_leaves_its_messages_to_the_next_one() {
     })
     .await;
 }
+
+/// Closes the broker connections whose client-provided name is `name` (as an operator or a
+/// broker restart would); false when `rabbitmqctl` is not available.
+fn close_connections_named(name: &str) -> bool {
+    let Ok(listing) = std::process::Command::new("rabbitmqctl")
+        .args([
+            "list_connections",
+            "-q",
+            "--no-table-headers",
+            "pid",
+            "client_properties",
+        ])
+        .output()
+    else {
+        return false;
+    };
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    let mut closed = false;
+    for line in listing.lines().filter(|line| line.contains(name)) {
+        let pid = line.split('\t').next().unwrap();
+        let status = std::process::Command::new("rabbitmqctl")
+            .args(["close_connection", pid, "closed by a test"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        closed = true;
+    }
+    assert!(closed, "no connection named {name} in {listing}");
+    true
+}
+
+#[tokio::test]
+async fn the_worker_reconnects_when_its_connection_drops() {
+    TestBus::run(|bus| async move {
+        let index = Arc::new(FakeIndex::default());
+        let worker = start(config(&bus), index.clone());
+        publish(
+            &bus,
+            &bus.config.events_exchange,
+            "regindex.refetch",
+            r#"{"repository":"r/one"}"#,
+        )
+        .await;
+        eventually("first processed", || {
+            counted(&worker.metrics, "processed") == 1
+        })
+        .await;
+
+        if !close_connections_named(&format!("regindex-worker {}", bus.config.work_queue)) {
+            eprintln!("rabbitmqctl not available: skipped");
+            return worker.stop().await;
+        }
+        publish(
+            &bus,
+            &bus.config.events_exchange,
+            "regindex.refetch",
+            r#"{"repository":"r/two"}"#,
+        )
+        .await;
+        eventually("processed after reconnecting", || {
+            counted(&worker.metrics, "processed") == 2
+        })
+        .await;
+        assert_eq!(index.refetched(), ["r/one", "r/two"]);
+        worker.stop().await;
+    })
+    .await;
+}
