@@ -442,3 +442,62 @@ async fn the_worker_reconnects_when_its_connection_drops() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn metrics_and_healthz_report_the_consumer() {
+    TestBus::run(|bus| async move {
+        let index = Arc::new(FakeIndex::default());
+        let worker = start(config(&bus), index);
+        let listener = regindex_worker::metrics::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(regindex_worker::metrics::serve(
+            listener,
+            worker.metrics.clone(),
+            stop.clone(),
+        ));
+        publish(
+            &bus,
+            &bus.config.events_exchange,
+            "regindex.refetch",
+            r#"{"repository":"r/one"}"#,
+        )
+        .await;
+        eventually("processed", || counted(&worker.metrics, "processed") == 1).await;
+
+        let health = reqwest::get(format!("http://{addr}/healthz"))
+            .await
+            .unwrap();
+        assert_eq!(health.status(), 200);
+        let text = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            text.contains(r#"regindex_worker_messages_total{outcome="processed"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("regindex_worker_refetch_duration_seconds_count 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("regindex_worker_last_full_scan_success_timestamp_seconds"),
+            "{text}"
+        );
+
+        let metrics = worker.metrics.clone();
+        worker.stop().await;
+        assert_eq!(metrics.amqp_connected.get(), 0);
+        let health = reqwest::get(format!("http://{addr}/healthz"))
+            .await
+            .unwrap();
+        assert_eq!(health.status(), 503);
+        stop.cancel();
+    })
+    .await;
+}
