@@ -398,13 +398,22 @@ async fn blob_redirects_are_followed_manifest_redirects_are_not() {
         respond(307, "").header("Location", &format!("{storage_url}/blob-store{}", r.path()))
     })
     .await;
-    let client = client(&registry.url);
+    let client = RegistryClient::new(&RegistryConfig {
+        url: registry.url.clone(),
+        username: Some("u".into()),
+        password: Some("p".to_owned().into()),
+        ..RegistryConfig::default()
+    })
+    .unwrap();
 
     let bytes = client.blob(&repo("a"), &digest).await.unwrap();
     assert_eq!(Digest::sha256_of(&bytes), digest);
+    assert!(registry.requests()[0].header("authorization").is_some());
     let stored = storage.requests();
     assert_eq!(stored.len(), 1);
     assert!(stored[0].path().starts_with("/blob-store/v2/a/blobs/"));
+    // The storage is another origin: registry credentials must not follow the redirect.
+    assert_eq!(stored[0].header("authorization"), None);
 
     let err = client
         .manifest(&repo("a"), &tag("latest"))
