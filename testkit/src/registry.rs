@@ -40,6 +40,10 @@ pub struct NotificationEndpoint {
     pub timeout: Duration,
     /// `notifications.events.includereferences`.
     pub include_references: bool,
+    /// `ignore.actions`: e.g. `["pull"]` to get only pushes and deletes.
+    pub ignored_actions: Vec<String>,
+    /// `ignore.mediatypes`: `application/octet-stream` skips blob events.
+    pub ignored_media_types: Vec<String>,
 }
 
 impl NotificationEndpoint {
@@ -51,11 +55,26 @@ impl NotificationEndpoint {
             threshold: 3,
             timeout: Duration::from_secs(2),
             include_references: false,
+            ignored_actions: Vec::new(),
+            ignored_media_types: Vec::new(),
         }
     }
 
     pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
         self.bearer_token = Some(token.into());
+        self
+    }
+
+    /// Drop these actions (`pull`, `push`, `delete`, `mount`) at the registry.
+    pub fn ignore_actions(mut self, actions: &[&str]) -> Self {
+        self.ignored_actions = actions.iter().map(|a| (*a).to_owned()).collect();
+        self
+    }
+
+    /// Drop events whose target has one of these media types. docker-registry 2.8 reports
+    /// every blob as `application/octet-stream`, so that one drops all blob events.
+    pub fn ignore_media_types(mut self, media_types: &[&str]) -> Self {
+        self.ignored_media_types = media_types.iter().map(|m| (*m).to_owned()).collect();
         self
     }
 }
@@ -161,6 +180,12 @@ impl TestRegistryBuilder {
                         "threshold": e.threshold,
                         "backoff": format!("{}ms", e.backoff.as_millis()),
                     });
+                    if !e.ignored_actions.is_empty() || !e.ignored_media_types.is_empty() {
+                        endpoint["ignore"] = serde_json::json!({
+                            "actions": e.ignored_actions,
+                            "mediatypes": e.ignored_media_types,
+                        });
+                    }
                     if let Some(token) = &e.bearer_token {
                         endpoint["headers"] =
                             serde_json::json!({ "Authorization": [format!("Bearer {token}")] });
