@@ -46,6 +46,7 @@ mod database;
 mod image;
 mod push;
 mod registry;
+mod token;
 
 pub use database::TestDatabase;
 pub use image::{
@@ -58,6 +59,7 @@ pub use registry::{
     LoggedRequest, NotificationEndpoint, TestRegistry, TestRegistryBuilder, TESTKIT_USER_AGENT,
     TEST_PASSWORD, TEST_USERNAME,
 };
+pub use token::{TOKEN_ISSUER, TOKEN_SERVICE};
 
 /// A TCP port that was free on 127.0.0.1 a moment ago.
 pub fn free_port() -> std::io::Result<u16> {

@@ -155,6 +155,66 @@ async fn prefix_and_htpasswd() {
 }
 
 #[tokio::test]
+async fn token_auth_with_a_real_token_server() {
+    let registry = TestRegistry::builder().token_auth().start().await.unwrap();
+    let pushed = registry
+        .push_image("private/app", Some("latest"), &ImageSpec::new("amd64"))
+        .await
+        .unwrap();
+    assert_eq!(
+        registry
+            .manifest_digest("private/app", "latest")
+            .await
+            .unwrap(),
+        Some(pushed.digest)
+    );
+    assert_eq!(
+        registry.token_requests(),
+        0,
+        "the testkit mints its own tokens"
+    );
+
+    // The way any client does it: 401 with a challenge, token from the realm, retry.
+    let http = reqwest::Client::new();
+    let url = format!("{}/v2/private/app/tags/list", registry.url());
+    let challenge = http.get(&url).send().await.unwrap();
+    assert_eq!(challenge.status(), 401);
+    let header = challenge.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(header.starts_with("Bearer realm=\""), "{header}");
+    assert!(
+        header.contains("scope=\"repository:private/app:pull\""),
+        "{header}"
+    );
+    let token_url = format!(
+        "{}/token?service={TOKEN_SERVICE}&scope=repository:private/app:pull",
+        registry.token_server_url().unwrap()
+    );
+    let refused = http.get(&token_url).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let (user, password) = registry.credentials().unwrap();
+    let token: serde_json::Value = http
+        .get(&token_url)
+        .basic_auth(user, Some(password))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tags = http
+        .get(&url)
+        .bearer_auth(token["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tags.status(), 200);
+    assert_eq!(registry.token_requests(), 2);
+}
+
+#[tokio::test]
 async fn notifications_reach_the_endpoint_with_the_token() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}/events", listener.local_addr().unwrap());
