@@ -125,6 +125,23 @@ impl TestRegistry {
         Ok(())
     }
 
+    /// GETs a manifest as a client would (a `pull` event for webhooks); returns its bytes.
+    pub async fn pull_manifest(&self, repo: &str, reference: &str) -> anyhow::Result<Vec<u8>> {
+        let response = self
+            .authed(
+                self.http
+                    .get(self.v2(&format!("{repo}/manifests/{reference}"))),
+                repo,
+            )?
+            .header(header::ACCEPT, ALL_MANIFEST_TYPES)
+            .send()
+            .await?;
+        if response.status() != StatusCode::OK {
+            bail!("GET manifest {repo}:{reference}: {}", response.status());
+        }
+        Ok(response.bytes().await?.to_vec())
+    }
+
     /// Deletes a manifest by digest (which removes every tag pointing at it).
     pub async fn delete_manifest(&self, repo: &str, digest: &str) -> anyhow::Result<()> {
         let response = self

@@ -41,6 +41,8 @@ async fn push_tag_delete_and_log() {
         "same spec, same digest"
     );
 
+    let pulled = registry.pull_manifest("apps/calc", "multi").await.unwrap();
+    assert_eq!(pulled, list.manifest_bytes);
     registry
         .tag("apps/calc", "latest", &list.digest)
         .await
