@@ -258,7 +258,9 @@ impl RegistryClient {
         let digest =
             header_str(&response, "docker-content-digest").and_then(|d| Digest::parse(d).ok());
         match (digest, content_type) {
-            (Some(digest), Some(content_type)) if media_type::is_manifest(&content_type) => {
+            // Anything but a generic type is final, even a kind regindex does not parse
+            // (schema 1): `manifest::parse` refuses it later without a GET per scan.
+            (Some(digest), Some(content_type)) if !manifest::is_generic(&content_type) => {
                 if let Reference::Digest(expected) = reference {
                     if *expected != digest {
                         return Err(RegistryError::DigestMismatch {
