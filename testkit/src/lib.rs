@@ -44,6 +44,7 @@
 
 mod database;
 mod image;
+mod oci_layout;
 mod push;
 mod registry;
 mod token;
@@ -54,6 +55,7 @@ pub use image::{
     DOCKER_CONFIG, DOCKER_LAYER, DOCKER_LIST, DOCKER_MANIFEST, OCI_CONFIG, OCI_INDEX, OCI_LAYER,
     OCI_MANIFEST,
 };
+pub use oci_layout::OciLayout;
 pub use push::{PushedImage, PushedList};
 pub use registry::{
     LoggedRequest, NotificationEndpoint, TestRegistry, TestRegistryBuilder, TESTKIT_USER_AGENT,
