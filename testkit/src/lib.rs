@@ -1,1 +1,77 @@
-//! Test harness. OWNER: registry helper.
+//! Test harness for regindex: real services, real data.
+//!
+//! - [`TestRegistry`]: a real `docker-registry` process on a free port, with image pushes
+//!   over the distribution API and the registry's own request log as ground truth.
+//! - [`TestDatabase`]: a fresh PostgreSQL database per test.
+//! - [`free_port`], [`unique_name`]: for anything else a test starts or names.
+//!
+//! This crate must not depend on `regindex`: it is the independent side of every test.
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! use regindex_testkit::{ImageSpec, ListFormat, NotificationEndpoint, TestDatabase, TestRegistry};
+//!
+//! let db = TestDatabase::create().await?; // db.url() -> postgres://.../regindex_test_...
+//! let mut registry = TestRegistry::builder()
+//!     .notify(NotificationEndpoint::new("http://127.0.0.1:8080/events").bearer_token("t"))
+//!     .start()
+//!     .await?;
+//! let image = registry
+//!     .push_image("apps/calc", Some("latest"), &ImageSpec::flatpak("org.example.Calc", "x86_64"))
+//!     .await?;
+//! let list = registry
+//!     .push_list(
+//!         "apps/calc",
+//!         Some("multi"),
+//!         &[ImageSpec::flatpak("org.example.Calc", "x86_64"), ImageSpec::flatpak("org.example.Calc", "aarch64")],
+//!         ListFormat::OciIndex,
+//!     )
+//!     .await?;
+//! registry.tag("apps/calc", "stable", &image.digest).await?; // tag move if it existed
+//!
+//! // Ground truth of what the code under test fetched: the registry's own access log.
+//! let mark = registry.log_mark().await?;
+//! // ... run a scan against registry.url() ...
+//! let fetched = registry.requests_since(mark).await?; // testkit requests left out
+//! assert!(!fetched.iter().any(|r| r.is_manifest_get() || r.is_blob_get()));
+//!
+//! registry.stop(); // outage; registry.start().await? brings it back on the same port
+//! db.drop().await?;
+//! # let _ = list;
+//! # Ok(())
+//! # }
+//! ```
+
+mod database;
+mod image;
+mod oci_layout;
+mod push;
+mod registry;
+mod token;
+
+pub use database::TestDatabase;
+pub use image::{
+    sha256_digest, BuiltImage, ImageFormat, ImageSpec, ListFormat, ALL_MANIFEST_TYPES,
+    DOCKER_CONFIG, DOCKER_LAYER, DOCKER_LIST, DOCKER_MANIFEST, OCI_CONFIG, OCI_INDEX, OCI_LAYER,
+    OCI_MANIFEST,
+};
+pub use oci_layout::OciLayout;
+pub use push::{PushedImage, PushedList};
+pub use registry::{
+    LoggedRequest, NotificationEndpoint, TestRegistry, TestRegistryBuilder, TESTKIT_USER_AGENT,
+    TEST_PASSWORD, TEST_USERNAME,
+};
+pub use token::{TOKEN_ISSUER, TOKEN_SERVICE};
+
+/// A TCP port that was free on 127.0.0.1 a moment ago.
+pub fn free_port() -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// `<prefix>-<12 random hex digits>`: queue, exchange or repository names that no other
+/// test uses.
+pub fn unique_name(prefix: &str) -> String {
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{prefix}-{}", &random[..12])
+}
