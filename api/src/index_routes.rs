@@ -96,23 +96,22 @@ async fn serve(
 /// The rendered answer to `query` at the current data version: from the cache, or
 /// queried, built and compressed (off the executor) and cached.
 async fn rendered(state: &AppState, query: Query, key: String) -> Result<Arc<Rendered>, ApiError> {
+    // The snapshot read by `query_index` is at least this version, as the cache requires.
     let version = state.store.data_version().await?;
-    if let Some(hit) = state.cache.get(version, &key) {
-        return Ok(hit);
-    }
-    let snapshot = state.store.query_index(&query).await?;
-    let config = state.config.clone();
-    let rendered = tokio::task::spawn_blocking(move || {
-        let response = build_response(config.public_registry_url(), &query, snapshot.listings);
-        Arc::new(Rendered::new(response.to_json()))
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("rendering task failed: {e}")))?;
-    // Keyed by the snapshot's own version: it may be newer than `version`.
     state
         .cache
-        .insert(snapshot.data_version, key, rendered.clone());
-    Ok(rendered)
+        .get_or_render(version, &key, || async {
+            let snapshot = state.store.query_index(&query).await?;
+            let config = state.config.clone();
+            tokio::task::spawn_blocking(move || {
+                let response =
+                    build_response(config.public_registry_url(), &query, snapshot.listings);
+                Rendered::new(response.to_json())
+            })
+            .await
+            .map_err(|e| ApiError::Internal(format!("rendering task failed: {e}")))
+        })
+        .await
 }
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
