@@ -17,7 +17,9 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::OnceCell;
 
 pub const DEFAULT_MAX_ENTRIES: usize = 1024;
-pub const DEFAULT_MAX_BYTES: usize = 256 << 20;
+/// A Flatpak answer is typically well under 1 MiB (gzip included); a few distinct queries
+/// (one per architecture and tag) make most of the traffic.
+pub const DEFAULT_MAX_BYTES: usize = 64 << 20;
 
 /// One rendered answer in both encodings. ETags are strong and differ per encoding (the
 /// bytes differ); both derive from the hash of the JSON body.
