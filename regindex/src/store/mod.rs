@@ -121,6 +121,10 @@ impl Store {
             .bind(MIGRATE_LOCK_KEY)
             .execute(&mut *tx)
             .await?;
+        // Re-applying reports every existing object as a NOTICE: noise, not news.
+        sqlx::query("SET LOCAL client_min_messages = warning")
+            .execute(&mut *tx)
+            .await?;
         sqlx::raw_sql(SCHEMA_SQL).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
