@@ -15,6 +15,7 @@ use secrecy::SecretString;
 const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// A throw-away database. Private stand-in for testkit's `TestDatabase`.
+/// `REGINDEX_TEST_KEEP_DB=1` keeps it for inspection (EXPLAIN and the like).
 struct TestDb {
     name: String,
     config: DatabaseConfig,

@@ -11,6 +11,7 @@ use super::{rows, ReplaceOutcome, RepositoryTx, StoreError};
 use crate::model::{Digest, Image, ImageList, RepositoryName, StringMap, Tag};
 
 impl RepositoryTx {
+    /// The repository whose lock this transaction holds.
     pub fn repository(&self) -> &RepositoryName {
         &self.repository
     }
