@@ -1,19 +1,45 @@
 //! PostgreSQL store: schema, per-repository replacement, garbage collection, index queries.
 //!
 //! The schema lives in `schema.sql` at the repository root (safe to re-apply); `migrate`
-//! applies it and `connect` refuses a database whose schema is missing or older.
+//! applies it and `connect` refuses a database whose schema is missing, older or newer.
+//!
+//! Files: `replace.rs` (a repository's refetch transaction), `plan.rs` (its pure
+//! decisions), `gc.rs`, `index_query.rs` (the SQL side of index queries), `load.rs`
+//! (reading a repository back), `rows.rs` (decoding stored values).
 
 mod error;
+mod gc;
+mod index_query;
+mod load;
+mod plan;
+mod replace;
+mod rows;
 
 pub use error::StoreError;
+pub use index_query::IndexSnapshot;
 
-use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use sqlx::postgres::PgPoolOptions;
 
 use crate::config::DatabaseConfig;
-use crate::model::{Digest, Image, ImageList, RepositoryName, Tag};
+use crate::model::RepositoryName;
 
 /// The schema version `schema.sql` creates; `connect` requires exactly this.
 pub const SCHEMA_VERSION: i32 = 1;
+
+/// The schema, applied by `migrate`.
+const SCHEMA_SQL: &str = include_str!("../../../schema.sql");
+
+/// Advisory lock key that serialises concurrent `migrate` runs. Repository locks are
+/// derived from hashes (see `repository_lock_key`); a collision with this constant would
+/// only make a migration wait for one refetch.
+const MIGRATE_LOCK_KEY: i64 = 0x7265_6769_6e64_6578; // "regindex"
+
+/// How long to wait for a pooled connection before reporting the database unreachable;
+/// readiness probes must answer well within their own timeout.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct Store {
@@ -25,32 +51,87 @@ pub struct Store {
 pub struct ReplaceOutcome {
     /// Something visible to index queries changed (so caches must be invalidated).
     pub changed: bool,
+    /// Tags created or moved to another manifest.
     pub tags_set: usize,
+    /// Images and lists stored by this call.
     pub manifests_added: usize,
+    /// Images and lists removed because no tag reaches them any more.
     pub manifests_removed: usize,
 }
 
 /// What a global garbage collection removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GcSummary {
+    /// Repositories that had no tags left.
     pub repositories_removed: u64,
+    /// Images and lists no tag reached.
     pub manifests_removed: u64,
 }
 
 impl Store {
     /// Connects and checks that the schema is present and current.
-    pub async fn connect(_config: &DatabaseConfig) -> Result<Self, StoreError> {
-        todo!()
+    pub async fn connect(config: &DatabaseConfig) -> Result<Self, StoreError> {
+        let store = Self::connect_unchecked(config).await?;
+        store.check_schema().await?;
+        Ok(store)
     }
 
     /// Connects without checking the schema (for `migrate`).
-    pub async fn connect_unchecked(_config: &DatabaseConfig) -> Result<Self, StoreError> {
-        todo!()
+    pub async fn connect_unchecked(config: &DatabaseConfig) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(config.max_connections.max(1))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect(config.url.expose_secret())
+            .await?;
+        Ok(Self { pool })
+    }
+
+    /// Wraps an existing pool (tests, tools); the schema is not checked.
+    pub fn from_pool(pool: sqlx::PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// `SchemaMissing` / `SchemaOutdated` / `SchemaTooNew` unless the database holds
+    /// exactly `SCHEMA_VERSION`.
+    pub async fn check_schema(&self) -> Result<(), StoreError> {
+        let present: bool = sqlx::query_scalar("SELECT to_regclass('regindex_schema') IS NOT NULL")
+            .fetch_one(&self.pool)
+            .await?;
+        if !present {
+            return Err(StoreError::SchemaMissing);
+        }
+        let found: Option<i32> = sqlx::query_scalar("SELECT version FROM regindex_schema")
+            .fetch_optional(&self.pool)
+            .await?;
+        match found {
+            None => Err(StoreError::SchemaMissing),
+            Some(found) if found < SCHEMA_VERSION => Err(StoreError::SchemaOutdated {
+                found,
+                expected: SCHEMA_VERSION,
+            }),
+            Some(found) if found > SCHEMA_VERSION => Err(StoreError::SchemaTooNew {
+                found,
+                expected: SCHEMA_VERSION,
+            }),
+            Some(_) => Ok(()),
+        }
     }
 
     /// Applies `schema.sql`. Idempotent; never drops data.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        todo!()
+        let mut tx = self.pool.begin().await?;
+        // Two processes migrating at once would race on CREATE ... IF NOT EXISTS.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(MIGRATE_LOCK_KEY)
+            .execute(&mut *tx)
+            .await?;
+        // Re-applying reports every existing object as a NOTICE: noise, not news.
+        sqlx::query("SET LOCAL client_min_messages = warning")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::raw_sql(SCHEMA_SQL).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     pub fn pool(&self) -> &sqlx::PgPool {
@@ -59,7 +140,8 @@ impl Store {
 
     /// Database reachable (for readiness probes).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        todo!()
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
 
     /// Starts the one transaction in which a repository is refetched. It takes a
@@ -67,57 +149,51 @@ impl Store {
     /// of one repository never overlap, across all worker processes.
     pub async fn begin_repository(
         &self,
-        _repository: &RepositoryName,
+        repository: &RepositoryName,
     ) -> Result<RepositoryTx, StoreError> {
-        todo!()
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(repository_lock_key(repository))
+            .execute(&mut *tx)
+            .await?;
+        Ok(RepositoryTx {
+            tx,
+            repository: repository.clone(),
+        })
     }
 
     /// Every repository the index knows.
     pub async fn repositories(&self) -> Result<Vec<RepositoryName>, StoreError> {
-        todo!()
-    }
-
-    /// Removes whatever no tag reaches any more, across all repositories.
-    pub async fn gc(&self) -> Result<GcSummary, StoreError> {
-        todo!()
+        let names: Vec<String> = sqlx::query_scalar("SELECT name FROM repositories ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        names.iter().map(|n| rows::repository_name(n)).collect()
     }
 
     /// Increases on every committed change that index queries can see; caches key on it.
     pub async fn data_version(&self) -> Result<i64, StoreError> {
-        todo!()
+        Ok(sqlx::query_scalar("SELECT version FROM data_version")
+            .fetch_one(&self.pool)
+            .await?)
     }
+}
+
+/// The advisory lock key of a repository: the first 8 bytes of a sha256 of its name,
+/// the same in every process (unlike std's randomly seeded hashers).
+fn repository_lock_key(repository: &RepositoryName) -> i64 {
+    lock_key(repository.as_str())
+}
+
+fn lock_key(name: &str) -> i64 {
+    use sha2::{Digest as _, Sha256};
+    let hash = Sha256::digest(format!("regindex repository {name}").as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&hash[..8]);
+    i64::from_be_bytes(bytes)
 }
 
 /// A repository being refetched: holds the advisory lock until commit or drop.
 pub struct RepositoryTx {
     tx: sqlx::Transaction<'static, sqlx::Postgres>,
     repository: RepositoryName,
-}
-
-impl RepositoryTx {
-    /// Digests of the images and lists stored for this repository. A stored list always
-    /// has its entries stored too.
-    pub async fn known_manifests(&mut self) -> Result<HashSet<Digest>, StoreError> {
-        let _ = (&mut self.tx, &self.repository);
-        todo!()
-    }
-
-    /// Makes the repository's state exactly `tags`: stores `new_images` and `new_lists`
-    /// (manifests not known yet), sets the tag set, removes images and lists no tag
-    /// reaches any more, removes the repository when it has no tags left, and bumps the
-    /// data version when anything changed. Every tag target and list entry must be known
-    /// or among the new manifests.
-    pub async fn replace(
-        &mut self,
-        _tags: &BTreeMap<Tag, Digest>,
-        _new_images: &[Image],
-        _new_lists: &[ImageList],
-    ) -> Result<ReplaceOutcome, StoreError> {
-        todo!()
-    }
-
-    pub async fn commit(self) -> Result<(), StoreError> {
-        self.tx.commit().await?;
-        Ok(())
-    }
 }
