@@ -5,7 +5,8 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use prometheus::{Encoder, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{IntCounterVec, Opts, Registry};
+use regindex::telemetry::METRICS_CONTENT_TYPE;
 
 /// The api's counters, registered in their own registry.
 #[derive(Clone)]
@@ -60,9 +61,7 @@ impl ApiMetrics {
 
     /// The text exposition of every metric.
     pub fn render(&self) -> Result<String, prometheus::Error> {
-        let mut buffer = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
-        Ok(String::from_utf8_lossy(&buffer).into_owned())
+        regindex::telemetry::render_metrics(&self.registry)
     }
 }
 
@@ -83,7 +82,7 @@ async fn serve(State(metrics): State<ApiMetrics>) -> impl IntoResponse {
     match metrics.render() {
         Ok(text) => (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
             text,
         ),
         Err(e) => (

@@ -14,3 +14,14 @@ pub fn init_tracing() {
         builder.try_init()
     };
 }
+
+/// `Content-Type` of a Prometheus text exposition.
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+
+/// The text exposition of every metric in `registry` (the body of a `/metrics` answer).
+pub fn render_metrics(registry: &prometheus::Registry) -> Result<String, prometheus::Error> {
+    use prometheus::Encoder as _;
+    let mut buffer = Vec::new();
+    prometheus::TextEncoder::new().encode(&registry.gather(), &mut buffer)?;
+    Ok(String::from_utf8_lossy(&buffer).into_owned())
+}

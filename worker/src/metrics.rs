@@ -7,9 +7,8 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
-};
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
+use regindex::telemetry::METRICS_CONTENT_TYPE;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -83,9 +82,7 @@ impl WorkerMetrics {
     }
 
     pub fn render(&self) -> Result<String, prometheus::Error> {
-        let mut buffer = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
-        Ok(String::from_utf8_lossy(&buffer).into_owned())
+        regindex::telemetry::render_metrics(&self.registry)
     }
 }
 
@@ -121,7 +118,7 @@ async fn serve_metrics(State(metrics): State<WorkerMetrics>) -> impl IntoRespons
     match metrics.render() {
         Ok(text) => (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
             text,
         ),
         Err(e) => (
