@@ -11,7 +11,9 @@ use regindex::registry::RegistryClient;
 use regindex::store::Store;
 use regindex::sync::{NoProgress, Syncer};
 use regindex_api::{router, AppState};
-use regindex_testkit::{ImageFormat, ImageSpec, ListFormat, PushedImage, TestDatabase, TestRegistry};
+use regindex_testkit::{
+    ImageFormat, ImageSpec, ListFormat, PushedImage, TestDatabase, TestRegistry,
+};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -39,7 +41,11 @@ fn image_json(pushed: &PushedImage, tags: Option<&[&str]>) -> Value {
     image
 }
 
-async fn get(app: &axum::Router, uri: &str, etag: Option<&str>) -> (StatusCode, Option<String>, Vec<u8>) {
+async fn get(
+    app: &axum::Router,
+    uri: &str,
+    etag: Option<&str>,
+) -> (StatusCode, Option<String>, Vec<u8>) {
     let mut request = Request::get(uri);
     if let Some(etag) = etag {
         request = request.header(header::IF_NONE_MATCH, etag);
@@ -80,13 +86,24 @@ async fn index_queries_answer_what_was_pushed() {
     };
 
     let calc = registry
-        .push_image("apps/calc", Some("latest"), &ImageSpec::flatpak("org.example.Calc", "x86_64"))
+        .push_image(
+            "apps/calc",
+            Some("latest"),
+            &ImageSpec::flatpak("org.example.Calc", "x86_64"),
+        )
         .await
         .unwrap();
-    registry.tag("apps/calc", "1.0", &calc.digest).await.unwrap();
+    registry
+        .tag("apps/calc", "1.0", &calc.digest)
+        .await
+        .unwrap();
     // An arm-only Flatpak tagged latest: must not match architecture=amd64.
     registry
-        .push_image("apps/armonly", Some("latest"), &ImageSpec::flatpak("org.example.Arm", "aarch64"))
+        .push_image(
+            "apps/armonly",
+            Some("latest"),
+            &ImageSpec::flatpak("org.example.Arm", "aarch64"),
+        )
         .await
         .unwrap();
     let multi = registry
@@ -105,7 +122,9 @@ async fn index_queries_answer_what_was_pushed() {
         .push_image(
             "base/plain",
             Some("latest"),
-            &ImageSpec::new("amd64").label("name", "plain").format(ImageFormat::Docker),
+            &ImageSpec::new("amd64")
+                .label("name", "plain")
+                .format(ImageFormat::Docker),
         )
         .await
         .unwrap();
@@ -120,7 +139,10 @@ async fn index_queries_answer_what_was_pushed() {
 
     let store = Store::connect_unchecked(&config.database).await.unwrap();
     store.migrate().await.unwrap();
-    let syncer = Syncer::new(RegistryClient::new(&config.registry).unwrap(), store.clone());
+    let syncer = Syncer::new(
+        RegistryClient::new(&config.registry).unwrap(),
+        store.clone(),
+    );
     let summary = syncer.scan(4, &NoProgress).await.unwrap();
     assert!(summary.failed.is_empty(), "{:?}", summary.failed);
     let app = router(AppState::new(Arc::new(config), store));
@@ -142,12 +164,14 @@ async fn index_queries_answer_what_was_pushed() {
 
     // Every order of the same parameters: the same bytes and ETag.
     let params: Vec<&str> = FLATPAK_QUERY.split('&').collect();
-    let (_, first_etag, first_body) = get(&app, &format!("/index/static?{FLATPAK_QUERY}"), None).await;
+    let (_, first_etag, first_body) =
+        get(&app, &format!("/index/static?{FLATPAK_QUERY}"), None).await;
     for rotation in 1..params.len() {
         let mut rotated = params.clone();
         rotated.rotate_left(rotation);
         rotated.swap(0, 1);
-        let (status, etag, body) = get(&app, &format!("/index/static?{}", rotated.join("&")), None).await;
+        let (status, etag, body) =
+            get(&app, &format!("/index/static?{}", rotated.join("&")), None).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!((etag, body), (first_etag.clone(), first_body.clone()));
     }
@@ -169,14 +193,27 @@ async fn index_queries_answer_what_was_pushed() {
         json!({ "Registry": "https://registry.example.org/", "Results": [] })
     );
     // Architecture OR: both entries of the list, and the arm-only app.
-    let both = query(&app, "architecture=amd64&architecture=arm64&repository=apps/multi").await;
-    assert_eq!(both["Results"][0]["Lists"][0]["Images"].as_array().unwrap().len(), 2);
+    let both = query(
+        &app,
+        "architecture=amd64&architecture=arm64&repository=apps/multi",
+    )
+    .await;
+    assert_eq!(
+        both["Results"][0]["Lists"][0]["Images"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 
     // ETag round trip: 304 while nothing changes, 200 with a new ETag after a push.
     let uri = format!("/index/static?{FLATPAK_QUERY}");
     let etag = first_etag.expect("an ETag");
     let (status, same, body) = get(&app, &uri, Some(&etag)).await;
-    assert_eq!((status, same.as_deref(), body.len()), (StatusCode::NOT_MODIFIED, Some(etag.as_str()), 0));
+    assert_eq!(
+        (status, same.as_deref(), body.len()),
+        (StatusCode::NOT_MODIFIED, Some(etag.as_str()), 0)
+    );
     let newer = registry
         .push_image(
             "apps/calc",
@@ -190,6 +227,9 @@ async fn index_queries_answer_what_was_pushed() {
     assert_eq!(status, StatusCode::OK);
     assert_ne!(changed.as_deref(), Some(etag.as_str()));
     let body: Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(body["Results"][0]["Images"], json!([image_json(&newer, Some(&["latest"]))]));
+    assert_eq!(
+        body["Results"][0]["Images"],
+        json!([image_json(&newer, Some(&["latest"]))])
+    );
     db.drop().await.unwrap();
 }
