@@ -250,6 +250,11 @@ impl Config {
                 return Err(invalid(key, "must not be empty"));
             }
         }
+        // The worker republishes failures to the dead-letter queue: were it the work queue,
+        // they would be consumed again at once, forever.
+        if self.amqp.dead_letter_queue == self.amqp.work_queue {
+            return Err(invalid("amqp.dead_letter_queue", "must differ from amqp.work_queue"));
+        }
         Ok(())
     }
 
@@ -291,6 +296,14 @@ mod tests {
         assert_eq!(cfg.public_registry_url(), "/");
         assert_eq!(cfg.api.static_max_age_secs, 60);
         assert_eq!(cfg.worker.concurrency, WorkerConfig::default().concurrency);
+    }
+
+    #[test]
+    fn the_dead_letter_queue_is_not_the_work_queue() {
+        let mut cfg = Config::default();
+        cfg.amqp.dead_letter_queue = cfg.amqp.work_queue.clone();
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("amqp.dead_letter_queue"), "{err}");
     }
 
     #[test]
