@@ -530,3 +530,51 @@ async fn the_worker_process_scans_periodically_and_reports_it() {
     })
     .await;
 }
+
+/// Scans and GC run in one worker process at a time: a second taker of the lock skips.
+#[tokio::test]
+async fn periodic_jobs_are_exclusive_across_processes() {
+    use regindex_worker::periodic::{exclusively, GC_LOCK, SCAN_LOCK};
+    let db = TestDatabase::create().await.unwrap();
+    let mut config = Config::default();
+    config.database.url = db.url().into();
+    let store = Store::connect_unchecked(&config.database).await.unwrap();
+    // Another process: a pool of its own.
+    let other = Store::connect_unchecked(&config.database).await.unwrap();
+
+    let (started, started_rx) = tokio::sync::oneshot::channel();
+    let (release, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let holder = tokio::spawn({
+        let store = store.clone();
+        async move {
+            exclusively(&store, SCAN_LOCK, async move {
+                started.send(()).unwrap();
+                release_rx.await.unwrap();
+            })
+            .await
+            .unwrap()
+        }
+    });
+    started_rx.await.unwrap();
+    assert_eq!(
+        exclusively(&other, SCAN_LOCK, async { 1 }).await.unwrap(),
+        None,
+        "the scan is running elsewhere"
+    );
+    assert_eq!(
+        exclusively(&other, GC_LOCK, async { 2 }).await.unwrap(),
+        Some(2),
+        "another job is not blocked"
+    );
+    release.send(()).unwrap();
+    assert_eq!(holder.await.unwrap(), Some(()));
+    assert_eq!(
+        exclusively(&other, SCAN_LOCK, async { 3 }).await.unwrap(),
+        Some(3),
+        "released after the job"
+    );
+
+    store.pool().close().await;
+    other.pool().close().await;
+    db.drop().await.unwrap();
+}
