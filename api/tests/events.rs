@@ -353,3 +353,48 @@ async fn the_api_router_serves_events_metrics_and_json_fallbacks() {
     })
     .await;
 }
+
+/// The api process starts and serves the index while the broker is down; webhooks get 503
+/// until it is back.
+#[tokio::test]
+async fn the_api_runs_without_the_broker() {
+    let db = regindex_testkit::TestDatabase::create().await.unwrap();
+    let mut config = Config::default();
+    config.database.url = db.url().into();
+    config.amqp.url = "amqp://guest:guest@127.0.0.1:1/%2f".to_owned().into();
+    config.api.webhook_token = Some("secret".to_owned().into()); // the fixtures' token
+    let port = regindex_testkit::free_port().unwrap();
+    config.api.listen = ([127, 0, 0, 1], port).into();
+    let store = regindex::store::Store::connect_unchecked(&config.database)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    store.pool().close().await;
+
+    let server = tokio::spawn(regindex_api::run(config));
+    let app = App {
+        addr: ([127, 0, 0, 1], port).into(),
+        client: reqwest::Client::new(),
+    };
+    let index = format!("http://{}/index/static", app.addr);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        match app.client.get(&index).send().await {
+            Ok(response) => break response.status(),
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("the api did not start: {e}"),
+        }
+    };
+    assert_eq!(status, 200);
+    let refused = app.post_fixture("manifest-push-oci").await;
+    assert_eq!(refused.status(), 503);
+    assert!(json(refused).await["error"]
+        .as_str()
+        .unwrap()
+        .contains("broker"));
+    server.abort();
+    let _ = server.await;
+    db.drop().await.unwrap();
+}
