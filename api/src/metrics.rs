@@ -1,12 +1,9 @@
 //! Prometheus metrics of the api, served on `GET /metrics`.
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use prometheus::{IntCounterVec, Opts, Registry};
-use regindex::telemetry::METRICS_CONTENT_TYPE;
 
 /// The api's counters, registered in their own registry.
 #[derive(Clone)]
@@ -58,11 +55,6 @@ impl ApiMetrics {
             registry,
         }
     }
-
-    /// The text exposition of every metric.
-    pub fn render(&self) -> Result<String, prometheus::Error> {
-        regindex::telemetry::render_metrics(&self.registry)
-    }
 }
 
 impl Default for ApiMetrics {
@@ -78,17 +70,6 @@ pub fn router(metrics: ApiMetrics) -> Router {
         .with_state(metrics)
 }
 
-async fn serve(State(metrics): State<ApiMetrics>) -> impl IntoResponse {
-    match metrics.render() {
-        Ok(text) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
-            text,
-        ),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            [(header::CONTENT_TYPE, "text/plain")],
-            e.to_string(),
-        ),
-    }
+async fn serve(State(metrics): State<ApiMetrics>) -> axum::http::Response<String> {
+    regindex::telemetry::metrics_response(&metrics.registry)
 }

@@ -15,13 +15,29 @@ pub fn init_tracing() {
     };
 }
 
-/// `Content-Type` of a Prometheus text exposition.
-pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
-
-/// The text exposition of every metric in `registry` (the body of a `/metrics` answer).
-pub fn render_metrics(registry: &prometheus::Registry) -> Result<String, prometheus::Error> {
+/// The answer to `GET /metrics`: the Prometheus text exposition of every metric in
+/// `registry` (or a 500 naming the encoding error).
+pub fn metrics_response(registry: &prometheus::Registry) -> http::Response<String> {
     use prometheus::Encoder as _;
     let mut buffer = Vec::new();
-    prometheus::TextEncoder::new().encode(&registry.gather(), &mut buffer)?;
-    Ok(String::from_utf8_lossy(&buffer).into_owned())
+    let (status, content_type, body) =
+        match prometheus::TextEncoder::new().encode(&registry.gather(), &mut buffer) {
+            Ok(()) => (
+                http::StatusCode::OK,
+                "text/plain; version=0.0.4",
+                String::from_utf8_lossy(&buffer).into_owned(),
+            ),
+            Err(e) => (
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                e.to_string(),
+            ),
+        };
+    let mut response = http::Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    response
 }
