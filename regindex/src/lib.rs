@@ -6,9 +6,12 @@
 
 pub mod bus;
 pub mod config;
+pub mod describe;
+pub mod icons;
 pub mod index;
 pub mod model;
 pub mod registry;
+pub mod search;
 pub mod store;
 pub mod sync;
 pub mod telemetry;
