@@ -74,16 +74,43 @@ fn truncate(value: &str, max_chars: usize) -> String {
     }
 }
 
+/// What [`summarize`] reads of an image: its annotations and its labels.
+pub trait Described {
+    fn annotations(&self) -> &StringMap;
+    fn labels(&self) -> &StringMap;
+}
+
+impl Described for Image {
+    fn annotations(&self) -> &StringMap {
+        &self.annotations
+    }
+    fn labels(&self) -> &StringMap {
+        &self.labels
+    }
+}
+
+impl Described for (StringMap, StringMap) {
+    fn annotations(&self) -> &StringMap {
+        &self.0
+    }
+    fn labels(&self) -> &StringMap {
+        &self.1
+    }
+}
+
 /// Summarises a repository from its images, most representative first (the caller puts
 /// the images tagged `latest` first). The first image that says something wins for each
 /// field; the title falls back to the Flatpak id and then to the repository name.
-pub fn summarize<'a>(repository: &str, images: impl IntoIterator<Item = &'a Image>) -> Summary {
+pub fn summarize<'a, D: Described + 'a>(
+    repository: &str,
+    images: impl IntoIterator<Item = &'a D>,
+) -> Summary {
     let mut title = None;
     let mut description = None;
     let mut flatpak = None;
     let mut icon = None;
     for image in images {
-        let maps = [&image.annotations, &image.labels];
+        let maps = [image.annotations(), image.labels()];
         title = title.or_else(|| lookup(&maps, &TITLE_KEYS));
         description = description.or_else(|| lookup(&maps, &DESCRIPTION_KEYS));
         flatpak = flatpak.or_else(|| lookup(&maps, &["org.flatpak.ref"]).and_then(flatpak_id));
@@ -192,7 +219,10 @@ mod tests {
 
         let bare = image(&[("name", "   ")], &[]);
         assert_eq!(summarize("library/fedora", [&bare]).title, "library/fedora");
-        assert_eq!(summarize("library/fedora", []).title, "library/fedora");
+        assert_eq!(
+            summarize::<Image>("library/fedora", []).title,
+            "library/fedora"
+        );
     }
 
     #[test]

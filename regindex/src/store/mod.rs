@@ -4,13 +4,20 @@
 //! applies it and `connect` refuses a database whose schema is missing or older.
 
 mod error;
+mod icons;
 mod index_query;
 mod load;
 mod plan;
 mod rows;
+mod search;
+mod summaries;
+mod web;
 
 pub use error::StoreError;
+pub use icons::StoredIcon;
 pub use index_query::IndexSnapshot;
+pub use search::SummaryHit;
+pub use web::{RepositoryContents, RepositorySummary};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -42,6 +49,8 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct Store {
     pool: sqlx::PgPool,
+    /// Larger icons are not extracted (`icons.max_bytes`).
+    icon_max_bytes: usize,
 }
 
 /// What `RepositoryTx::replace` did.
@@ -59,6 +68,8 @@ pub struct ReplaceOutcome {
 pub struct GcSummary {
     pub repositories_removed: u64,
     pub manifests_removed: u64,
+    /// Icons no image carries any more.
+    pub icons_removed: u64,
 }
 
 impl Store {
@@ -76,12 +87,21 @@ impl Store {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect(config.url.expose_secret())
             .await?;
-        Ok(Self { pool })
+        Ok(Self::from_pool(pool))
     }
 
     /// Wraps an existing pool (tests, tools); the schema is not checked.
     pub fn from_pool(pool: sqlx::PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            icon_max_bytes: crate::config::IconsConfig::default().max_bytes,
+        }
+    }
+
+    /// Applies the `icons` configuration (the size limit of extracted icons).
+    pub fn with_icons(mut self, icons: &crate::config::IconsConfig) -> Self {
+        self.icon_max_bytes = icons.max_bytes;
+        self
     }
 
     /// `SchemaMissing` / `SchemaOutdated` / `SchemaTooNew` unless the database holds
@@ -148,6 +168,7 @@ impl Store {
         Ok(RepositoryTx {
             tx,
             repository: repository.clone(),
+            icon_max_bytes: self.icon_max_bytes,
         })
     }
 
@@ -193,6 +214,7 @@ impl Store {
             summary.repositories_removed += removed.rows_affected();
             tx.commit().await?;
         }
+        summary.icons_removed = self.gc_icons().await?;
         Ok(summary)
     }
 
@@ -249,6 +271,7 @@ async fn delete_unreachable(
 pub struct RepositoryTx {
     tx: sqlx::Transaction<'static, sqlx::Postgres>,
     repository: RepositoryName,
+    icon_max_bytes: usize,
 }
 
 impl RepositoryTx {
@@ -331,6 +354,7 @@ impl RepositoryTx {
 
         self.insert_images(repository_id, &new.images, &mut known)
             .await?;
+        icons::store_image_icons(&mut self.tx, &new.images, &known, self.icon_max_bytes).await?;
         self.insert_lists(repository_id, &new.lists, &mut known)
             .await?;
         outcome.manifests_added = new.images.len() + new.lists.len();
@@ -373,6 +397,9 @@ impl RepositoryTx {
             || !diff.is_empty()
             || outcome.manifests_added > 0
             || outcome.manifests_removed > 0;
+        if outcome.changed {
+            self.refresh_summary(repository_id, self.icon_max_bytes).await?;
+        }
         self.finish(&outcome).await?;
         Ok(outcome)
     }
