@@ -1,1 +1,2 @@
 //! The regindex API.
+pub mod web;
