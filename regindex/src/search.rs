@@ -99,7 +99,16 @@ impl SearchRequest {
     /// The query for `to_tsquery('simple', ...)` that requires every word as a prefix
     /// (`gnome calc` gives `gnome:* & calc:*`). Only letters and digits survive, so the
     /// result is always valid tsquery syntax; `None` when no word is left.
+    ///
+    /// A query using web-search syntax (`"phrase"`, `-word`, `or`) gets no prefix query:
+    /// it would match what the syntax excludes.
     pub fn prefix_tsquery(&self) -> Option<String> {
+        let operators = self.query.split_whitespace().any(|token| {
+            token.starts_with('-') || token.contains('"') || token.eq_ignore_ascii_case("or")
+        });
+        if operators {
+            return None;
+        }
         let words: Vec<String> = self
             .query
             .split(|c: char| !c.is_alphanumeric())
@@ -261,6 +270,10 @@ mod tests {
             Some("apps:* & calc:*")
         );
         assert_eq!(r("' & | !").prefix_tsquery(), None);
+        assert_eq!(r("calc -bc").prefix_tsquery(), None);
+        assert_eq!(r("\"gnome calc\"").prefix_tsquery(), None);
+        assert_eq!(r("calc or notes").prefix_tsquery(), None);
+        assert_eq!(r("x-ray").prefix_tsquery().as_deref(), Some("x:* & ray:*"));
         assert_eq!(r("").prefix_tsquery(), None);
     }
 
