@@ -17,7 +17,8 @@ pub struct RenderedIndex {
 }
 
 /// Runs `query`, builds the response with `registry` as its `Registry`, replaces icon
-/// data URIs by icon URLs when `icons.extract` is on, and serialises it.
+/// data URIs by icon URLs when `icons.extract` is on, and serialises it. The CPU work
+/// (building, decoding and hashing icons, serialising) runs off the async executor.
 pub async fn render_index(
     store: &Store,
     query: &Query,
@@ -25,43 +26,75 @@ pub async fn render_index(
     icons: &IconsConfig,
 ) -> Result<RenderedIndex, StoreError> {
     let snapshot = store.query_index(query).await?;
-    let mut response = build_response(registry, query, snapshot.listings);
-    if icons.extract {
-        extract_icon_urls(store, &mut response, icons).await?;
-    }
-    Ok(RenderedIndex {
-        data_version: snapshot.data_version,
-        body: response.to_json(),
+    let data_version = snapshot.data_version;
+    let (query, registry, config) = (query.clone(), registry.to_owned(), icons.clone());
+    let (mut response, files) = blocking(move || {
+        let response = build_response(&registry, &query, snapshot.listings);
+        let files = if config.extract {
+            icon_files(&response, config.max_bytes)
+        } else {
+            HashMap::new()
+        };
+        (response, files)
     })
+    .await?;
+    let urls = if files.is_empty() {
+        HashMap::new()
+    } else {
+        icon_urls(store, files, icons).await?
+    };
+    let body = blocking(move || {
+        rewrite_response(&mut response, &urls);
+        response.to_json()
+    })
+    .await?;
+    Ok(RenderedIndex { data_version, body })
 }
 
-/// Replaces every icon data URI of `response` whose icon is stored by its URL. An icon
-/// that is not stored (invalid, too large, or stored before extraction was enabled and
-/// not backfilled) keeps its data URI, so the answer is never worse than without
-/// extraction.
-async fn extract_icon_urls(
-    store: &Store,
-    response: &mut IndexResponse,
-    config: &IconsConfig,
-) -> Result<(), StoreError> {
-    // The same icon appears in every image of an app (all arches, all tags): decode and
-    // hash each distinct value once.
-    let mut parsed: HashMap<String, Option<String>> = HashMap::new();
-    for_each_image(response, |image| {
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Inconsistent {
+            repository: String::new(),
+            detail: format!("index rendering task failed: {e}"),
+        })
+}
+
+/// Each distinct icon data URI of `response` with the file name of its icon (`None`
+/// when it is not a valid icon). The same icon appears in every image of an app (all
+/// arches, all tags): each distinct value is decoded and hashed once.
+fn icon_files(response: &IndexResponse, max_bytes: usize) -> HashMap<String, Option<String>> {
+    let mut files: HashMap<String, Option<String>> = HashMap::new();
+    let mut visit = |image: &ImageFields| {
         for map in [&image.labels, &image.annotations] {
             for key in icons::ICON_KEYS {
                 if let Some(value) = map.get(key) {
-                    if icons::is_data_uri(value) && !parsed.contains_key(value) {
-                        let file = icons::parse_data_uri(value, config.max_bytes)
+                    if icons::is_data_uri(value) && !files.contains_key(value) {
+                        let file = icons::parse_data_uri(value, max_bytes)
                             .ok()
                             .map(|icon| icon.file_name());
-                        parsed.insert(value.clone(), file);
+                        files.insert(value.clone(), file);
                     }
                 }
             }
         }
-    });
-    let hashes: Vec<String> = parsed
+    };
+    for repository in &response.results {
+        repository.images.iter().for_each(|i| visit(&i.image));
+        repository.lists.iter().flat_map(|l| &l.images).for_each(&mut visit);
+    }
+    files
+}
+
+/// Data URI -> icon URL, for the icons that are stored. An icon that is not stored
+/// (invalid, too large, or ingested before extraction and not backfilled) keeps its data
+/// URI, so the answer is never worse than without extraction.
+async fn icon_urls(
+    store: &Store,
+    files: HashMap<String, Option<String>>,
+    config: &IconsConfig,
+) -> Result<HashMap<String, String>, StoreError> {
+    let hashes: Vec<String> = files
         .values()
         .flatten()
         .filter_map(|file| file.split_once('.').map(|(hash, _)| hash.to_owned()))
@@ -69,7 +102,7 @@ async fn extract_icon_urls(
         .into_iter()
         .collect();
     let stored = store.stored_icons(&hashes).await?;
-    let urls: HashMap<String, String> = parsed
+    Ok(files
         .into_iter()
         .filter_map(|(value, file)| {
             let file = file?;
@@ -78,9 +111,7 @@ async fn extract_icon_urls(
                 .contains(hash)
                 .then(|| (value, icons::icon_url(config.base_url.as_deref(), &file)))
         })
-        .collect();
-    rewrite_response(response, &urls);
-    Ok(())
+        .collect())
 }
 
 fn for_each_image(response: &mut IndexResponse, mut f: impl FnMut(&mut ImageFields)) {

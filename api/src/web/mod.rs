@@ -2,7 +2,7 @@
 //! `/repository/<name>`), the extracted icons (`/icons/<sha256>.<ext>`) and the Docker
 //! registry v1 search (`/v1/search`).
 //!
-//! [`router`] returns a complete router with its own state, merged into the api's.
+//! [`routes`] is merged into the api's router; [`router`] serves them alone.
 
 mod html;
 mod icons;
@@ -11,7 +11,7 @@ mod search;
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRef, Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -52,14 +52,23 @@ impl WebState {
     }
 }
 
-/// `/`, `/repository/<name>`, `/icons/<file>`, `/v1/search`.
-pub fn router(state: WebState) -> Router {
+/// `/`, `/repository/<name>`, `/icons/<file>`, `/v1/search`, for any router state the
+/// [`WebState`] can be taken from (the api's `AppState`). Sets no fallback.
+pub fn routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    WebState: FromRef<S>,
+{
     Router::new()
         .route("/", get(index))
         .route("/repository/{*name}", get(repository))
         .route("/icons/{file}", get(icons::icon))
         .route("/v1/search", get(search::v1_search))
-        .with_state(state)
+}
+
+/// The web routes on their own.
+pub fn router(state: WebState) -> Router {
+    routes().with_state(state)
 }
 
 #[derive(Debug, Deserialize)]
