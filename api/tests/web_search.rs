@@ -108,8 +108,13 @@ async fn pagination_and_bad_parameters() {
         assert_eq!(response.status(), 400, "{query}");
         assert_eq!(response.headers()["content-type"], "application/json");
         let body: Value = response.json().await.unwrap();
-        assert_eq!(body["error"]["parameter"], parameter, "{query}");
+        assert_eq!(body["error"], "bad_query");
+        assert_eq!(body["detail"]["parameter"], parameter, "{query}");
     }
+    // A repeated parameter is not a v1 search.
+    let response = stack.get("/v1/search?q=a&q=b").await.unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(response.json::<Value>().await.unwrap()["error"], "bad_query");
     let long = "x".repeat(300);
     assert_eq!(stack.get(&format!("/v1/search?q={long}")).await.unwrap().status(), 400);
     stack.stop().await.unwrap();

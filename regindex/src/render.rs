@@ -51,7 +51,9 @@ pub async fn render_index(
     Ok(RenderedIndex { data_version, body })
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, StoreError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, StoreError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| StoreError::Inconsistent {
@@ -81,7 +83,11 @@ fn icon_files(response: &IndexResponse, max_bytes: usize) -> HashMap<String, Opt
     };
     for repository in &response.results {
         repository.images.iter().for_each(|i| visit(&i.image));
-        repository.lists.iter().flat_map(|l| &l.images).for_each(&mut visit);
+        repository
+            .lists
+            .iter()
+            .flat_map(|l| &l.images)
+            .for_each(&mut visit);
     }
     files
 }

@@ -30,6 +30,8 @@ pub enum SearchError {
     },
     #[error("parameter `q` is longer than {MAX_QUERY_CHARS} characters")]
     QueryTooLong,
+    #[error("the query string cannot be read: {0}")]
+    Malformed(String),
 }
 
 impl SearchError {
@@ -37,6 +39,7 @@ impl SearchError {
         match self {
             SearchError::OutOfRange { parameter, .. } => parameter,
             SearchError::QueryTooLong => "q",
+            SearchError::Malformed(_) => "",
         }
     }
 }

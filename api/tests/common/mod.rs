@@ -87,7 +87,7 @@ impl Stack {
 
 /// The api as `regindex-api` serves it.
 pub fn app(store: Store, config: Arc<Config>) -> axum::Router {
-    regindex_api::web::router(regindex_api::web::WebState::new(store, config))
+    regindex_api::router(regindex_api::AppState::new(config, store))
 }
 
 /// A real `size`x`size` RGB PNG filled with one colour (uncompressed deflate blocks).
