@@ -145,3 +145,25 @@ async fn icons_no_image_carries_are_collected() {
     assert_eq!(stack.get(&format!("/icons/{}.png", sha256_hex(&red))).await.unwrap().status(), 200);
     stack.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn backfill_extracts_icons_of_images_stored_without_them() {
+    // Indexed with a limit below the icon's size: nothing extracted.
+    let stack = Stack::start(|c| c.icons.max_bytes = 100).await.unwrap();
+    let teal = png([0, 128, 128], 64);
+    let spec = ImageSpec::flatpak("org.example.Teal", "amd64").label(ICON_64, &data_uri(&teal));
+    stack.registry.push_image("apps/teal", Some("latest"), &spec).await.unwrap();
+    stack.refetch("apps/teal").await.unwrap();
+    assert_eq!(stack.store.stored_icons(&[sha256_hex(&teal)]).await.unwrap().len(), 0);
+
+    // The limit raised, the backfill extracts it and points the summary at it.
+    let store = stack.store.clone().with_icons(&IconsConfig::default());
+    assert_eq!(store.backfill_icons_and_summaries().await.unwrap(), 1);
+    assert_eq!(store.stored_icons(&[sha256_hex(&teal)]).await.unwrap().len(), 1);
+    let summary = store.repository_summary("apps/teal").await.unwrap().unwrap();
+    assert_eq!(summary.icon, Some(format!("{}.png", sha256_hex(&teal))));
+    assert_eq!(summary.title, "org.example.Teal");
+    let labels = labels_of(&stack, "apps/teal", &IconsConfig::default()).await;
+    assert_eq!(labels[ICON_64], format!("/icons/{}.png", sha256_hex(&teal)));
+    stack.stop().await.unwrap();
+}

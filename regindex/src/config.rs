@@ -463,6 +463,15 @@ mod tests {
     }
 
     #[test]
+    fn example_file_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config.example.yaml");
+        let cfg = Config::load(Some(&path)).unwrap();
+        assert_eq!(cfg.icons, IconsConfig::default());
+        assert_eq!(cfg.web, WebConfig::default());
+        assert!(cfg.static_indexes.is_empty());
+    }
+
+    #[test]
     fn web_sections_load_and_validate() {
         let mut f = tempfile::NamedTempFile::with_suffix(".yaml").unwrap();
         writeln!(
