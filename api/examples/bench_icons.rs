@@ -26,7 +26,8 @@ use regindex_testkit::{ImageSpec, TestDatabase, TestRegistry};
 use secrecy::SecretString;
 
 /// What Flatpak 1.14 sends (PROTOCOL.md).
-const FLATPAK_QUERY: &str = "label%3Aorg.flatpak.ref%3Aexists=1&architecture=amd64&os=linux&tag=latest";
+const FLATPAK_QUERY: &str =
+    "label%3Aorg.flatpak.ref%3Aexists=1&architecture=amd64&os=linux&tag=latest";
 const WARM_REQUESTS: usize = 30;
 const RENDERS: usize = 5;
 
@@ -36,14 +37,20 @@ fn icon_png(seed: u64, size: u32) -> Vec<u8> {
     // Filter type 1 (Sub) on every row, as PNG encoders do for gradients: each byte is
     // stored as its difference to the pixel on its left.
     let mut raw = Vec::with_capacity((size * (size * 3 + 1)) as usize);
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     for y in 0..size {
         raw.push(1);
         let mut left = [0u8; 3];
         for x in 0..size {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let noise = ((state >> 33) % 4) as u8;
-            let r = ((x * 255 / size) as u8).wrapping_add(seed as u8).wrapping_add(noise);
+            let r = ((x * 255 / size) as u8)
+                .wrapping_add(seed as u8)
+                .wrapping_add(noise);
             let g = ((y * 255 / size) as u8).wrapping_add(noise / 2);
             let b = (((x + y) * 127 / size) as u8).wrapping_add((seed >> 8) as u8);
             let pixel = [r, g, b];
@@ -60,7 +67,11 @@ fn icon_png(seed: u64, size: u32) -> Vec<u8> {
     let mut ihdr = size.to_be_bytes().to_vec();
     ihdr.extend_from_slice(&size.to_be_bytes());
     ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    for (kind, data) in [(&b"IHDR"[..], ihdr), (&b"IDAT"[..], idat), (&b"IEND"[..], Vec::new())] {
+    for (kind, data) in [
+        (&b"IHDR"[..], ihdr),
+        (&b"IDAT"[..], idat),
+        (&b"IEND"[..], Vec::new()),
+    ] {
         out.extend_from_slice(&(data.len() as u32).to_be_bytes());
         let mut body = kind.to_vec();
         body.extend_from_slice(&data);
@@ -73,7 +84,10 @@ fn icon_png(seed: u64, size: u32) -> Vec<u8> {
 }
 
 fn data_uri(png: &[u8]) -> String {
-    format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(png))
+    format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(png)
+    )
 }
 
 struct Measure {
@@ -100,7 +114,10 @@ async fn measure(store: &Store, config: Arc<Config>) -> anyhow::Result<Measure> 
     }
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-    let url = format!("http://{}/index/static?{FLATPAK_QUERY}", listener.local_addr()?);
+    let url = format!(
+        "http://{}/index/static?{FLATPAK_QUERY}",
+        listener.local_addr()?
+    );
     let app = regindex_api::router(regindex_api::AppState::new(config, store.clone()));
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -109,12 +126,23 @@ async fn measure(store: &Store, config: Arc<Config>) -> anyhow::Result<Measure> 
     let http = reqwest::Client::builder().no_gzip().build()?;
 
     let started = Instant::now();
-    let body = http.get(&url).send().await?.error_for_status()?.bytes().await?;
+    let body = http
+        .get(&url)
+        .send()
+        .await?
+        .error_for_status()?
+        .bytes()
+        .await?;
     let cold_ms = started.elapsed().as_secs_f64() * 1000.0;
     let (mut warm, mut warm_gzip, mut gzip) = (Vec::new(), Vec::new(), 0);
     for _ in 0..WARM_REQUESTS {
         let started = Instant::now();
-        http.get(&url).send().await?.error_for_status()?.bytes().await?;
+        http.get(&url)
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await?;
         warm.push(started.elapsed());
         let started = Instant::now();
         let compressed = http
@@ -141,7 +169,11 @@ async fn measure(store: &Store, config: Arc<Config>) -> anyhow::Result<Measure> 
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let images: usize = std::env::args().nth(1).map(|n| n.parse()).transpose()?.unwrap_or(500);
+    let images: usize = std::env::args()
+        .nth(1)
+        .map(|n| n.parse())
+        .transpose()?
+        .unwrap_or(500);
     let registry = TestRegistry::new().await?;
     let db = TestDatabase::create().await?;
     let mut config = Config::default();
@@ -150,7 +182,9 @@ async fn main() -> anyhow::Result<()> {
     config.database.url = SecretString::from(db.url());
     let store = Store::connect_unchecked(&config.database).await?;
     store.migrate().await?;
-    let store = Store::connect(&config.database).await?.with_icons(&config.icons);
+    let store = Store::connect(&config.database)
+        .await?
+        .with_icons(&config.icons);
 
     eprintln!("pushing {images} flatpak-like images to {}", registry.url());
     let (mut bytes64, mut bytes128) = (0, 0);
@@ -169,7 +203,10 @@ async fn main() -> anyhow::Result<()> {
     let syncer = Syncer::new(RegistryClient::new(&config.registry)?, store.clone());
     let started = Instant::now();
     let scan = syncer.scan(8, &NoProgress).await?;
-    eprintln!("{scan} (indexing with icon extraction: {:.1} s)", started.elapsed().as_secs_f64());
+    eprintln!(
+        "{scan} (indexing with icon extraction: {:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
 
     let with = Arc::new(config.clone());
     let mut without = config.clone();
@@ -185,7 +222,10 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("| icons | body | gzip | render (median of {RENDERS}) | first request | cached request (median of {WARM_REQUESTS}) | cached request, gzip |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
-    for (name, m) in [("data: URIs (`icons.extract: false`)", &off), ("URLs (`icons.extract: true`)", &on)] {
+    for (name, m) in [
+        ("data: URIs (`icons.extract: false`)", &off),
+        ("URLs (`icons.extract: true`)", &on),
+    ] {
         println!(
             "| {name} | {:.2} MB | {:.1} KB | {:.1} ms | {:.1} ms | {:.2} ms | {:.2} ms |",
             m.body as f64 / 1e6,

@@ -33,25 +33,45 @@ fn require(binary: &str, package: &str) -> PathBuf {
 /// image that is not an app for amd64 only under another tag, and a plain container.
 async fn seeded(stack: &Stack) {
     for (repository, app_id, rgb) in APPS {
-        stack.registry.push_image(repository, Some("latest"), &flatpak_app(app_id, "amd64", rgb)).await.unwrap();
+        stack
+            .registry
+            .push_image(
+                repository,
+                Some("latest"),
+                &flatpak_app(app_id, "amd64", rgb),
+            )
+            .await
+            .unwrap();
         stack.refetch(repository).await.unwrap();
     }
     // Not for x86_64 clients: arm64 only.
     stack
         .registry
-        .push_image("apps/armonly", Some("latest"), &flatpak_app("org.example.ArmOnly", "arm64", [1, 2, 3]))
+        .push_image(
+            "apps/armonly",
+            Some("latest"),
+            &flatpak_app("org.example.ArmOnly", "arm64", [1, 2, 3]),
+        )
         .await
         .unwrap();
     // Not tagged latest.
     stack
         .registry
-        .push_image("apps/testing", Some("testing"), &flatpak_app("org.example.Testing", "amd64", [4, 5, 6]))
+        .push_image(
+            "apps/testing",
+            Some("testing"),
+            &flatpak_app("org.example.Testing", "amd64", [4, 5, 6]),
+        )
         .await
         .unwrap();
     // Not a Flatpak.
     stack
         .registry
-        .push_image("library/fedora", Some("latest"), &ImageSpec::new("amd64").label("name", "fedora"))
+        .push_image(
+            "library/fedora",
+            Some("latest"),
+            &ImageSpec::new("amd64").label("name", "fedora"),
+        )
         .await
         .unwrap();
     for repository in ["apps/armonly", "apps/testing", "library/fedora"] {
@@ -60,10 +80,16 @@ async fn seeded(stack: &Stack) {
 }
 
 fn run(command: &mut Command) -> String {
-    let output = command.output().unwrap_or_else(|e| panic!("running {command:?}: {e}"));
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("running {command:?}: {e}"));
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{command:?} failed ({}):\n{stdout}\n{stderr}", output.status);
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
     stdout
 }
 
@@ -98,19 +124,44 @@ async fn flatpak_lists_the_pushed_applications() {
         env(&mut command);
         run(&mut command)
     };
-    flatpak_run(&["remote-add", "--user", "--no-gpg-verify", "regindex-test", &url]);
+    flatpak_run(&[
+        "remote-add",
+        "--user",
+        "--no-gpg-verify",
+        "regindex-test",
+        &url,
+    ]);
     let listed = tokio::task::block_in_place(|| {
-        flatpak_run(&["remote-ls", "--user", "--arch=x86_64", "--columns=ref", "regindex-test"])
+        flatpak_run(&[
+            "remote-ls",
+            "--user",
+            "--arch=x86_64",
+            "--columns=ref",
+            "regindex-test",
+        ])
     });
-    let mut refs: Vec<&str> = listed.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let mut refs: Vec<&str> = listed
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     refs.sort();
-    let mut expected: Vec<String> = APPS.iter().map(|(_, id, _)| format!("app/{id}/x86_64/stable")).collect();
+    let mut expected: Vec<String> = APPS
+        .iter()
+        .map(|(_, id, _)| format!("app/{id}/x86_64/stable"))
+        .collect();
     expected.sort();
     assert_eq!(refs, expected, "flatpak remote-ls output:\n{listed}");
 
     // Flatpak shows the sizes and runtime from the labels.
     let details = tokio::task::block_in_place(|| {
-        flatpak_run(&["remote-ls", "--user", "--arch=x86_64", "--columns=application,runtime,installed-size,download-size", "regindex-test"])
+        flatpak_run(&[
+            "remote-ls",
+            "--user",
+            "--arch=x86_64",
+            "--columns=application,runtime,installed-size,download-size",
+            "regindex-test",
+        ])
     });
     assert!(details.contains("org.fedoraproject.Platform"), "{details}");
     stack.stop().await.unwrap();
@@ -126,7 +177,14 @@ fn artifacts_dir() -> PathBuf {
 }
 
 /// True when the screenshot holds a `min`x`min` square of colour `rgb` (± 4 per channel).
-fn find_square(pixels: &[u8], width: usize, height: usize, channels: usize, rgb: [u8; 3], min: usize) -> bool {
+fn find_square(
+    pixels: &[u8],
+    width: usize,
+    height: usize,
+    channels: usize,
+    rgb: [u8; 3],
+    min: usize,
+) -> bool {
     let close = |x: usize, y: usize| {
         let i = (y * width + x) * channels;
         (0..3).all(|c| pixels[i + c].abs_diff(rgb[c]) <= 4)
@@ -167,8 +225,14 @@ async fn chromium_renders_the_front_page_with_titles_and_icons() {
         run(&mut command)
     });
     for (repository, app_id, _) in APPS {
-        assert!(dom.contains(&format!(">{app_id}</a>")), "title of {repository} in the DOM");
-        assert!(dom.contains(&format!("/repository/{repository}\"")), "{repository} linked");
+        assert!(
+            dom.contains(&format!(">{app_id}</a>")),
+            "title of {repository} in the DOM"
+        );
+        assert!(
+            dom.contains(&format!("/repository/{repository}\"")),
+            "{repository} linked"
+        );
     }
 
     let screenshot = artifacts_dir().join("web-front-page.png");
@@ -182,7 +246,9 @@ async fn chromium_renders_the_front_page_with_titles_and_icons() {
             .arg(format!("{}/", stack.base));
         run(&mut command)
     });
-    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&screenshot).unwrap()));
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(&screenshot).unwrap(),
+    ));
     let mut reader = decoder.read_info().unwrap();
     let mut pixels = vec![0; reader.output_buffer_size()];
     let info = reader.next_frame(&mut pixels).unwrap();
@@ -191,7 +257,14 @@ async fn chromium_renders_the_front_page_with_titles_and_icons() {
     // Each app's icon (a solid square of its colour) is on screen, at least 40 px wide.
     for (repository, _, rgb) in APPS {
         assert!(
-            find_square(&pixels, info.width as usize, info.height as usize, channels, rgb, 40),
+            find_square(
+                &pixels,
+                info.width as usize,
+                info.height as usize,
+                channels,
+                rgb,
+                40
+            ),
             "icon of {repository} (rgb {rgb:?}) not visible in {}",
             screenshot.display()
         );

@@ -15,20 +15,45 @@ async fn front_page_lists_repositories_with_titles_icons_tags_and_pull_reference
     .await
     .unwrap();
     let app = flatpak_app("org.example.Calculator", "amd64", [10, 20, 30]);
-    stack.registry.push_image("apps/calculator", Some("latest"), &app).await.unwrap();
-    stack.registry.push_image("apps/calculator", Some("1.0"), &app).await.unwrap();
-    let multi = [ImageSpec::new("amd64").label("io.k8s.display-name", "Fedora Toolbox").label("io.k8s.description", "Tools & <things>"), ImageSpec::new("arm64").label("io.k8s.display-name", "Fedora Toolbox")];
-    stack.registry.push_list("fedora/toolbox", Some("40"), &multi, ListFormat::OciIndex).await.unwrap();
+    stack
+        .registry
+        .push_image("apps/calculator", Some("latest"), &app)
+        .await
+        .unwrap();
+    stack
+        .registry
+        .push_image("apps/calculator", Some("1.0"), &app)
+        .await
+        .unwrap();
+    let multi = [
+        ImageSpec::new("amd64")
+            .label("io.k8s.display-name", "Fedora Toolbox")
+            .label("io.k8s.description", "Tools & <things>"),
+        ImageSpec::new("arm64").label("io.k8s.display-name", "Fedora Toolbox"),
+    ];
+    stack
+        .registry
+        .push_list("fedora/toolbox", Some("40"), &multi, ListFormat::OciIndex)
+        .await
+        .unwrap();
     // A Flatpak without a title annotation or name label: titled by its app id.
-    let bare = ImageSpec::new("amd64").label("org.flatpak.ref", "app/org.example.Bare/x86_64/stable");
-    stack.registry.push_image("apps/bare", Some("latest"), &bare).await.unwrap();
+    let bare =
+        ImageSpec::new("amd64").label("org.flatpak.ref", "app/org.example.Bare/x86_64/stable");
+    stack
+        .registry
+        .push_image("apps/bare", Some("latest"), &bare)
+        .await
+        .unwrap();
     for r in ["apps/calculator", "fedora/toolbox", "apps/bare"] {
         stack.refetch(r).await.unwrap();
     }
 
     let response = stack.get("/").await.unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["content-type"], "text/html; charset=utf-8");
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/html; charset=utf-8"
+    );
     assert_eq!(response.headers()["cache-control"], "public, max-age=42");
     let html = response.text().await.unwrap();
     assert!(html.contains("<title>Test &lt;Registry&gt;</title>"));
@@ -39,9 +64,14 @@ async fn front_page_lists_repositories_with_titles_icons_tags_and_pull_reference
     assert!(html.contains(">org.example.Bare</a>"));
     assert!(html.contains("Tools &amp; &lt;things&gt;"));
     // The 128px icon, served by the api.
-    assert!(html.contains(&format!("src=\"/icons/{}.png\"", sha256_hex(&png([10, 20, 30], 128)))));
+    assert!(html.contains(&format!(
+        "src=\"/icons/{}.png\"",
+        sha256_hex(&png([10, 20, 30], 128))
+    )));
     // Tags, architectures of list entries, pull references.
-    assert!(html.contains("<code class=\"pull\">registry.example.org/apps/calculator:latest</code>"));
+    assert!(
+        html.contains("<code class=\"pull\">registry.example.org/apps/calculator:latest</code>")
+    );
     assert!(html.contains("<code class=\"pull\">registry.example.org/fedora/toolbox:40</code>"));
     assert!(html.contains(">arm64<") && html.contains(">1.0<"));
     // Alphabetical.
@@ -55,15 +85,26 @@ async fn front_page_lists_repositories_with_titles_icons_tags_and_pull_reference
 
 #[tokio::test]
 async fn repository_page_and_not_found() {
-    let stack = Stack::start(|c| c.web.pull_host = Some("registry.example.org".into())).await.unwrap();
+    let stack = Stack::start(|c| c.web.pull_host = Some("registry.example.org".into()))
+        .await
+        .unwrap();
     let pushed = stack
         .registry
-        .push_image("apps/calculator", Some("latest"), &flatpak_app("org.example.Calculator", "amd64", [1, 1, 1]))
+        .push_image(
+            "apps/calculator",
+            Some("latest"),
+            &flatpak_app("org.example.Calculator", "amd64", [1, 1, 1]),
+        )
         .await
         .unwrap();
     let list = stack
         .registry
-        .push_list("apps/calculator", Some("multi"), &[ImageSpec::new("arm64"), ImageSpec::new("s390x")], ListFormat::DockerList)
+        .push_list(
+            "apps/calculator",
+            Some("multi"),
+            &[ImageSpec::new("arm64"), ImageSpec::new("s390x")],
+            ListFormat::DockerList,
+        )
         .await
         .unwrap();
     stack.refetch("apps/calculator").await.unwrap();
@@ -71,21 +112,36 @@ async fn repository_page_and_not_found() {
     let response = stack.get("/repository/apps/calculator").await.unwrap();
     assert_eq!(response.status(), 200);
     let html = response.text().await.unwrap();
-    assert!(html.contains(&format!("registry.example.org/apps/calculator@{}", pushed.digest)));
+    assert!(html.contains(&format!(
+        "registry.example.org/apps/calculator@{}",
+        pushed.digest
+    )));
     assert!(html.contains(&list.digest));
     for entry in &list.entries {
         assert!(html.contains(&entry.digest));
     }
-    assert!(html.contains("linux/arm64") && html.contains("linux/s390x") && html.contains("linux/amd64"));
+    assert!(
+        html.contains("linux/arm64")
+            && html.contains("linux/s390x")
+            && html.contains("linux/amd64")
+    );
     assert!(html.contains("org.flatpak.ref"));
     // Labels with data URIs are summarised, not dumped.
     assert!(html.contains("(data URI, "));
     assert!(!html.contains("data:image/png;base64"));
 
-    for missing in ["/repository/apps/nothing", "/repository/NOT..valid", "/repository/apps/calculator/x"] {
+    for missing in [
+        "/repository/apps/nothing",
+        "/repository/NOT..valid",
+        "/repository/apps/calculator/x",
+    ] {
         let response = stack.get(missing).await.unwrap();
         assert_eq!(response.status(), 404, "{missing}");
-        assert!(response.text().await.unwrap().contains("There is no repository"));
+        assert!(response
+            .text()
+            .await
+            .unwrap()
+            .contains("There is no repository"));
     }
     stack.stop().await.unwrap();
 }

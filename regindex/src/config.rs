@@ -25,7 +25,7 @@ fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub registry: RegistryConfig,
@@ -171,21 +171,6 @@ pub struct StaticIndexConfig {
     /// `Registry` in this file; unset: the api's (`registry.public_url`).
     #[serde(default)]
     pub registry_url: Option<String>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            registry: RegistryConfig::default(),
-            database: DatabaseConfig::default(),
-            amqp: AmqpConfig::default(),
-            api: ApiConfig::default(),
-            worker: WorkerConfig::default(),
-            icons: IconsConfig::default(),
-            web: WebConfig::default(),
-            static_indexes: Vec::new(),
-        }
-    }
 }
 
 impl Default for IconsConfig {

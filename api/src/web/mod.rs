@@ -179,7 +179,7 @@ async fn repository(State(state): State<WebState>, Path(name): Path<String>) -> 
     };
     let mut contents = match state
         .store
-        .repository_contents(&[summary.name.clone()])
+        .repository_contents(std::slice::from_ref(&summary.name))
         .await
     {
         Ok(mut contents) => contents.remove(&summary.name).unwrap_or_default(),

@@ -40,7 +40,9 @@ impl Stack {
         let config = Arc::new(config);
         let store = Store::connect_unchecked(&config.database).await?;
         store.migrate().await?;
-        let store = Store::connect(&config.database).await?.with_icons(&config.icons);
+        let store = Store::connect(&config.database)
+            .await?
+            .with_icons(&config.icons);
         let syncer = Syncer::new(RegistryClient::new(&config.registry)?, store.clone());
 
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
@@ -97,7 +99,11 @@ pub fn png(rgb: [u8; 3], size: u32) -> Vec<u8> {
         for &b in bytes {
             crc ^= u32::from(b);
             for _ in 0..8 {
-                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
             }
         }
         !crc
@@ -111,7 +117,8 @@ pub fn png(rgb: [u8; 3], size: u32) -> Vec<u8> {
     }
     let mut raw = Vec::new();
     for _ in 0..size {
-        raw.push(0);
+        // Filter type 0 (None) for every row.
+        raw.extend_from_slice(&[0]);
         for _ in 0..size {
             raw.extend_from_slice(&rgb);
         }
@@ -159,7 +166,13 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// A Flatpak application image with real 64px and 128px icons of colour `rgb`.
 pub fn flatpak_app(app_id: &str, arch: &str, rgb: [u8; 3]) -> regindex_testkit::ImageSpec {
     regindex_testkit::ImageSpec::flatpak(app_id, arch)
-        .label("org.freedesktop.appstream.icon-64", &data_uri(&png(rgb, 64)))
-        .label("org.freedesktop.appstream.icon-128", &data_uri(&png(rgb, 128)))
+        .label(
+            "org.freedesktop.appstream.icon-64",
+            &data_uri(&png(rgb, 64)),
+        )
+        .label(
+            "org.freedesktop.appstream.icon-128",
+            &data_uri(&png(rgb, 128)),
+        )
         .label("org.flatpak.installed-size", "4096000")
 }

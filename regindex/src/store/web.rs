@@ -30,7 +30,8 @@ impl Store {
         &self,
         name: &str,
     ) -> Result<Option<RepositorySummary>, StoreError> {
-        let row: Option<(String, String, String, Option<String>, Option<String>)> = sqlx::query_as(
+        type Row = (String, String, String, Option<String>, Option<String>);
+        let row: Option<Row> = sqlx::query_as(
             "SELECT name, title, description, flatpak_id, icon FROM repository_summaries WHERE name = $1",
         )
         .bind(name)
