@@ -7,7 +7,15 @@ use axum::Json;
 use regindex::index::QueryError;
 use regindex::search::SearchError;
 use regindex::store::StoreError;
+use serde::Serialize;
 use serde_json::json;
+
+/// The JSON body of every error answer; a struct so that `error` comes first.
+#[derive(Debug, Serialize)]
+struct ErrorBody {
+    error: &'static str,
+    detail: serde_json::Value,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -76,7 +84,10 @@ impl IntoResponse for ApiError {
         if status.is_server_error() && !matches!(self, ApiError::NotReady(_)) {
             tracing::error!(error = %self, "request failed");
         }
-        let body = json!({ "error": self.code(), "detail": self.detail() });
+        let body = ErrorBody {
+            error: self.code(),
+            detail: self.detail(),
+        };
         (status, Json(body)).into_response()
     }
 }

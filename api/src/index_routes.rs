@@ -97,27 +97,25 @@ async fn serve(
 /// The rendered answer to `query` at the current data version: from the cache, or
 /// queried, built and compressed (off the executor) and cached.
 async fn rendered(state: &AppState, query: Query, key: String) -> Result<Arc<Rendered>, ApiError> {
+    // The snapshot read by `query_index` is at least this version, as the cache requires.
     let version = state.store.data_version().await?;
-    if let Some(hit) = state.cache.get(version, &key) {
-        return Ok(hit);
-    }
-    // The one rendering shared with the static index files (icon URLs included).
-    let snapshot = render_index(
-        &state.store,
-        &query,
-        state.config.public_registry_url(),
-        &state.config.icons,
-    )
-    .await?;
-    let body = snapshot.body;
-    let rendered = tokio::task::spawn_blocking(move || Arc::new(Rendered::new(body)))
-        .await
-        .map_err(|e| ApiError::Internal(format!("rendering task failed: {e}")))?;
-    // Keyed by the snapshot's own version: it may be newer than `version`.
     state
         .cache
-        .insert(snapshot.data_version, key, rendered.clone());
-    Ok(rendered)
+        .get_or_render(version, &key, || async {
+            // The one rendering shared with the static index files (icon URLs included).
+            let rendered = render_index(
+                &state.store,
+                &query,
+                state.config.public_registry_url(),
+                &state.config.icons,
+            )
+            .await?;
+            let body = rendered.body;
+            tokio::task::spawn_blocking(move || Rendered::new(body))
+                .await
+                .map_err(|e| ApiError::Internal(format!("rendering task failed: {e}")))
+        })
+        .await
 }
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {

@@ -117,7 +117,11 @@ impl RepositoryTx {
     /// Re-extracts the icons of every image of the repository and rewrites its summary
     /// (backfill; refetches do this for new images only).
     pub(super) async fn rebuild_derived(&mut self) -> Result<(), StoreError> {
-        let Some(repository_id) = self.repository_id().await? else {
+        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM repositories WHERE name = $1")
+            .bind(self.repository.as_str())
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        let Some(repository_id) = id else {
             return Ok(());
         };
         let images = self.load_images(repository_id).await?;
