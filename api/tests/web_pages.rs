@@ -55,6 +55,8 @@ async fn front_page_lists_repositories_with_titles_icons_tags_and_pull_reference
         "text/html; charset=utf-8"
     );
     assert_eq!(response.headers()["cache-control"], "public, max-age=42");
+    let csp = response.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(csp.contains("default-src 'none'"), "{csp}");
     let html = response.text().await.unwrap();
     assert!(html.contains("<title>Test &lt;Registry&gt;</title>"));
     assert!(html.contains("3 repositories"));
@@ -143,5 +145,26 @@ async fn repository_page_and_not_found() {
             .unwrap()
             .contains("There is no repository"));
     }
+    stack.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn pages_of_the_configured_size() {
+    let stack = Stack::start(|c| c.web.page_size = 2).await.unwrap();
+    for name in ["a/one", "a/two", "a/three"] {
+        stack.registry.push_image(name, Some("latest"), &ImageSpec::new("amd64")).await.unwrap();
+        stack.refetch(name).await.unwrap();
+    }
+    let first = stack.get("/").await.unwrap().text().await.unwrap();
+    assert!(first.contains("/repository/a/one\"") && first.contains("/repository/a/three\""));
+    assert!(!first.contains("/repository/a/two\""));
+    assert!(first.contains("Page 1 of 2") && first.contains("href=\"/?page=2\""));
+    let second = stack.get("/?page=2").await.unwrap().text().await.unwrap();
+    assert!(second.contains("/repository/a/two\"") && !second.contains("/repository/a/one\""));
+    stack.stop().await.unwrap();
+
+    // A page size above the search API's limit on `n` is fine for the page.
+    let stack = Stack::start(|c| c.web.page_size = 500).await.unwrap();
+    assert_eq!(stack.get("/").await.unwrap().status(), 200);
     stack.stop().await.unwrap();
 }

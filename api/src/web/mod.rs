@@ -77,6 +77,11 @@ struct PageParams {
     page: Option<String>,
 }
 
+/// The pages run no script and submit only the search form: the policy says so, which
+/// also contains the damage of any escaping mistake.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; img-src * data:; style-src 'unsafe-inline'; \
+     form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
 fn html(state: &WebState, status: StatusCode, body: String) -> Response {
     (
         status,
@@ -86,6 +91,14 @@ fn html(state: &WebState, status: StatusCode, body: String) -> Response {
                 HeaderValue::from_static("text/html; charset=utf-8"),
             ),
             (header::CACHE_CONTROL, state.cache_control()),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+            ),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
         ],
         body,
     )
@@ -109,12 +122,14 @@ fn server_error(e: &dyn std::fmt::Display) -> Response {
 }
 
 async fn index(State(state): State<WebState>, Query(params): Query<PageParams>) -> Response {
-    let page_size = state.config.web.page_size.to_string();
-    let request = match SearchRequest::parse(
-        params.q.as_deref(),
-        Some(&page_size),
-        params.page.as_deref(),
-    ) {
+    // The page size is the configured one (it may exceed the API's limit on `n`).
+    let parsed = SearchRequest::parse(params.q.as_deref(), None, params.page.as_deref()).map(
+        |request| SearchRequest {
+            page_size: state.config.web.page_size,
+            ..request
+        },
+    );
+    let request = match parsed {
         Ok(request) => request,
         Err(e) => {
             let body = html::layout(
