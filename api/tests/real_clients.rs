@@ -163,7 +163,26 @@ async fn flatpak_lists_the_pushed_applications() {
             "regindex-test",
         ])
     });
-    assert!(details.contains("org.fedoraproject.Platform"), "{details}");
+    // Pushed: installed-size 4096000, download-size 12345, runtime .../x86_64/f41.
+    for (_, app_id, _) in APPS {
+        let line = details
+            .lines()
+            .find(|l| l.starts_with(app_id))
+            .unwrap_or_else(|| panic!("{app_id} missing from:\n{details}"));
+        // GLib formats sizes with a no-break space.
+        let line = line.replace('\u{a0}', " ");
+        let columns: Vec<&str> = line.split('\t').map(str::trim).collect();
+        assert_eq!(
+            columns,
+            [
+                app_id,
+                "org.fedoraproject.Platform/x86_64/f41",
+                "4.1 MB",
+                "12.3 kB"
+            ],
+            "{details}"
+        );
+    }
     stack.stop().await.unwrap();
 }
 

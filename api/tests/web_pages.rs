@@ -55,7 +55,10 @@ async fn front_page_lists_repositories_with_titles_icons_tags_and_pull_reference
         "text/html; charset=utf-8"
     );
     assert_eq!(response.headers()["cache-control"], "public, max-age=42");
-    let csp = response.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    let csp = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(csp.contains("default-src 'none'"), "{csp}");
     let html = response.text().await.unwrap();
     assert!(html.contains("<title>Test &lt;Registry&gt;</title>"));
@@ -152,7 +155,11 @@ async fn repository_page_and_not_found() {
 async fn pages_of_the_configured_size() {
     let stack = Stack::start(|c| c.web.page_size = 2).await.unwrap();
     for name in ["a/one", "a/two", "a/three"] {
-        stack.registry.push_image(name, Some("latest"), &ImageSpec::new("amd64")).await.unwrap();
+        stack
+            .registry
+            .push_image(name, Some("latest"), &ImageSpec::new("amd64"))
+            .await
+            .unwrap();
         stack.refetch(name).await.unwrap();
     }
     let first = stack.get("/").await.unwrap().text().await.unwrap();

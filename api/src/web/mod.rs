@@ -79,7 +79,8 @@ struct PageParams {
 
 /// The pages run no script and submit only the search form: the policy says so, which
 /// also contains the damage of any escaping mistake.
-const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; img-src * data:; style-src 'unsafe-inline'; \
+const CONTENT_SECURITY_POLICY: &str =
+    "default-src 'none'; img-src * data:; style-src 'unsafe-inline'; \
      form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
 fn html(state: &WebState, status: StatusCode, body: String) -> Response {
@@ -123,12 +124,13 @@ fn server_error(e: &dyn std::fmt::Display) -> Response {
 
 async fn index(State(state): State<WebState>, Query(params): Query<PageParams>) -> Response {
     // The page size is the configured one (it may exceed the API's limit on `n`).
-    let parsed = SearchRequest::parse(params.q.as_deref(), None, params.page.as_deref()).map(
-        |request| SearchRequest {
-            page_size: state.config.web.page_size,
-            ..request
-        },
-    );
+    let parsed =
+        SearchRequest::parse(params.q.as_deref(), None, params.page.as_deref()).map(|request| {
+            SearchRequest {
+                page_size: state.config.web.page_size,
+                ..request
+            }
+        });
     let request = match parsed {
         Ok(request) => request,
         Err(e) => {
