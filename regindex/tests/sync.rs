@@ -105,7 +105,9 @@ async fn scan_indexes_every_kind_and_a_second_scan_fetches_nothing() {
         .push_image(
             "base/plain",
             Some("1.0"),
-            &ImageSpec::new("amd64").label("name", "plain").format(ImageFormat::Docker),
+            &ImageSpec::new("amd64")
+                .label("name", "plain")
+                .format(ImageFormat::Docker),
         )
         .await
         .unwrap();
@@ -140,7 +142,10 @@ async fn scan_indexes_every_kind_and_a_second_scan_fetches_nothing() {
     assert_eq!(summary.tags, 5);
 
     let calc = h.state("apps/calc").await;
-    assert_eq!(calc.tags, tags(&[("latest", &oci.digest), ("1.0", &oci.digest)]));
+    assert_eq!(
+        calc.tags,
+        tags(&[("latest", &oci.digest), ("1.0", &oci.digest)])
+    );
     assert_image(&calc, &oci);
     assert!(calc.lists.is_empty());
 
@@ -148,7 +153,10 @@ async fn scan_indexes_every_kind_and_a_second_scan_fetches_nothing() {
     assert_eq!(plain.tags, tags(&[("1.0", &docker.digest)]));
     assert_image(&plain, &docker);
 
-    for (name, tag, list) in [("base/multi", "latest", &index), ("base/dlist", "stable", &docker_list)] {
+    for (name, tag, list) in [
+        ("base/multi", "latest", &index),
+        ("base/dlist", "stable", &docker_list),
+    ] {
         let state = h.state(name).await;
         assert_eq!(state.tags, tags(&[(tag, &list.digest)]));
         let stored = &state.lists[&digest(&list.digest)];
@@ -185,7 +193,11 @@ async fn tag_move_tag_removal_and_manifest_delete_converge() {
     let r = &h.registry;
     let name = "apps/editor";
     let v1 = r
-        .push_image(name, Some("latest"), &ImageSpec::flatpak("org.example.Editor", "x86_64"))
+        .push_image(
+            name,
+            Some("latest"),
+            &ImageSpec::flatpak("org.example.Editor", "x86_64"),
+        )
         .await
         .unwrap();
     r.tag(name, "1", &v1.digest).await.unwrap();
@@ -218,7 +230,10 @@ async fn tag_move_tag_removal_and_manifest_delete_converge() {
     r.delete_manifest(name, &v1.digest).await.unwrap();
     h.syncer.refetch(&repo(name)).await.unwrap();
     let state = h.state(name).await;
-    assert_eq!(state.tags, tags(&[("latest", &v2.digest), ("2", &v2.digest)]));
+    assert_eq!(
+        state.tags,
+        tags(&[("latest", &v2.digest), ("2", &v2.digest)])
+    );
     assert!(!state.images.contains_key(&digest(&v1.digest)));
 
     // Deleting the last manifest empties the repository (it stays in the catalog with
@@ -244,7 +259,12 @@ async fn list_entries_already_known_are_not_fetched_again() {
     let amd = ImageSpec::new("amd64");
     let arm = ImageSpec::new("arm64");
     let first = r
-        .push_list(name, Some("v1"), &[amd.clone(), arm.clone()], ListFormat::OciIndex)
+        .push_list(
+            name,
+            Some("v1"),
+            &[amd.clone(), arm.clone()],
+            ListFormat::OciIndex,
+        )
         .await
         .unwrap();
     h.syncer.refetch(&repo(name)).await.unwrap();

@@ -5,7 +5,7 @@
 //! Needs `docker-registry` and PostgreSQL on 127.0.0.1:5432, like the tests:
 //!
 //! ```sh
-//! CARGO_TARGET_DIR=/work/target cargo run --release -p regindex-api --example bench_icons -- 500
+//! cargo bench -p regindex-api --bench icons      # BENCH_IMAGES=500 by default
 //! ```
 //!
 //! Prints a Markdown table (docs/benchmarks.md).
@@ -169,11 +169,10 @@ async fn measure(store: &Store, config: Arc<Config>) -> anyhow::Result<Measure> 
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let images: usize = std::env::args()
-        .nth(1)
-        .map(|n| n.parse())
-        .transpose()?
-        .unwrap_or(500);
+    let images: usize = match std::env::var("BENCH_IMAGES") {
+        Ok(n) => n.parse().context("BENCH_IMAGES")?,
+        Err(_) => 500,
+    };
     let registry = TestRegistry::new().await?;
     let db = TestDatabase::create().await?;
     let mut config = Config::default();
