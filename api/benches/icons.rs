@@ -207,6 +207,7 @@ async fn main() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
 
+    config.icons.extract = true;
     let with = Arc::new(config.clone());
     let mut without = config.clone();
     without.icons.extract = false;

@@ -32,6 +32,7 @@ async fn files_hold_what_index_static_answers() {
     };
     let indexes = vec![flatpak_index.clone(), containers.clone()];
     let stack = Stack::start(move |c| {
+        c.icons.extract = true;
         c.registry.public_url = Some("/".into());
         c.static_indexes = indexes;
     })

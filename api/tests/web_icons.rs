@@ -23,7 +23,7 @@ async fn labels_of(stack: &Stack, repository: &str, icons: &IconsConfig) -> serd
 
 #[tokio::test]
 async fn icons_are_extracted_served_and_referenced() {
-    let stack = Stack::start(|_| {}).await.unwrap();
+    let stack = Stack::start(|c| c.icons.extract = true).await.unwrap();
     let blue64 = png([0, 0, 255], 64);
     let blue128 = png([0, 0, 255], 128);
     stack
@@ -111,7 +111,12 @@ async fn icons_are_extracted_served_and_referenced() {
 
 #[tokio::test]
 async fn malformed_and_oversized_icons_are_left_alone() {
-    let stack = Stack::start(|c| c.icons.max_bytes = 20_000).await.unwrap();
+    let stack = Stack::start(|c| {
+        c.icons.extract = true;
+        c.icons.max_bytes = 20_000;
+    })
+    .await
+    .unwrap();
     let html_as_png = format!("data:image/png;base64,{}", {
         use base64::Engine as _;
         base64::engine::general_purpose::STANDARD.encode(b"<html><script>alert(1)</script></html>")
@@ -261,7 +266,11 @@ async fn backfill_extracts_icons_of_images_stored_without_them() {
     );
 
     // The limit raised, the backfill extracts it and points the summary at it.
-    let store = stack.store.clone().with_icons(&IconsConfig::default());
+    let extracting = IconsConfig {
+        extract: true,
+        ..IconsConfig::default()
+    };
+    let store = stack.store.clone().with_icons(&extracting);
     assert_eq!(store.backfill_icons_and_summaries().await.unwrap(), 1);
     assert_eq!(
         store
@@ -278,7 +287,7 @@ async fn backfill_extracts_icons_of_images_stored_without_them() {
         .unwrap();
     assert_eq!(summary.icon, Some(format!("{}.png", sha256_hex(&teal))));
     assert_eq!(summary.title, "org.example.Teal");
-    let labels = labels_of(&stack, "apps/teal", &IconsConfig::default()).await;
+    let labels = labels_of(&stack, "apps/teal", &extracting).await;
     assert_eq!(labels[ICON_64], format!("/icons/{}.png", sha256_hex(&teal)));
     stack.stop().await.unwrap();
 }

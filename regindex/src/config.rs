@@ -121,8 +121,10 @@ pub struct WorkerConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IconsConfig {
-    /// Store icons at ingest and return their URL instead of the data URI in index
-    /// responses (and static index files).
+    /// Return icon URLs instead of the data URIs in index responses (and static index
+    /// files). Off by default: answers then carry labels exactly as pushed. Icons are
+    /// stored at ingest either way (the web page shows them, and enabling this needs no
+    /// reindex).
     pub extract: bool,
     /// Larger decoded icons are refused (logged) and the label is returned unchanged.
     pub max_bytes: usize,
@@ -176,7 +178,7 @@ pub struct StaticIndexConfig {
 impl Default for IconsConfig {
     fn default() -> Self {
         Self {
-            extract: true,
+            extract: false,
             max_bytes: 256 * 1024,
             base_url: None,
         }
@@ -473,7 +475,7 @@ mod tests {
         assert!(cfg.static_indexes[0].required_annotations.is_empty());
 
         let mut cfg = Config::default();
-        assert!(cfg.icons.extract, "icons are extracted by default");
+        assert!(!cfg.icons.extract, "index answers carry labels as pushed by default");
         assert_eq!(cfg.pull_host(), "127.0.0.1:5000");
         cfg.registry.public_url = Some("https://registry.example.org/prefix/".into());
         assert_eq!(cfg.pull_host(), "registry.example.org/prefix");
