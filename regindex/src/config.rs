@@ -475,7 +475,10 @@ mod tests {
         assert!(cfg.static_indexes[0].required_annotations.is_empty());
 
         let mut cfg = Config::default();
-        assert!(!cfg.icons.extract, "index answers carry labels as pushed by default");
+        assert!(
+            !cfg.icons.extract,
+            "index answers carry labels as pushed by default"
+        );
         assert_eq!(cfg.pull_host(), "127.0.0.1:5000");
         cfg.registry.public_url = Some("https://registry.example.org/prefix/".into());
         assert_eq!(cfg.pull_host(), "registry.example.org/prefix");
