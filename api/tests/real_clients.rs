@@ -96,7 +96,14 @@ fn run(command: &mut Command) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flatpak_lists_the_pushed_applications() {
     let flatpak = require("flatpak", "flatpak");
-    let stack = Stack::start(|_| {}).await.unwrap();
+    // Labels as pushed, and with icon data URIs replaced by /icons/ URLs.
+    for extract in [false, true] {
+        flatpak_lists(&flatpak, extract).await;
+    }
+}
+
+async fn flatpak_lists(flatpak: &Path, extract: bool) {
+    let stack = Stack::start(|c| c.icons.extract = extract).await.unwrap();
     seeded(&stack).await;
 
     let home = tempfile::tempdir().unwrap();
@@ -117,7 +124,7 @@ async fn flatpak_lists_the_pushed_applications() {
     std::fs::create_dir_all(home.path().join("runtime")).unwrap();
     let url = format!("oci+{}", stack.base);
     let flatpak_run = |args: &[&str]| {
-        let flatpak = flatpak.clone();
+        let flatpak = flatpak.to_path_buf();
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let mut command = Command::new(flatpak);
         command.args(&args);
@@ -151,7 +158,10 @@ async fn flatpak_lists_the_pushed_applications() {
         .map(|(_, id, _)| format!("app/{id}/x86_64/stable"))
         .collect();
     expected.sort();
-    assert_eq!(refs, expected, "flatpak remote-ls output:\n{listed}");
+    assert_eq!(
+        refs, expected,
+        "flatpak remote-ls output (icons.extract {extract}):\n{listed}"
+    );
 
     // Flatpak shows the sizes and runtime from the labels.
     let details = tokio::task::block_in_place(|| {
