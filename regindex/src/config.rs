@@ -322,7 +322,10 @@ impl Config {
         // The worker republishes failures to the dead-letter queue: were it the work queue,
         // they would be consumed again at once, forever.
         if self.amqp.dead_letter_queue == self.amqp.work_queue {
-            return Err(invalid("amqp.dead_letter_queue", "must differ from amqp.work_queue"));
+            return Err(invalid(
+                "amqp.dead_letter_queue",
+                "must differ from amqp.work_queue",
+            ));
         }
         Ok(())
     }
