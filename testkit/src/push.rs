@@ -1,0 +1,237 @@
+//! Pushing images to a `TestRegistry` over the distribution API, the way a client such as
+//! skopeo does: blobs by monolithic upload (POST then PUT), then the manifest.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context};
+use reqwest::{header, StatusCode};
+
+use crate::image::{build_list, sha256_digest, ImageSpec, ListFormat, ALL_MANIFEST_TYPES};
+use crate::registry::TestRegistry;
+
+/// An image as pushed: the ground truth tests compare against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushedImage {
+    pub digest: String,
+    pub config_digest: String,
+    pub media_type: String,
+    pub manifest_bytes: Vec<u8>,
+    pub config_bytes: Vec<u8>,
+    pub spec: ImageSpec,
+}
+
+/// A list as pushed, with its children in list order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushedList {
+    pub digest: String,
+    pub media_type: String,
+    pub manifest_bytes: Vec<u8>,
+    pub entries: Vec<PushedImage>,
+}
+
+impl TestRegistry {
+    /// Pushes a one-layer image; tagged with `tag`, or by digest only when `None`.
+    pub async fn push_image(
+        &self,
+        repo: &str,
+        tag: Option<&str>,
+        spec: &ImageSpec,
+    ) -> anyhow::Result<PushedImage> {
+        let built = spec.build()?;
+        self.upload_blob(repo, &built.layer).await?;
+        self.upload_blob(repo, &built.config).await?;
+        let media_type = spec.manifest_media_type();
+        let digest = self
+            .put_manifest(repo, tag, media_type, &built.manifest)
+            .await?;
+        Ok(PushedImage {
+            digest,
+            config_digest: sha256_digest(&built.config),
+            media_type: media_type.into(),
+            manifest_bytes: built.manifest,
+            config_bytes: built.config,
+            spec: spec.clone(),
+        })
+    }
+
+    /// Pushes each spec by digest (untagged), then a list of them under `tag`.
+    pub async fn push_list(
+        &self,
+        repo: &str,
+        tag: Option<&str>,
+        specs: &[ImageSpec],
+        format: ListFormat,
+    ) -> anyhow::Result<PushedList> {
+        self.push_list_annotated(repo, tag, specs, format, &BTreeMap::new())
+            .await
+    }
+
+    /// `push_list` with list-level annotations (written for OCI indexes only: Docker
+    /// manifest lists have no such field).
+    pub async fn push_list_annotated(
+        &self,
+        repo: &str,
+        tag: Option<&str>,
+        specs: &[ImageSpec],
+        format: ListFormat,
+        annotations: &BTreeMap<String, String>,
+    ) -> anyhow::Result<PushedList> {
+        let mut entries = Vec::with_capacity(specs.len());
+        for spec in specs {
+            entries.push(self.push_image(repo, None, spec).await?);
+        }
+        let children: Vec<_> = entries
+            .iter()
+            .map(|e| (&e.spec, e.media_type.as_str(), e.manifest_bytes.as_slice()))
+            .collect();
+        let bytes = build_list(format, &children, annotations)?;
+        let media_type = format.media_type();
+        let digest = self.put_manifest(repo, tag, media_type, &bytes).await?;
+        Ok(PushedList {
+            digest,
+            media_type: media_type.into(),
+            manifest_bytes: bytes,
+            entries,
+        })
+    }
+
+    /// Points `tag` at an existing manifest (a tag move when the tag existed).
+    pub async fn tag(&self, repo: &str, tag: &str, digest: &str) -> anyhow::Result<()> {
+        let response = self
+            .authed(
+                self.http
+                    .get(self.v2(&format!("{repo}/manifests/{digest}"))),
+            )
+            .header(header::ACCEPT, ALL_MANIFEST_TYPES)
+            .send()
+            .await?;
+        if response.status() != StatusCode::OK {
+            bail!("GET manifest {repo}@{digest}: {}", response.status());
+        }
+        let media_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .context("manifest without Content-Type")?
+            .to_owned();
+        let bytes = response.bytes().await?;
+        let pushed = self
+            .put_manifest(repo, Some(tag), &media_type, &bytes)
+            .await?;
+        if pushed != digest {
+            bail!("re-tagging {repo}@{digest} gave digest {pushed}");
+        }
+        Ok(())
+    }
+
+    /// Deletes a manifest by digest (which removes every tag pointing at it).
+    pub async fn delete_manifest(&self, repo: &str, digest: &str) -> anyhow::Result<()> {
+        let response = self
+            .authed(
+                self.http
+                    .delete(self.v2(&format!("{repo}/manifests/{digest}"))),
+            )
+            .send()
+            .await?;
+        if response.status() != StatusCode::ACCEPTED {
+            bail!(
+                "DELETE {repo}@{digest}: {} {}",
+                response.status(),
+                response.text().await.unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+
+    /// The digest `tag` points at (HEAD), `None` when the tag or repository is unknown.
+    pub async fn manifest_digest(&self, repo: &str, tag: &str) -> anyhow::Result<Option<String>> {
+        let response = self
+            .authed(self.http.head(self.v2(&format!("{repo}/manifests/{tag}"))))
+            .header(header::ACCEPT, ALL_MANIFEST_TYPES)
+            .send()
+            .await?;
+        match response.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            StatusCode::OK => Ok(Some(
+                response
+                    .headers()
+                    .get("docker-content-digest")
+                    .and_then(|v| v.to_str().ok())
+                    .context("HEAD manifest without Docker-Content-Digest")?
+                    .to_owned(),
+            )),
+            other => bail!("HEAD {repo}:{tag}: {other}"),
+        }
+    }
+
+    async fn upload_blob(&self, repo: &str, bytes: &[u8]) -> anyhow::Result<String> {
+        let digest = sha256_digest(bytes);
+        let start = self
+            .authed(self.http.post(self.v2(&format!("{repo}/blobs/uploads/"))))
+            .send()
+            .await?;
+        if start.status() != StatusCode::ACCEPTED {
+            bail!("starting a blob upload to {repo}: {}", start.status());
+        }
+        let location = start
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .context("blob upload without Location")?;
+        // Location may be absolute or relative, and already carries a query (`_state`).
+        let mut url = reqwest::Url::parse(&self.url())?.join(location)?;
+        url.query_pairs_mut().append_pair("digest", &digest);
+        let put = self
+            .authed(self.http.put(url))
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .body(bytes.to_vec())
+            .send()
+            .await?;
+        if put.status() != StatusCode::CREATED {
+            bail!(
+                "finishing a blob upload to {repo}: {} {}",
+                put.status(),
+                put.text().await.unwrap_or_default()
+            );
+        }
+        Ok(digest)
+    }
+
+    /// PUTs a manifest under `tag`, or under its own digest; returns the digest.
+    async fn put_manifest(
+        &self,
+        repo: &str,
+        tag: Option<&str>,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> anyhow::Result<String> {
+        let digest = sha256_digest(bytes);
+        let reference = tag.unwrap_or(&digest);
+        let response = self
+            .authed(
+                self.http
+                    .put(self.v2(&format!("{repo}/manifests/{reference}"))),
+            )
+            .header(header::CONTENT_TYPE, media_type)
+            .body(bytes.to_vec())
+            .send()
+            .await?;
+        if response.status() != StatusCode::CREATED {
+            bail!(
+                "PUT manifest {repo}:{reference}: {} {}",
+                response.status(),
+                response.text().await.unwrap_or_default()
+            );
+        }
+        let returned = response
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok());
+        if let Some(returned) = returned {
+            if returned != digest {
+                bail!("registry computed {returned} for a manifest whose digest is {digest}");
+            }
+        }
+        Ok(digest)
+    }
+}
