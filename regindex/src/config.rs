@@ -2,6 +2,7 @@
 //! `REGINDEX_`-prefixed environment variables (`__` separates nesting levels, so
 //! `REGINDEX_REGISTRY__URL` sets `registry.url`). Defaults run against the local stack.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -33,6 +34,7 @@ pub struct Config {
     pub amqp: AmqpConfig,
     pub api: ApiConfig,
     pub worker: WorkerConfig,
+    pub history: HistoryConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -94,7 +96,9 @@ pub struct ApiConfig {
     /// When set, `POST /events` requires `Authorization: Bearer <token>`.
     pub webhook_token: Option<SecretString>,
     pub body_limit_bytes: usize,
-    /// Also publish pull and mount events (history); push and delete always go.
+    /// Also publish pull, mount and blob events. The activity history consumes them, so
+    /// this is on by default and requires `history.enabled` (nothing else would consume
+    /// them); push and delete of manifests always go.
     pub publish_pulls: bool,
 }
 
@@ -113,6 +117,100 @@ pub struct WorkerConfig {
     pub metrics_listen: SocketAddr,
 }
 
+/// Registry activity history and statistics (see `docs/history.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// The feature: the history queue is declared and bound, and the api publishes pull,
+    /// mount and blob events for it.
+    pub enabled: bool,
+    /// This worker process runs a history consumer (several processes may).
+    pub consume: bool,
+    /// Durable queue bound to `registry.#` on the events exchange.
+    pub queue: String,
+    /// Unacknowledged history messages the consumer holds at once; at least `batch_size`.
+    pub prefetch: u16,
+    /// Events written in one transaction at most.
+    pub batch_size: usize,
+    /// A batch is written at the latest this long after its first event arrived.
+    pub batch_max_ms: u64,
+    /// Equivalent registry host names: canonical host → aliases. Events carry the host the
+    /// client used (`request.host`); every alias is recorded under its canonical host.
+    pub aliases: BTreeMap<String, Vec<String>>,
+    /// Recorded under this host when an event names none (or an unlisted one, when
+    /// `merge_unlisted_hosts` is set). Empty: the host as reported.
+    pub default_host: String,
+    /// Treat hosts not listed in `aliases` as `default_host` (a registry that only ever
+    /// serves one name set, reached through load balancers with varying host headers).
+    pub merge_unlisted_hosts: bool,
+    /// Deleted tags, manifests and blobs stay in the audit trail this long.
+    pub audit_retention_days: u32,
+    /// Raw events (and the event ids that make redeliveries harmless) are kept this long.
+    pub event_retention_days: u32,
+    /// How often the consumer prunes the audit trail and the raw events; 0: never.
+    pub prune_interval_secs: u64,
+    /// Scans and refetches record the registry's current state (tags, manifests, blobs and
+    /// their links) for history that predates regindex.
+    pub backfill: bool,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            consume: true,
+            queue: "regindex.history".into(),
+            prefetch: 2_000,
+            batch_size: 500,
+            batch_max_ms: 200,
+            aliases: BTreeMap::new(),
+            default_host: String::new(),
+            merge_unlisted_hosts: false,
+            audit_retention_days: 365,
+            event_retention_days: 30,
+            prune_interval_secs: 3_600,
+            backfill: true,
+        }
+    }
+}
+
+impl HistoryConfig {
+    pub fn batch_max_wait(&self) -> Duration {
+        Duration::from_millis(self.batch_max_ms)
+    }
+
+    pub fn prune_interval(&self) -> Option<Duration> {
+        (self.prune_interval_secs > 0).then(|| Duration::from_secs(self.prune_interval_secs))
+    }
+
+    fn validate(&self, publish_pulls: bool) -> Result<(), ConfigError> {
+        if publish_pulls && !self.enabled {
+            return Err(invalid(
+                "api.publish_pulls",
+                "needs history.enabled: nothing else consumes pull events",
+            ));
+        }
+        if self.queue.is_empty() {
+            return Err(invalid("history.queue", "must not be empty"));
+        }
+        if self.batch_size == 0 {
+            return Err(invalid("history.batch_size", "must be at least 1"));
+        }
+        if usize::from(self.prefetch) < self.batch_size {
+            return Err(invalid(
+                "history.prefetch",
+                "must be at least history.batch_size, or batches never fill",
+            ));
+        }
+        if self.batch_max_ms == 0 {
+            return Err(invalid("history.batch_max_ms", "must be at least 1"));
+        }
+        crate::history::AliasMap::new(&self.aliases, &self.default_host, self.merge_unlisted_hosts)
+            .map_err(|e| invalid("history.aliases", e.to_string()))?;
+        Ok(())
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -121,6 +219,7 @@ impl Default for Config {
             amqp: AmqpConfig::default(),
             api: ApiConfig::default(),
             worker: WorkerConfig::default(),
+            history: HistoryConfig::default(),
         }
     }
 }
@@ -173,7 +272,7 @@ impl Default for ApiConfig {
             static_max_age_secs: 300,
             webhook_token: None,
             body_limit_bytes: 1 << 20,
-            publish_pulls: false,
+            publish_pulls: true,
         }
     }
 }
@@ -247,6 +346,7 @@ impl Config {
                 return Err(invalid(key, "must not be empty"));
             }
         }
+        self.history.validate(self.api.publish_pulls)?;
         Ok(())
     }
 
