@@ -1,0 +1,458 @@
+//! What travels on the bus, parsed once at the edge.
+//!
+//! - [`parse_envelope`]: a docker/distribution notification (`{"events": [...]}`) into
+//!   [`RegistryEvent`]s, the normalised body the api publishes. Only names, digests, tags,
+//!   media types and request metadata are kept: no URL from a message is ever used, since
+//!   the worker only talks to the configured registry.
+//! - [`decode`]: what the worker receives (routing key + body) into a [`WorkItem`].
+
+use serde::{Deserialize, Serialize};
+
+use super::topology::routing_key;
+use crate::model::{media_type, Digest, InvalidValue, RepositoryName, Tag};
+
+/// A message that cannot be understood; it goes straight to the dead-letter queue.
+#[derive(Debug, thiserror::Error)]
+pub enum MessageError {
+    #[error("body is not valid JSON of the expected shape: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{0}")]
+    Invalid(#[from] InvalidValue),
+    #[error("no handler for routing key {0:?}")]
+    UnknownRoutingKey(String),
+}
+
+/// The action of a registry event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Push,
+    Pull,
+    Delete,
+    Mount,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Push => "push",
+            Action::Pull => "pull",
+            Action::Delete => "delete",
+            Action::Mount => "mount",
+        }
+    }
+
+    /// Push and delete change what the registry holds; pull and mount do not.
+    pub fn changes_registry(self) -> bool {
+        matches!(self, Action::Push | Action::Delete)
+    }
+}
+
+/// What a registry event is about, which decides its routing key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A manifest (by media type), or a delete by digest.
+    Manifest,
+    /// A layer or config blob (`application/octet-stream`, layer media types).
+    Blob,
+    /// A delete naming only a tag: the untag events that follow a manifest delete.
+    Tag,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Manifest => "manifest",
+            Kind::Blob => "blob",
+            Kind::Tag => "tag",
+        }
+    }
+}
+
+/// Where the request that caused the event came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub useragent: Option<String>,
+}
+
+/// A registry event, normalised: the body the api publishes on `registry.<action>.<kind>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryEvent {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<String>,
+    pub action: Action,
+    pub kind: Kind,
+    pub repository: RepositoryName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Digest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<Tag>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    #[serde(default)]
+    pub request: RequestInfo,
+}
+
+impl RegistryEvent {
+    pub fn routing_key(&self) -> String {
+        routing_key::registry(self.action.as_str(), self.kind.as_str())
+    }
+
+    /// The worker acts on it (the work queue is bound to its routing key).
+    pub fn needs_refetch(&self) -> bool {
+        match (self.action, self.kind) {
+            (Action::Push, Kind::Manifest) | (Action::Delete, _) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Why one event of an envelope was not published.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SkippedEvent {
+    #[error("unknown action {0:?}")]
+    UnknownAction(String),
+    #[error("{0}")]
+    Invalid(#[from] InvalidValue),
+}
+
+// The wire shape of docker/distribution notifications. Every field is optional because
+// distribution 3 sends empty strings for absent values and older ones omit them.
+#[derive(Deserialize)]
+struct WireEnvelope {
+    events: Vec<WireEvent>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct WireEvent {
+    id: String,
+    timestamp: String,
+    action: String,
+    target: WireTarget,
+    request: WireRequest,
+    actor: WireActor,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct WireTarget {
+    media_type: String,
+    size: Option<u64>,
+    digest: String,
+    repository: String,
+    tag: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct WireRequest {
+    addr: String,
+    method: String,
+    useragent: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct WireActor {
+    name: String,
+}
+
+fn present(s: String) -> Option<String> {
+    Some(s).filter(|s| !s.is_empty())
+}
+
+/// Parses a notification body. Malformed JSON is an error (the whole request is refused);
+/// an event with an unknown action or an invalid name is skipped on its own, so one odd
+/// event cannot block the registry's notification queue.
+pub fn parse_envelope(body: &[u8]) -> Result<Vec<Result<RegistryEvent, SkippedEvent>>, MessageError> {
+    let envelope: WireEnvelope = serde_json::from_slice(body)?;
+    Ok(envelope.events.into_iter().map(normalise).collect())
+}
+
+fn normalise(event: WireEvent) -> Result<RegistryEvent, SkippedEvent> {
+    let action = match event.action.as_str() {
+        "push" => Action::Push,
+        "pull" => Action::Pull,
+        "delete" => Action::Delete,
+        "mount" => Action::Mount,
+        _ => return Err(SkippedEvent::UnknownAction(event.action)),
+    };
+    let target = event.target;
+    let repository = RepositoryName::parse(&target.repository)?;
+    let digest = present(target.digest).map(|d| Digest::parse(&d)).transpose()?;
+    let tag = present(target.tag).map(|t| Tag::parse(&t)).transpose()?;
+    let media_type = present(target.media_type);
+    let kind = kind_of(action, media_type.as_deref(), digest.is_some(), tag.is_some());
+    Ok(RegistryEvent {
+        id: present(event.id),
+        timestamp: present(event.timestamp),
+        action,
+        kind,
+        repository,
+        digest,
+        tag,
+        media_type,
+        size: target.size.filter(|&s| s > 0),
+        actor: present(event.actor.name),
+        request: RequestInfo {
+            addr: present(event.request.addr),
+            method: present(event.request.method),
+            useragent: present(event.request.useragent),
+        },
+    })
+}
+
+fn kind_of(action: Action, media_type: Option<&str>, has_digest: bool, has_tag: bool) -> Kind {
+    match media_type {
+        Some(mt) if media_type::is_manifest(mt) || mt.contains(".manifest.") => Kind::Manifest,
+        Some(_) => Kind::Blob,
+        // Deletes carry no media type: by digest it is a manifest delete (the registry
+        // sends blob deletes the same way; refetching is harmless), by tag alone an untag.
+        None if action == Action::Delete && !has_digest && has_tag => Kind::Tag,
+        None if action == Action::Delete || has_tag => Kind::Manifest,
+        None => Kind::Blob,
+    }
+}
+
+/// What the worker does with a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkItem {
+    /// Make the store's view of this repository equal to the registry's.
+    Refetch(RepositoryName),
+    /// Something changed everywhere (a Bodhi container/flatpak compose): refetch every
+    /// repository.
+    ReindexAll { source: String },
+    /// Nothing to do; acknowledged and logged with the reason.
+    Ignore(String),
+}
+
+/// The internal `regindex.refetch` body (registry events carry `repository` too).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RefetchRequest {
+    pub repository: RepositoryName,
+}
+
+/// A Bodhi compose message body (fedora-messaging ComposeCompleteV1 / legacy mashtask).
+#[derive(Deserialize)]
+struct ComposeComplete {
+    #[serde(default)]
+    repo: String,
+    success: bool,
+    #[serde(default)]
+    ctype: Option<String>,
+}
+
+/// Fedmsg (ZeroMQ era) wraps the body: `{"topic": ..., "msg": {...}}`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum BodhiBody {
+    Legacy { topic: String, msg: ComposeComplete },
+    Current(ComposeComplete),
+}
+
+/// Decodes a delivery. `routing_key` is the original one (see
+/// [`super::headers::original_routing_key`]).
+pub fn decode(routing_key: &str, body: &[u8]) -> Result<WorkItem, MessageError> {
+    if routing_key == routing_key::REFETCH {
+        let request: RefetchRequest = serde_json::from_slice(body)?;
+        return Ok(WorkItem::Refetch(request.repository));
+    }
+    if let Some(rest) = routing_key.strip_prefix(routing_key::REGISTRY_PREFIX) {
+        let event: RefetchRequest = serde_json::from_slice(body)?;
+        return Ok(match rest.split_once('.') {
+            Some(("push", "manifest")) | Some(("delete", _)) => WorkItem::Refetch(event.repository),
+            _ => WorkItem::Ignore(format!("{routing_key} does not change the index")),
+        });
+    }
+    if is_bodhi_compose_topic(routing_key) {
+        return decode_compose(routing_key, body);
+    }
+    Err(MessageError::UnknownRoutingKey(routing_key.to_owned()))
+}
+
+fn is_bodhi_compose_topic(key: &str) -> bool {
+    [routing_key::BODHI_COMPOSE_COMPLETE, routing_key::BODHI_MASHTASK_COMPLETE]
+        .iter()
+        .any(|topic| key == *topic || key.ends_with(&format!(".{topic}")))
+}
+
+fn decode_compose(routing_key: &str, body: &[u8]) -> Result<WorkItem, MessageError> {
+    let (topic, compose) = match serde_json::from_slice(body)? {
+        BodhiBody::Legacy { topic, msg } => (topic, msg),
+        BodhiBody::Current(compose) => (routing_key.to_owned(), compose),
+    };
+    let ctype = compose.ctype.as_deref().unwrap_or("");
+    if !compose.success {
+        return Ok(WorkItem::Ignore(format!("{topic}: compose of {} failed", compose.repo)));
+    }
+    if !matches!(ctype, "container" | "flatpak") {
+        return Ok(WorkItem::Ignore(format!(
+            "{topic}: {ctype:?} compose of {} does not touch the registry",
+            compose.repo
+        )));
+    }
+    Ok(WorkItem::ReindexAll {
+        source: format!("{topic}: {ctype} compose of {}", compose.repo),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(path: &str) -> serde_json::Value {
+        let full = format!("{}/../../shared/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"));
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn webhook(name: &str) -> RegistryEvent {
+        let body = serde_json::to_vec(&fixture(&format!("webhooks/{name}.json"))["body"]).unwrap();
+        let mut events = parse_envelope(&body).unwrap();
+        assert_eq!(events.len(), 1);
+        events.remove(0).unwrap()
+    }
+
+    #[test]
+    fn manifest_push_by_tag() {
+        let event = webhook("manifest-push-oci");
+        assert_eq!(event.routing_key(), "registry.push.manifest");
+        assert_eq!(event.repository.as_str(), "apps/calc");
+        assert_eq!(event.tag.as_ref().map(Tag::as_str), Some("latest"));
+        assert_eq!(
+            event.digest.as_ref().map(Digest::as_str),
+            Some("sha256:7bdd2ae44a165c15bce2833726ea6a9b0998cab5c147a621eb4aa9db2ed93864")
+        );
+        assert_eq!(event.size, Some(483));
+        assert_eq!(event.request.method.as_deref(), Some("PUT"));
+        assert_eq!(event.actor, None, "an empty actor is absent");
+        assert!(event.needs_refetch());
+        assert_eq!(webhook("manifest-push-docker-v2").routing_key(), "registry.push.manifest");
+        assert_eq!(webhook("index-push-oci").routing_key(), "registry.push.manifest");
+        let child = webhook("manifest-push-untagged-index-child");
+        assert_eq!((child.routing_key().as_str(), child.tag), ("registry.push.manifest", None));
+    }
+
+    #[test]
+    fn blob_push_and_pull_do_not_need_a_refetch() {
+        let blob = webhook("blob-push");
+        assert_eq!(blob.routing_key(), "registry.push.blob");
+        assert!(!blob.needs_refetch());
+        let pull = webhook("manifest-pull");
+        assert_eq!(pull.routing_key(), "registry.pull.manifest");
+        assert!(!pull.needs_refetch());
+    }
+
+    #[test]
+    fn deletes_by_digest_and_untags() {
+        let by_digest = webhook("manifest-delete-by-digest");
+        assert_eq!(by_digest.routing_key(), "registry.delete.manifest");
+        assert_eq!(by_digest.media_type, None);
+        let untag = webhook("manifest-delete-untag");
+        assert_eq!(untag.routing_key(), "registry.delete.tag");
+        assert_eq!(untag.tag.as_ref().map(Tag::as_str), Some("1.0"));
+        assert!(by_digest.needs_refetch() && untag.needs_refetch());
+    }
+
+    #[test]
+    fn distribution_3_empty_strings_are_absent() {
+        let body = br#"{"events":[{"id":"x","action":"delete","target":{"mediaType":"","size":0,"digest":"","repository":"base/plain","tag":"1.0","url":""}}]}"#;
+        let event = parse_envelope(body).unwrap().remove(0).unwrap();
+        assert_eq!(event.routing_key(), "registry.delete.tag");
+        assert_eq!((event.digest, event.media_type, event.size), (None, None, None));
+    }
+
+    #[test]
+    fn odd_events_are_skipped_alone_and_urls_are_not_kept() {
+        let body = br#"{"events":[
+            {"action":"push","target":{"mediaType":"application/vnd.oci.image.manifest.v1+json","repository":"Bad Name","tag":"x"}},
+            {"action":"teleport","target":{"repository":"a"}},
+            {"action":"push","target":{"mediaType":"application/vnd.oci.image.manifest.v1+json","repository":"a","tag":"x","url":"http://evil.example/v2/a"}}
+        ]}"#;
+        let events = parse_envelope(body).unwrap();
+        assert!(matches!(events[0], Err(SkippedEvent::Invalid(_))));
+        assert_eq!(events[1], Err(SkippedEvent::UnknownAction("teleport".into())));
+        let published = serde_json::to_string(events[2].as_ref().unwrap()).unwrap();
+        assert!(!published.contains("evil"), "{published}");
+    }
+
+    #[test]
+    fn malformed_envelopes_are_errors() {
+        assert!(parse_envelope(b"{").is_err());
+        assert!(parse_envelope(br#"{"event": []}"#).is_err());
+    }
+
+    #[test]
+    fn published_events_decode_to_refetches() {
+        for name in ["manifest-push-oci", "manifest-delete-by-digest", "manifest-delete-untag"] {
+            let event = webhook(name);
+            let body = serde_json::to_vec(&event).unwrap();
+            assert_eq!(
+                decode(&event.routing_key(), &body).unwrap(),
+                WorkItem::Refetch(event.repository.clone()),
+                "{name}"
+            );
+        }
+        let pull = webhook("manifest-pull");
+        let body = serde_json::to_vec(&pull).unwrap();
+        assert!(matches!(decode(&pull.routing_key(), &body).unwrap(), WorkItem::Ignore(_)));
+    }
+
+    #[test]
+    fn internal_refetch() {
+        assert_eq!(
+            decode("regindex.refetch", br#"{"repository": "apps/calc"}"#).unwrap(),
+            WorkItem::Refetch(RepositoryName::parse("apps/calc").unwrap())
+        );
+        assert!(matches!(
+            decode("regindex.refetch", br#"{"repository": "../etc"}"#),
+            Err(MessageError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn bodhi_compose_complete_fedora_messaging() {
+        let message = fixture("bodhi/compose-complete-fedora-messaging.json");
+        let key = message["routing_key"].as_str().unwrap();
+        let body = serde_json::to_vec(&message["body"]).unwrap();
+        assert!(matches!(decode(key, &body).unwrap(), WorkItem::ReindexAll { .. }));
+    }
+
+    #[test]
+    fn bodhi_mashtask_complete_legacy_fedmsg() {
+        let message = fixture("bodhi/mashtask-complete-fedmsg-legacy.json");
+        let body = serde_json::to_vec(&message).unwrap();
+        let key = message["topic"].as_str().unwrap();
+        assert!(matches!(decode(key, &body).unwrap(), WorkItem::ReindexAll { .. }));
+        assert!(matches!(decode("bodhi.mashtask.complete", &body).unwrap(), WorkItem::ReindexAll { .. }));
+    }
+
+    #[test]
+    fn rpm_composes_and_failures_are_ignored() {
+        let key = "org.fedoraproject.prod.bodhi.compose.complete";
+        let rpm = br#"{"agent":"bodhi","repo":"f41-updates","success":true,"ctype":"rpm"}"#;
+        let failed = br#"{"agent":"bodhi","repo":"f41-flatpak","success":false,"ctype":"flatpak"}"#;
+        assert!(matches!(decode(key, rpm).unwrap(), WorkItem::Ignore(_)));
+        assert!(matches!(decode(key, failed).unwrap(), WorkItem::Ignore(_)));
+        assert!(decode(key, b"not json").is_err());
+        assert!(decode(key, br#"{"agent":"bodhi"}"#).is_err(), "success is required");
+    }
+
+    #[test]
+    fn unknown_routing_keys_are_errors() {
+        assert!(matches!(decode("something.else", b"{}"), Err(MessageError::UnknownRoutingKey(_))));
+    }
+}

@@ -1,0 +1,229 @@
+//! Publishing with publisher confirms.
+//!
+//! Every publish is persistent and `mandatory`, and returns only once the broker has
+//! confirmed it: an `Ack` means the message sits in every queue bound to it (on disk for
+//! durable queues), a `Nack` or a return (no queue bound) is an error. The connection is
+//! opened lazily and reopened after a failure, so a process that publishes can start and
+//! keep serving while the broker is down.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::publisher_confirm::Confirmation;
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection};
+use secrecy::SecretString;
+use tokio::sync::Mutex;
+use tracing::{debug, warn};
+
+use super::republish::Republish;
+use super::{connect, BusError, Topology};
+
+/// How long the broker may take to confirm one message.
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A message to publish.
+#[derive(Debug, Clone)]
+pub struct OutgoingMessage {
+    pub exchange: String,
+    pub routing_key: String,
+    pub body: Vec<u8>,
+    pub headers: FieldTable,
+    /// Kept across retries and dead-lettering, so a message has one id for its whole life;
+    /// a new uuid when `None`.
+    pub message_id: Option<String>,
+    pub content_type: String,
+    /// Extra AMQP properties (`content_encoding`, `priority`) for messages that imitate
+    /// another publisher (fedora-messaging).
+    pub content_encoding: Option<String>,
+    pub priority: Option<u8>,
+}
+
+impl OutgoingMessage {
+    /// A JSON message with no headers.
+    pub fn json(exchange: &str, routing_key: &str, body: Vec<u8>) -> Self {
+        Self {
+            exchange: exchange.to_owned(),
+            routing_key: routing_key.to_owned(),
+            body,
+            headers: FieldTable::default(),
+            message_id: None,
+            content_type: "application/json".into(),
+            content_encoding: None,
+            priority: None,
+        }
+    }
+
+    pub fn properties(&self) -> BasicProperties {
+        let message_id = self
+            .message_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let mut properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type(ShortString::from(self.content_type.as_str()))
+            .with_message_id(ShortString::from(message_id))
+            .with_timestamp(u64::try_from(Utc::now().timestamp()).unwrap_or(0))
+            .with_headers(self.headers.clone());
+        if let Some(encoding) = &self.content_encoding {
+            properties = properties.with_content_encoding(ShortString::from(encoding.as_str()));
+        }
+        if let Some(priority) = self.priority {
+            properties = properties.with_priority(priority);
+        }
+        properties
+    }
+}
+
+/// Publishes on one confirm-mode channel, (re)connecting on demand.
+pub struct Publisher {
+    url: SecretString,
+    /// Declared on every (re)connection, so the first publish after a broker reset
+    /// finds its queues.
+    topology: Option<Topology>,
+    channel: Mutex<Option<(Connection, Channel)>>,
+}
+
+impl Publisher {
+    /// A publisher that does not connect until the first publish.
+    pub fn new(url: SecretString, topology: Option<Topology>) -> Self {
+        Self {
+            url,
+            topology,
+            channel: Mutex::new(None),
+        }
+    }
+
+    /// Connects now (to fail early at start-up when the broker is required).
+    pub async fn ensure_connected(&self) -> Result<(), BusError> {
+        self.channel().await.map(|_| ())
+    }
+
+    /// Publishes and waits for the broker's confirmation.
+    #[tracing::instrument(skip_all, fields(exchange = %message.exchange, routing_key = %message.routing_key))]
+    pub async fn publish(&self, message: &OutgoingMessage) -> Result<(), BusError> {
+        self.send(&message.exchange, &message.routing_key, &message.body, message.properties())
+            .await
+    }
+
+    /// Republishes a received message (retry, dead letter, replay), keeping its properties.
+    #[tracing::instrument(skip_all, fields(queue = %message.queue))]
+    pub async fn republish(&self, message: &Republish) -> Result<(), BusError> {
+        self.send("", &message.queue, &message.body, message.properties.clone())
+            .await
+    }
+
+    async fn send(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), BusError> {
+        let channel = self.channel().await?;
+        let result = publish_with(&channel, exchange, routing_key, body, properties).await;
+        if let Err(e) = &result {
+            if !matches!(e, BusError::Unroutable { .. } | BusError::Nacked { .. }) {
+                // The channel may be dead: start afresh on the next publish.
+                warn!(error = %e, "publish failed; reconnecting on the next publish");
+                self.channel.lock().await.take();
+            }
+        }
+        result
+    }
+
+    /// Publishes all, concurrently on the one channel; returns each result in order.
+    pub async fn publish_all(&self, messages: &[OutgoingMessage]) -> Vec<Result<(), BusError>> {
+        futures::future::join_all(messages.iter().map(|m| self.publish(m))).await
+    }
+
+    /// Closes the connection (when shutting down).
+    pub async fn close(&self) {
+        if let Some((connection, _)) = self.channel.lock().await.take() {
+            let _ = connection.close(200, "shutting down").await;
+        }
+    }
+
+    async fn channel(&self) -> Result<Channel, BusError> {
+        let mut guard = self.channel.lock().await;
+        if let Some((connection, channel)) = guard.as_ref() {
+            if connection.status().connected() && channel.status().connected() {
+                return Ok(channel.clone());
+            }
+        }
+        guard.take();
+        debug!("connecting to the broker");
+        let connection = connect(&self.url).await?;
+        let channel = confirm_channel(&connection).await?;
+        if let Some(topology) = &self.topology {
+            topology.declare(&channel).await?;
+        }
+        *guard = Some((connection, channel.clone()));
+        Ok(channel)
+    }
+}
+
+/// A channel in confirm mode.
+pub async fn confirm_channel(connection: &Connection) -> Result<Channel, BusError> {
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(BusError::amqp("opening a channel"))?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(BusError::amqp("enabling publisher confirms"))?;
+    Ok(channel)
+}
+
+/// Publishes `message` on `channel` (in confirm mode) and waits for the confirmation.
+pub async fn publish_confirmed(channel: &Channel, message: &OutgoingMessage) -> Result<(), BusError> {
+    let OutgoingMessage { exchange, routing_key, body, .. } = message;
+    publish_with(channel, exchange, routing_key, body, message.properties()).await
+}
+
+/// Republishes through the default exchange straight to `message.queue`.
+pub async fn republish_confirmed(channel: &Channel, message: &Republish) -> Result<(), BusError> {
+    publish_with(channel, "", &message.queue, &message.body, message.properties.clone()).await
+}
+
+/// Publishes with explicit properties and waits for the confirmation.
+pub async fn publish_with(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) -> Result<(), BusError> {
+    let options = BasicPublishOptions {
+        mandatory: true,
+        ..BasicPublishOptions::default()
+    };
+    let confirming = async {
+        channel
+            .basic_publish(exchange, routing_key, options, body, properties)
+            .await
+            .map_err(BusError::amqp("publishing"))?
+            .await
+            .map_err(BusError::amqp("waiting for the publisher confirm"))
+    };
+    let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirming)
+        .await
+        .map_err(|_| BusError::Timeout("confirming a publish"))??;
+    let (exchange, routing_key) = (exchange.to_owned(), routing_key.to_owned());
+    match confirmation {
+        Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
+        Confirmation::Ack(Some(_returned)) => Err(BusError::Unroutable { exchange, routing_key }),
+        Confirmation::Nack(_) => Err(BusError::Nacked { exchange, routing_key }),
+    }
+}
+
+/// Headers as a table, from `(name, value)` string pairs.
+pub fn string_headers<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (name, value) in pairs {
+        table.insert(name.into(), AMQPValue::LongString(value.into()));
+    }
+    table
+}

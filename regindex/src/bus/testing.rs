@@ -1,0 +1,110 @@
+//! Helpers for tests against a real RabbitMQ (feature `test-support`): every test gets
+//! its own exchange, queues and Bodhi environment, so tests run in parallel, and
+//! [`TestBus::cleanup`] deletes them.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use lapin::options::BasicGetOptions;
+use lapin::{Channel, Connection};
+
+use super::republish::Received;
+use super::{connect, BusError, Topology};
+use crate::config::AmqpConfig;
+
+/// A uniquely named topology on the local broker.
+pub struct TestBus {
+    pub config: AmqpConfig,
+    pub topology: Topology,
+    pub connection: Connection,
+    pub channel: Channel,
+}
+
+impl TestBus {
+    /// Unique names, short retry delays; declared.
+    pub async fn new() -> Result<Self, BusError> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let id = &id[..12];
+        let config = AmqpConfig {
+            events_exchange: format!("test-{id}.events"),
+            work_queue: format!("test-{id}.work"),
+            dead_letter_queue: format!("test-{id}.dead"),
+            environment: format!("test{id}"),
+            retry_delays_ms: vec![100, 200],
+            max_attempts: 3,
+            ..AmqpConfig::default()
+        };
+        let topology = Topology::new(&config);
+        let connection = connect(&config.url).await?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(BusError::amqp("opening a channel"))?;
+        topology.declare(&channel).await?;
+        Ok(Self {
+            config,
+            topology,
+            connection,
+            channel,
+        })
+    }
+
+    /// Runs `test`, then deletes the topology even when it panicked.
+    pub async fn run<F, Fut>(test: F)
+    where
+        F: FnOnce(Arc<TestBus>) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let bus = Arc::new(Self::new().await.expect("RabbitMQ on 127.0.0.1:5672"));
+        let outcome = AssertUnwindSafe(test(bus.clone())).catch_unwind().await;
+        bus.cleanup().await;
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    }
+
+    pub async fn cleanup(&self) {
+        if let Err(e) = self.topology.delete(&self.channel).await {
+            eprintln!("cleaning up the test topology: {e}");
+        }
+        let _ = self.connection.close(200, "test done").await;
+    }
+
+    /// Takes (and acks) one message from `queue`, waiting up to `timeout`.
+    pub async fn get(&self, queue: &str, timeout: Duration) -> Option<Received> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let got = self
+                .channel
+                .basic_get(queue, BasicGetOptions { no_ack: true })
+                .await
+                .expect("basic_get");
+            if let Some(message) = got {
+                return Some(Received::from_delivery(&message.delivery));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Messages ready in `queue`.
+    pub async fn count(&self, queue: &str) -> u32 {
+        self.channel
+            .queue_declare(
+                queue,
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .expect("passive declare")
+            .message_count()
+    }
+}

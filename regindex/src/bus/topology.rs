@@ -1,0 +1,324 @@
+//! Every exchange, queue and binding regindex uses, named from the configuration.
+//!
+//! The api and the worker both declare the whole topology at start-up: declarations are
+//! idempotent, so whichever process starts first creates it and a broker reset heals on
+//! the next start. `bus-config/definitions.json` is the same topology for the default
+//! configuration, for operators who provision the broker ahead (a unit test keeps them equal).
+
+use std::collections::BTreeSet;
+
+use lapin::options::{
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{Channel, ExchangeKind};
+use serde_json::json;
+
+use super::BusError;
+use crate::config::AmqpConfig;
+
+/// Routing keys regindex publishes and binds.
+pub mod routing_key {
+    /// Internal: refetch one repository, body `{"repository": "..."}`.
+    pub const REFETCH: &str = "regindex.refetch";
+    /// Manifest pushes: a tag or a manifest changed.
+    pub const PUSH_MANIFEST: &str = "registry.push.manifest";
+    /// Every delete (manifest by digest, untag, blob).
+    pub const DELETE_ANY: &str = "registry.delete.#";
+    /// Prefix of registry events: `registry.<action>.<kind>`.
+    pub const REGISTRY_PREFIX: &str = "registry.";
+    /// Bodhi topics (after `<topic_prefix>.<environment>.`).
+    pub const BODHI_COMPOSE_COMPLETE: &str = "bodhi.compose.complete";
+    pub const BODHI_MASHTASK_COMPLETE: &str = "bodhi.mashtask.complete";
+
+    /// `registry.<action>.<kind>`.
+    pub fn registry(action: &str, kind: &str) -> String {
+        format!("{REGISTRY_PREFIX}{action}.{kind}")
+    }
+}
+
+/// A binding of a queue to an exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    pub exchange: String,
+    pub queue: String,
+    pub routing_key: String,
+}
+
+/// A delay queue of the retry path: messages wait `delay_ms` there, then the broker
+/// dead-letters them back to the work queue through the default exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DelayQueue {
+    pub name: String,
+    pub delay_ms: u64,
+}
+
+/// The names and bindings derived from one [`AmqpConfig`].
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub events_exchange: String,
+    pub bodhi_exchange: String,
+    pub work_queue: String,
+    pub dead_letter_queue: String,
+    /// One per distinct configured delay, shortest first.
+    pub delay_queues: Vec<DelayQueue>,
+    /// `retry_delays_ms` as configured: attempt n waits `retry_delays_ms[n - 1]` (the last repeats).
+    pub retry_delays_ms: Vec<u64>,
+    pub bindings: Vec<Binding>,
+}
+
+impl Topology {
+    pub fn new(config: &AmqpConfig) -> Self {
+        let work = &config.work_queue;
+        let bind = |exchange: &str, routing_key: String| Binding {
+            exchange: exchange.to_owned(),
+            queue: work.clone(),
+            routing_key,
+        };
+        let bodhi_topic = |topic: &str| {
+            format!("{}.{}.{topic}", config.topic_prefix, config.environment)
+        };
+        let bindings = vec![
+            bind(&config.events_exchange, routing_key::PUSH_MANIFEST.into()),
+            bind(&config.events_exchange, routing_key::DELETE_ANY.into()),
+            bind(&config.events_exchange, routing_key::REFETCH.into()),
+            bind(&config.bodhi_exchange, bodhi_topic(routing_key::BODHI_COMPOSE_COMPLETE)),
+            bind(&config.bodhi_exchange, bodhi_topic(routing_key::BODHI_MASHTASK_COMPLETE)),
+        ];
+        let delays: BTreeSet<u64> = config.retry_delays_ms.iter().copied().collect();
+        Self {
+            events_exchange: config.events_exchange.clone(),
+            bodhi_exchange: config.bodhi_exchange.clone(),
+            work_queue: work.clone(),
+            dead_letter_queue: config.dead_letter_queue.clone(),
+            delay_queues: delays
+                .into_iter()
+                .map(|delay_ms| DelayQueue {
+                    name: delay_queue_name(work, delay_ms),
+                    delay_ms,
+                })
+                .collect(),
+            retry_delays_ms: config.retry_delays_ms.clone(),
+            bindings,
+        }
+    }
+
+    /// The delay before retry number `attempt` (1 = first retry); the last delay repeats.
+    pub fn retry_delay_ms(&self, attempt: u32) -> u64 {
+        let index = (attempt.max(1) as usize - 1).min(self.retry_delays_ms.len().saturating_sub(1));
+        self.retry_delays_ms.get(index).copied().unwrap_or(0)
+    }
+
+    /// The delay queue a message waits in before retry number `attempt`.
+    pub fn delay_queue_for_attempt(&self, attempt: u32) -> String {
+        delay_queue_name(&self.work_queue, self.retry_delay_ms(attempt))
+    }
+
+    /// Declares everything; safe to call any number of times, from any process.
+    pub async fn declare(&self, channel: &Channel) -> Result<(), BusError> {
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        channel
+            .exchange_declare(&self.events_exchange, ExchangeKind::Topic, durable, FieldTable::default())
+            .await
+            .map_err(BusError::amqp("declaring the events exchange"))?;
+        if !self.bodhi_exchange.starts_with("amq.") {
+            // `amq.*` exchanges always exist and cannot be declared with other flags.
+            channel
+                .exchange_declare(&self.bodhi_exchange, ExchangeKind::Topic, durable, FieldTable::default())
+                .await
+                .map_err(BusError::amqp("declaring the bodhi exchange"))?;
+        }
+        for (queue, arguments) in self.queues() {
+            channel
+                .queue_declare(&queue, durable_queue(), arguments)
+                .await
+                .map_err(BusError::amqp("declaring a queue"))?;
+        }
+        for binding in &self.bindings {
+            channel
+                .queue_bind(
+                    &binding.queue,
+                    &binding.exchange,
+                    &binding.routing_key,
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(BusError::amqp("binding the work queue"))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the queues and the events exchange (tests, which use unique names).
+    pub async fn delete(&self, channel: &Channel) -> Result<(), BusError> {
+        for (queue, _) in self.queues() {
+            channel
+                .queue_delete(&queue, QueueDeleteOptions::default())
+                .await
+                .map_err(BusError::amqp("deleting a queue"))?;
+        }
+        channel
+            .exchange_delete(&self.events_exchange, ExchangeDeleteOptions::default())
+            .await
+            .map_err(BusError::amqp("deleting the events exchange"))?;
+        if !self.bodhi_exchange.starts_with("amq.") {
+            channel
+                .exchange_delete(&self.bodhi_exchange, ExchangeDeleteOptions::default())
+                .await
+                .map_err(BusError::amqp("deleting the bodhi exchange"))?;
+        }
+        Ok(())
+    }
+
+    /// Every queue with its declaration arguments.
+    fn queues(&self) -> Vec<(String, FieldTable)> {
+        let mut queues = vec![
+            (self.work_queue.clone(), FieldTable::default()),
+            (self.dead_letter_queue.clone(), FieldTable::default()),
+        ];
+        for delay in &self.delay_queues {
+            queues.push((delay.name.clone(), self.delay_queue_arguments(delay)));
+        }
+        queues
+    }
+
+    fn delay_queue_arguments(&self, delay: &DelayQueue) -> FieldTable {
+        let mut arguments = FieldTable::default();
+        arguments.insert(
+            "x-message-ttl".into(),
+            AMQPValue::LongLongInt(i64::try_from(delay.delay_ms).unwrap_or(i64::MAX)),
+        );
+        arguments.insert("x-dead-letter-exchange".into(), long_string(""));
+        arguments.insert("x-dead-letter-routing-key".into(), long_string(&self.work_queue));
+        arguments
+    }
+
+    /// The topology as RabbitMQ definitions (`rabbitmqctl import_definitions`), vhost `/`.
+    pub fn definitions(&self) -> serde_json::Value {
+        let mut exchanges = vec![json!({
+            "name": self.events_exchange, "vhost": "/", "type": "topic", "durable": true,
+            "auto_delete": false, "internal": false, "arguments": {}
+        })];
+        if !self.bodhi_exchange.starts_with("amq.") {
+            exchanges.push(json!({
+                "name": self.bodhi_exchange, "vhost": "/", "type": "topic", "durable": true,
+                "auto_delete": false, "internal": false, "arguments": {}
+            }));
+        }
+        let queues: Vec<_> = self
+            .queues()
+            .into_iter()
+            .map(|(name, arguments)| {
+                let arguments: serde_json::Map<String, serde_json::Value> = arguments
+                    .inner()
+                    .iter()
+                    .map(|(key, value)| (key.to_string(), amqp_value_json(value)))
+                    .collect();
+                json!({"name": name, "vhost": "/", "durable": true, "auto_delete": false, "arguments": arguments})
+            })
+            .collect();
+        let bindings: Vec<_> = self
+            .bindings
+            .iter()
+            .map(|b| {
+                json!({
+                    "source": b.exchange, "vhost": "/", "destination": b.queue,
+                    "destination_type": "queue", "routing_key": b.routing_key, "arguments": {}
+                })
+            })
+            .collect();
+        json!({"exchanges": exchanges, "queues": queues, "bindings": bindings})
+    }
+}
+
+/// `<work queue>.retry.<delay>ms`.
+fn delay_queue_name(work_queue: &str, delay_ms: u64) -> String {
+    format!("{work_queue}.retry.{delay_ms}ms")
+}
+
+fn durable_queue() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    }
+}
+
+pub(crate) fn long_string(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s))
+}
+
+fn amqp_value_json(value: &AMQPValue) -> serde_json::Value {
+    match value {
+        AMQPValue::LongLongInt(n) => json!(n),
+        AMQPValue::LongString(s) => json!(String::from_utf8_lossy(s.as_bytes())),
+        other => json!(format!("{other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BUS_CONFIG_DEFINITIONS: &str =
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../bus-config/definitions.json");
+
+    #[test]
+    fn names_and_bindings_come_from_the_config() {
+        let config = AmqpConfig {
+            work_queue: "w".into(),
+            events_exchange: "e".into(),
+            topic_prefix: "org.example".into(),
+            environment: "stg".into(),
+            retry_delays_ms: vec![100, 50, 100],
+            ..AmqpConfig::default()
+        };
+        let topology = Topology::new(&config);
+        let keys: Vec<(&str, &str)> = topology
+            .bindings
+            .iter()
+            .map(|b| (b.exchange.as_str(), b.routing_key.as_str()))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("e", "registry.push.manifest"),
+                ("e", "registry.delete.#"),
+                ("e", "regindex.refetch"),
+                ("amq.topic", "org.example.stg.bodhi.compose.complete"),
+                ("amq.topic", "org.example.stg.bodhi.mashtask.complete"),
+            ]
+        );
+        let delays: Vec<&str> = topology.delay_queues.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(delays, ["w.retry.50ms", "w.retry.100ms"]);
+    }
+
+    #[test]
+    fn retry_delays_follow_the_attempts_and_the_last_repeats() {
+        let topology = Topology::new(&AmqpConfig {
+            work_queue: "w".into(),
+            retry_delays_ms: vec![10, 20],
+            ..AmqpConfig::default()
+        });
+        assert_eq!(topology.retry_delay_ms(1), 10);
+        assert_eq!(topology.retry_delay_ms(2), 20);
+        assert_eq!(topology.retry_delay_ms(7), 20);
+        assert_eq!(topology.delay_queue_for_attempt(3), "w.retry.20ms");
+    }
+
+    /// `bus-config/definitions.json` mirrors the default configuration. Regenerate it with
+    /// `REGINDEX_BLESS=1 cargo nextest run -p regindex definitions`.
+    #[test]
+    fn bus_config_definitions_match_the_default_topology() {
+        let generated = Topology::new(&AmqpConfig::default()).definitions();
+        let text = serde_json::to_string_pretty(&generated).unwrap() + "\n";
+        if std::env::var_os("REGINDEX_BLESS").is_some() {
+            std::fs::write(BUS_CONFIG_DEFINITIONS, &text).unwrap();
+        }
+        let on_disk = std::fs::read_to_string(BUS_CONFIG_DEFINITIONS).unwrap();
+        assert_eq!(on_disk, text, "bus-config/definitions.json is stale");
+    }
+}
