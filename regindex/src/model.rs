@@ -95,8 +95,10 @@ macro_rules! string_newtype {
 pub struct RepositoryName(String);
 
 static REPOSITORY_RE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
-        .expect("static regex")
+    Regex::new(
+        r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$",
+    )
+    .expect("static regex")
 });
 
 impl RepositoryName {
@@ -159,9 +161,15 @@ impl Digest {
             _ => return Err(invalid("digest", s, "algorithm must be sha256 or sha512")),
         };
         if hex.len() != expected_len
-            || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         {
-            return Err(invalid("digest", s, "hex part has the wrong length or characters"));
+            return Err(invalid(
+                "digest",
+                s,
+                "hex part has the wrong length or characters",
+            ));
         }
         Ok(Self(s.to_owned()))
     }
@@ -251,10 +259,27 @@ mod tests {
 
     #[test]
     fn repository_names() {
-        for ok in ["a", "apps/calc", "library/fedora-toolbox", "a__b/c.d", "a--b"] {
+        for ok in [
+            "a",
+            "apps/calc",
+            "library/fedora-toolbox",
+            "a__b/c.d",
+            "a--b",
+        ] {
             assert!(RepositoryName::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "A", "/a", "a/", "a//b", "a_", "-a", "a b", "../etc", &"a".repeat(256)] {
+        for bad in [
+            "",
+            "A",
+            "/a",
+            "a/",
+            "a//b",
+            "a_",
+            "-a",
+            "a b",
+            "../etc",
+            &"a".repeat(256),
+        ] {
             assert!(RepositoryName::parse(bad).is_err(), "{bad}");
         }
     }

@@ -6,6 +6,8 @@ pub enum StoreError {
     SchemaMissing,
     #[error("the database schema is version {found}, this build needs {expected}: run `regindexctl migrate`")]
     SchemaOutdated { found: i32, expected: i32 },
+    #[error("the database schema is version {found}, newer than the {expected} this build knows: upgrade regindex")]
+    SchemaTooNew { found: i32, expected: i32 },
     #[error("inconsistent data for {repository}: {detail}")]
     Inconsistent { repository: String, detail: String },
 }

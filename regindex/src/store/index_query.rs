@@ -1,0 +1,216 @@
+//! The SQL side of index queries.
+//!
+//! The SQL selects the tagged images and the entries of tagged lists that pass the
+//! query's conditions, using the indexes (tags by tag, GIN on labels/annotations) for
+//! selectivity. Its conditions mirror `index::Query` exactly; `index::build_response`
+//! applies them once more in Rust and owns the response rules (omissions, order), so a
+//! pre-filter that lets too much through can never produce a wrong answer.
+//!
+//! Every value is bound; only fixed SQL fragments are concatenated.
+
+use std::collections::BTreeMap;
+
+use sqlx::{Postgres, QueryBuilder, Row};
+
+use super::{rows, Store, StoreError};
+use crate::index::{KeyFilter, Listing, Query, TaggedImage, TaggedList};
+use crate::model::{Digest, Image, Tag};
+
+/// Index query candidates read from one snapshot, with the data version of that snapshot.
+#[derive(Debug, Clone)]
+pub struct IndexSnapshot {
+    pub data_version: i64,
+    pub listings: Vec<Listing>,
+}
+
+impl Store {
+    /// Runs `query` against one consistent snapshot. The returned data version is the one
+    /// the listings belong to, so a cache keyed on it never mixes versions.
+    pub async fn query_index(&self, query: &Query) -> Result<IndexSnapshot, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let data_version: i64 = sqlx::query_scalar("SELECT version FROM data_version")
+            .fetch_one(&mut *tx)
+            .await?;
+        let rows = build_sql(query).build().fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(IndexSnapshot {
+            data_version,
+            listings: assemble(rows)?,
+        })
+    }
+}
+
+/// Columns of the image part of each row, prefixed `im.`.
+const IMAGE_COLUMNS: &str =
+    "im.digest, im.media_type, im.os, im.architecture, im.labels, im.annotations, im.config_digest";
+
+fn build_sql(query: &Query) -> QueryBuilder<'static, Postgres> {
+    let mut qb = QueryBuilder::new(
+        "WITH top AS (
+           SELECT m.id, m.repository_id, m.digest, m.media_type, m.is_list,
+                  ARRAY(SELECT t.tag FROM tags t WHERE t.manifest_id = m.id) AS tags
+           FROM manifests m
+           WHERE m.id IN (SELECT t.manifest_id FROM tags t WHERE true",
+    );
+    if !query.tags.is_empty() {
+        let tags: Vec<String> = query.tags.iter().map(|t| t.as_str().to_owned()).collect();
+        qb.push(" AND t.tag = ANY(").push_bind(tags).push(")");
+    }
+    if !query.repositories.is_empty() {
+        let names: Vec<String> = query
+            .repositories
+            .iter()
+            .map(|r| r.as_str().to_owned())
+            .collect();
+        qb.push(" AND t.repository_id IN (SELECT r.id FROM repositories r WHERE r.name = ANY(")
+            .push_bind(names)
+            .push("))");
+    }
+    qb.push(")");
+    if !query.tag_patterns.is_empty() {
+        let patterns: Vec<String> = query.tag_patterns.iter().map(|g| g.to_like()).collect();
+        qb.push(" AND m.id IN (SELECT t.manifest_id FROM tags t WHERE t.tag LIKE ANY(")
+            .push_bind(patterns)
+            .push("))");
+    }
+    qb.push(")\n");
+
+    qb.push(format!(
+        "SELECT r.name, top.digest, top.media_type, top.is_list, top.tags, 0 AS position, {IMAGE_COLUMNS}
+         FROM top JOIN repositories r ON r.id = top.repository_id
+         JOIN manifests im ON im.id = top.id
+         WHERE NOT top.is_list"
+    ));
+    push_image_conditions(&mut qb, query);
+    qb.push(format!(
+        "\nUNION ALL
+         SELECT r.name, top.digest, top.media_type, top.is_list, top.tags, le.position, {IMAGE_COLUMNS}
+         FROM top JOIN repositories r ON r.id = top.repository_id
+         JOIN list_entries le ON le.list_id = top.id
+         JOIN manifests im ON im.id = le.image_id
+         WHERE top.is_list"
+    ));
+    push_image_conditions(&mut qb, query);
+    qb
+}
+
+/// `AND ...` conditions on image `im`, the SQL twin of `Query::matches_image`.
+fn push_image_conditions(qb: &mut QueryBuilder<'static, Postgres>, query: &Query) {
+    if !query.os.is_empty() {
+        let os: Vec<String> = query.os.iter().cloned().collect();
+        qb.push(" AND im.os = ANY(").push_bind(os).push(")");
+    }
+    if !query.architectures.is_empty() {
+        let arch: Vec<String> = query.architectures.iter().cloned().collect();
+        qb.push(" AND im.architecture = ANY(")
+            .push_bind(arch)
+            .push(")");
+    }
+    for (column, filters) in [
+        ("im.labels", &query.labels),
+        ("im.annotations", &query.annotations),
+    ] {
+        for (key, filter) in filters {
+            push_key_conditions(qb, column, key, filter);
+        }
+    }
+}
+
+fn push_key_conditions(
+    qb: &mut QueryBuilder<'static, Postgres>,
+    column: &'static str,
+    key: &str,
+    filter: &KeyFilter,
+) {
+    if filter.exists {
+        // `?` is jsonb's key-exists operator (sqlx uses $n placeholders for PostgreSQL).
+        qb.push(format!(" AND {column} ? "))
+            .push_bind(key.to_owned());
+    }
+    if !filter.equals.is_empty() {
+        // Containment (`@>`) rather than `->> =` so that the GIN index applies.
+        qb.push(" AND (");
+        for (i, value) in filter.equals.iter().enumerate() {
+            if i > 0 {
+                qb.push(" OR ");
+            }
+            let object = serde_json::json!({ key: value });
+            qb.push(format!("{column} @> ")).push_bind(object);
+        }
+        qb.push(")");
+    }
+    if !filter.matches.is_empty() {
+        let patterns: Vec<String> = filter.matches.iter().map(|g| g.to_like()).collect();
+        qb.push(format!(" AND ({column} ->> "))
+            .push_bind(key.to_owned())
+            .push(") LIKE ANY(")
+            .push_bind(patterns)
+            .push(")");
+    }
+}
+
+type Lists = BTreeMap<Digest, (TaggedList, Vec<(i32, Image)>)>;
+
+/// Groups the rows (one per image, tagged directly or a list entry) into listings.
+fn assemble(rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<Listing>, StoreError> {
+    let mut repositories: BTreeMap<String, (Vec<TaggedImage>, Lists)> = BTreeMap::new();
+    for row in rows {
+        let name: String = row.try_get(0)?;
+        let top_digest: String = row.try_get(1)?;
+        let top_media_type: String = row.try_get(2)?;
+        let is_list: bool = row.try_get(3)?;
+        let tags: Vec<String> = row.try_get(4)?;
+        let position: i32 = row.try_get(5)?;
+        let image = rows::image((
+            row.try_get(6)?,
+            row.try_get(7)?,
+            row.try_get(8)?,
+            row.try_get(9)?,
+            row.try_get(10)?,
+            row.try_get(11)?,
+            row.try_get(12)?,
+        ))?;
+        let tags: Vec<Tag> = tags
+            .iter()
+            .map(|t| rows::tag(t))
+            .collect::<Result<_, _>>()?;
+        let (images, lists) = repositories.entry(name).or_default();
+        if is_list {
+            let digest = rows::digest(&top_digest)?;
+            let (_, entries) = lists.entry(digest.clone()).or_insert_with(|| {
+                (
+                    TaggedList {
+                        tags,
+                        digest,
+                        media_type: top_media_type,
+                        entries: Vec::new(),
+                    },
+                    Vec::new(),
+                )
+            });
+            entries.push((position, image));
+        } else {
+            images.push(TaggedImage { tags, image });
+        }
+    }
+    repositories
+        .into_iter()
+        .map(|(name, (images, lists))| {
+            Ok(Listing {
+                name: rows::repository_name(&name)?,
+                images,
+                lists: lists
+                    .into_values()
+                    .map(|(mut list, mut entries)| {
+                        entries.sort_by_key(|(position, _)| *position);
+                        list.entries = entries.into_iter().map(|(_, image)| image).collect();
+                        list
+                    })
+                    .collect(),
+            })
+        })
+        .collect()
+}

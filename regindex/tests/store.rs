@@ -1,0 +1,516 @@
+//! Store tests against a real PostgreSQL (127.0.0.1:5432, user postgres), one fresh
+//! database per test.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use regindex::config::DatabaseConfig;
+use regindex::index::{build_response, Query};
+use regindex::model::{
+    media_type, Digest, Image, ImageList, RepositoryName, RepositoryState, StringMap, Tag,
+};
+use regindex::store::{Store, StoreError, SCHEMA_VERSION};
+use secrecy::SecretString;
+
+const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// A throw-away database. Private stand-in for testkit's `TestDatabase`.
+struct TestDb {
+    name: String,
+    config: DatabaseConfig,
+}
+
+impl TestDb {
+    async fn new() -> Self {
+        let name = format!("regindex_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = sqlx::PgPool::connect(ADMIN_URL).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+        let config = DatabaseConfig {
+            url: SecretString::from(format!("postgres://postgres@127.0.0.1:5432/{name}")),
+            max_connections: 5,
+        };
+        Self { name, config }
+    }
+
+    async fn migrated(&self) -> Store {
+        let store = Store::connect_unchecked(&self.config).await.unwrap();
+        store.migrate().await.unwrap();
+        Store::connect(&self.config).await.unwrap()
+    }
+}
+
+impl Drop for TestDb {
+    /// Drops the database even when the test panicked: on a separate thread with its own
+    /// runtime, since `Drop` cannot await.
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let admin = sqlx::PgPool::connect(ADMIN_URL).await.unwrap();
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&admin)
+                    .await
+                    .unwrap();
+            });
+        })
+        .join();
+    }
+}
+
+fn d(n: u8) -> Digest {
+    Digest::sha256_of(&[n])
+}
+fn t(s: &str) -> Tag {
+    Tag::parse(s).unwrap()
+}
+fn repo(s: &str) -> RepositoryName {
+    RepositoryName::parse(s).unwrap()
+}
+fn map(pairs: &[(&str, &str)]) -> StringMap {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+fn image(n: u8, arch: &str, labels: &[(&str, &str)]) -> Image {
+    Image {
+        digest: d(n),
+        media_type: media_type::OCI_MANIFEST.into(),
+        os: "linux".into(),
+        architecture: arch.into(),
+        annotations: map(&[("org.opencontainers.image.title", &format!("image {n}"))]),
+        labels: map(labels),
+        config_digest: d(n.wrapping_add(128)),
+    }
+}
+fn list(n: u8, entries: &[u8]) -> ImageList {
+    ImageList {
+        digest: d(n),
+        media_type: media_type::OCI_INDEX.into(),
+        annotations: StringMap::new(),
+        entries: entries.iter().map(|e| d(*e)).collect(),
+    }
+}
+
+/// Ground truth: an app image (amd64), an OCI index (amd64 + arm64), an old image.
+fn app_state() -> RepositoryState {
+    let app = [("org.flatpak.ref", "app/org.example.App/x86_64/stable")];
+    let images = [
+        image(1, "amd64", &app),
+        image(2, "amd64", &app),
+        image(3, "arm64", &app),
+        image(4, "amd64", &[]),
+    ];
+    RepositoryState {
+        tags: BTreeMap::from([
+            (t("latest"), d(1)),
+            (t("1.0"), d(1)),
+            (t("multi"), d(20)),
+            (t("old"), d(4)),
+        ]),
+        images: images.into_iter().map(|i| (i.digest.clone(), i)).collect(),
+        lists: BTreeMap::from([(d(20), list(20, &[2, 3]))]),
+    }
+}
+
+/// Writes `state` as a refetch would: everything not stored yet is new.
+async fn write(
+    store: &Store,
+    name: &RepositoryName,
+    state: &RepositoryState,
+) -> regindex::store::ReplaceOutcome {
+    let mut tx = store.begin_repository(name).await.unwrap();
+    let known = tx.known_manifests().await.unwrap();
+    let images: Vec<Image> = state
+        .images
+        .values()
+        .filter(|i| !known.contains(&i.digest))
+        .cloned()
+        .collect();
+    let lists: Vec<ImageList> = state
+        .lists
+        .values()
+        .filter(|l| !known.contains(&l.digest))
+        .cloned()
+        .collect();
+    let outcome = tx.replace(&state.tags, &images, &lists).await.unwrap();
+    tx.commit().await.unwrap();
+    outcome
+}
+
+#[tokio::test]
+async fn schema_checks() {
+    let db = TestDb::new().await;
+    let err = Store::connect(&db.config).await.err().unwrap();
+    assert!(matches!(err, StoreError::SchemaMissing), "{err}");
+    assert!(err.to_string().contains("migrate"), "{err}");
+
+    let store = db.migrated().await;
+    // Re-applying is harmless and keeps data.
+    write(&store, &repo("apps/app"), &app_state()).await;
+    store.migrate().await.unwrap();
+    assert_eq!(
+        store.load_repository(&repo("apps/app")).await.unwrap(),
+        app_state()
+    );
+    Store::connect(&db.config).await.unwrap();
+
+    sqlx::query("UPDATE regindex_schema SET version = 0")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let err = Store::connect(&db.config).await.err().unwrap();
+    assert!(
+        matches!(
+            err,
+            StoreError::SchemaOutdated {
+                found: 0,
+                expected: SCHEMA_VERSION
+            }
+        ),
+        "{err}"
+    );
+    // migrate brings it back up.
+    store.migrate().await.unwrap();
+    Store::connect(&db.config).await.unwrap();
+
+    sqlx::query("UPDATE regindex_schema SET version = $1")
+        .bind(SCHEMA_VERSION + 1)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let err = Store::connect(&db.config).await.err().unwrap();
+    assert!(matches!(err, StoreError::SchemaTooNew { .. }), "{err}");
+    store.pool().close().await;
+}
+
+#[tokio::test]
+async fn replace_is_exact_and_idempotent() {
+    let db = TestDb::new().await;
+    let store = db.migrated().await;
+    let name = repo("apps/app");
+    let v0 = store.data_version().await.unwrap();
+
+    let first = write(&store, &name, &app_state()).await;
+    assert!(first.changed);
+    assert_eq!(first.manifests_added, 5);
+    assert_eq!(first.tags_set, 4);
+    assert_eq!(first.manifests_removed, 0);
+    let v1 = store.data_version().await.unwrap();
+    assert!(v1 > v0);
+    assert_eq!(store.load_repository(&name).await.unwrap(), app_state());
+    assert_eq!(store.repositories().await.unwrap(), vec![name.clone()]);
+
+    // The same state again: nothing changes, the version stays.
+    let second = write(&store, &name, &app_state()).await;
+    assert_eq!(second, Default::default());
+    assert_eq!(store.data_version().await.unwrap(), v1);
+
+    // A caller that passes known manifests as new again changes nothing either.
+    let state = app_state();
+    let mut tx = store.begin_repository(&name).await.unwrap();
+    let images: Vec<Image> = state.images.values().cloned().collect();
+    let lists: Vec<ImageList> = state.lists.values().cloned().collect();
+    let third = tx.replace(&state.tags, &images, &lists).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(!third.changed, "{third:?}");
+    assert_eq!(store.data_version().await.unwrap(), v1);
+    assert_eq!(store.load_repository(&name).await.unwrap(), app_state());
+
+    // Unreachable new manifests are not stored.
+    let mut tx = store.begin_repository(&name).await.unwrap();
+    let stray = [image(99, "amd64", &[])];
+    let fourth = tx.replace(&state.tags, &stray, &[]).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(!fourth.changed);
+    assert_eq!(store.load_repository(&name).await.unwrap(), app_state());
+
+    store.pool().close().await;
+}
+
+#[tokio::test]
+async fn tag_moves_and_untagged_manifests_go() {
+    let db = TestDb::new().await;
+    let store = db.migrated().await;
+    let name = repo("apps/app");
+    write(&store, &name, &app_state()).await;
+    let v1 = store.data_version().await.unwrap();
+
+    // `old` moves to image 1; image 4 is no longer reached.
+    let mut state = app_state();
+    state.tags.insert(t("old"), d(1));
+    state.images.remove(&d(4));
+    let outcome = write(&store, &name, &state).await;
+    assert!(outcome.changed);
+    assert_eq!(outcome.tags_set, 1);
+    assert_eq!(outcome.manifests_removed, 1);
+    assert_eq!(store.load_repository(&name).await.unwrap(), state);
+    let v2 = store.data_version().await.unwrap();
+    assert!(v2 > v1);
+
+    // Untag the list: the list and the images only it reached go; a new image comes.
+    state.tags.remove(&t("multi"));
+    state.lists.clear();
+    state.images.remove(&d(2));
+    state.images.remove(&d(3));
+    state.tags.insert(t("new"), d(5));
+    state.images.insert(d(5), image(5, "s390x", &[]));
+    let outcome = write(&store, &name, &state).await;
+    assert_eq!(outcome.manifests_removed, 3);
+    assert_eq!(outcome.manifests_added, 1);
+    assert_eq!(store.load_repository(&name).await.unwrap(), state);
+
+    // An image both tagged and in a list stays when only the list goes.
+    let mut shared = state.clone();
+    shared.tags.insert(t("multi"), d(21));
+    shared.lists.insert(d(21), list(21, &[1, 6]));
+    shared.images.insert(d(6), image(6, "arm64", &[]));
+    write(&store, &name, &shared).await;
+    assert_eq!(store.load_repository(&name).await.unwrap(), shared);
+    let outcome = write(&store, &name, &state).await;
+    assert_eq!(outcome.manifests_removed, 2);
+    assert_eq!(store.load_repository(&name).await.unwrap(), state);
+
+    store.pool().close().await;
+}
+
+#[tokio::test]
+async fn repository_without_tags_is_removed() {
+    let db = TestDb::new().await;
+    let store = db.migrated().await;
+    write(&store, &repo("apps/app"), &app_state()).await;
+    write(&store, &repo("apps/other"), &app_state()).await;
+    let v1 = store.data_version().await.unwrap();
+
+    let outcome = write(&store, &repo("apps/app"), &RepositoryState::default()).await;
+    assert!(outcome.changed);
+    assert_eq!(outcome.manifests_removed, 5);
+    assert!(store.data_version().await.unwrap() > v1);
+    assert_eq!(
+        store.repositories().await.unwrap(),
+        vec![repo("apps/other")]
+    );
+    assert_eq!(
+        store.load_repository(&repo("apps/app")).await.unwrap(),
+        RepositoryState::default()
+    );
+    // The other repository, holding the same digests, is untouched.
+    assert_eq!(
+        store.load_repository(&repo("apps/other")).await.unwrap(),
+        app_state()
+    );
+
+    // Removing what is not there changes nothing.
+    let v2 = store.data_version().await.unwrap();
+    let outcome = write(&store, &repo("apps/app"), &RepositoryState::default()).await;
+    assert!(!outcome.changed);
+    assert_eq!(store.data_version().await.unwrap(), v2);
+
+    store.pool().close().await;
+}
+
+#[tokio::test]
+async fn inconsistent_input_is_refused_and_writes_nothing() {
+    let db = TestDb::new().await;
+    let store = db.migrated().await;
+    let name = repo("apps/app");
+    write(&store, &name, &app_state()).await;
+    let v1 = store.data_version().await.unwrap();
+
+    let mut tx = store.begin_repository(&name).await.unwrap();
+    let tags = BTreeMap::from([(t("latest"), d(77))]);
+    let err = tx.replace(&tags, &[], &[]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Inconsistent { .. }), "{err}");
+    assert!(!err.is_transient());
+    drop(tx);
+
+    let mut tx = store.begin_repository(&name).await.unwrap();
+    let tags = BTreeMap::from([(t("latest"), d(30))]);
+    let err = tx
+        .replace(&tags, &[], &[list(30, &[1, 88])])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Inconsistent { .. }), "{err}");
+    drop(tx);
+
+    assert_eq!(store.load_repository(&name).await.unwrap(), app_state());
+    assert_eq!(store.data_version().await.unwrap(), v1);
+    store.pool().close().await;
+}
+
+#[tokio::test]
+async fn repository_lock_is_exclusive_across_connections() {
+    let db = TestDb::new().await;
+    let first = db.migrated().await;
+    // A second pool: as another worker process would have.
+    let second = Store::connect(&db.config).await.unwrap();
+    let name = repo("apps/app");
+
+    let held = first.begin_repository(&name).await.unwrap();
+    let waiter = {
+        let second = second.clone();
+        let name = name.clone();
+        tokio::spawn(async move {
+            let tx = second.begin_repository(&name).await.unwrap();
+            tx.commit().await.unwrap();
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiter.is_finished(),
+        "second refetch of the same repository did not wait"
+    );
+
+    // Another repository is not blocked.
+    let other = tokio::time::timeout(
+        Duration::from_secs(5),
+        second.begin_repository(&repo("apps/other")),
+    )
+    .await
+    .expect("other repository blocked")
+    .unwrap();
+    other.commit().await.unwrap();
+
+    held.commit().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("lock not released on commit")
+        .unwrap();
+
+    // Dropping a transaction (a failed refetch) releases the lock too.
+    let held = first.begin_repository(&name).await.unwrap();
+    drop(held);
+    let again = tokio::time::timeout(Duration::from_secs(5), second.begin_repository(&name))
+        .await
+        .expect("lock not released on drop")
+        .unwrap();
+    again.commit().await.unwrap();
+
+    first.pool().close().await;
+    second.pool().close().await;
+}
+
+#[tokio::test]
+async fn gc_removes_unreachable_manifests_and_empty_repositories() {
+    let db = TestDb::new().await;
+    let store = db.migrated().await;
+    write(&store, &repo("apps/app"), &app_state()).await;
+    // Leftovers as a crash or a hand edit could leave them: an untagged image and list
+    // in a live repository, and a repository without tags.
+    sqlx::raw_sql(&format!(
+        "INSERT INTO manifests (repository_id, digest, media_type, is_list, config_digest)
+           SELECT id, '{img}', '{mt}', false, '{cfg}' FROM repositories WHERE name = 'apps/app';
+         INSERT INTO manifests (repository_id, digest, media_type, is_list)
+           SELECT id, '{lst}', '{lmt}', true FROM repositories WHERE name = 'apps/app';
+         INSERT INTO list_entries (list_id, position, image_id)
+           SELECT l.id, 0, i.id FROM manifests l, manifests i WHERE l.digest = '{lst}' AND i.digest = '{img}';
+         INSERT INTO repositories (name) VALUES ('apps/empty');",
+        img = d(200),
+        cfg = d(201),
+        lst = d(202),
+        mt = media_type::OCI_MANIFEST,
+        lmt = media_type::OCI_INDEX,
+    ))
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let v1 = store.data_version().await.unwrap();
+
+    let summary = store.gc().await.unwrap();
+    assert_eq!(summary.manifests_removed, 2);
+    assert_eq!(summary.repositories_removed, 1);
+    assert_eq!(store.repositories().await.unwrap(), vec![repo("apps/app")]);
+    assert_eq!(
+        store.load_repository(&repo("apps/app")).await.unwrap(),
+        app_state()
+    );
+    // Nothing visible to queries changed.
+    assert_eq!(store.data_version().await.unwrap(), v1);
+    assert_eq!(store.gc().await.unwrap(), Default::default());
+
+    store.pool().close().await;
+}
+
+/// The SQL pre-filter agrees with the pure matcher: for every query, filtering in SQL and
+/// then in Rust gives the same response as filtering everything in Rust.
+#[tokio::test]
+async fn sql_prefilter_agrees_with_pure_matching() {
+    let db = TestDb::new().await;
+    let store = db.migrated().await;
+    write(&store, &repo("apps/app"), &app_state()).await;
+    let mut other = app_state();
+    other.tags.insert(t("latest"), d(20));
+    for image in other.images.values_mut() {
+        image.labels.insert("100%_real\\".into(), "a_b%c".into());
+    }
+    write(&store, &repo("runtimes/platform"), &other).await;
+
+    let everything = store.query_index(&Query::default()).await.unwrap();
+    let queries = [
+        "",
+        "label%3Aorg.flatpak.ref%3Aexists=1&architecture=amd64&os=linux&tag=latest",
+        "repository=apps/app",
+        "repository=apps/app&repository=runtimes/platform&tag=multi",
+        "tag=1.0",
+        "tag:matches=1.*",
+        "tag:matches=*t&tag=old",
+        "architecture=arm64",
+        "architecture=arm64&architecture=amd64&os=linux",
+        "os=windows",
+        "label:org.flatpak.ref=app/org.example.App/x86_64/stable",
+        "label:org.flatpak.ref=nope&label:org.flatpak.ref=app/org.example.App/x86_64/stable",
+        "label:org.flatpak.ref:matches=app/*/x86_64/*",
+        "label:org.flatpak.ref:matches=app/%",
+        "label:100%25_real%5C=a_b%25c",
+        "label:100%25_real%5C:matches=a?b%25c",
+        "label:100%25_real%5C:matches=axb*",
+        "annotation:org.opencontainers.image.title=image+2",
+        "annotation:org.opencontainers.image.title:exists=1&label:org.flatpak.ref:exists=1",
+        "annotation:missing:exists=1",
+    ];
+    for raw in queries {
+        let query = Query::parse(raw).unwrap();
+        let filtered = store.query_index(&query).await.unwrap();
+        assert_eq!(filtered.data_version, everything.data_version);
+        let sql = build_response("/", &query, filtered.listings);
+        let pure = build_response("/", &query, everything.listings.clone());
+        assert_eq!(sql, pure, "{raw}");
+    }
+
+    // And a few against the ground truth directly.
+    let flatpak =
+        Query::parse("label:org.flatpak.ref:exists=1&architecture=amd64&os=linux&tag=latest")
+            .unwrap();
+    let r = build_response(
+        "/",
+        &flatpak,
+        store.query_index(&flatpak).await.unwrap().listings,
+    );
+    assert_eq!(r.results.len(), 2);
+    assert_eq!(r.results[0].name, "apps/app");
+    assert_eq!(r.results[0].images.len(), 1);
+    assert_eq!(r.results[0].images[0].tags, ["1.0", "latest"]);
+    assert!(r.results[0].lists.is_empty());
+    assert_eq!(r.results[1].name, "runtimes/platform");
+    assert!(r.results[1].images.is_empty());
+    assert_eq!(r.results[1].lists[0].images.len(), 1);
+    assert_eq!(r.results[1].lists[0].images[0].digest, d(2).to_string());
+    assert_eq!(r.results[1].lists[0].tags, ["latest", "multi"]);
+
+    let glob = Query::parse("label:100%25_real%5C:matches=axb*").unwrap();
+    let r = build_response("/", &glob, store.query_index(&glob).await.unwrap().listings);
+    assert!(
+        r.results.is_empty(),
+        "LIKE metacharacters must match literally"
+    );
+
+    store.pool().close().await;
+}
