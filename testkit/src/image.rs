@@ -323,6 +323,22 @@ mod tests {
     }
 
     #[test]
+    fn layer_is_a_gzip_tar_that_tar_reads() {
+        use std::process::{Command, Stdio};
+        let built = ImageSpec::new("amd64").seed(7).build().unwrap();
+        let mut child = Command::new("tar")
+            .args(["-tzvf", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&built.layer).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        assert!(String::from_utf8_lossy(&out.stdout).contains("layer-7.txt"));
+    }
+
+    #[test]
     fn tar_header_is_valid() {
         let tar = tar_with_one_file("a.txt", b"hello");
         assert_eq!(tar.len(), 512 * 4);
