@@ -6,6 +6,7 @@
 
 pub mod bus;
 pub mod config;
+pub mod history;
 pub mod index;
 pub mod model;
 pub mod registry;

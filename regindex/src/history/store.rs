@@ -11,9 +11,6 @@ use super::event::{ActivityEvent, BlobRef};
 use super::HistoryError;
 use crate::model::{Digest, RepositoryName, Tag};
 
-/// The history section of `schema.sql`, for tests and for `migrate`.
-pub const SCHEMA: &str = include_str!("schema.sql");
-
 type Tx<'a> = Transaction<'a, Postgres>;
 
 #[derive(Clone)]
@@ -60,12 +57,6 @@ impl HistoryStore {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
-    }
-
-    /// Applies the history section of the schema (idempotent).
-    pub async fn migrate(&self) -> Result<(), HistoryError> {
-        sqlx::raw_sql(SCHEMA).execute(&self.pool).await?;
-        Ok(())
     }
 
     /// Records a batch in one transaction: the event ids first (a redelivered event's id

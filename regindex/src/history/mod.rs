@@ -1,0 +1,52 @@
+//! Registry activity history and statistics (parity with regstat).
+//!
+//! Every registry notification (push, pull, mount, delete of manifests, blobs and tags)
+//! reaches the history through its own durable queue (`history.queue`, bound to
+//! `registry.#` on the events exchange), so a flood of pulls never delays indexing. The
+//! worker's history consumer records batches of events in one transaction each:
+//!
+//! - [`event`]: what a bus event means for the history, under which canonical host;
+//! - [`alias`]: equivalent registry host names;
+//! - [`aggregate`]: a batch folded into row changes (pure);
+//! - [`store`]: the transaction (idempotent on the event id), backfill, pruning;
+//! - [`query`]: statistics query parameters and pagination (pure);
+//! - [`queries`]: the statistics read from PostgreSQL;
+//! - [`backfill`]: records what a refetch or scan found, for history predating regindex.
+//!
+//! The tables are in the history section of `schema.sql`; see `docs/history.md`.
+
+pub mod aggregate;
+pub mod alias;
+pub mod backfill;
+pub mod event;
+pub mod queries;
+pub mod query;
+pub mod store;
+
+pub use alias::{AliasError, AliasMap};
+pub use event::{Activity, ActivityEvent, BlobRef, UnrecordableEvent};
+pub use store::{HistoryStore, RecordOutcome};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("history database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("history backfill: {0}")]
+    Registry(#[from] crate::registry::RegistryError),
+}
+
+impl HistoryError {
+    /// Worth retrying the batch later (connection lost, deadlock, serialization failure).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            HistoryError::Database(e) => !matches!(
+                e,
+                sqlx::Error::ColumnNotFound(_)
+                    | sqlx::Error::TypeNotFound { .. }
+                    | sqlx::Error::ColumnDecode { .. }
+                    | sqlx::Error::Decode(_)
+            ),
+            HistoryError::Registry(e) => e.is_transient(),
+        }
+    }
+}
