@@ -1,1 +1,4 @@
 //! The regindex API.
+
+pub mod events;
+pub mod metrics;

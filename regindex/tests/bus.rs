@@ -34,9 +34,15 @@ async fn declaring_the_topology_twice_is_idempotent() {
 async fn published_messages_reach_the_work_queue_once_confirmed() {
     TestBus::run(|bus| async move {
         let publisher = Publisher::new(bus.config.url.clone(), Some(bus.topology.clone()));
-        publisher.publish(&refetch(&bus, "apps/calc")).await.unwrap();
+        publisher
+            .publish(&refetch(&bus, "apps/calc"))
+            .await
+            .unwrap();
         // Confirmed: it is in the queue now, no waiting needed.
-        let got = bus.get(&bus.config.work_queue, Duration::ZERO).await.expect("message");
+        let got = bus
+            .get(&bus.config.work_queue, Duration::ZERO)
+            .await
+            .expect("message");
         assert_eq!(got.routing_key, "regindex.refetch");
         assert_eq!(got.body, br#"{"repository":"apps/calc"}"#);
         assert_eq!(got.properties.delivery_mode(), &Some(2));
@@ -50,7 +56,11 @@ async fn published_messages_reach_the_work_queue_once_confirmed() {
 async fn unroutable_messages_are_errors() {
     TestBus::run(|bus| async move {
         let publisher = Publisher::new(bus.config.url.clone(), None);
-        let message = OutgoingMessage::json(&bus.config.events_exchange, "registry.pull.manifest", b"{}".to_vec());
+        let message = OutgoingMessage::json(
+            &bus.config.events_exchange,
+            "registry.pull.manifest",
+            b"{}".to_vec(),
+        );
         let err = publisher.publish(&message).await.unwrap_err();
         assert!(matches!(err, BusError::Unroutable { .. }), "{err}");
         // The publisher still works afterwards.
@@ -65,23 +75,40 @@ async fn an_unreachable_broker_is_an_error_not_a_hang() {
     let publisher = Publisher::new("amqp://guest:guest@127.0.0.1:1/%2f".to_owned().into(), None);
     let message = OutgoingMessage::json("x", "regindex.refetch", b"{}".to_vec());
     let err = publisher.publish(&message).await.unwrap_err();
-    assert!(matches!(err, BusError::Connect(_) | BusError::Timeout(_)), "{err}");
+    assert!(
+        matches!(err, BusError::Connect(_) | BusError::Timeout(_)),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn retried_messages_come_back_after_the_delay_with_their_attempts() {
     TestBus::run(|bus| async move {
         let publisher = Publisher::new(bus.config.url.clone(), None);
-        publisher.publish(&refetch(&bus, "apps/calc")).await.unwrap();
+        publisher
+            .publish(&refetch(&bus, "apps/calc"))
+            .await
+            .unwrap();
         let first = bus.get(&bus.config.work_queue, WAIT).await.unwrap();
 
         let started = std::time::Instant::now();
         publisher
-            .republish(&republish::retry(&bus.topology, &first, 1, "registry answered 503"))
+            .republish(&republish::retry(
+                &bus.topology,
+                &first,
+                1,
+                "registry answered 503",
+            ))
             .await
             .unwrap();
-        assert!(bus.get(&bus.config.work_queue, Duration::from_millis(50)).await.is_none());
-        let again = bus.get(&bus.config.work_queue, WAIT).await.expect("back after the delay");
+        assert!(bus
+            .get(&bus.config.work_queue, Duration::from_millis(50))
+            .await
+            .is_none());
+        let again = bus
+            .get(&bus.config.work_queue, WAIT)
+            .await
+            .expect("back after the delay");
         assert!(started.elapsed() >= Duration::from_millis(100));
         assert_eq!(again.attempts(), 1);
         assert_eq!(again.original_routing_key(), "regindex.refetch");
@@ -104,9 +131,15 @@ async fn dead_letter_some(bus: &TestBus, repositories: &[&str]) -> Vec<String> {
     for (i, repository) in repositories.iter().enumerate() {
         publisher.publish(&refetch(&bus, repository)).await.unwrap();
         let received = bus.get(&bus.config.work_queue, WAIT).await.unwrap();
-        let reason = if i % 2 == 0 { "registry answered 503" } else { "bad manifest" };
+        let reason = if i % 2 == 0 {
+            "registry answered 503"
+        } else {
+            "bad manifest"
+        };
         let dead = republish::dead_letter(&bus.topology, &received, 3, reason, Utc::now());
-        republish_confirmed(&bus.channel_with_confirms().await, &dead).await.unwrap();
+        republish_confirmed(&bus.channel_with_confirms().await, &dead)
+            .await
+            .unwrap();
         ids.push(received.message_id().unwrap());
     }
     publisher.close().await;
@@ -119,7 +152,9 @@ trait ConfirmChannel {
 
 impl ConfirmChannel for TestBus {
     async fn channel_with_confirms(&self) -> lapin::Channel {
-        regindex::bus::publisher::confirm_channel(&self.connection).await.unwrap()
+        regindex::bus::publisher::confirm_channel(&self.connection)
+            .await
+            .unwrap()
     }
 }
 
@@ -127,32 +162,63 @@ impl ConfirmChannel for TestBus {
 async fn dead_letters_list_show_replay_by_id_and_purge() {
     TestBus::run(|bus| async move {
         let ids = dead_letter_some(&bus, &["r/a", "r/b", "r/c", "r/d"]).await;
-        let dlq = DeadLetterQueue::open(&bus.connection, bus.topology.clone()).await.unwrap();
+        let dlq = DeadLetterQueue::open(&bus.connection, bus.topology.clone())
+            .await
+            .unwrap();
 
         let listed = dlq.list().await.unwrap();
         let listed_ids: Vec<&str> = listed.iter().map(|l| l.id.as_str()).collect();
-        assert_eq!(listed_ids, ids.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(
+            listed_ids,
+            ids.iter().map(String::as_str).collect::<Vec<_>>()
+        );
         assert_eq!(listed[0].routing_key, "regindex.refetch");
         assert_eq!(listed[0].reason, "registry answered 503");
         assert_eq!(listed[0].attempts, 3);
         assert!(listed[0].age(Utc::now()).is_some());
-        assert_eq!(dlq.count().await.unwrap(), 4, "listing leaves them in place");
+        assert_eq!(
+            dlq.count().await.unwrap(),
+            4,
+            "listing leaves them in place"
+        );
 
         let shown = dlq.show(&ids[2]).await.unwrap().expect("shown");
         assert_eq!(shown.body(), br#"{"repository":"r/c"}"#);
-        assert_eq!(shown.headers.get(headers::REASON).map(String::as_str), Some("registry answered 503"));
+        assert_eq!(
+            shown.headers.get(headers::REASON).map(String::as_str),
+            Some("registry answered 503")
+        );
 
-        let summary = dlq.replay(&Filter::Ids(vec![ids[1].clone()])).await.unwrap();
+        let summary = dlq
+            .replay(&Filter::Ids(vec![ids[1].clone()]))
+            .await
+            .unwrap();
         assert_eq!((summary.replayed, summary.kept), (vec![ids[1].clone()], 3));
-        let replayed: Received = bus.get(&bus.config.work_queue, WAIT).await.expect("replayed");
+        let replayed: Received = bus
+            .get(&bus.config.work_queue, WAIT)
+            .await
+            .expect("replayed");
         assert_eq!(replayed.body, br#"{"repository":"r/b"}"#);
         assert_eq!(replayed.attempts(), 0);
         assert_eq!(replayed.original_routing_key(), "regindex.refetch");
         assert_eq!(replayed.message_id().as_deref(), Some(ids[1].as_str()));
-        let left: Vec<String> = dlq.list().await.unwrap().into_iter().map(|l| l.id).collect();
-        assert_eq!(left, [ids[0].clone(), ids[2].clone(), ids[3].clone()], "the others stay, in order");
+        let left: Vec<String> = dlq
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.id)
+            .collect();
+        assert_eq!(
+            left,
+            [ids[0].clone(), ids[2].clone(), ids[3].clone()],
+            "the others stay, in order"
+        );
 
-        let summary = dlq.replay(&Filter::ReasonContains("bad manifest".into())).await.unwrap();
+        let summary = dlq
+            .replay(&Filter::ReasonContains("bad manifest".into()))
+            .await
+            .unwrap();
         assert_eq!(summary.replayed, [ids[3].clone()]);
         assert!(bus.get(&bus.config.work_queue, WAIT).await.is_some());
 
@@ -166,22 +232,38 @@ async fn dead_letters_list_show_replay_by_id_and_purge() {
 /// processes declare (RabbitMQ refuses a redeclaration with other arguments).
 #[tokio::test]
 async fn definitions_import_and_match_the_declared_topology() {
-    if std::process::Command::new("rabbitmqctl").arg("--version").output().is_err() {
+    if std::process::Command::new("rabbitmqctl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("rabbitmqctl not available: skipped");
         return;
     }
     TestBus::run(|bus| async move {
         bus.topology.delete(&bus.channel).await.unwrap();
         let file = tempfile::NamedTempFile::with_suffix(".json").unwrap();
-        std::fs::write(file.path(), serde_json::to_vec(&bus.topology.definitions()).unwrap()).unwrap();
+        std::fs::write(
+            file.path(),
+            serde_json::to_vec(&bus.topology.definitions()).unwrap(),
+        )
+        .unwrap();
         // rabbitmqctl hands the path to the broker, which runs as another user.
-        std::fs::set_permissions(file.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(
+            file.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        )
+        .unwrap();
         let status = std::process::Command::new("rabbitmqctl")
             .arg("import_definitions")
             .arg(file.path())
             .output()
             .unwrap();
-        assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
         bus.topology.declare(&bus.channel).await.unwrap();
         let publisher = Publisher::new(bus.config.url.clone(), None);
         publisher.publish(&refetch(&bus, "a")).await.unwrap();

@@ -1,1 +1,81 @@
-//! The regindex worker.
+//! The regindex worker: consumes the work queue (registry events, Bodhi composes,
+//! internal refetches), refetches repositories into the store, retries with delays,
+//! dead-letters what keeps failing, and runs the periodic full scan and GC.
+
+pub mod coalesce;
+pub mod consumer;
+pub mod index;
+pub mod metrics;
+pub mod outcome;
+pub mod periodic;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use regindex::config::Config;
+use regindex::registry::{RegistryClient, RegistryError};
+use regindex::store::{Store, StoreError};
+use regindex::sync::Syncer;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+pub use consumer::Worker;
+pub use metrics::WorkerMetrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("cannot listen on {addr} for metrics: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The whole worker process: store, registry client, metrics endpoint, periodic jobs and
+/// the consumer, until `shutdown`.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), WorkerError> {
+    let store = Store::connect(&config.database).await?;
+    let registry = RegistryClient::new(&config.registry)?;
+    let syncer = Syncer::new(registry, store);
+    let metrics = WorkerMetrics::new();
+    let addr = config.worker.metrics_listen;
+    let listener = metrics::bind(addr)
+        .await
+        .map_err(|source| WorkerError::Listen { addr, source })?;
+
+    // Background parts stop with the consumer, and at once if this future is dropped.
+    let stop = CancellationToken::new();
+    let _stop_on_drop = stop.clone().drop_guard();
+    let serving = tokio::spawn({
+        let (metrics, stop) = (metrics.clone(), stop.clone());
+        async move {
+            if let Err(e) = metrics::serve(listener, metrics, stop).await {
+                warn!(error = %e, "metrics endpoint failed");
+            }
+        }
+    });
+    let periodic = tokio::spawn(periodic::run(
+        syncer.clone(),
+        config.worker.concurrency,
+        interval(config.worker.scan_interval_secs),
+        interval(config.worker.gc_interval_secs),
+        metrics.clone(),
+        stop.clone(),
+    ));
+    Worker::new(config, Arc::new(syncer), metrics)
+        .run(shutdown)
+        .await;
+    stop.cancel();
+    let _ = tokio::join!(serving, periodic);
+    Ok(())
+}
+
+/// `0` disables.
+fn interval(secs: u64) -> Option<Duration> {
+    (secs > 0).then(|| Duration::from_secs(secs))
+}

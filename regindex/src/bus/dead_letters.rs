@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions, QueuePurgeOptions};
+use lapin::options::{
+    BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions, QueuePurgeOptions,
+};
 use lapin::types::{DeliveryTag, FieldTable};
 use lapin::{Channel, Connection};
 
@@ -52,7 +54,9 @@ impl DeadLetter {
             id: received.message_id().unwrap_or_else(|| "-".into()),
             exchange: received.original_exchange(),
             routing_key: received.original_routing_key(),
-            reason: headers::get_str(h, headers::REASON).map(|s| s.into_owned()).unwrap_or_default(),
+            reason: headers::get_str(h, headers::REASON)
+                .map(|s| s.into_owned())
+                .unwrap_or_default(),
             attempts: headers::attempts(h),
             failed_at: headers::get_str(h, headers::FAILED_AT)
                 .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
@@ -122,7 +126,11 @@ impl DeadLetterQueue {
 
     /// One dead letter by id.
     pub async fn show(&self, id: &str) -> Result<Option<DeadLetter>, BusError> {
-        Ok(self.list().await?.into_iter().find(|letter| letter.id == id))
+        Ok(self
+            .list()
+            .await?
+            .into_iter()
+            .find(|letter| letter.id == id))
     }
 
     /// Republishes the matching dead letters to the work queue (attempts reset) and
@@ -162,7 +170,10 @@ impl DeadLetterQueue {
     /// Deletes every dead letter; returns how many.
     pub async fn purge(&self) -> Result<u32, BusError> {
         self.channel
-            .queue_purge(&self.topology.dead_letter_queue, QueuePurgeOptions::default())
+            .queue_purge(
+                &self.topology.dead_letter_queue,
+                QueuePurgeOptions::default(),
+            )
             .await
             .map_err(BusError::amqp("purging the dead-letter queue"))
     }
@@ -192,7 +203,10 @@ impl DeadLetterQueue {
         while fetched.len() < count as usize {
             let got = self
                 .channel
-                .basic_get(&self.topology.dead_letter_queue, BasicGetOptions { no_ack: false })
+                .basic_get(
+                    &self.topology.dead_letter_queue,
+                    BasicGetOptions { no_ack: false },
+                )
                 .await;
             let message = match got {
                 Ok(Some(message)) => message,
@@ -206,7 +220,10 @@ impl DeadLetterQueue {
                 }
             };
             let received = Received::from_delivery(&message.delivery);
-            fetched.push((message.delivery.delivery_tag, DeadLetter::from_received(received)));
+            fetched.push((
+                message.delivery.delivery_tag,
+                DeadLetter::from_received(received),
+            ));
         }
         Ok(fetched)
     }
@@ -214,10 +231,17 @@ impl DeadLetterQueue {
     /// Hands back every fetched message not acknowledged yet, in one call, and waits
     /// until the queue holds them again: the broker requeues asynchronously, and the next
     /// operation must see them (a `list` right after a `replay`, say).
-    async fn requeue(&self, fetched: &[(DeliveryTag, DeadLetter)], acked: &[DeliveryTag]) -> Result<(), BusError> {
+    async fn requeue(
+        &self,
+        fetched: &[(DeliveryTag, DeadLetter)],
+        acked: &[DeliveryTag],
+    ) -> Result<(), BusError> {
         // `multiple` covers every unacknowledged tag up to this one; naming an acked tag
         // would be a channel error.
-        let unacked = fetched.iter().map(|(tag, _)| *tag).filter(|tag| !acked.contains(tag));
+        let unacked = fetched
+            .iter()
+            .map(|(tag, _)| *tag)
+            .filter(|tag| !acked.contains(tag));
         let Some(last) = unacked.max() else {
             return Ok(());
         };
@@ -267,11 +291,19 @@ mod tests {
     #[test]
     fn dead_letters_read_their_headers() {
         let l = letter("a", "registry.push.manifest", "registry down");
-        assert_eq!((l.id.as_str(), l.routing_key.as_str(), l.attempts), ("a", "registry.push.manifest", 3));
+        assert_eq!(
+            (l.id.as_str(), l.routing_key.as_str(), l.attempts),
+            ("a", "registry.push.manifest", 3)
+        );
         assert_eq!(l.reason, "registry down");
-        let now = DateTime::parse_from_rfc3339("2026-11-25T10:01:00Z").unwrap().to_utc();
+        let now = DateTime::parse_from_rfc3339("2026-11-25T10:01:00Z")
+            .unwrap()
+            .to_utc();
         assert_eq!(l.age(now), Some(Duration::from_secs(60)));
-        assert_eq!(l.headers.get(headers::ATTEMPTS).map(String::as_str), Some("3"));
+        assert_eq!(
+            l.headers.get(headers::ATTEMPTS).map(String::as_str),
+            Some("3")
+        );
     }
 
     #[test]

@@ -12,13 +12,19 @@ pub enum BusError {
     #[error("broker timed out {0}")]
     Timeout(&'static str),
     #[error("the broker refused (nack) the message to exchange {exchange:?} with routing key {routing_key:?}")]
-    Nacked { exchange: String, routing_key: String },
+    Nacked {
+        exchange: String,
+        routing_key: String,
+    },
     #[error("no queue is bound for routing key {routing_key:?} on exchange {exchange:?}")]
-    Unroutable { exchange: String, routing_key: String },
+    Unroutable {
+        exchange: String,
+        routing_key: String,
+    },
 }
 
 impl BusError {
-    pub(crate) fn amqp(context: &'static str) -> impl FnOnce(lapin::Error) -> BusError {
+    pub fn amqp(context: &'static str) -> impl FnOnce(lapin::Error) -> BusError {
         move |source| BusError::Amqp { context, source }
     }
 }

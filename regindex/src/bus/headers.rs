@@ -24,7 +24,10 @@ pub const FAILED_AT: &str = "regindex-failed-at";
 pub const REPLAYED_AT: &str = "regindex-replayed-at";
 
 /// A header as text, when it is a string.
-pub fn get_str<'a>(headers: Option<&'a FieldTable>, name: &str) -> Option<std::borrow::Cow<'a, str>> {
+pub fn get_str<'a>(
+    headers: Option<&'a FieldTable>,
+    name: &str,
+) -> Option<std::borrow::Cow<'a, str>> {
     match headers?.inner().get(name)? {
         AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes())),
         AMQPValue::ShortString(s) => Some(std::borrow::Cow::Borrowed(s.as_str())),
@@ -54,12 +57,18 @@ pub fn attempts(headers: Option<&FieldTable>) -> u32 {
 }
 
 /// The routing key to decode a message by: the original one when it was republished.
-pub fn original_routing_key<'a>(headers: Option<&'a FieldTable>, delivered_with: &'a str) -> std::borrow::Cow<'a, str> {
+pub fn original_routing_key<'a>(
+    headers: Option<&'a FieldTable>,
+    delivered_with: &'a str,
+) -> std::borrow::Cow<'a, str> {
     get_str(headers, ORIGINAL_ROUTING_KEY).unwrap_or(std::borrow::Cow::Borrowed(delivered_with))
 }
 
 /// The exchange the message was first published to.
-pub fn original_exchange<'a>(headers: Option<&'a FieldTable>, delivered_by: &'a str) -> std::borrow::Cow<'a, str> {
+pub fn original_exchange<'a>(
+    headers: Option<&'a FieldTable>,
+    delivered_by: &'a str,
+) -> std::borrow::Cow<'a, str> {
     get_str(headers, ORIGINAL_EXCHANGE).unwrap_or(std::borrow::Cow::Borrowed(delivered_by))
 }
 
@@ -114,7 +123,10 @@ mod tests {
         set_u32(&mut headers, ATTEMPTS, 3);
         set_str(&mut headers, ORIGINAL_ROUTING_KEY, "registry.push.manifest");
         assert_eq!(attempts(Some(&headers)), 3);
-        assert_eq!(original_routing_key(Some(&headers), "w"), "registry.push.manifest");
+        assert_eq!(
+            original_routing_key(Some(&headers), "w"),
+            "registry.push.manifest"
+        );
         assert_eq!(original_routing_key(None, "w"), "w");
         assert_eq!(attempts(None), 0);
         let stripped = without(&headers, &[ATTEMPTS]);

@@ -203,7 +203,9 @@ fn present(s: String) -> Option<String> {
 /// Parses a notification body. Malformed JSON is an error (the whole request is refused);
 /// an event with an unknown action or an invalid name is skipped on its own, so one odd
 /// event cannot block the registry's notification queue.
-pub fn parse_envelope(body: &[u8]) -> Result<Vec<Result<RegistryEvent, SkippedEvent>>, MessageError> {
+pub fn parse_envelope(
+    body: &[u8],
+) -> Result<Vec<Result<RegistryEvent, SkippedEvent>>, MessageError> {
     let envelope: WireEnvelope = serde_json::from_slice(body)?;
     Ok(envelope.events.into_iter().map(normalise).collect())
 }
@@ -218,10 +220,17 @@ fn normalise(event: WireEvent) -> Result<RegistryEvent, SkippedEvent> {
     };
     let target = event.target;
     let repository = RepositoryName::parse(&target.repository)?;
-    let digest = present(target.digest).map(|d| Digest::parse(&d)).transpose()?;
+    let digest = present(target.digest)
+        .map(|d| Digest::parse(&d))
+        .transpose()?;
     let tag = present(target.tag).map(|t| Tag::parse(&t)).transpose()?;
     let media_type = present(target.media_type);
-    let kind = kind_of(action, media_type.as_deref(), digest.is_some(), tag.is_some());
+    let kind = kind_of(
+        action,
+        media_type.as_deref(),
+        digest.is_some(),
+        tag.is_some(),
+    );
     // A reference with an unusable digest is dropped alone: it only feeds statistics.
     let references = target
         .references
@@ -324,9 +333,12 @@ pub fn decode(routing_key: &str, body: &[u8]) -> Result<WorkItem, MessageError> 
 }
 
 fn is_bodhi_compose_topic(key: &str) -> bool {
-    [routing_key::BODHI_COMPOSE_COMPLETE, routing_key::BODHI_MASHTASK_COMPLETE]
-        .iter()
-        .any(|topic| key == *topic || key.ends_with(&format!(".{topic}")))
+    [
+        routing_key::BODHI_COMPOSE_COMPLETE,
+        routing_key::BODHI_MASHTASK_COMPLETE,
+    ]
+    .iter()
+    .any(|topic| key == *topic || key.ends_with(&format!(".{topic}")))
 }
 
 fn decode_compose(routing_key: &str, body: &[u8]) -> Result<WorkItem, MessageError> {
@@ -336,7 +348,10 @@ fn decode_compose(routing_key: &str, body: &[u8]) -> Result<WorkItem, MessageErr
     };
     let ctype = compose.ctype.as_deref().unwrap_or("");
     if !compose.success {
-        return Ok(WorkItem::Ignore(format!("{topic}: compose of {} failed", compose.repo)));
+        return Ok(WorkItem::Ignore(format!(
+            "{topic}: compose of {} failed",
+            compose.repo
+        )));
     }
     if !matches!(ctype, "container" | "flatpak") {
         return Ok(WorkItem::Ignore(format!(
@@ -354,7 +369,10 @@ mod tests {
     use super::*;
 
     fn fixture(path: &str) -> serde_json::Value {
-        let full = format!("{}/../../shared/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
+        let full = format!(
+            "{}/../../shared/fixtures/{path}",
+            env!("CARGO_MANIFEST_DIR")
+        );
         let text = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"));
         serde_json::from_str(&text).unwrap()
     }
@@ -380,10 +398,19 @@ mod tests {
         assert_eq!(event.request.method.as_deref(), Some("PUT"));
         assert_eq!(event.actor, None, "an empty actor is absent");
         assert!(event.needs_refetch());
-        assert_eq!(webhook("manifest-push-docker-v2").routing_key(), "registry.push.manifest");
-        assert_eq!(webhook("index-push-oci").routing_key(), "registry.push.manifest");
+        assert_eq!(
+            webhook("manifest-push-docker-v2").routing_key(),
+            "registry.push.manifest"
+        );
+        assert_eq!(
+            webhook("index-push-oci").routing_key(),
+            "registry.push.manifest"
+        );
         let child = webhook("manifest-push-untagged-index-child");
-        assert_eq!((child.routing_key().as_str(), child.tag), ("registry.push.manifest", None));
+        assert_eq!(
+            (child.routing_key().as_str(), child.tag),
+            ("registry.push.manifest", None)
+        );
     }
 
     #[test]
@@ -412,7 +439,10 @@ mod tests {
         let body = br#"{"events":[{"id":"x","action":"delete","target":{"mediaType":"","size":0,"digest":"","repository":"base/plain","tag":"1.0","url":""}}]}"#;
         let event = parse_envelope(body).unwrap().remove(0).unwrap();
         assert_eq!(event.routing_key(), "registry.delete.tag");
-        assert_eq!((event.digest, event.media_type, event.size), (None, None, None));
+        assert_eq!(
+            (event.digest, event.media_type, event.size),
+            (None, None, None)
+        );
     }
 
     #[test]
@@ -424,7 +454,10 @@ mod tests {
         ]}"#;
         let events = parse_envelope(body).unwrap();
         assert!(matches!(events[0], Err(SkippedEvent::Invalid(_))));
-        assert_eq!(events[1], Err(SkippedEvent::UnknownAction("teleport".into())));
+        assert_eq!(
+            events[1],
+            Err(SkippedEvent::UnknownAction("teleport".into()))
+        );
         let published = serde_json::to_string(events[2].as_ref().unwrap()).unwrap();
         assert!(!published.contains("evil"), "{published}");
     }
@@ -437,7 +470,11 @@ mod tests {
 
     #[test]
     fn published_events_decode_to_refetches() {
-        for name in ["manifest-push-oci", "manifest-delete-by-digest", "manifest-delete-untag"] {
+        for name in [
+            "manifest-push-oci",
+            "manifest-delete-by-digest",
+            "manifest-delete-untag",
+        ] {
             let event = webhook(name);
             let body = serde_json::to_vec(&event).unwrap();
             assert_eq!(
@@ -448,7 +485,10 @@ mod tests {
         }
         let pull = webhook("manifest-pull");
         let body = serde_json::to_vec(&pull).unwrap();
-        assert!(matches!(decode(&pull.routing_key(), &body).unwrap(), WorkItem::Ignore(_)));
+        assert!(matches!(
+            decode(&pull.routing_key(), &body).unwrap(),
+            WorkItem::Ignore(_)
+        ));
     }
 
     #[test]
@@ -468,7 +508,10 @@ mod tests {
         let message = fixture("bodhi/compose-complete-fedora-messaging.json");
         let key = message["routing_key"].as_str().unwrap();
         let body = serde_json::to_vec(&message["body"]).unwrap();
-        assert!(matches!(decode(key, &body).unwrap(), WorkItem::ReindexAll { .. }));
+        assert!(matches!(
+            decode(key, &body).unwrap(),
+            WorkItem::ReindexAll { .. }
+        ));
     }
 
     #[test]
@@ -476,8 +519,14 @@ mod tests {
         let message = fixture("bodhi/mashtask-complete-fedmsg-legacy.json");
         let body = serde_json::to_vec(&message).unwrap();
         let key = message["topic"].as_str().unwrap();
-        assert!(matches!(decode(key, &body).unwrap(), WorkItem::ReindexAll { .. }));
-        assert!(matches!(decode("bodhi.mashtask.complete", &body).unwrap(), WorkItem::ReindexAll { .. }));
+        assert!(matches!(
+            decode(key, &body).unwrap(),
+            WorkItem::ReindexAll { .. }
+        ));
+        assert!(matches!(
+            decode("bodhi.mashtask.complete", &body).unwrap(),
+            WorkItem::ReindexAll { .. }
+        ));
     }
 
     #[test]
@@ -488,11 +537,17 @@ mod tests {
         assert!(matches!(decode(key, rpm).unwrap(), WorkItem::Ignore(_)));
         assert!(matches!(decode(key, failed).unwrap(), WorkItem::Ignore(_)));
         assert!(decode(key, b"not json").is_err());
-        assert!(decode(key, br#"{"agent":"bodhi"}"#).is_err(), "success is required");
+        assert!(
+            decode(key, br#"{"agent":"bodhi"}"#).is_err(),
+            "success is required"
+        );
     }
 
     #[test]
     fn unknown_routing_keys_are_errors() {
-        assert!(matches!(decode("something.else", b"{}"), Err(MessageError::UnknownRoutingKey(_))));
+        assert!(matches!(
+            decode("something.else", b"{}"),
+            Err(MessageError::UnknownRoutingKey(_))
+        ));
     }
 }

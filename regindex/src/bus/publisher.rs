@@ -103,15 +103,25 @@ impl Publisher {
     /// Publishes and waits for the broker's confirmation.
     #[tracing::instrument(skip_all, fields(exchange = %message.exchange, routing_key = %message.routing_key))]
     pub async fn publish(&self, message: &OutgoingMessage) -> Result<(), BusError> {
-        self.send(&message.exchange, &message.routing_key, &message.body, message.properties())
-            .await
+        self.send(
+            &message.exchange,
+            &message.routing_key,
+            &message.body,
+            message.properties(),
+        )
+        .await
     }
 
     /// Republishes a received message (retry, dead letter, replay), keeping its properties.
     #[tracing::instrument(skip_all, fields(queue = %message.queue))]
     pub async fn republish(&self, message: &Republish) -> Result<(), BusError> {
-        self.send("", &message.queue, &message.body, message.properties.clone())
-            .await
+        self.send(
+            "",
+            &message.queue,
+            &message.body,
+            message.properties.clone(),
+        )
+        .await
     }
 
     async fn send(
@@ -178,14 +188,29 @@ pub async fn confirm_channel(connection: &Connection) -> Result<Channel, BusErro
 }
 
 /// Publishes `message` on `channel` (in confirm mode) and waits for the confirmation.
-pub async fn publish_confirmed(channel: &Channel, message: &OutgoingMessage) -> Result<(), BusError> {
-    let OutgoingMessage { exchange, routing_key, body, .. } = message;
+pub async fn publish_confirmed(
+    channel: &Channel,
+    message: &OutgoingMessage,
+) -> Result<(), BusError> {
+    let OutgoingMessage {
+        exchange,
+        routing_key,
+        body,
+        ..
+    } = message;
     publish_with(channel, exchange, routing_key, body, message.properties()).await
 }
 
 /// Republishes through the default exchange straight to `message.queue`.
 pub async fn republish_confirmed(channel: &Channel, message: &Republish) -> Result<(), BusError> {
-    publish_with(channel, "", &message.queue, &message.body, message.properties.clone()).await
+    publish_with(
+        channel,
+        "",
+        &message.queue,
+        &message.body,
+        message.properties.clone(),
+    )
+    .await
 }
 
 /// Publishes with explicit properties and waits for the confirmation.
@@ -214,8 +239,14 @@ pub async fn publish_with(
     let (exchange, routing_key) = (exchange.to_owned(), routing_key.to_owned());
     match confirmation {
         Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
-        Confirmation::Ack(Some(_returned)) => Err(BusError::Unroutable { exchange, routing_key }),
-        Confirmation::Nack(_) => Err(BusError::Nacked { exchange, routing_key }),
+        Confirmation::Ack(Some(_returned)) => Err(BusError::Unroutable {
+            exchange,
+            routing_key,
+        }),
+        Confirmation::Nack(_) => Err(BusError::Nacked {
+            exchange,
+            routing_key,
+        }),
     }
 }
 

@@ -49,7 +49,10 @@ impl Received {
     }
 
     pub fn message_id(&self) -> Option<String> {
-        self.properties.message_id().as_ref().map(|id| id.to_string())
+        self.properties
+            .message_id()
+            .as_ref()
+            .map(|id| id.to_string())
     }
 }
 
@@ -97,7 +100,12 @@ pub fn dead_letter(
 pub fn replay(topology: &Topology, received: &Received, replayed_at: DateTime<Utc>) -> Republish {
     let mut table = headers::without(
         &with_origin(received),
-        &[headers::ATTEMPTS, headers::REASON, headers::FAILED_AT, headers::LAST_ERROR],
+        &[
+            headers::ATTEMPTS,
+            headers::REASON,
+            headers::FAILED_AT,
+            headers::LAST_ERROR,
+        ],
     );
     headers::set_time(&mut table, headers::REPLAYED_AT, replayed_at);
     Republish {
@@ -177,19 +185,33 @@ mod tests {
         let second = retry(&topology(), &again, 2, "still down");
         assert_eq!(second.queue, "w.retry.20ms");
         let h = second.properties.headers().clone().unwrap();
-        assert_eq!(headers::get_str(Some(&h), headers::LAST_ERROR).unwrap(), "still down");
-        assert_eq!(headers::get_str(Some(&h), headers::ORIGINAL_ROUTING_KEY).unwrap(), "registry.push.manifest");
+        assert_eq!(
+            headers::get_str(Some(&h), headers::LAST_ERROR).unwrap(),
+            "still down"
+        );
+        assert_eq!(
+            headers::get_str(Some(&h), headers::ORIGINAL_ROUTING_KEY).unwrap(),
+            "registry.push.manifest"
+        );
     }
 
     #[test]
     fn dead_letters_carry_reason_and_replays_reset_attempts() {
-        let at = DateTime::parse_from_rfc3339("2026-11-25T10:00:00Z").unwrap().to_utc();
+        let at = DateTime::parse_from_rfc3339("2026-11-25T10:00:00Z")
+            .unwrap()
+            .to_utc();
         let dead = dead_letter(&topology(), &received(), 8, "gave up", at);
         assert_eq!(dead.queue, "d");
         let h = dead.properties.headers().clone().unwrap();
         assert_eq!(headers::attempts(Some(&h)), 8);
-        assert_eq!(headers::get_str(Some(&h), headers::REASON).unwrap(), "gave up");
-        assert_eq!(headers::get_str(Some(&h), headers::FAILED_AT).unwrap(), "2026-11-25T10:00:00+00:00");
+        assert_eq!(
+            headers::get_str(Some(&h), headers::REASON).unwrap(),
+            "gave up"
+        );
+        assert_eq!(
+            headers::get_str(Some(&h), headers::FAILED_AT).unwrap(),
+            "2026-11-25T10:00:00+00:00"
+        );
         assert_eq!(dead.properties.delivery_mode(), &Some(2));
 
         let in_dlq = Received {
@@ -203,8 +225,18 @@ mod tests {
         let h = replayed.properties.headers().clone().unwrap();
         assert_eq!(headers::attempts(Some(&h)), 0);
         assert!(!h.contains_key(headers::REASON));
-        assert_eq!(headers::get_str(Some(&h), headers::ORIGINAL_ROUTING_KEY).unwrap(), "registry.push.manifest");
-        assert_eq!(replayed.properties.message_id().as_ref().map(|s| s.as_str()), Some("m-1"));
+        assert_eq!(
+            headers::get_str(Some(&h), headers::ORIGINAL_ROUTING_KEY).unwrap(),
+            "registry.push.manifest"
+        );
+        assert_eq!(
+            replayed
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|s| s.as_str()),
+            Some("m-1")
+        );
     }
 
     #[test]

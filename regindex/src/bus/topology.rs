@@ -105,15 +105,20 @@ impl Topology {
             queue: work.clone(),
             routing_key,
         };
-        let bodhi_topic = |topic: &str| {
-            format!("{}.{}.{topic}", config.topic_prefix, config.environment)
-        };
+        let bodhi_topic =
+            |topic: &str| format!("{}.{}.{topic}", config.topic_prefix, config.environment);
         let bindings = vec![
             bind(&config.events_exchange, routing_key::PUSH_MANIFEST.into()),
             bind(&config.events_exchange, routing_key::DELETE_ANY.into()),
             bind(&config.events_exchange, routing_key::REFETCH.into()),
-            bind(&config.bodhi_exchange, bodhi_topic(routing_key::BODHI_COMPOSE_COMPLETE)),
-            bind(&config.bodhi_exchange, bodhi_topic(routing_key::BODHI_MASHTASK_COMPLETE)),
+            bind(
+                &config.bodhi_exchange,
+                bodhi_topic(routing_key::BODHI_COMPOSE_COMPLETE),
+            ),
+            bind(
+                &config.bodhi_exchange,
+                bodhi_topic(routing_key::BODHI_MASHTASK_COMPLETE),
+            ),
         ];
         let delays: BTreeSet<u64> = config.retry_delays_ms.iter().copied().collect();
         Self {
@@ -152,13 +157,23 @@ impl Topology {
             ..ExchangeDeclareOptions::default()
         };
         channel
-            .exchange_declare(&self.events_exchange, ExchangeKind::Topic, durable, FieldTable::default())
+            .exchange_declare(
+                &self.events_exchange,
+                ExchangeKind::Topic,
+                durable,
+                FieldTable::default(),
+            )
             .await
             .map_err(BusError::amqp("declaring the events exchange"))?;
         if !self.bodhi_exchange.starts_with("amq.") {
             // `amq.*` exchanges always exist and cannot be declared with other flags.
             channel
-                .exchange_declare(&self.bodhi_exchange, ExchangeKind::Topic, durable, FieldTable::default())
+                .exchange_declare(
+                    &self.bodhi_exchange,
+                    ExchangeKind::Topic,
+                    durable,
+                    FieldTable::default(),
+                )
                 .await
                 .map_err(BusError::amqp("declaring the bodhi exchange"))?;
         }
@@ -226,7 +241,10 @@ impl Topology {
             AMQPValue::LongLongInt(i64::try_from(delay.delay_ms).unwrap_or(i64::MAX)),
         );
         arguments.insert("x-dead-letter-exchange".into(), long_string(""));
-        arguments.insert("x-dead-letter-routing-key".into(), long_string(&self.work_queue));
+        arguments.insert(
+            "x-dead-letter-routing-key".into(),
+            long_string(&self.work_queue),
+        );
         arguments
     }
 
@@ -296,8 +314,10 @@ fn amqp_value_json(value: &AMQPValue) -> serde_json::Value {
 mod tests {
     use super::*;
 
-    const BUS_CONFIG_DEFINITIONS: &str =
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../bus-config/definitions.json");
+    const BUS_CONFIG_DEFINITIONS: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../bus-config/definitions.json"
+    );
 
     #[test]
     fn names_and_bindings_come_from_the_config() {
@@ -325,7 +345,11 @@ mod tests {
                 ("amq.topic", "org.example.stg.bodhi.mashtask.complete"),
             ]
         );
-        let delays: Vec<&str> = topology.delay_queues.iter().map(|d| d.name.as_str()).collect();
+        let delays: Vec<&str> = topology
+            .delay_queues
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect();
         assert_eq!(delays, ["w.retry.50ms", "w.retry.100ms"]);
     }
 

@@ -1,0 +1,294 @@
+//! `POST /events` with the captured registry notifications, against a real RabbitMQ.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::options::{QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use regindex::bus::testing::TestBus;
+use regindex::bus::{Publisher, Topology};
+use regindex::config::Config;
+use regindex_api::events::{self, EventsState};
+use regindex_api::metrics::{self, ApiMetrics};
+use serde_json::Value;
+
+const TOKEN: &str = "secret";
+const WAIT: Duration = Duration::from_secs(2);
+
+fn fixture(name: &str) -> Value {
+    let path = format!(
+        "{}/../../shared/fixtures/webhooks/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+struct App {
+    addr: SocketAddr,
+    client: reqwest::Client,
+}
+
+impl App {
+    /// The events and metrics routers on a free port.
+    async fn spawn(config: Config) -> Self {
+        let publisher = Arc::new(Publisher::new(
+            config.amqp.url.clone(),
+            Some(Topology::new(&config.amqp)),
+        ));
+        let metrics = ApiMetrics::new();
+        let app = events::router(EventsState::new(&config, publisher, metrics.clone()))
+            .merge(metrics::router(metrics));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self {
+            addr,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// Posts a fixture as the registry sent it (its headers, its body).
+    async fn post_fixture(&self, name: &str) -> reqwest::Response {
+        let fixture = fixture(name);
+        let mut request = self.client.post(format!("http://{}/events", self.addr));
+        for (name, value) in fixture["headers"].as_object().unwrap() {
+            request = request.header(name, value.as_str().unwrap());
+        }
+        request
+            .body(serde_json::to_vec(&fixture["body"]).unwrap())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn post(&self, token: &str, content_type: &str, body: Vec<u8>) -> reqwest::Response {
+        self.client
+            .post(format!("http://{}/events", self.addr))
+            .bearer_auth(token)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn metrics(&self) -> String {
+        let url = format!("http://{}/metrics", self.addr);
+        self.client
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+fn config(bus: &TestBus) -> Config {
+    let mut config = Config::default();
+    config.amqp = bus.config.clone();
+    config.api.webhook_token = Some(TOKEN.to_owned().into());
+    config
+}
+
+async fn json(response: reqwest::Response) -> Value {
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn pushes_and_deletes_reach_the_work_queue() {
+    TestBus::run(|bus| async move {
+        let app = App::spawn(config(&bus)).await;
+        for (name, routing_key) in [
+            ("manifest-push-oci", "registry.push.manifest"),
+            ("manifest-push-docker-v2", "registry.push.manifest"),
+            ("index-push-oci", "registry.push.manifest"),
+            (
+                "manifest-push-untagged-index-child",
+                "registry.push.manifest",
+            ),
+            ("manifest-delete-by-digest", "registry.delete.manifest"),
+            ("manifest-delete-untag", "registry.delete.tag"),
+        ] {
+            let response = app.post_fixture(name).await;
+            assert_eq!(response.status(), 200, "{name}");
+            assert_eq!(
+                json(response).await,
+                serde_json::json!({"published": 1, "ignored": 0})
+            );
+            // Answered 200 only once confirmed: the message is already in the queue.
+            let message = bus
+                .get(&bus.config.work_queue, Duration::ZERO)
+                .await
+                .expect(name);
+            assert_eq!(message.routing_key, routing_key, "{name}");
+            let sent = &fixture(name)["body"]["events"][0];
+            assert_eq!(message.message_id().as_deref(), sent["id"].as_str());
+            let body: Value = serde_json::from_slice(&message.body).unwrap();
+            assert_eq!(body["repository"], sent["target"]["repository"]);
+            assert!(
+                !String::from_utf8_lossy(&message.body).contains("http://"),
+                "no URL is forwarded"
+            );
+        }
+        let metrics = app.metrics().await;
+        assert!(
+            metrics.contains(
+                r#"regindex_api_events_published_total{routing_key="registry.push.manifest"} 4"#
+            ),
+            "{metrics}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn pulls_and_blob_pushes_are_not_work() {
+    TestBus::run(|bus| async move {
+        let app = App::spawn(config(&bus)).await;
+        for name in ["manifest-pull", "blob-push"] {
+            let response = app.post_fixture(name).await;
+            assert_eq!(response.status(), 200, "{name}");
+            assert_eq!(
+                json(response).await,
+                serde_json::json!({"published": 0, "ignored": 1}),
+                "{name}"
+            );
+        }
+        assert!(bus
+            .get(&bus.config.work_queue, Duration::from_millis(200))
+            .await
+            .is_none());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn with_publish_pulls_a_history_queue_gets_everything() {
+    TestBus::run(|bus| async move {
+        let history = format!("{}.history", bus.config.work_queue);
+        bus.channel
+            .queue_declare(
+                &history,
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        bus.channel
+            .queue_bind(
+                &history,
+                &bus.config.events_exchange,
+                "registry.#",
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let mut config = config(&bus);
+        config.api.publish_pulls = true;
+        let app = App::spawn(config).await;
+        for (name, routing_key) in [
+            ("manifest-pull", "registry.pull.manifest"),
+            ("blob-push", "registry.push.blob"),
+        ] {
+            let response = app.post_fixture(name).await;
+            assert_eq!(
+                json(response).await,
+                serde_json::json!({"published": 1, "ignored": 0}),
+                "{name}"
+            );
+            let message = bus.get(&history, WAIT).await.expect(name);
+            assert_eq!(message.routing_key, routing_key);
+        }
+        assert!(bus
+            .get(&bus.config.work_queue, Duration::from_millis(200))
+            .await
+            .is_none());
+        bus.channel
+            .queue_delete(&history, QueueDeleteOptions::default())
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn refused_requests_publish_nothing() {
+    TestBus::run(|bus| async move {
+        let mut config = config(&bus);
+        config.api.body_limit_bytes = 4096;
+        let app = App::spawn(config).await;
+        let body = serde_json::to_vec(&fixture("manifest-push-oci")["body"]).unwrap();
+        let v1 = "application/vnd.docker.distribution.events.v1+json";
+
+        let response = app.post("wrong", v1, body.clone()).await;
+        assert_eq!(response.status(), 401);
+        assert!(json(response).await["error"].is_string());
+        let response = app
+            .client
+            .post(format!("http://{}/events", app.addr))
+            .header("content-type", v1)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "no token");
+
+        let response = app.post(TOKEN, "text/plain", body.clone()).await;
+        assert_eq!(response.status(), 415);
+        assert!(json(response).await["error"].is_string());
+
+        let response = app.post(TOKEN, v1, b"{\"events\": [".to_vec()).await;
+        assert_eq!(response.status(), 400);
+        let error = json(response).await["error"].as_str().unwrap().to_owned();
+        assert!(error.contains("malformed"), "{error}");
+
+        let mut big = br#"{"events": [], "padding": ""#.to_vec();
+        big.extend(std::iter::repeat_n(b'x', 5000));
+        big.extend(br#""}"#);
+        let response = app.post(TOKEN, v1, big).await;
+        assert_eq!(response.status(), 413);
+        assert!(json(response).await["error"].is_string());
+
+        // v2 and plain JSON are accepted.
+        for content_type in [
+            "application/vnd.docker.distribution.events.v2+json",
+            "application/json",
+        ] {
+            assert_eq!(
+                app.post(TOKEN, content_type, body.clone()).await.status(),
+                200
+            );
+        }
+        assert_eq!(bus.count(&bus.config.work_queue).await, 2);
+        let metrics = app.metrics().await;
+        for reason in ["unauthorized", "media_type", "malformed", "too_large"] {
+            assert!(
+                metrics.contains(&format!(
+                    r#"regindex_api_webhook_requests_rejected_total{{reason="{reason}"}}"#
+                )),
+                "{reason}: {metrics}"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_unreachable_broker_is_a_503_so_the_registry_retries() {
+    let mut config = Config::default();
+    config.amqp.url = "amqp://guest:guest@127.0.0.1:1/%2f".to_owned().into();
+    let app = App::spawn(config).await;
+    let response = app.post_fixture("manifest-push-oci").await;
+    assert_eq!(response.status(), 503);
+    assert!(json(response).await["error"]
+        .as_str()
+        .unwrap()
+        .contains("broker"));
+}

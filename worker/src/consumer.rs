@@ -1,0 +1,362 @@
+//! The consumer: receive → decode → dispatch → ack / retry / dead-letter.
+//!
+//! A message is acknowledged only once its outcome is durable: the work is done, or the
+//! message was republished, with a broker confirm, to a delay queue (retry) or to the
+//! dead-letter queue. Anything else (a crash, a lost connection) leaves it unacknowledged
+//! and the broker delivers it again.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use chrono::Utc;
+use futures::future::BoxFuture;
+use futures::{stream, StreamExt, TryStreamExt};
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, Consumer};
+use regindex::bus::messages::{self, RefetchRequest, WorkItem};
+use regindex::bus::republish::{self, Received};
+use regindex::bus::topology::routing_key;
+use regindex::bus::{self as bus, BusError, OutgoingMessage, Publisher, Topology};
+use regindex::config::Config;
+use regindex::model::RepositoryName;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, info_span, warn, Instrument};
+
+use crate::coalesce::{Coalescer, Job};
+use crate::index::Index;
+use crate::metrics::{outcome as counted, WorkerMetrics};
+use crate::outcome::{decide, Failure, Outcome};
+
+/// How long a graceful shutdown waits for work in flight.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Publishes in flight while fanning a reindex out.
+const FAN_OUT_IN_FLIGHT: usize = 64;
+/// Pause before handing a message back when even its retry could not be published (the
+/// broker is failing), so it does not spin.
+const REQUEUE_PAUSE: Duration = Duration::from_secs(1);
+
+/// Consumes the work queue, reconnecting until told to stop.
+pub struct Worker {
+    config: Config,
+    index: Arc<dyn Index>,
+    metrics: WorkerMetrics,
+}
+
+/// Everything the handlers share.
+struct Shared {
+    index: Arc<dyn Index>,
+    publisher: Publisher,
+    topology: Topology,
+    max_attempts: u32,
+    metrics: WorkerMetrics,
+}
+
+struct Session {
+    connection: Connection,
+    channel: Channel,
+    consumer: Consumer,
+}
+
+impl Worker {
+    pub fn new(config: Config, index: Arc<dyn Index>, metrics: WorkerMetrics) -> Self {
+        Self {
+            config,
+            index,
+            metrics,
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled, then stops consuming and waits (up to
+    /// [`SHUTDOWN_GRACE`]) for the work in flight. Dropping the future instead stops
+    /// everything at once, acknowledging nothing more (the broker redelivers).
+    pub async fn run(&self, shutdown: CancellationToken) {
+        let topology = Topology::new(&self.config.amqp);
+        let shared = Arc::new(Shared {
+            index: self.index.clone(),
+            publisher: Publisher::new(self.config.amqp.url.clone(), Some(topology.clone())),
+            topology,
+            max_attempts: self.config.amqp.max_attempts,
+            metrics: self.metrics.clone(),
+        });
+        let tracker = TaskTracker::new();
+        let kill = CancellationToken::new();
+        let _kill_on_drop = kill.clone().drop_guard();
+        let coalescer = Coalescer::new(
+            shared.clone() as Arc<dyn Job<Delivery>>,
+            Duration::from_millis(self.config.worker.coalesce_ms),
+            self.config.worker.concurrency,
+            tracker.clone(),
+            kill.clone(),
+        );
+
+        while !shutdown.is_cancelled() {
+            let opening = (|| self.open_session())
+                .retry(
+                    ExponentialBuilder::default()
+                        .with_min_delay(Duration::from_millis(100))
+                        .with_max_delay(Duration::from_secs(30))
+                        .with_jitter()
+                        .without_max_times(),
+                )
+                .notify(
+                    |e, delay| warn!(error = %e, ?delay, "cannot consume the work queue; retrying"),
+                );
+            let mut session = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                session = opening => match session {
+                    Ok(session) => session,
+                    Err(e) => { error!(error = %e, "giving up connecting"); break; }
+                },
+            };
+            info!(queue = %shared.topology.work_queue, "consuming");
+            self.metrics.amqp_connected.set(1);
+            let lost = loop {
+                let next = tokio::select! {
+                    _ = shutdown.cancelled() => break None,
+                    next = session.consumer.next() => next,
+                };
+                match next {
+                    Some(Ok(delivery)) => {
+                        shared.dispatch(delivery, &coalescer, &tracker, &kill).await
+                    }
+                    Some(Err(e)) => break Some(e.to_string()),
+                    None => break Some("consumer cancelled by the broker".to_owned()),
+                }
+            };
+            self.metrics.amqp_connected.set(0);
+            match lost {
+                Some(reason) => warn!(%reason, "lost the broker; reconnecting"),
+                None => {
+                    self.stop(session, &tracker).await;
+                    break;
+                }
+            }
+        }
+        shared.publisher.close().await;
+    }
+
+    async fn open_session(&self) -> Result<Session, BusError> {
+        let connection = bus::connect(&self.config.amqp.url).await?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(BusError::amqp("opening a channel"))?;
+        channel
+            .basic_qos(self.config.amqp.prefetch, BasicQosOptions::default())
+            .await
+            .map_err(BusError::amqp("setting the prefetch"))?;
+        Topology::new(&self.config.amqp).declare(&channel).await?;
+        let consumer = channel
+            .basic_consume(
+                &self.config.amqp.work_queue,
+                &format!("regindex-worker-{}", uuid::Uuid::new_v4()),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(BusError::amqp("consuming the work queue"))?;
+        Ok(Session {
+            connection,
+            channel,
+            consumer,
+        })
+    }
+
+    /// Graceful stop: no new deliveries, finish what is in flight, close.
+    async fn stop(&self, session: Session, tracker: &TaskTracker) {
+        info!("stopping: finishing the work in flight");
+        let _ = session
+            .channel
+            .basic_cancel(
+                session.consumer.tag().as_str(),
+                BasicCancelOptions::default(),
+            )
+            .await;
+        tracker.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!("work still in flight after the grace period; the broker will redeliver it");
+        }
+        let _ = session.channel.close(200, "shutting down").await;
+        let _ = session.connection.close(200, "shutting down").await;
+    }
+}
+
+impl Shared {
+    async fn dispatch(
+        self: &Arc<Self>,
+        delivery: Delivery,
+        coalescer: &Coalescer<Delivery>,
+        tracker: &TaskTracker,
+        kill: &CancellationToken,
+    ) {
+        let received = Received::from_delivery(&delivery);
+        let key = received.original_routing_key();
+        let span = info_span!(
+            "message",
+            routing_key = %key,
+            message_id = received.message_id().unwrap_or_default(),
+            attempts = received.attempts(),
+        );
+        let item = messages::decode(&key, &received.body);
+        let _entered = span.enter();
+        match item {
+            Ok(WorkItem::Refetch(repository)) => coalescer.submit(repository, delivery),
+            Ok(WorkItem::ReindexAll { source }) => {
+                info!(%source, "reindexing everything");
+                let shared = self.clone();
+                let kill = kill.clone();
+                tracker.spawn(
+                    async move {
+                        tokio::select! {
+                            _ = kill.cancelled() => {}
+                            _ = async {
+                                let result = shared.fan_out().await;
+                                shared.settle(delivery, result).await;
+                            } => {}
+                        }
+                    }
+                    .instrument(span.clone()),
+                );
+            }
+            Ok(WorkItem::Ignore(reason)) => {
+                info!(%reason, "ignored");
+                if ack(&delivery).await {
+                    self.metrics.count(counted::IGNORED);
+                }
+            }
+            Err(e) => {
+                drop(_entered);
+                let failure = Failure::permanent(format!("cannot decode the message: {e}"));
+                self.settle(delivery, Err(failure)).instrument(span).await;
+            }
+        }
+    }
+
+    /// Publishes one `regindex.refetch` per repository, each confirmed: the refetches are
+    /// spread over every worker process, and no message is held for a whole scan.
+    async fn fan_out(&self) -> Result<(), Failure> {
+        let repositories = self.index.repositories().await?;
+        let count = repositories.len();
+        stream::iter(repositories)
+            .map(|repository| async move {
+                let body = serde_json::to_vec(&RefetchRequest { repository })
+                    .map_err(|e| Failure::permanent(e.to_string()))?;
+                let message = OutgoingMessage::json(
+                    &self.topology.events_exchange,
+                    routing_key::REFETCH,
+                    body,
+                );
+                self.publisher
+                    .publish(&message)
+                    .await
+                    .map_err(|e| Failure::transient(format!("publishing refetches: {e}")))
+            })
+            .buffer_unordered(FAN_OUT_IN_FLIGHT)
+            .try_collect::<Vec<()>>()
+            .await?;
+        info!(repositories = count, "reindex fanned out");
+        Ok(())
+    }
+
+    /// Acks on success; otherwise republishes to retry or dead-letter (confirmed), then acks.
+    async fn settle(&self, delivery: Delivery, result: Result<(), Failure>) {
+        let failure = match result {
+            Ok(()) => {
+                if ack(&delivery).await {
+                    self.metrics.count(counted::PROCESSED);
+                }
+                return;
+            }
+            Err(failure) => failure,
+        };
+        let received = Received::from_delivery(&delivery);
+        let (message, counter) = match decide(&failure, received.attempts(), self.max_attempts) {
+            Outcome::Retry { attempts } => {
+                warn!(attempts, error = %failure.reason, "failed; will retry");
+                (
+                    republish::retry(&self.topology, &received, attempts, &failure.reason),
+                    counted::RETRIED,
+                )
+            }
+            Outcome::DeadLetter { attempts, reason } => {
+                error!(attempts, %reason, "failed; dead-lettered");
+                let message = republish::dead_letter(
+                    &self.topology,
+                    &received,
+                    attempts,
+                    &reason,
+                    Utc::now(),
+                );
+                (message, counted::DEAD_LETTERED)
+            }
+        };
+        match self.publisher.republish(&message).await {
+            Ok(()) => {
+                if ack(&delivery).await {
+                    self.metrics.count(counter);
+                }
+            }
+            Err(e) => {
+                error!(error = %e, "cannot republish a failed message; handing it back to the broker");
+                tokio::time::sleep(REQUEUE_PAUSE).await;
+                let requeue = BasicNackOptions {
+                    multiple: false,
+                    requeue: true,
+                };
+                if let Err(e) = delivery.acker.nack(requeue).await {
+                    warn!(error = %e, "nack failed; the broker redelivers once the channel closes");
+                }
+            }
+        }
+    }
+}
+
+impl Job<Delivery> for Shared {
+    fn run<'a>(&'a self, repository: &'a RepositoryName) -> BoxFuture<'a, Result<(), Failure>> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let result = self.index.refetch(repository).await;
+            self.metrics
+                .refetch_seconds
+                .observe(started.elapsed().as_secs_f64());
+            result
+        })
+    }
+
+    fn settle<'a>(
+        &'a self,
+        repository: &'a RepositoryName,
+        deliveries: Vec<Delivery>,
+        result: Result<(), Failure>,
+    ) -> BoxFuture<'a, ()> {
+        let span = info_span!("settle", repository = %repository, messages = deliveries.len());
+        Box::pin(
+            async move {
+                for delivery in deliveries {
+                    Shared::settle(self, delivery, result.clone()).await;
+                }
+            }
+            .instrument(span),
+        )
+    }
+}
+
+/// Acks; false (logged) when the channel is gone, in which case the broker redelivers.
+async fn ack(delivery: &Delivery) -> bool {
+    match delivery.acker.ack(BasicAckOptions::default()).await {
+        Ok(()) => true,
+        Err(e) => {
+            warn!(error = %e, "ack failed; the message will be delivered again");
+            false
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! The worker's Prometheus metrics and its `/metrics` + `/healthz` endpoint.
+
+use std::net::SocketAddr;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+/// Message outcomes, the `outcome` label of `regindex_worker_messages_total`.
+pub mod outcome {
+    pub const PROCESSED: &str = "processed";
+    pub const RETRIED: &str = "retried";
+    pub const DEAD_LETTERED: &str = "dead_lettered";
+    pub const IGNORED: &str = "ignored";
+}
+
+#[derive(Clone)]
+pub struct WorkerMetrics {
+    pub registry: Registry,
+    pub messages: IntCounterVec,
+    pub refetch_seconds: Histogram,
+    pub last_full_scan: IntGauge,
+    pub amqp_connected: IntGauge,
+}
+
+impl WorkerMetrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let messages = IntCounterVec::new(
+            Opts::new(
+                "regindex_worker_messages_total",
+                "Messages handled, by outcome",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let refetch_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "regindex_worker_refetch_duration_seconds",
+                "Duration of one repository refetch",
+            )
+            .buckets(vec![
+                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ]),
+        )
+        .expect("valid metric");
+        let last_full_scan = IntGauge::new(
+            "regindex_worker_last_full_scan_success_timestamp_seconds",
+            "Unix time of the last successful full scan",
+        )
+        .expect("valid metric");
+        let amqp_connected = IntGauge::new(
+            "regindex_worker_amqp_connected",
+            "1 while consuming the work queue",
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(messages.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(refetch_seconds.clone()),
+            Box::new(last_full_scan.clone()),
+            Box::new(amqp_connected.clone()),
+        ] {
+            registry.register(collector).expect("unique metric");
+        }
+        Self {
+            registry,
+            messages,
+            refetch_seconds,
+            last_full_scan,
+            amqp_connected,
+        }
+    }
+
+    pub fn count(&self, outcome: &str) {
+        self.messages.with_label_values(&[outcome]).inc();
+    }
+
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        let mut buffer = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
+        Ok(String::from_utf8_lossy(&buffer).into_owned())
+    }
+}
+
+impl Default for WorkerMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub fn router(metrics: WorkerMetrics) -> Router {
+    Router::new()
+        .route("/metrics", get(serve_metrics))
+        .route("/healthz", get(healthz))
+        .with_state(metrics)
+}
+
+/// Serves until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: WorkerMetrics,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(metrics))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
+
+async fn serve_metrics(State(metrics): State<WorkerMetrics>) -> impl IntoResponse {
+    match metrics.render() {
+        Ok(text) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            text,
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain")],
+            e.to_string(),
+        ),
+    }
+}
+
+/// 200 while consuming, 503 while (re)connecting to the broker.
+async fn healthz(State(metrics): State<WorkerMetrics>) -> impl IntoResponse {
+    let connected = metrics.amqp_connected.get() == 1;
+    let status = if connected {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({"amqp_connected": connected})))
+}
