@@ -6,6 +6,41 @@
 //! - [`free_port`], [`unique_name`]: for anything else a test starts or names.
 //!
 //! This crate must not depend on `regindex`: it is the independent side of every test.
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! use regindex_testkit::{ImageSpec, ListFormat, NotificationEndpoint, TestDatabase, TestRegistry};
+//!
+//! let db = TestDatabase::create().await?; // db.url() -> postgres://.../regindex_test_...
+//! let mut registry = TestRegistry::builder()
+//!     .notify(NotificationEndpoint::new("http://127.0.0.1:8080/events").bearer_token("t"))
+//!     .start()
+//!     .await?;
+//! let image = registry
+//!     .push_image("apps/calc", Some("latest"), &ImageSpec::flatpak("org.example.Calc", "x86_64"))
+//!     .await?;
+//! let list = registry
+//!     .push_list(
+//!         "apps/calc",
+//!         Some("multi"),
+//!         &[ImageSpec::flatpak("org.example.Calc", "x86_64"), ImageSpec::flatpak("org.example.Calc", "aarch64")],
+//!         ListFormat::OciIndex,
+//!     )
+//!     .await?;
+//! registry.tag("apps/calc", "stable", &image.digest).await?; // tag move if it existed
+//!
+//! // Ground truth of what the code under test fetched: the registry's own access log.
+//! let mark = registry.log_mark().await?;
+//! // ... run a scan against registry.url() ...
+//! let fetched = registry.requests_since(mark).await?; // testkit requests left out
+//! assert!(!fetched.iter().any(|r| r.is_manifest_get() || r.is_blob_get()));
+//!
+//! registry.stop(); // outage; registry.start().await? brings it back on the same port
+//! db.drop().await?;
+//! # let _ = list;
+//! # Ok(())
+//! # }
+//! ```
 
 mod database;
 mod image;

@@ -60,9 +60,7 @@ pub fn parse_www_authenticate(value: &str) -> Vec<Challenge> {
     let mut rest = value.trim();
     while !rest.is_empty() {
         rest = rest.trim_start_matches([',', ' ', '\t']);
-        let token_end = rest
-            .find(|c: char| c == ' ' || c == '\t' || c == ',' || c == '=')
-            .unwrap_or(rest.len());
+        let token_end = rest.find([' ', '\t', ',', '=']).unwrap_or(rest.len());
         let token = &rest[..token_end];
         if token.is_empty() {
             break;
@@ -104,9 +102,7 @@ fn parse_param_value(input: &str) -> (String, &str) {
         }
         (value, "")
     } else {
-        let end = input
-            .find(|c: char| c == ',' || c == ' ' || c == '\t')
-            .unwrap_or(input.len());
+        let end = input.find([',', ' ', '\t']).unwrap_or(input.len());
         (input[..end].to_owned(), &input[end..])
     }
 }

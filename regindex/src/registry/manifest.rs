@@ -350,7 +350,7 @@ mod tests {
             parse("application/json", oci_manifest(None).as_bytes()).unwrap(),
             Manifest::Image { .. }
         ));
-        let index = format!(r#"{{"schemaVersion": 2, "manifests": []}}"#);
+        let index = r#"{"schemaVersion": 2, "manifests": []}"#;
         assert!(matches!(
             parse("", index.as_bytes()).unwrap(),
             Manifest::List { .. }
