@@ -2,3 +2,4 @@
 
 pub mod events;
 pub mod metrics;
+pub mod stats_routes;

@@ -4,6 +4,7 @@
 
 pub mod coalesce;
 pub mod consumer;
+pub mod history;
 pub mod index;
 pub mod metrics;
 pub mod outcome;
@@ -13,6 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use regindex::config::Config;
+use regindex::history::backfill::Backfill;
+use regindex::history::HistoryStore;
 use regindex::registry::{RegistryClient, RegistryError};
 use regindex::store::{Store, StoreError};
 use regindex::sync::Syncer;
@@ -20,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 pub use consumer::Worker;
+pub use history::{HistoryConsumer, HistoryMetrics};
 pub use metrics::WorkerMetrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +32,8 @@ pub enum WorkerError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    #[error("history: {0}")]
+    History(#[from] regindex::history::AliasError),
     #[error("cannot listen on {addr} for metrics: {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -41,8 +47,13 @@ pub enum WorkerError {
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), WorkerError> {
     let store = Store::connect(&config.database).await?;
     let registry = RegistryClient::new(&config.registry)?;
-    let syncer = Syncer::new(registry, store);
     let metrics = WorkerMetrics::new();
+    let history_store = HistoryStore::new(store.pool().clone());
+    let mut syncer = Syncer::new(registry.clone(), store);
+    if config.history.enabled && config.history.backfill {
+        let host = regindex::history::backfill_host(&config)?;
+        syncer = syncer.with_observer(Arc::new(Backfill::new(registry, history_store.clone(), host)));
+    }
     let addr = config.worker.metrics_listen;
     let listener = metrics::bind(addr)
         .await
@@ -67,11 +78,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
         metrics.clone(),
         stop.clone(),
     ));
+    let history = if config.history.enabled && config.history.consume {
+        let consumer = HistoryConsumer::new(
+            config.clone(),
+            history_store,
+            HistoryMetrics::register(&metrics.registry),
+        )?;
+        let stop = stop.clone();
+        Some(tokio::spawn(async move { consumer.run(stop).await }))
+    } else {
+        None
+    };
     Worker::new(config, Arc::new(syncer), metrics)
         .run(shutdown)
         .await;
     stop.cancel();
     let _ = tokio::join!(serving, periodic);
+    if let Some(history) = history {
+        let _ = history.await;
+    }
     Ok(())
 }
 

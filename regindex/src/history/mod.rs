@@ -27,6 +27,23 @@ pub use alias::{AliasError, AliasMap};
 pub use event::{Activity, ActivityEvent, BlobRef, UnrecordableEvent};
 pub use store::{HistoryStore, RecordOutcome};
 
+/// The canonical host the configured registry (`registry.url`) is recorded under: what
+/// backfill scans attribute their findings to. Configure `history.aliases` so that it is
+/// the same host clients use.
+pub fn backfill_host(config: &crate::config::Config) -> Result<String, AliasError> {
+    let history = &config.history;
+    let aliases = AliasMap::new(&history.aliases, &history.default_host, history.merge_unlisted_hosts)?;
+    let url = url::Url::parse(&config.registry.url).ok();
+    let host = url.as_ref().and_then(|u| {
+        let host = u.host_str()?;
+        Some(match u.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        })
+    });
+    Ok(aliases.canonical(host.as_deref()))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
     #[error("history database: {0}")]
