@@ -9,6 +9,7 @@
 //! - [`dead_letters`]: list, show, replay and purge the dead-letter queue.
 
 pub mod dead_letters;
+pub mod fedora_messaging;
 mod error;
 pub mod headers;
 pub mod messages;

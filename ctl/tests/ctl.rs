@@ -1,0 +1,205 @@
+//! `regindexctl` as operators run it, against a real RabbitMQ.
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use chrono::Utc;
+use regindex::bus::publisher::confirm_channel;
+use regindex::bus::republish::{self, Received};
+use regindex::bus::testing::TestBus;
+use regindex::bus::{headers, OutgoingMessage, Publisher};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// Runs the binary with the test's queue names in the environment.
+fn ctl(bus: &TestBus, args: &[&str]) -> Output {
+    let c = &bus.config;
+    Command::new(env!("CARGO_BIN_EXE_regindexctl"))
+        .args(args)
+        .env_remove("REGINDEX_CONFIG")
+        .env("REGINDEX_AMQP__EVENTS_EXCHANGE", &c.events_exchange)
+        .env("REGINDEX_AMQP__WORK_QUEUE", &c.work_queue)
+        .env("REGINDEX_AMQP__DEAD_LETTER_QUEUE", &c.dead_letter_queue)
+        .env("REGINDEX_AMQP__ENVIRONMENT", &c.environment)
+        .env(
+            "REGINDEX_AMQP__RETRY_DELAYS_MS",
+            c.retry_delays_ms
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+        .output()
+        .expect("run regindexctl")
+}
+
+fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Dead-letters a refetch of each repository; returns the message ids.
+async fn dead_letter(bus: &TestBus, repositories: &[&str]) -> Vec<String> {
+    let publisher = Publisher::new(bus.config.url.clone(), None);
+    let channel = confirm_channel(&bus.connection).await.unwrap();
+    let mut ids = Vec::new();
+    for repository in repositories {
+        let body = format!(r#"{{"repository":"{repository}"}}"#).into_bytes();
+        publisher
+            .publish(&OutgoingMessage::json(
+                &bus.config.events_exchange,
+                "regindex.refetch",
+                body,
+            ))
+            .await
+            .unwrap();
+        let received: Received = bus.get(&bus.config.work_queue, WAIT).await.unwrap();
+        let dead = republish::dead_letter(
+            &bus.topology,
+            &received,
+            3,
+            &format!("{repository} is broken"),
+            Utc::now(),
+        );
+        regindex::bus::publisher::republish_confirmed(&channel, &dead)
+            .await
+            .unwrap();
+        ids.push(received.message_id().unwrap());
+    }
+    publisher.close().await;
+    ids
+}
+
+#[tokio::test]
+async fn dlq_list_show_replay_and_purge() {
+    TestBus::run(|bus| async move {
+        let ids = dead_letter(&bus, &["r/a", "r/b", "r/c"]).await;
+
+        let list = stdout(&ctl(&bus, &["dlq", "list"]));
+        let lines: Vec<&str> = list.lines().collect();
+        assert_eq!(lines.len(), 4, "{list}");
+        assert!(lines[0].starts_with("ID"));
+        for (line, id) in lines[1..].iter().zip(&ids) {
+            assert!(
+                line.starts_with(id.as_str()) && line.contains("regindex.refetch"),
+                "{line}"
+            );
+        }
+        assert!(lines[2].contains("r/b is broken"));
+
+        let show = stdout(&ctl(&bus, &["dlq", "show", &ids[1]]));
+        assert!(
+            show.contains(&format!("{}: r/b is broken", headers::REASON)),
+            "{show}"
+        );
+        assert!(show.contains(r#""repository": "r/b""#), "{show}");
+        assert!(!ctl(&bus, &["dlq", "show", "nope"]).status.success());
+
+        let replay = stdout(&ctl(&bus, &["dlq", "replay", "--id", &ids[1]]));
+        assert_eq!(replay, "replayed 1 dead letters, 2 left\n");
+        let replayed = bus.get(&bus.config.work_queue, WAIT).await.unwrap();
+        assert_eq!(replayed.body, br#"{"repository":"r/b"}"#);
+        assert_eq!(replayed.attempts(), 0);
+
+        let replay = stdout(&ctl(
+            &bus,
+            &["dlq", "replay", "--reason-contains", "r/c is"],
+        ));
+        assert_eq!(replay, "replayed 1 dead letters, 1 left\n");
+        assert!(bus.get(&bus.config.work_queue, WAIT).await.is_some());
+        assert!(
+            !ctl(&bus, &["dlq", "replay"]).status.success(),
+            "a selection is required"
+        );
+        assert!(!ctl(&bus, &["dlq", "replay", "--id", "unknown"])
+            .status
+            .success());
+
+        let refused = ctl(&bus, &["dlq", "purge"]);
+        assert!(
+            !refused.status.success(),
+            "no terminal, no --yes: nothing purged"
+        );
+        assert_eq!(bus.count(&bus.config.dead_letter_queue).await, 1);
+        assert_eq!(
+            stdout(&ctl(&bus, &["dlq", "purge", "--yes"])),
+            "purged 1 dead letters\n"
+        );
+        assert_eq!(stdout(&ctl(&bus, &["dlq", "list"])), "no dead letters\n");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn trigger_reindex_publishes_a_compose_complete_or_a_refetch() {
+    TestBus::run(|bus| async move {
+        stdout(&ctl(&bus, &["trigger-reindex"]));
+        let message = bus
+            .get(&bus.config.work_queue, WAIT)
+            .await
+            .expect("compose-complete");
+        assert_eq!(message.exchange, "amq.topic");
+        assert_eq!(
+            message.routing_key,
+            format!(
+                "org.fedoraproject.{}.bodhi.compose.complete",
+                bus.config.environment
+            )
+        );
+        let body: serde_json::Value = serde_json::from_slice(&message.body).unwrap();
+        assert_eq!(
+            (body["ctype"].as_str(), body["success"].as_bool()),
+            (Some("flatpak"), Some(true))
+        );
+        assert_eq!(
+            headers::get_str(message.headers(), "fedora_messaging_schema").as_deref(),
+            Some("bodhi.compose.complete.v1")
+        );
+        assert_eq!(
+            message
+                .properties
+                .content_encoding()
+                .as_ref()
+                .map(|s| s.as_str()),
+            Some("utf-8")
+        );
+
+        stdout(&ctl(&bus, &["trigger-reindex", "--ctype", "container"]));
+        let message = bus.get(&bus.config.work_queue, WAIT).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&message.body).unwrap();
+        assert_eq!(body["ctype"], "container");
+
+        stdout(&ctl(
+            &bus,
+            &["trigger-reindex", "--repository", "apps/calc"],
+        ));
+        let message = bus.get(&bus.config.work_queue, WAIT).await.unwrap();
+        assert_eq!(message.routing_key, "regindex.refetch");
+        assert_eq!(message.body, br#"{"repository":"apps/calc"}"#);
+
+        let bad = ctl(&bus, &["trigger-reindex", "--repository", "Not Valid"]);
+        assert!(!bad.status.success());
+        assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid repository name"));
+    })
+    .await;
+}
+
+#[test]
+fn an_unreachable_broker_is_a_clear_error() {
+    let output = Command::new(env!("CARGO_BIN_EXE_regindexctl"))
+        .args(["dlq", "list"])
+        .env_remove("REGINDEX_CONFIG")
+        .env("REGINDEX_AMQP__URL", "amqp://guest:guest@127.0.0.1:1/%2f")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("regindexctl: cannot connect to the broker"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,376 @@
+//! The consumer against a real RabbitMQ, with an index that records what it is asked to
+//! do (the end-to-end tests in `e2e.rs` use the real registry and store).
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use regindex::bus::dead_letters::DeadLetterQueue;
+use regindex::bus::testing::TestBus;
+use regindex::bus::{OutgoingMessage, Publisher};
+use regindex::config::Config;
+use regindex::model::RepositoryName;
+use regindex_worker::index::Index;
+use regindex_worker::outcome::Failure;
+use regindex_worker::{Worker, WorkerMetrics};
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Records refetches; fails them while `failing` holds a failure.
+#[derive(Default)]
+struct FakeIndex {
+    refetched: Mutex<Vec<String>>,
+    failing: Mutex<Option<Failure>>,
+    repositories: BTreeSet<RepositoryName>,
+    refetch_time: Duration,
+}
+
+impl FakeIndex {
+    fn refetched(&self) -> Vec<String> {
+        self.refetched.lock().unwrap().clone()
+    }
+}
+
+impl Index for FakeIndex {
+    fn refetch<'a>(&'a self, repository: &'a RepositoryName) -> BoxFuture<'a, Result<(), Failure>> {
+        Box::pin(async move {
+            tokio::time::sleep(self.refetch_time).await;
+            self.refetched.lock().unwrap().push(repository.to_string());
+            match self.failing.lock().unwrap().clone() {
+                Some(failure) => Err(failure),
+                None => Ok(()),
+            }
+        })
+    }
+
+    fn repositories(&self) -> BoxFuture<'_, Result<BTreeSet<RepositoryName>, Failure>> {
+        Box::pin(async move { Ok(self.repositories.clone()) })
+    }
+}
+
+struct Running {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    metrics: WorkerMetrics,
+}
+
+impl Running {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn config(bus: &TestBus) -> Config {
+    let mut config = Config::default();
+    config.amqp = bus.config.clone();
+    config.worker.coalesce_ms = 50;
+    config
+}
+
+fn start(config: Config, index: Arc<FakeIndex>) -> Running {
+    let metrics = WorkerMetrics::new();
+    let shutdown = CancellationToken::new();
+    let worker = Worker::new(config, index, metrics.clone());
+    let task = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { worker.run(shutdown).await }
+    });
+    Running {
+        shutdown,
+        task,
+        metrics,
+    }
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn publish(bus: &TestBus, exchange: &str, routing_key: &str, body: &str) {
+    let publisher = Publisher::new(bus.config.url.clone(), None);
+    publisher
+        .publish(&OutgoingMessage::json(
+            exchange,
+            routing_key,
+            body.as_bytes().to_vec(),
+        ))
+        .await
+        .unwrap();
+    publisher.close().await;
+}
+
+fn counted(metrics: &WorkerMetrics, outcome: &str) -> u64 {
+    metrics.messages.with_label_values(&[outcome]).get()
+}
+
+#[tokio::test]
+async fn events_for_one_repository_coalesce_into_one_refetch_and_are_all_acked() {
+    TestBus::run(|bus| async move {
+        let index = Arc::new(FakeIndex::default());
+        let mut config = config(&bus);
+        config.worker.coalesce_ms = 300;
+        // Queued before the worker starts, so they all arrive within the window.
+        for _ in 0..5 {
+            publish(
+                &bus,
+                &bus.config.events_exchange,
+                "registry.push.manifest",
+                r#"{"repository":"apps/calc"}"#,
+            )
+            .await;
+        }
+        publish(
+            &bus,
+            &bus.config.events_exchange,
+            "registry.delete.tag",
+            r#"{"repository":"base/plain"}"#,
+        )
+        .await;
+        let worker = start(config, index.clone());
+        eventually("6 messages processed", || {
+            counted(&worker.metrics, "processed") == 6
+        })
+        .await;
+        let mut refetched = index.refetched();
+        refetched.sort();
+        assert_eq!(refetched, ["apps/calc", "base/plain"]);
+        worker.stop().await;
+        assert_eq!(bus.count(&bus.config.work_queue).await, 0, "all acked");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn transient_failures_retry_then_dead_letter_with_reason_attempts_and_routing_key() {
+    TestBus::run(|bus| async move {
+        let index = Arc::new(FakeIndex::default());
+        *index.failing.lock().unwrap() = Some(Failure::transient("registry answered 503"));
+        let worker = start(config(&bus), index.clone()); // max_attempts 3, delays 100 and 200 ms
+        publish(
+            &bus,
+            &bus.config.events_exchange,
+            "registry.push.manifest",
+            r#"{"repository":"apps/calc"}"#,
+        )
+        .await;
+        eventually("dead-lettered", || {
+            counted(&worker.metrics, "dead_lettered") == 1
+        })
+        .await;
+        assert_eq!(index.refetched().len(), 3, "one try per attempt");
+        assert_eq!(counted(&worker.metrics, "retried"), 2);
+        worker.stop().await;
+
+        let dlq = DeadLetterQueue::open(&bus.connection, bus.topology.clone())
+            .await
+            .unwrap();
+        let letters = dlq.list().await.unwrap();
+        assert_eq!(letters.len(), 1);
+        let letter = &letters[0];
+        assert_eq!(letter.routing_key, "registry.push.manifest");
+        assert_eq!(letter.exchange, bus.config.events_exchange);
+        assert_eq!(letter.attempts, 3);
+        assert!(
+            letter.reason.contains("registry answered 503"),
+            "{}",
+            letter.reason
+        );
+        assert!(letter.failed_at.is_some());
+        assert_eq!(letter.body(), br#"{"repository":"apps/calc"}"#);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_retry_succeeds_once_the_cause_is_gone() {
+    TestBus::run(|bus| async move {
+        let index = Arc::new(FakeIndex::default());
+        *index.failing.lock().unwrap() = Some(Failure::transient("database restarting"));
+        let worker = start(config(&bus), index.clone());
+        publish(
+            &bus,
+            &bus.config.events_exchange,
+            "regindex.refetch",
+            r#"{"repository":"apps/calc"}"#,
+        )
+        .await;
+        eventually("first failure", || counted(&worker.metrics, "retried") == 1).await;
+        *index.failing.lock().unwrap() = None;
+        eventually("processed on retry", || {
+            counted(&worker.metrics, "processed") == 1
+        })
+        .await;
+        assert_eq!(index.refetched(), ["apps/calc", "apps/calc"]);
+        assert_eq!(counted(&worker.metrics, "dead_lettered"), 0);
+        worker.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unparseable_messages_go_straight_to_the_dead_letter_queue() {
+    TestBus::run(|bus| async move {
+        let index = Arc::new(FakeIndex::default());
+        let worker = start(config(&bus), index.clone());
+        publish(
+            &bus,
+            &bus.config.events_exchange,
+            "regindex.refetch",
+            r#"{"repository":"NOT VALID"}"#,
+        )
+        .await;
+        eventually("dead-lettered", || {
+            counted(&worker.metrics, "dead_lettered") == 1
+        })
+        .await;
+        assert_eq!(counted(&worker.metrics, "retried"), 0);
+        worker.stop().await;
+        let dlq = DeadLetterQueue::open(&bus.connection, bus.topology.clone())
+            .await
+            .unwrap();
+        let letters = dlq.list().await.unwrap();
+        assert_eq!(letters[0].attempts, 1);
+        assert!(
+            letters[0].reason.contains("cannot decode"),
+            "{}",
+            letters[0].reason
+        );
+        assert!(index.refetched().is_empty());
+    })
+    .await;
+}
+
+fn fixture(path: &str) -> serde_json::Value {
+    let full = format!(
+        "{}/../../shared/fixtures/{path}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_str(&std::fs::read_to_string(full).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn a_compose_complete_fans_out_one_refetch_per_repository() {
+    TestBus::run(|bus| async move {
+        let repositories: BTreeSet<RepositoryName> = ["apps/calc", "base/multi", "base/plain"]
+            .iter()
+            .map(|r| RepositoryName::parse(r).unwrap())
+            .collect();
+        let index = Arc::new(FakeIndex {
+            repositories,
+            ..FakeIndex::default()
+        });
+        let worker = start(config(&bus), index.clone());
+        let body = fixture("bodhi/compose-complete-fedora-messaging.json")["body"].to_string();
+        let topic = format!(
+            "{}.{}.bodhi.compose.complete",
+            bus.config.topic_prefix, bus.config.environment
+        );
+        publish(&bus, "amq.topic", &topic, &body).await;
+        // The compose message and the three refetches.
+        eventually("all processed", || {
+            counted(&worker.metrics, "processed") == 4
+        })
+        .await;
+        let mut refetched = index.refetched();
+        refetched.sort();
+        assert_eq!(refetched, ["apps/calc", "base/multi", "base/plain"]);
+
+        // The legacy fedmsg topic too; an rpm compose is ignored.
+        let legacy = fixture("bodhi/mashtask-complete-fedmsg-legacy.json").to_string();
+        let topic = format!(
+            "{}.{}.bodhi.mashtask.complete",
+            bus.config.topic_prefix, bus.config.environment
+        );
+        publish(&bus, "amq.topic", &topic, &legacy).await;
+        eventually("legacy processed", || {
+            counted(&worker.metrics, "processed") == 8
+        })
+        .await;
+        let rpm = r#"{"agent":"bodhi","repo":"f41-updates","success":true,"ctype":"rpm"}"#;
+        let topic = format!(
+            "{}.{}.bodhi.compose.complete",
+            bus.config.topic_prefix, bus.config.environment
+        );
+        publish(&bus, "amq.topic", &topic, rpm).await;
+        eventually("rpm ignored", || counted(&worker.metrics, "ignored") == 1).await;
+        assert_eq!(index.refetched().len(), 6);
+        worker.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_the_work_in_flight() {
+    TestBus::run(|bus| async move {
+        let index = Arc::new(FakeIndex {
+            refetch_time: Duration::from_millis(500),
+            ..FakeIndex::default()
+        });
+        let worker = start(config(&bus), index.clone());
+        publish(
+            &bus,
+            &bus.config.events_exchange,
+            "registry.push.manifest",
+            r#"{"repository":"apps/calc"}"#,
+        )
+        .await;
+        eventually("refetch started", || {
+            worker.metrics.amqp_connected.get() == 1
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let metrics = worker.metrics.clone();
+        worker.stop().await;
+        assert_eq!(counted(&metrics, "processed"), 1);
+        assert_eq!(bus.count(&bus.config.work_queue).await, 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_dropped_worker_leaves_its_messages_to_the_next_one() {
+    TestBus::run(|bus| async move {
+        let slow = Arc::new(FakeIndex {
+            refetch_time: Duration::from_secs(30),
+            ..FakeIndex::default()
+        });
+        let first = start(config(&bus), slow.clone());
+        publish(
+            &bus,
+            &bus.config.events_exchange,
+            "registry.push.manifest",
+            r#"{"repository":"apps/calc"}"#,
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await; // refetching now
+        first.task.abort();
+        let _ = first.task.await;
+
+        let index = Arc::new(FakeIndex::default());
+        let second = start(config(&bus), index.clone());
+        eventually("redelivered and processed", || {
+            counted(&second.metrics, "processed") == 1
+        })
+        .await;
+        assert_eq!(index.refetched(), ["apps/calc"]);
+        assert!(
+            slow.refetched().is_empty(),
+            "the dropped worker did not finish"
+        );
+        second.stop().await;
+    })
+    .await;
+}
