@@ -12,6 +12,7 @@ use crate::free_port;
 
 const REGISTRY_BINARY: &str = "/usr/bin/docker-registry";
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
+const PORT_ATTEMPTS: usize = 3;
 /// The registry writes its access-log line after the response went out; give it this long
 /// to land before `request_log()` reads the file.
 const LOG_SETTLE: Duration = Duration::from_millis(150);
@@ -40,6 +41,10 @@ pub struct NotificationEndpoint {
     pub timeout: Duration,
     /// `notifications.events.includereferences`.
     pub include_references: bool,
+    /// `ignore.actions`: e.g. `["pull"]` to get only pushes and deletes.
+    pub ignored_actions: Vec<String>,
+    /// `ignore.mediatypes`: `application/octet-stream` skips blob events.
+    pub ignored_media_types: Vec<String>,
 }
 
 impl NotificationEndpoint {
@@ -51,11 +56,26 @@ impl NotificationEndpoint {
             threshold: 3,
             timeout: Duration::from_secs(2),
             include_references: false,
+            ignored_actions: Vec::new(),
+            ignored_media_types: Vec::new(),
         }
     }
 
     pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
         self.bearer_token = Some(token.into());
+        self
+    }
+
+    /// Drop these actions (`pull`, `push`, `delete`, `mount`) at the registry.
+    pub fn ignore_actions(mut self, actions: &[&str]) -> Self {
+        self.ignored_actions = actions.iter().map(|a| (*a).to_owned()).collect();
+        self
+    }
+
+    /// Drop events whose target has one of these media types. docker-registry 2.8 reports
+    /// every blob as `application/octet-stream`, so that one drops all blob events.
+    pub fn ignore_media_types(mut self, media_types: &[&str]) -> Self {
+        self.ignored_media_types = media_types.iter().map(|m| (*m).to_owned()).collect();
         self
     }
 }
@@ -93,9 +113,6 @@ impl TestRegistryBuilder {
             .prefix("regindex-registry-")
             .tempdir()
             .context("creating the registry's temporary directory")?;
-        let port = free_port()?;
-        let config_path = dir.path().join("config.yml");
-        std::fs::write(&config_path, self.config_yaml(dir.path(), port))?;
         if self.htpasswd {
             std::fs::write(
                 dir.path().join("htpasswd"),
@@ -108,16 +125,29 @@ impl TestRegistryBuilder {
             .build()?;
         let mut registry = TestRegistry {
             log_path: dir.path().join("registry.log"),
-            config_path,
+            config_path: dir.path().join("config.yml"),
             dir,
-            port,
-            prefix: self.prefix,
+            port: 0,
+            prefix: self.prefix.clone(),
             htpasswd: self.htpasswd,
             child: None,
             http,
         };
-        registry.start().await?;
-        Ok(registry)
+        // A free port can be taken by a parallel test before the registry binds it: try
+        // another one then.
+        let mut last_error = None;
+        for _ in 0..PORT_ATTEMPTS {
+            registry.port = free_port()?;
+            std::fs::write(
+                &registry.config_path,
+                self.config_yaml(registry.dir.path(), registry.port),
+            )?;
+            match registry.start().await {
+                Ok(()) => return Ok(registry),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("docker-registry did not start")))
     }
 
     fn config_yaml(&self, dir: &Path, port: u16) -> String {
@@ -161,6 +191,12 @@ impl TestRegistryBuilder {
                         "threshold": e.threshold,
                         "backoff": format!("{}ms", e.backoff.as_millis()),
                     });
+                    if !e.ignored_actions.is_empty() || !e.ignored_media_types.is_empty() {
+                        endpoint["ignore"] = serde_json::json!({
+                            "actions": e.ignored_actions,
+                            "mediatypes": e.ignored_media_types,
+                        });
+                    }
                     if let Some(token) = &e.bearer_token {
                         endpoint["headers"] =
                             serde_json::json!({ "Authorization": [format!("Bearer {token}")] });
@@ -309,6 +345,7 @@ impl TestRegistry {
             return Ok(());
         }
         // Append: a restart keeps the earlier requests in the log.
+        let log_offset = std::fs::metadata(&self.log_path).map_or(0, |m| m.len());
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -322,7 +359,7 @@ impl TestRegistry {
             .spawn()
             .with_context(|| format!("starting {REGISTRY_BINARY}"))?;
         self.child = Some(child);
-        if let Err(e) = self.wait_ready().await {
+        if let Err(e) = self.wait_ready(log_offset).await {
             self.stop();
             let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
             bail!("{e}; registry log:\n{log}");
@@ -343,9 +380,12 @@ impl TestRegistry {
         self.start().await
     }
 
-    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+    /// Ready when this run logged that it listens (so that another server which took
+    /// the port cannot pass for it) and `/v2/` answers.
+    async fn wait_ready(&mut self, log_offset: u64) -> anyhow::Result<()> {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         let url = format!("{}/v2/", self.url());
+        let listening = format!("listening on 127.0.0.1:{}", self.port);
         loop {
             if let Some(child) = self.child.as_mut() {
                 if let Some(status) = child.try_wait()? {
@@ -353,10 +393,14 @@ impl TestRegistry {
                     bail!("docker-registry exited at start-up: {status}");
                 }
             }
-            // Any HTTP answer (401 with htpasswd) means it is serving.
-            if let Ok(response) = self.http.get(&url).send().await {
-                if response.status().is_success() || response.status().as_u16() == 401 {
-                    return Ok(());
+            let log = std::fs::read(&self.log_path).unwrap_or_default();
+            let this_run = log.get(log_offset as usize..).unwrap_or_default();
+            if String::from_utf8_lossy(this_run).contains(&listening) {
+                // Any HTTP answer (401 with htpasswd) means it is serving.
+                if let Ok(response) = self.http.get(&url).send().await {
+                    if response.status().is_success() || response.status().as_u16() == 401 {
+                        return Ok(());
+                    }
                 }
             }
             if Instant::now() > deadline {

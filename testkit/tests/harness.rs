@@ -159,7 +159,12 @@ async fn notifications_reach_the_endpoint_with_the_token() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}/events", listener.local_addr().unwrap());
     let registry = TestRegistry::builder()
-        .notify(NotificationEndpoint::new(endpoint).bearer_token("s3cret"))
+        .notify(
+            NotificationEndpoint::new(endpoint)
+                .bearer_token("s3cret")
+                .ignore_actions(&["pull"])
+                .ignore_media_types(&["application/octet-stream"]),
+        )
         .start()
         .await
         .unwrap();
@@ -201,6 +206,9 @@ async fn notifications_reach_the_endpoint_with_the_token() {
                 .unwrap();
             let text = String::from_utf8_lossy(&buf).to_string();
             assert!(text.contains("Authorization: Bearer s3cret"), "{text}");
+            assert!(!text.contains("\"pull\""), "pulls are ignored: {text}");
+            // Blob events carry application/octet-stream in 2.8, whatever the blob is.
+            assert!(!text.contains("/blobs/"), "blob events are ignored: {text}");
             if text.contains(&pushed.digest)
                 && text.contains("\"push\"")
                 && text.contains("manifest")
