@@ -16,13 +16,14 @@ use axum::routing::get;
 use axum::{Json, Router};
 use chrono::Utc;
 use regindex::config::Config;
-use regindex::history::queries::HistoryQueries;
+use regindex::history::queries::{
+    BlobRow, Counts, DailyActivity, DeletionRow, HistoryQueries, ImageRow, MissingBlob, TaggedManifest,
+};
 use regindex::history::query::{
-    ActivityQuery, CountsQuery, DeletionsQuery, ImagesQuery, QueryError, ScopedQuery,
+    ActivityQuery, CountsQuery, DeletionsQuery, ImagesQuery, Paged, QueryError, ScopedQuery,
 };
 use regindex::history::{AliasError, AliasMap, HistoryError};
 use regindex::store::Store;
-use serde::Serialize;
 use serde_json::json;
 use tracing::error;
 
@@ -102,53 +103,49 @@ fn params(raw: Params) -> Result<BTreeMap<String, String>, StatsError> {
         .map_err(|e| StatsError::BadQueryString(e.body_text()))
 }
 
-fn ok<T: Serialize>(value: T) -> Result<Json<T>, StatsError> {
-    Ok(Json(value))
-}
-
-async fn images(State(s): State<StatsState>, raw: Params) -> Result<impl IntoResponse, StatsError> {
+async fn images(State(s): State<StatsState>, raw: Params) -> Result<Json<Paged<ImageRow>>, StatsError> {
     let q = ImagesQuery::all(params(raw)?, &s.0.aliases)?;
-    ok(s.0.queries.images(&q, Utc::now()).await?)
+    Ok(Json(s.0.queries.images(&q, Utc::now()).await?))
 }
 
-async fn images_older_than(State(s): State<StatsState>, raw: Params) -> Result<impl IntoResponse, StatsError> {
+async fn images_older_than(State(s): State<StatsState>, raw: Params) -> Result<Json<Paged<ImageRow>>, StatsError> {
     let q = ImagesQuery::older_than(params(raw)?, &s.0.aliases)?;
-    ok(s.0.queries.images(&q, Utc::now()).await?)
+    Ok(Json(s.0.queries.images(&q, Utc::now()).await?))
 }
 
-async fn images_not_pulled(State(s): State<StatsState>, raw: Params) -> Result<impl IntoResponse, StatsError> {
+async fn images_not_pulled(State(s): State<StatsState>, raw: Params) -> Result<Json<Paged<ImageRow>>, StatsError> {
     let q = ImagesQuery::not_pulled(params(raw)?, &s.0.aliases)?;
-    ok(s.0.queries.images(&q, Utc::now()).await?)
+    Ok(Json(s.0.queries.images(&q, Utc::now()).await?))
 }
 
-async fn most_tagged(State(s): State<StatsState>, raw: Params) -> Result<impl IntoResponse, StatsError> {
+async fn most_tagged(State(s): State<StatsState>, raw: Params) -> Result<Json<Paged<TaggedManifest>>, StatsError> {
     let q = ScopedQuery::parse(params(raw)?, &s.0.aliases)?;
-    ok(s.0.queries.most_tagged(&q).await?)
+    Ok(Json(s.0.queries.most_tagged(&q).await?))
 }
 
-async fn counts(State(s): State<StatsState>, raw: Params) -> Result<impl IntoResponse, StatsError> {
+async fn counts(State(s): State<StatsState>, raw: Params) -> Result<Json<Counts>, StatsError> {
     let q = CountsQuery::parse(params(raw)?, &s.0.aliases)?;
-    ok(s.0.queries.counts(&q).await?)
+    Ok(Json(s.0.queries.counts(&q).await?))
 }
 
-async fn orphaned_blobs(State(s): State<StatsState>, raw: Params) -> Result<impl IntoResponse, StatsError> {
+async fn orphaned_blobs(State(s): State<StatsState>, raw: Params) -> Result<Json<Paged<BlobRow>>, StatsError> {
     let q = ScopedQuery::parse(params(raw)?, &s.0.aliases)?;
-    ok(s.0.queries.orphaned_blobs(&q).await?)
+    Ok(Json(s.0.queries.orphaned_blobs(&q).await?))
 }
 
-async fn missing_blobs(State(s): State<StatsState>, raw: Params) -> Result<impl IntoResponse, StatsError> {
+async fn missing_blobs(State(s): State<StatsState>, raw: Params) -> Result<Json<Paged<MissingBlob>>, StatsError> {
     let q = ScopedQuery::parse(params(raw)?, &s.0.aliases)?;
-    ok(s.0.queries.missing_blobs(&q).await?)
+    Ok(Json(s.0.queries.missing_blobs(&q).await?))
 }
 
-async fn deletions(State(s): State<StatsState>, raw: Params) -> Result<impl IntoResponse, StatsError> {
+async fn deletions(State(s): State<StatsState>, raw: Params) -> Result<Json<Paged<DeletionRow>>, StatsError> {
     let q = DeletionsQuery::parse(params(raw)?, &s.0.aliases)?;
-    ok(s.0.queries.deletions(&q).await?)
+    Ok(Json(s.0.queries.deletions(&q).await?))
 }
 
-async fn activity(State(s): State<StatsState>, raw: Params) -> Result<impl IntoResponse, StatsError> {
+async fn activity(State(s): State<StatsState>, raw: Params) -> Result<Json<Paged<DailyActivity>>, StatsError> {
     let q = ActivityQuery::parse(params(raw)?, &s.0.aliases)?;
-    ok(s.0.queries.activity(&q).await?)
+    Ok(Json(s.0.queries.activity(&q).await?))
 }
 
 async fn openapi() -> impl IntoResponse {

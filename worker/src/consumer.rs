@@ -76,7 +76,7 @@ impl Worker {
     /// [`SHUTDOWN_GRACE`]) for the work in flight. Dropping the future instead stops
     /// everything at once, acknowledging nothing more (the broker redelivers).
     pub async fn run(&self, shutdown: CancellationToken) {
-        let topology = Topology::from_config(&self.config);
+        let topology = Topology::new(&self.config.amqp);
         let shared = Arc::new(Shared {
             index: self.index.clone(),
             publisher: Publisher::new(self.config.amqp.url.clone(), Some(topology.clone())),
@@ -151,7 +151,7 @@ impl Worker {
             .basic_qos(self.config.amqp.prefetch, BasicQosOptions::default())
             .await
             .map_err(BusError::amqp("setting the prefetch"))?;
-        Topology::from_config(&self.config).declare(&channel).await?;
+        Topology::new(&self.config.amqp).declare(&channel).await?;
         let consumer = channel
             .basic_consume(
                 &self.config.amqp.work_queue,
