@@ -152,6 +152,9 @@ pub struct HistoryConfig {
     /// Scans and refetches record the registry's current state (tags, manifests, blobs and
     /// their links) for history that predates regindex.
     pub backfill: bool,
+    /// Pulls by clients whose User-Agent starts with one of these are not counted:
+    /// regindex's own refetches (HEAD of every tag) must not look like pulls.
+    pub ignore_user_agents: Vec<String>,
 }
 
 impl Default for HistoryConfig {
@@ -170,6 +173,7 @@ impl Default for HistoryConfig {
             event_retention_days: 30,
             prune_interval_secs: 3_600,
             backfill: true,
+            ignore_user_agents: vec!["regindex/".into()],
         }
     }
 }
@@ -301,7 +305,8 @@ impl Config {
             .separator("__")
             .try_parsing(true)
             .list_separator(",")
-            .with_list_parse_key("amqp.retry_delays_ms");
+            .with_list_parse_key("amqp.retry_delays_ms")
+            .with_list_parse_key("history.ignore_user_agents");
         let cfg: Config = builder.add_source(env).build()?.try_deserialize()?;
         cfg.validate()?;
         Ok(cfg)

@@ -20,6 +20,7 @@ use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts};
 use regindex::bus::messages::RegistryEvent;
 use regindex::bus::{self as bus, BusError, Topology};
 use regindex::config::Config;
+use regindex::history::event::is_ignored_pull;
 use regindex::history::{ActivityEvent, AliasMap, HistoryError, HistoryStore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -43,7 +44,8 @@ pub enum HistoryConsumerError {
 /// Counters of the history consumer, registered in the worker's metrics registry.
 #[derive(Clone)]
 pub struct HistoryMetrics {
-    /// Events by outcome: `recorded`, `duplicate`, `unrecordable`, `undecodable`.
+    /// Events by outcome: `recorded`, `duplicate`, `unrecordable`, `undecodable`,
+    /// `ignored_agent`.
     pub events: IntCounterVec,
     pub batch_seconds: Histogram,
 }
@@ -94,7 +96,7 @@ enum Decoded {
 }
 
 /// Decodes a history message: the bus's normalised event, interpreted for the history.
-fn decode(body: &[u8], aliases: &AliasMap) -> Decoded {
+fn decode(body: &[u8], aliases: &AliasMap, ignored_agents: &[String]) -> Decoded {
     let event: RegistryEvent = match serde_json::from_slice(body) {
         Ok(event) => event,
         Err(e) => {
@@ -102,6 +104,9 @@ fn decode(body: &[u8], aliases: &AliasMap) -> Decoded {
             return Decoded::Skip("undecodable");
         }
     };
+    if is_ignored_pull(&event, ignored_agents) {
+        return Decoded::Skip("ignored_agent");
+    }
     match ActivityEvent::from_registry_event(&event, aliases, Utc::now()) {
         Ok(event) => Decoded::Event(Box::new(event)),
         Err(e) => {
@@ -233,7 +238,7 @@ impl HistoryConsumer {
         };
         let mut events = Vec::with_capacity(batch.len());
         for delivery in &batch {
-            match decode(&delivery.data, &self.aliases) {
+            match decode(&delivery.data, &self.aliases, &self.config.history.ignore_user_agents) {
                 Decoded::Event(event) => events.push(*event),
                 Decoded::Skip(outcome) => self.metrics.events.with_label_values(&[outcome]).inc(),
             }

@@ -176,3 +176,117 @@ impl ActivityEvent {
         matches!(self.activity, Activity::PushManifest | Activity::PullManifest)
     }
 }
+
+/// A pull by one of `prefixes` (regindex's own refetches): not a client's pull.
+pub fn is_ignored_pull(event: &RegistryEvent, prefixes: &[String]) -> bool {
+    event.action == Action::Pull
+        && event
+            .request
+            .useragent
+            .as_deref()
+            .is_some_and(|agent| prefixes.iter().any(|p| !p.is_empty() && agent.starts_with(p.as_str())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::messages::parse_envelope;
+
+    fn fixture(name: &str) -> RegistryEvent {
+        let path = format!("{}/../../shared/fixtures/webhooks/{name}.json", env!("CARGO_MANIFEST_DIR"));
+        let fixture: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let body = serde_json::to_vec(&fixture["body"]).unwrap();
+        parse_envelope(&body).unwrap().remove(0).unwrap()
+    }
+
+    fn aliases() -> AliasMap {
+        let aliases = [("registry.example.com".to_owned(), vec!["127.0.0.1:5055".to_owned()])]
+            .into_iter()
+            .collect();
+        AliasMap::new(&aliases, "", false).unwrap()
+    }
+
+    fn interpret(name: &str) -> ActivityEvent {
+        ActivityEvent::from_registry_event(&fixture(name), &aliases(), Utc::now()).unwrap()
+    }
+
+    #[test]
+    fn fixtures_map_to_activities() {
+        for (name, activity) in [
+            ("blob-push", Activity::PushBlob),
+            ("manifest-push-oci", Activity::PushManifest),
+            ("manifest-push-docker-v2", Activity::PushManifest),
+            ("index-push-oci", Activity::PushManifest),
+            ("manifest-push-untagged-index-child", Activity::PushManifest),
+            ("manifest-pull", Activity::PullManifest),
+            ("manifest-delete-by-digest", Activity::DeleteDigest),
+            ("manifest-delete-untag", Activity::DeleteTag),
+        ] {
+            assert_eq!(interpret(name).activity, activity, "{name}");
+        }
+    }
+
+    #[test]
+    fn host_time_and_id_come_from_the_event() {
+        let pull = interpret("manifest-pull");
+        assert_eq!(pull.registry, "registry.example.com");
+        assert_eq!(pull.id, "62f66fd6-05ff-4733-ab25-ab6d9282d939");
+        assert_eq!(pull.at.to_rfc3339(), "2026-11-25T02:30:10.409889587+00:00");
+        assert_eq!(pull.addr.as_deref(), Some("127.0.0.1:40090"));
+        assert_eq!(pull.tag.as_ref().map(Tag::as_str), Some("latest"));
+    }
+
+    #[test]
+    fn events_without_id_get_a_stable_content_id() {
+        let mut event = fixture("manifest-pull");
+        event.id = None;
+        let now = Utc::now();
+        let a = ActivityEvent::from_registry_event(&event, &aliases(), now).unwrap();
+        let b = ActivityEvent::from_registry_event(&event, &aliases(), now).unwrap();
+        assert!(a.id.starts_with("content:sha256:"));
+        assert_eq!(a.id, b.id);
+        event.request.addr = Some("10.0.0.1:1".into());
+        assert_ne!(ActivityEvent::from_registry_event(&event, &aliases(), now).unwrap().id, a.id);
+    }
+
+    #[test]
+    fn references_of_images_become_blob_links() {
+        let body = br#"{"events":[{"id":"x","action":"push","timestamp":"2026-11-25T02:29:58Z",
+            "target":{"mediaType":"application/vnd.oci.image.manifest.v1+json","repository":"a","tag":"1",
+              "digest":"sha256:7bdd2ae44a165c15bce2833726ea6a9b0998cab5c147a621eb4aa9db2ed93864",
+              "references":[
+                {"mediaType":"application/vnd.oci.image.config.v1+json","size":2,"digest":"sha256:527fe2fcc5b8aeed8a24e8123220fe409ce62d3f2afbfdf4e0ba445d38f35cd0"},
+                {"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","size":3,"digest":"not-a-digest"}]}}]}"#;
+        let event = parse_envelope(body).unwrap().remove(0).unwrap();
+        let recorded = ActivityEvent::from_registry_event(&event, &aliases(), Utc::now()).unwrap();
+        assert_eq!(recorded.references.len(), 1, "the invalid reference is dropped alone");
+        assert_eq!(recorded.references[0].size, Some(2));
+        assert_eq!(recorded.registry, "", "no host, no default host");
+    }
+
+    #[test]
+    fn regindex_own_pulls_are_ignored() {
+        let mut pull = fixture("manifest-pull");
+        let prefixes = vec!["regindex/".to_owned()];
+        assert!(!is_ignored_pull(&pull, &prefixes));
+        pull.request.useragent = Some("regindex/0.1.0".into());
+        assert!(is_ignored_pull(&pull, &prefixes));
+        assert!(!is_ignored_pull(&pull, &[]));
+        let mut push = fixture("manifest-push-oci");
+        push.request.useragent = Some("regindex/0.1.0".into());
+        assert!(!is_ignored_pull(&push, &prefixes));
+    }
+
+    #[test]
+    fn deletes_without_what_they_delete_are_unrecordable() {
+        let mut untag = fixture("manifest-delete-untag");
+        untag.tag = None;
+        assert!(matches!(
+            ActivityEvent::from_registry_event(&untag, &aliases(), Utc::now()),
+            Err(UnrecordableEvent::NoTag { .. })
+        ));
+        let mut pull = fixture("manifest-pull");
+        pull.digest = None;
+        assert!(ActivityEvent::from_registry_event(&pull, &aliases(), Utc::now()).is_err());
+    }
+}
