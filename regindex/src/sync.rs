@@ -182,7 +182,11 @@ impl Syncer {
     /// Refetches every repository of the catalog and every repository the store knows
     /// (so that repositories gone from the registry are removed). One failing repository
     /// does not stop the scan; it is reported in `failed`. Listing the catalog failing does.
-    pub async fn scan(&self, concurrency: usize, progress: &dyn ScanProgress) -> Result<ScanSummary, SyncError> {
+    pub async fn scan(
+        &self,
+        concurrency: usize,
+        progress: &dyn ScanProgress,
+    ) -> Result<ScanSummary, SyncError> {
         let started = Instant::now();
         let mut repositories: BTreeSet<RepositoryName> =
             self.registry.catalog().await?.into_iter().collect();
@@ -261,7 +265,14 @@ impl Syncer {
             } => {
                 let media_type = fetched.media_types.remove(digest).unwrap_or_default();
                 let image = self
-                    .build_image(repository, digest, media_type, config.digest, annotations, fetched)
+                    .build_image(
+                        repository,
+                        digest,
+                        media_type,
+                        config.digest,
+                        annotations,
+                        fetched,
+                    )
                     .await?;
                 fetched.images.insert(digest.clone(), image);
             }
@@ -291,7 +302,14 @@ impl Syncer {
                         }) => {
                             let child_type = fetched.media_types.remove(&child).unwrap_or_default();
                             let image = self
-                                .build_image(repository, &child, child_type, config.digest, annotations, fetched)
+                                .build_image(
+                                    repository,
+                                    &child,
+                                    child_type,
+                                    config.digest,
+                                    annotations,
+                                    fetched,
+                                )
                                 .await?;
                             fetched.images.insert(child.clone(), image);
                             entries.push(child);
@@ -344,7 +362,10 @@ impl Syncer {
                 fetched.media_types.insert(digest.clone(), media_type);
                 Ok(Some(manifest))
             }
-            Err(e @ (RegistryError::UnsupportedMediaType { .. } | RegistryError::BadManifest { .. })) => {
+            Err(
+                e
+                @ (RegistryError::UnsupportedMediaType { .. } | RegistryError::BadManifest { .. }),
+            ) => {
                 warn!(%digest, error = %e, "manifest not indexed");
                 Ok(None)
             }
@@ -428,11 +449,14 @@ pub struct TerminalProgress(indicatif::ProgressBar);
 
 impl TerminalProgress {
     pub fn new() -> Self {
-        let bar = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+        let bar =
+            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
+            indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:40}] {pos}/{len} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
         );
         Self(bar)
     }
@@ -487,8 +511,9 @@ mod tests {
     #[test]
     fn plan_for_unchanged_repository_is_empty() {
         let known: HashSet<Digest> = [digest(1), digest(2)].into_iter().collect();
-        let tags: BTreeMap<Tag, Digest> =
-            [(tag("latest"), digest(1)), (tag("old"), digest(2))].into_iter().collect();
+        let tags: BTreeMap<Tag, Digest> = [(tag("latest"), digest(1)), (tag("old"), digest(2))]
+            .into_iter()
+            .collect();
         assert!(Plan::new(&known, &tags).to_fetch.is_empty());
     }
 

@@ -435,3 +435,57 @@ async fn basic_auth_from_config_and_docker_config() {
         .unwrap();
     assert_eq!(digest.as_str(), pushed.digest);
 }
+
+#[tokio::test]
+async fn bearer_token_auth_against_the_real_registry() {
+    let registry = TestRegistry::builder().token_auth().start().await.unwrap();
+    let first = registry
+        .push_image(
+            "private/a",
+            Some("latest"),
+            &ImageSpec::flatpak("org.example.A", "x86_64"),
+        )
+        .await
+        .unwrap();
+    let second = registry
+        .push_image("private/b", Some("latest"), &ImageSpec::new("arm64"))
+        .await
+        .unwrap();
+    let authed = RegistryClient::new(&RegistryConfig {
+        username: Some(TEST_USERNAME.into()),
+        password: Some(TEST_PASSWORD.to_owned().into()),
+        ..config(registry.url(), 1)
+    })
+    .unwrap();
+
+    assert_eq!(
+        authed.catalog().await.unwrap(),
+        [repo("private/a"), repo("private/b")]
+    );
+    for _ in 0..2 {
+        assert_image_matches(&authed, &repo("private/a"), &tag("latest"), &first).await;
+        let (digest, _) = authed
+            .resolve(&repo("private/b"), &tag("latest"))
+            .await
+            .unwrap();
+        assert_eq!(digest.as_str(), second.digest);
+    }
+    // One token per scope (catalog, private/a, private/b), reused until it expires.
+    assert_eq!(registry.token_requests(), 3);
+
+    let anonymous = client(&registry, 100);
+    let err = anonymous.tags(&repo("private/a")).await.unwrap_err();
+    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
+    let wrong = RegistryClient::new(&RegistryConfig {
+        username: Some(TEST_USERNAME.into()),
+        password: Some("wrong".to_owned().into()),
+        ..config(registry.url(), 100)
+    })
+    .unwrap();
+    let err = wrong
+        .manifest(&repo("private/a"), &tag("latest"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
+    assert!(!err.is_transient());
+}

@@ -489,3 +489,38 @@ async fn timeouts_are_transient() {
     assert!(matches!(err, RegistryError::Transport { .. }), "{err}");
     assert!(err.is_transient());
 }
+
+#[tokio::test]
+async fn resolve_falls_back_to_get_when_head_says_nothing_useful() {
+    let stub = Stub::start(|r| match r.method.as_str() {
+        // No Docker-Content-Digest, generic type.
+        "HEAD" => respond(200, MANIFEST).header("Content-Type", "application/json"),
+        _ => respond(200, MANIFEST).header("Content-Type", "text/plain"),
+    })
+    .await;
+    let (digest, media) = client(&stub.url)
+        .resolve(&repo("a"), &tag("latest"))
+        .await
+        .unwrap();
+    assert_eq!(digest, Digest::sha256_of(MANIFEST.as_bytes()));
+    assert_eq!(media, media_type::OCI_MANIFEST);
+    let methods: Vec<String> = stub.requests().into_iter().map(|r| r.method).collect();
+    assert_eq!(methods, ["HEAD", "GET"]);
+}
+
+#[tokio::test]
+async fn resolve_by_digest_checks_the_registry_answer() {
+    let other = Digest::sha256_of(b"other").to_string();
+    let stub = Stub::start(move |_| {
+        respond(200, "")
+            .header("Content-Type", media_type::OCI_MANIFEST)
+            .header("Docker-Content-Digest", &other)
+    })
+    .await;
+    let asked = Digest::sha256_of(b"asked");
+    let err = client(&stub.url)
+        .resolve(&repo("a"), &Reference::Digest(asked))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::DigestMismatch { .. }), "{err}");
+}

@@ -44,8 +44,10 @@
 
 mod database;
 mod image;
+mod oci_layout;
 mod push;
 mod registry;
+mod token;
 
 pub use database::TestDatabase;
 pub use image::{
@@ -53,11 +55,13 @@ pub use image::{
     DOCKER_CONFIG, DOCKER_LAYER, DOCKER_LIST, DOCKER_MANIFEST, OCI_CONFIG, OCI_INDEX, OCI_LAYER,
     OCI_MANIFEST,
 };
+pub use oci_layout::OciLayout;
 pub use push::{PushedImage, PushedList};
 pub use registry::{
     LoggedRequest, NotificationEndpoint, TestRegistry, TestRegistryBuilder, TESTKIT_USER_AGENT,
     TEST_PASSWORD, TEST_USERNAME,
 };
+pub use token::{TOKEN_ISSUER, TOKEN_SERVICE};
 
 /// A TCP port that was free on 127.0.0.1 a moment ago.
 pub fn free_port() -> std::io::Result<u16> {

@@ -101,7 +101,8 @@ impl TestRegistry {
             .authed(
                 self.http
                     .get(self.v2(&format!("{repo}/manifests/{digest}"))),
-            )
+                repo,
+            )?
             .header(header::ACCEPT, ALL_MANIFEST_TYPES)
             .send()
             .await?;
@@ -124,13 +125,31 @@ impl TestRegistry {
         Ok(())
     }
 
+    /// GETs a manifest as a client would (a `pull` event for webhooks); returns its bytes.
+    pub async fn pull_manifest(&self, repo: &str, reference: &str) -> anyhow::Result<Vec<u8>> {
+        let response = self
+            .authed(
+                self.http
+                    .get(self.v2(&format!("{repo}/manifests/{reference}"))),
+                repo,
+            )?
+            .header(header::ACCEPT, ALL_MANIFEST_TYPES)
+            .send()
+            .await?;
+        if response.status() != StatusCode::OK {
+            bail!("GET manifest {repo}:{reference}: {}", response.status());
+        }
+        Ok(response.bytes().await?.to_vec())
+    }
+
     /// Deletes a manifest by digest (which removes every tag pointing at it).
     pub async fn delete_manifest(&self, repo: &str, digest: &str) -> anyhow::Result<()> {
         let response = self
             .authed(
                 self.http
                     .delete(self.v2(&format!("{repo}/manifests/{digest}"))),
-            )
+                repo,
+            )?
             .send()
             .await?;
         if response.status() != StatusCode::ACCEPTED {
@@ -146,7 +165,10 @@ impl TestRegistry {
     /// The digest `tag` points at (HEAD), `None` when the tag or repository is unknown.
     pub async fn manifest_digest(&self, repo: &str, tag: &str) -> anyhow::Result<Option<String>> {
         let response = self
-            .authed(self.http.head(self.v2(&format!("{repo}/manifests/{tag}"))))
+            .authed(
+                self.http.head(self.v2(&format!("{repo}/manifests/{tag}"))),
+                repo,
+            )?
             .header(header::ACCEPT, ALL_MANIFEST_TYPES)
             .send()
             .await?;
@@ -167,7 +189,10 @@ impl TestRegistry {
     async fn upload_blob(&self, repo: &str, bytes: &[u8]) -> anyhow::Result<String> {
         let digest = sha256_digest(bytes);
         let start = self
-            .authed(self.http.post(self.v2(&format!("{repo}/blobs/uploads/"))))
+            .authed(
+                self.http.post(self.v2(&format!("{repo}/blobs/uploads/"))),
+                repo,
+            )?
             .send()
             .await?;
         if start.status() != StatusCode::ACCEPTED {
@@ -182,7 +207,7 @@ impl TestRegistry {
         let mut url = reqwest::Url::parse(&self.url())?.join(location)?;
         url.query_pairs_mut().append_pair("digest", &digest);
         let put = self
-            .authed(self.http.put(url))
+            .authed(self.http.put(url), repo)?
             .header(header::CONTENT_TYPE, "application/octet-stream")
             .body(bytes.to_vec())
             .send()
@@ -211,7 +236,8 @@ impl TestRegistry {
             .authed(
                 self.http
                     .put(self.v2(&format!("{repo}/manifests/{reference}"))),
-            )
+                repo,
+            )?
             .header(header::CONTENT_TYPE, media_type)
             .body(bytes.to_vec())
             .send()

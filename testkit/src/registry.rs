@@ -3,12 +3,14 @@
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use tempfile::TempDir;
 
 use crate::free_port;
+use crate::token::{TokenIssuer, TokenServer, TOKEN_ISSUER, TOKEN_SERVICE};
 
 const REGISTRY_BINARY: &str = "/usr/bin/docker-registry";
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -85,6 +87,7 @@ impl NotificationEndpoint {
 pub struct TestRegistryBuilder {
     prefix: Option<String>,
     htpasswd: bool,
+    token_auth: bool,
     notifications: Vec<NotificationEndpoint>,
 }
 
@@ -103,6 +106,14 @@ impl TestRegistryBuilder {
         self
     }
 
+    /// Require bearer tokens (`auth.token`): the registry answers 401 with a challenge
+    /// pointing at a token server started with it, which issues tokens to
+    /// `TEST_USERNAME` / `TEST_PASSWORD`. Exclusive with `htpasswd()`.
+    pub fn token_auth(mut self) -> Self {
+        self.token_auth = true;
+        self
+    }
+
     pub fn notify(mut self, endpoint: NotificationEndpoint) -> Self {
         self.notifications.push(endpoint);
         self
@@ -113,6 +124,16 @@ impl TestRegistryBuilder {
             .prefix("regindex-registry-")
             .tempdir()
             .context("creating the registry's temporary directory")?;
+        if self.htpasswd && self.token_auth {
+            bail!("htpasswd and token auth are exclusive in docker-registry");
+        }
+        let token = if self.token_auth {
+            let issuer = TokenIssuer::create(dir.path())?;
+            let server = TokenServer::start(issuer.clone()).await?;
+            Some((issuer, server))
+        } else {
+            None
+        };
         if self.htpasswd {
             std::fs::write(
                 dir.path().join("htpasswd"),
@@ -130,6 +151,7 @@ impl TestRegistryBuilder {
             port: 0,
             prefix: self.prefix.clone(),
             htpasswd: self.htpasswd,
+            token,
             child: None,
             http,
         };
@@ -140,7 +162,14 @@ impl TestRegistryBuilder {
             registry.port = free_port()?;
             std::fs::write(
                 &registry.config_path,
-                self.config_yaml(registry.dir.path(), registry.port),
+                self.config_yaml(
+                    registry.dir.path(),
+                    registry.port,
+                    registry
+                        .token
+                        .as_ref()
+                        .map(|(_, server)| server.url.as_str()),
+                ),
             )?;
             match registry.start().await {
                 Ok(()) => return Ok(registry),
@@ -150,7 +179,7 @@ impl TestRegistryBuilder {
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("docker-registry did not start")))
     }
 
-    fn config_yaml(&self, dir: &Path, port: u16) -> String {
+    fn config_yaml(&self, dir: &Path, port: u16, token_server: Option<&str>) -> String {
         // JSON is valid YAML, and serde_json quotes every string correctly.
         let mut http = serde_json::json!({
             "addr": format!("127.0.0.1:{port}"),
@@ -174,6 +203,16 @@ impl TestRegistryBuilder {
                 "htpasswd": {
                     "realm": "regindex-test",
                     "path": dir.join("htpasswd").to_string_lossy(),
+                }
+            });
+        }
+        if let Some(token_server) = token_server {
+            config["auth"] = serde_json::json!({
+                "token": {
+                    "realm": format!("{token_server}/token"),
+                    "service": TOKEN_SERVICE,
+                    "issuer": TOKEN_ISSUER,
+                    "rootcertbundle": dir.join("token.crt").to_string_lossy(),
                 }
             });
         }
@@ -290,6 +329,7 @@ pub struct TestRegistry {
     port: u16,
     prefix: Option<String>,
     htpasswd: bool,
+    token: Option<(TokenIssuer, TokenServer)>,
     child: Option<Child>,
     pub(crate) http: reqwest::Client,
 }
@@ -322,9 +362,21 @@ impl TestRegistry {
         self.port
     }
 
-    /// `(username, password)` when started with `htpasswd()`.
+    /// `(username, password)` when started with `htpasswd()` or `token_auth()`.
     pub fn credentials(&self) -> Option<(&'static str, &'static str)> {
-        self.htpasswd.then_some((TEST_USERNAME, TEST_PASSWORD))
+        (self.htpasswd || self.token.is_some()).then_some((TEST_USERNAME, TEST_PASSWORD))
+    }
+
+    /// Requests the token server answered so far (0 without `token_auth()`).
+    pub fn token_requests(&self) -> usize {
+        self.token
+            .as_ref()
+            .map_or(0, |(_, server)| server.requests.load(Ordering::SeqCst))
+    }
+
+    /// The token server's URL, with `token_auth()`.
+    pub fn token_server_url(&self) -> Option<&str> {
+        self.token.as_ref().map(|(_, server)| server.url.as_str())
     }
 
     pub fn dir(&self) -> &Path {
@@ -448,11 +500,26 @@ impl TestRegistry {
         format!("{}/v2/{}", self.url(), path)
     }
 
-    pub(crate) fn authed(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match self.credentials() {
+    /// Adds the testkit's own credentials for `repo`: a token minted directly (not through
+    /// the token server, so that `token_requests()` counts only the code under test) or
+    /// basic auth.
+    pub(crate) fn authed(
+        &self,
+        request: reqwest::RequestBuilder,
+        repo: &str,
+    ) -> anyhow::Result<reqwest::RequestBuilder> {
+        if let Some((issuer, _)) = &self.token {
+            let actions = ["pull", "push", "delete"].map(String::from).to_vec();
+            let token = issuer.mint(&[
+                ("repository".into(), repo.into(), actions),
+                ("registry".into(), "catalog".into(), vec!["*".into()]),
+            ])?;
+            return Ok(request.bearer_auth(token));
+        }
+        Ok(match self.credentials() {
             Some((user, password)) => request.basic_auth(user, Some(password)),
             None => request,
-        }
+        })
     }
 }
 

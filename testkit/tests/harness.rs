@@ -41,6 +41,8 @@ async fn push_tag_delete_and_log() {
         "same spec, same digest"
     );
 
+    let pulled = registry.pull_manifest("apps/calc", "multi").await.unwrap();
+    assert_eq!(pulled, list.manifest_bytes);
     registry
         .tag("apps/calc", "latest", &list.digest)
         .await
@@ -152,6 +154,66 @@ async fn prefix_and_htpasswd() {
         registry.manifest_digest("a", "t").await.unwrap(),
         Some(pushed.digest)
     );
+}
+
+#[tokio::test]
+async fn token_auth_with_a_real_token_server() {
+    let registry = TestRegistry::builder().token_auth().start().await.unwrap();
+    let pushed = registry
+        .push_image("private/app", Some("latest"), &ImageSpec::new("amd64"))
+        .await
+        .unwrap();
+    assert_eq!(
+        registry
+            .manifest_digest("private/app", "latest")
+            .await
+            .unwrap(),
+        Some(pushed.digest)
+    );
+    assert_eq!(
+        registry.token_requests(),
+        0,
+        "the testkit mints its own tokens"
+    );
+
+    // The way any client does it: 401 with a challenge, token from the realm, retry.
+    let http = reqwest::Client::new();
+    let url = format!("{}/v2/private/app/tags/list", registry.url());
+    let challenge = http.get(&url).send().await.unwrap();
+    assert_eq!(challenge.status(), 401);
+    let header = challenge.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(header.starts_with("Bearer realm=\""), "{header}");
+    assert!(
+        header.contains("scope=\"repository:private/app:pull\""),
+        "{header}"
+    );
+    let token_url = format!(
+        "{}/token?service={TOKEN_SERVICE}&scope=repository:private/app:pull",
+        registry.token_server_url().unwrap()
+    );
+    let refused = http.get(&token_url).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let (user, password) = registry.credentials().unwrap();
+    let token: serde_json::Value = http
+        .get(&token_url)
+        .basic_auth(user, Some(password))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tags = http
+        .get(&url)
+        .bearer_auth(token["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tags.status(), 200);
+    assert_eq!(registry.token_requests(), 2);
 }
 
 #[tokio::test]

@@ -95,7 +95,7 @@ pub fn essence(content_type: &str) -> String {
 }
 
 /// A Content-Type that says nothing about which manifest kind this is.
-fn is_generic(media_type: &str) -> bool {
+pub fn is_generic(media_type: &str) -> bool {
     matches!(
         media_type,
         "" | "application/json" | "text/plain" | "application/octet-stream"

@@ -108,6 +108,15 @@ struct Request<'a> {
     follow_redirects: bool,
 }
 
+impl std::fmt::Debug for RegistryClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryClient")
+            .field("base", &self.inner.base)
+            .field("authenticated", &self.inner.credentials.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl RegistryClient {
     pub fn new(config: &RegistryConfig) -> Result<Self, RegistryError> {
         let url = Url::parse(&config.url)
@@ -161,6 +170,11 @@ impl RegistryClient {
                 counters: Counters::default(),
             }),
         })
+    }
+
+    /// The configured URL (without trailing slash), for logs.
+    pub fn base_url(&self) -> &str {
+        &self.inner.base
     }
 
     pub fn stats(&self) -> RegistryStats {
@@ -244,7 +258,9 @@ impl RegistryClient {
         let digest =
             header_str(&response, "docker-content-digest").and_then(|d| Digest::parse(d).ok());
         match (digest, content_type) {
-            (Some(digest), Some(content_type)) if media_type::is_manifest(&content_type) => {
+            // Anything but a generic type is final, even a kind regindex does not parse
+            // (schema 1): `manifest::parse` refuses it later without a GET per scan.
+            (Some(digest), Some(content_type)) if !manifest::is_generic(&content_type) => {
                 if let Reference::Digest(expected) = reference {
                     if *expected != digest {
                         return Err(RegistryError::DigestMismatch {
