@@ -172,8 +172,9 @@ async fn with_publish_pulls_a_history_queue_gets_everything() {
         bus.channel
             .queue_declare(
                 &history,
+                // Exclusive: gone with the test's connection even if the test fails.
                 QueueDeclareOptions {
-                    durable: true,
+                    exclusive: true,
                     ..Default::default()
                 },
                 FieldTable::default(),

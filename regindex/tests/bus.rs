@@ -129,7 +129,7 @@ async fn dead_letter_some(bus: &TestBus, repositories: &[&str]) -> Vec<String> {
     let publisher = Publisher::new(bus.config.url.clone(), None);
     let mut ids = Vec::new();
     for (i, repository) in repositories.iter().enumerate() {
-        publisher.publish(&refetch(&bus, repository)).await.unwrap();
+        publisher.publish(&refetch(bus, repository)).await.unwrap();
         let received = bus.get(&bus.config.work_queue, WAIT).await.unwrap();
         let reason = if i % 2 == 0 {
             "registry answered 503"

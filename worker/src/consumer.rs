@@ -142,7 +142,8 @@ impl Worker {
     }
 
     async fn open_session(&self) -> Result<Session, BusError> {
-        let connection = bus::connect(&self.config.amqp.url).await?;
+        let name = format!("regindex-worker {}", self.config.amqp.work_queue);
+        let connection = bus::connect_named(&self.config.amqp.url, &name).await?;
         let channel = connection
             .create_channel()
             .await
@@ -207,38 +208,40 @@ impl Shared {
             attempts = received.attempts(),
         );
         let item = messages::decode(&key, &received.body);
-        let _entered = span.enter();
-        match item {
-            Ok(WorkItem::Refetch(repository)) => coalescer.submit(repository, delivery),
-            Ok(WorkItem::ReindexAll { source }) => {
-                info!(%source, "reindexing everything");
-                let shared = self.clone();
-                let kill = kill.clone();
-                tracker.spawn(
-                    async move {
-                        tokio::select! {
-                            _ = kill.cancelled() => {}
-                            _ = async {
-                                let result = shared.fan_out().await;
-                                shared.settle(delivery, result).await;
-                            } => {}
+        async move {
+            match item {
+                Ok(WorkItem::Refetch(repository)) => coalescer.submit(repository, delivery),
+                Ok(WorkItem::ReindexAll { source }) => {
+                    info!(%source, "reindexing everything");
+                    let (shared, kill) = (self.clone(), kill.clone());
+                    let work = async move {
+                        let result = shared.fan_out().await;
+                        shared.settle(delivery, result).await;
+                    };
+                    tracker.spawn(
+                        async move {
+                            tokio::select! {
+                                _ = kill.cancelled() => {}
+                                _ = work => {}
+                            }
                         }
+                        .instrument(tracing::Span::current()),
+                    );
+                }
+                Ok(WorkItem::Ignore(reason)) => {
+                    info!(%reason, "ignored");
+                    if ack(&delivery).await {
+                        self.metrics.count(counted::IGNORED);
                     }
-                    .instrument(span.clone()),
-                );
-            }
-            Ok(WorkItem::Ignore(reason)) => {
-                info!(%reason, "ignored");
-                if ack(&delivery).await {
-                    self.metrics.count(counted::IGNORED);
+                }
+                Err(e) => {
+                    let failure = Failure::permanent(format!("cannot decode the message: {e}"));
+                    self.settle(delivery, Err(failure)).await;
                 }
             }
-            Err(e) => {
-                drop(_entered);
-                let failure = Failure::permanent(format!("cannot decode the message: {e}"));
-                self.settle(delivery, Err(failure)).instrument(span).await;
-            }
         }
+        .instrument(span)
+        .await
     }
 
     /// Publishes one `regindex.refetch` per repository, each confirmed: the refetches are

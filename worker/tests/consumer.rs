@@ -374,3 +374,130 @@ async fn a_dropped_worker_leaves_its_messages_to_the_next_one() {
     })
     .await;
 }
+
+/// Closes the broker connections whose client-provided name is `name` (as an operator or a
+/// broker restart would); false when `rabbitmqctl` is not available.
+fn close_connections_named(name: &str) -> bool {
+    let Ok(listing) = std::process::Command::new("rabbitmqctl")
+        .args([
+            "list_connections",
+            "-q",
+            "--no-table-headers",
+            "pid",
+            "client_properties",
+        ])
+        .output()
+    else {
+        return false;
+    };
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    let mut closed = false;
+    for line in listing.lines().filter(|line| line.contains(name)) {
+        let pid = line.split('\t').next().unwrap();
+        let status = std::process::Command::new("rabbitmqctl")
+            .args(["close_connection", pid, "closed by a test"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        closed = true;
+    }
+    assert!(closed, "no connection named {name} in {listing}");
+    true
+}
+
+#[tokio::test]
+async fn the_worker_reconnects_when_its_connection_drops() {
+    TestBus::run(|bus| async move {
+        let index = Arc::new(FakeIndex::default());
+        let worker = start(config(&bus), index.clone());
+        publish(
+            &bus,
+            &bus.config.events_exchange,
+            "regindex.refetch",
+            r#"{"repository":"r/one"}"#,
+        )
+        .await;
+        eventually("first processed", || {
+            counted(&worker.metrics, "processed") == 1
+        })
+        .await;
+
+        if !close_connections_named(&format!("regindex-worker {}", bus.config.work_queue)) {
+            eprintln!("rabbitmqctl not available: skipped");
+            return worker.stop().await;
+        }
+        publish(
+            &bus,
+            &bus.config.events_exchange,
+            "regindex.refetch",
+            r#"{"repository":"r/two"}"#,
+        )
+        .await;
+        eventually("processed after reconnecting", || {
+            counted(&worker.metrics, "processed") == 2
+        })
+        .await;
+        assert_eq!(index.refetched(), ["r/one", "r/two"]);
+        worker.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn metrics_and_healthz_report_the_consumer() {
+    TestBus::run(|bus| async move {
+        let index = Arc::new(FakeIndex::default());
+        let worker = start(config(&bus), index);
+        let listener = regindex_worker::metrics::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(regindex_worker::metrics::serve(
+            listener,
+            worker.metrics.clone(),
+            stop.clone(),
+        ));
+        publish(
+            &bus,
+            &bus.config.events_exchange,
+            "regindex.refetch",
+            r#"{"repository":"r/one"}"#,
+        )
+        .await;
+        eventually("processed", || counted(&worker.metrics, "processed") == 1).await;
+
+        let health = reqwest::get(format!("http://{addr}/healthz"))
+            .await
+            .unwrap();
+        assert_eq!(health.status(), 200);
+        let text = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            text.contains(r#"regindex_worker_messages_total{outcome="processed"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("regindex_worker_refetch_duration_seconds_count 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("regindex_worker_last_full_scan_success_timestamp_seconds"),
+            "{text}"
+        );
+
+        let metrics = worker.metrics.clone();
+        worker.stop().await;
+        assert_eq!(metrics.amqp_connected.get(), 0);
+        let health = reqwest::get(format!("http://{addr}/healthz"))
+            .await
+            .unwrap();
+        assert_eq!(health.status(), 503);
+        stop.cancel();
+    })
+    .await;
+}

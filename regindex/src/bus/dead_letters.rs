@@ -89,7 +89,7 @@ impl Filter {
     pub fn matches(&self, letter: &DeadLetter) -> bool {
         match self {
             Filter::All => true,
-            Filter::Ids(ids) => ids.iter().any(|id| *id == letter.id),
+            Filter::Ids(ids) => ids.contains(&letter.id),
             Filter::RoutingKey(key) => letter.routing_key == *key,
             Filter::ReasonContains(s) => letter.reason.contains(s.as_str()),
         }

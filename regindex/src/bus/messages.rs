@@ -128,10 +128,10 @@ impl RegistryEvent {
 
     /// The worker acts on it (the work queue is bound to its routing key).
     pub fn needs_refetch(&self) -> bool {
-        match (self.action, self.kind) {
-            (Action::Push, Kind::Manifest) | (Action::Delete, _) => true,
-            _ => false,
-        }
+        matches!(
+            (self.action, self.kind),
+            (Action::Push, Kind::Manifest) | (Action::Delete, _)
+        )
     }
 }
 

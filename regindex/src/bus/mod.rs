@@ -9,8 +9,8 @@
 //! - [`dead_letters`]: list, show, replay and purge the dead-letter queue.
 
 pub mod dead_letters;
-pub mod fedora_messaging;
 mod error;
+pub mod fedora_messaging;
 pub mod headers;
 pub mod messages;
 pub mod publisher;
@@ -34,7 +34,14 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Opens a connection to the broker.
 pub async fn connect(url: &SecretString) -> Result<Connection, BusError> {
-    let connecting = Connection::connect(url.expose_secret(), ConnectionProperties::default());
+    connect_named(url, "regindex").await
+}
+
+/// Opens a connection shown as `name` in the broker's connection list (operators can tell
+/// processes apart, and close one).
+pub async fn connect_named(url: &SecretString, name: &str) -> Result<Connection, BusError> {
+    let properties = ConnectionProperties::default().with_connection_name(name.into());
+    let connecting = Connection::connect(url.expose_secret(), properties);
     match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
         Ok(Ok(connection)) => Ok(connection),
         Ok(Err(source)) => Err(BusError::Connect(source)),
