@@ -1,1 +1,26 @@
-fn main() {}
+//! regindex-api: parses arguments, loads the configuration, runs the API.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Parser;
+use regindex::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "regindex-api",
+    about = "Serves the registry index protocol from the regindex database"
+)]
+struct Args {
+    /// YAML configuration file; `REGINDEX_*` environment variables override it.
+    #[arg(long, env = "REGINDEX_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    regindex::telemetry::init_tracing();
+    let config = Config::load(args.config.as_deref()).context("loading configuration")?;
+    regindex_api::run(config).await
+}

@@ -48,8 +48,9 @@ impl StatsState {
     }
 }
 
-/// The statistics routes and `/openapi.json`, state applied: merge into the api's router.
-pub fn router(state: StatsState) -> Router {
+/// The statistics routes and `/openapi.json`, state applied: merge into the api's router
+/// (whatever its state type).
+pub fn router<S: Clone + Send + Sync + 'static>(state: StatsState) -> Router<S> {
     Router::new()
         .route("/stats/images", get(images))
         .route("/stats/images/older-than", get(images_older_than))

@@ -48,6 +48,10 @@ impl Drop for TestDb {
     /// runtime, since `Drop` cannot await.
     fn drop(&mut self) {
         let name = self.name.clone();
+        if std::env::var_os("REGINDEX_TEST_KEEP_DB").is_some() {
+            eprintln!("keeping test database {name}");
+            return;
+        }
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -512,5 +516,85 @@ async fn sql_prefilter_agrees_with_pure_matching() {
         "LIKE metacharacters must match literally"
     );
 
+    store.pool().close().await;
+}
+
+/// Timing of the Flatpak query over a few thousand manifests. Ignored by default (it
+/// measures, it does not check behaviour): `cargo nextest run --run-ignored all index_query_timing`.
+#[tokio::test]
+#[ignore]
+async fn index_query_timing() {
+    let db = TestDb::new().await;
+    let store = db.migrated().await;
+    let metadata =
+        "[Application]\nname=org.example.App\nruntime=org.example.Platform/x86_64/45\n".repeat(20);
+    let mut n: u32 = 0;
+    let mut next = || {
+        n += 1;
+        Digest::sha256_of(&n.to_be_bytes())
+    };
+    for r in 0..300 {
+        let name = repo(&format!("apps/app{r}"));
+        let mut state = RepositoryState::default();
+        for i in 0..5 {
+            let mut amd = image(
+                0,
+                "amd64",
+                &[
+                    (
+                        "org.flatpak.ref",
+                        &format!("app/org.example.App{r}/x86_64/stable"),
+                    ),
+                    ("org.flatpak.metadata", &metadata),
+                ],
+            );
+            amd.digest = next();
+            let mut arm = amd.clone();
+            arm.digest = next();
+            arm.architecture = "arm64".into();
+            let mut l = list(0, &[]);
+            l.digest = next();
+            l.entries = vec![amd.digest.clone(), arm.digest.clone()];
+            let tag = if i == 0 {
+                t("latest")
+            } else {
+                t(&format!("v{i}"))
+            };
+            state.tags.insert(tag, l.digest.clone());
+            state.images.insert(amd.digest.clone(), amd);
+            state.images.insert(arm.digest.clone(), arm);
+            state.lists.insert(l.digest.clone(), l);
+            let mut plain = image(0, "amd64", &[]);
+            plain.digest = next();
+            state
+                .tags
+                .insert(t(&format!("plain{i}")), plain.digest.clone());
+            state.images.insert(plain.digest.clone(), plain);
+        }
+        write(&store, &name, &state).await;
+    }
+    sqlx::query("ANALYZE").execute(store.pool()).await.unwrap();
+    let query =
+        Query::parse("label%3Aorg.flatpak.ref%3Aexists=1&architecture=amd64&os=linux&tag=latest")
+            .unwrap();
+    for _ in 0..3 {
+        let start = std::time::Instant::now();
+        let snapshot = store.query_index(&query).await.unwrap();
+        let sql = start.elapsed();
+        let body = build_response("/", &query, snapshot.listings).to_json();
+        eprintln!(
+            "flatpak query: sql {sql:?}, total {:?}, {} bytes",
+            start.elapsed(),
+            body.len()
+        );
+    }
+    let query = Query::parse("label:org.flatpak.ref:matches=app/org.example.App1*").unwrap();
+    let start = std::time::Instant::now();
+    let snapshot = store.query_index(&query).await.unwrap();
+    eprintln!(
+        "matches query: {:?}, {} repositories",
+        start.elapsed(),
+        snapshot.listings.len()
+    );
     store.pool().close().await;
 }

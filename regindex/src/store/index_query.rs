@@ -43,17 +43,19 @@ impl Store {
     }
 }
 
-/// Columns of the image part of each row, prefixed `im.`.
-const IMAGE_COLUMNS: &str =
-    "im.digest, im.media_type, im.os, im.architecture, im.labels, im.annotations, im.config_digest";
-
 fn build_sql(query: &Query) -> QueryBuilder<'static, Postgres> {
+    // `top`: the tagged manifests selected by the tag and repository conditions, driven
+    // from the (small, indexed) tags table and fetched by primary key (manifest rows are
+    // wide: scanning them all costs more than a few thousand key lookups). `candidates`: each tagged image, and each
+    // entry of each tagged list. The image conditions are then checked per candidate by
+    // primary key: `OFFSET 0` keeps the planner from turning that into a scan of every
+    // labelled image (it badly underestimates `labels ? key`), so the cost follows the
+    // number of tagged candidates, not the size of the table.
     let mut qb = QueryBuilder::new(
-        "WITH top AS (
+        "WITH top AS MATERIALIZED (
            SELECT m.id, m.repository_id, m.digest, m.media_type, m.is_list,
                   ARRAY(SELECT t.tag FROM tags t WHERE t.manifest_id = m.id) AS tags
-           FROM manifests m
-           WHERE m.id IN (SELECT t.manifest_id FROM tags t WHERE true",
+           FROM (SELECT DISTINCT t.manifest_id FROM tags t WHERE true",
     );
     if !query.tags.is_empty() {
         let tags: Vec<String> = query.tags.iter().map(|t| t.as_str().to_owned()).collect();
@@ -69,31 +71,29 @@ fn build_sql(query: &Query) -> QueryBuilder<'static, Postgres> {
             .push_bind(names)
             .push("))");
     }
-    qb.push(")");
     if !query.tag_patterns.is_empty() {
         let patterns: Vec<String> = query.tag_patterns.iter().map(|g| g.to_like()).collect();
-        qb.push(" AND m.id IN (SELECT t.manifest_id FROM tags t WHERE t.tag LIKE ANY(")
+        qb.push(" AND t.manifest_id IN (SELECT tp.manifest_id FROM tags tp WHERE tp.tag LIKE ANY(")
             .push_bind(patterns)
             .push("))");
     }
-    qb.push(")\n");
-
-    qb.push(format!(
-        "SELECT r.name, top.digest, top.media_type, top.is_list, top.tags, 0 AS position, {IMAGE_COLUMNS}
-         FROM top JOIN repositories r ON r.id = top.repository_id
-         JOIN manifests im ON im.id = top.id
-         WHERE NOT top.is_list"
-    ));
+    qb.push(
+        ") s CROSS JOIN LATERAL (SELECT * FROM manifests m WHERE m.id = s.manifest_id OFFSET 0) m
+         ),
+         candidates AS (
+           SELECT top.*, top.id AS image_id, 0 AS position FROM top WHERE NOT top.is_list
+           UNION ALL
+           SELECT top.*, le.image_id, le.position
+           FROM top JOIN list_entries le ON le.list_id = top.id WHERE top.is_list
+         )
+         SELECT r.name, c.digest, c.media_type, c.is_list, c.tags, c.position,
+                im.digest, im.media_type, im.os, im.architecture, im.labels, im.annotations, im.config_digest
+         FROM candidates c JOIN repositories r ON r.id = c.repository_id
+         CROSS JOIN LATERAL (
+           SELECT * FROM manifests im WHERE im.id = c.image_id",
+    );
     push_image_conditions(&mut qb, query);
-    qb.push(format!(
-        "\nUNION ALL
-         SELECT r.name, top.digest, top.media_type, top.is_list, top.tags, le.position, {IMAGE_COLUMNS}
-         FROM top JOIN repositories r ON r.id = top.repository_id
-         JOIN list_entries le ON le.list_id = top.id
-         JOIN manifests im ON im.id = le.image_id
-         WHERE top.is_list"
-    ));
-    push_image_conditions(&mut qb, query);
+    qb.push(" OFFSET 0) im");
     qb
 }
 

@@ -4,25 +4,23 @@
 //! applies it and `connect` refuses a database whose schema is missing or older.
 
 mod error;
+mod gc;
 mod index_query;
 mod load;
 mod plan;
+mod replace;
 mod rows;
 
 pub use error::StoreError;
 pub use index_query::IndexSnapshot;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::types::Json;
 
 use crate::config::DatabaseConfig;
-use crate::model::{Digest, Image, ImageList, RepositoryName, Tag};
-
-use plan::Known;
+use crate::model::RepositoryName;
 
 /// The schema version `schema.sql` creates; `connect` requires exactly this.
 pub const SCHEMA_VERSION: i32 = 1;
@@ -49,15 +47,20 @@ pub struct Store {
 pub struct ReplaceOutcome {
     /// Something visible to index queries changed (so caches must be invalidated).
     pub changed: bool,
+    /// Tags created or moved to another manifest.
     pub tags_set: usize,
+    /// Images and lists stored by this call.
     pub manifests_added: usize,
+    /// Images and lists removed because no tag reaches them any more.
     pub manifests_removed: usize,
 }
 
 /// What a global garbage collection removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GcSummary {
+    /// Repositories that had no tags left.
     pub repositories_removed: u64,
+    /// Images and lists no tag reached.
     pub manifests_removed: u64,
 }
 
@@ -118,6 +121,10 @@ impl Store {
             .bind(MIGRATE_LOCK_KEY)
             .execute(&mut *tx)
             .await?;
+        // Re-applying reports every existing object as a NOTICE: noise, not news.
+        sqlx::query("SET LOCAL client_min_messages = warning")
+            .execute(&mut *tx)
+            .await?;
         sqlx::raw_sql(SCHEMA_SQL).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
@@ -159,43 +166,6 @@ impl Store {
         names.iter().map(|n| rows::repository_name(n)).collect()
     }
 
-    /// Removes whatever no tag reaches any more, across all repositories.
-    ///
-    /// Works repository by repository, each in its own transaction under the repository's
-    /// lock; a repository being refetched right now is skipped (the refetch cleans up
-    /// itself). Removed content was invisible to index queries, so the data version stays.
-    pub async fn gc(&self) -> Result<GcSummary, StoreError> {
-        let sql = format!(
-            "SELECT r.id, r.name FROM repositories r
-             WHERE NOT EXISTS (SELECT 1 FROM tags t WHERE t.repository_id = r.id)
-                OR EXISTS (SELECT 1 FROM manifests m WHERE m.repository_id = r.id AND {UNREACHABLE})
-             ORDER BY r.name"
-        );
-        let candidates: Vec<(i64, String)> = sqlx::query_as(&sql).fetch_all(&self.pool).await?;
-        let mut summary = GcSummary::default();
-        for (id, name) in candidates {
-            let mut tx = self.pool.begin().await?;
-            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-                .bind(lock_key(&name))
-                .fetch_one(&mut *tx)
-                .await?;
-            if !locked {
-                continue;
-            }
-            summary.manifests_removed += delete_unreachable(&mut tx, id).await?;
-            let removed = sqlx::query(
-                "DELETE FROM repositories r WHERE r.id = $1
-                 AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repository_id = r.id)",
-            )
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-            summary.repositories_removed += removed.rows_affected();
-            tx.commit().await?;
-        }
-        Ok(summary)
-    }
-
     /// Increases on every committed change that index queries can see; caches key on it.
     pub async fn data_version(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar("SELECT version FROM data_version")
@@ -218,293 +188,8 @@ fn lock_key(name: &str) -> i64 {
     i64::from_be_bytes(bytes)
 }
 
-/// SQL condition on manifest `m`: no tag reaches it, directly or through a tagged list.
-const UNREACHABLE: &str = "NOT EXISTS (SELECT 1 FROM tags t WHERE t.manifest_id = m.id)
-    AND NOT EXISTS (SELECT 1 FROM list_entries le JOIN tags t ON t.manifest_id = le.list_id
-                    WHERE le.image_id = m.id)";
-
-/// Deletes the repository's manifests that no tag reaches; returns how many.
-async fn delete_unreachable(
-    tx: &mut sqlx::PgConnection,
-    repository_id: i64,
-) -> Result<u64, StoreError> {
-    // Lists first (their entries go with them), then the images: in one statement the
-    // list_entries foreign key may be checked before the cascade has run.
-    let lists = sqlx::query(&format!(
-        "DELETE FROM manifests m WHERE m.repository_id = $1 AND m.is_list AND {UNREACHABLE}"
-    ))
-    .bind(repository_id)
-    .execute(&mut *tx)
-    .await?;
-    let images = sqlx::query(&format!(
-        "DELETE FROM manifests m WHERE m.repository_id = $1 AND NOT m.is_list AND {UNREACHABLE}"
-    ))
-    .bind(repository_id)
-    .execute(&mut *tx)
-    .await?;
-    Ok(lists.rows_affected() + images.rows_affected())
-}
-
 /// A repository being refetched: holds the advisory lock until commit or drop.
 pub struct RepositoryTx {
     tx: sqlx::Transaction<'static, sqlx::Postgres>,
     repository: RepositoryName,
-}
-
-impl RepositoryTx {
-    pub fn repository(&self) -> &RepositoryName {
-        &self.repository
-    }
-
-    /// Digests of the images and lists stored for this repository. A stored list always
-    /// has its entries stored too.
-    pub async fn known_manifests(&mut self) -> Result<HashSet<Digest>, StoreError> {
-        Ok(self.known().await?.into_keys().collect())
-    }
-
-    async fn repository_id(&mut self) -> Result<Option<i64>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT id FROM repositories WHERE name = $1")
-                .bind(self.repository.as_str())
-                .fetch_optional(&mut *self.tx)
-                .await?,
-        )
-    }
-
-    async fn known(&mut self) -> Result<HashMap<Digest, Known>, StoreError> {
-        let rows: Vec<(i64, String, bool)> = sqlx::query_as(
-            "SELECT m.id, m.digest, m.is_list FROM manifests m
-             JOIN repositories r ON r.id = m.repository_id WHERE r.name = $1",
-        )
-        .bind(self.repository.as_str())
-        .fetch_all(&mut *self.tx)
-        .await?;
-        rows.into_iter()
-            .map(|(id, digest, is_list)| Ok((rows::digest(&digest)?, Known { id, is_list })))
-            .collect()
-    }
-
-    /// Makes the repository's state exactly `tags`: stores `new_images` and `new_lists`
-    /// (manifests not known yet), sets the tag set, removes images and lists no tag
-    /// reaches any more, removes the repository when it has no tags left, and bumps the
-    /// data version when anything changed. Every tag target and list entry must be known
-    /// or among the new manifests.
-    ///
-    /// New manifests that are already stored are left as they are (a digest names one
-    /// content); new manifests no tag reaches are not stored at all.
-    pub async fn replace(
-        &mut self,
-        tags: &BTreeMap<Tag, Digest>,
-        new_images: &[Image],
-        new_lists: &[ImageList],
-    ) -> Result<ReplaceOutcome, StoreError> {
-        let mut known = self.known().await?;
-        let new = plan::plan_new_manifests(&self.repository, tags, &known, new_images, new_lists)?;
-        let mut outcome = ReplaceOutcome::default();
-
-        let existing_id = self.repository_id().await?;
-        let repository_id = match (existing_id, tags.is_empty()) {
-            (None, true) => return Ok(outcome),
-            (Some(id), true) => {
-                // Tags first: they reference the manifests.
-                let removed = sqlx::query("DELETE FROM tags WHERE repository_id = $1")
-                    .bind(id)
-                    .execute(&mut *self.tx)
-                    .await?;
-                outcome.manifests_removed = delete_unreachable(&mut self.tx, id).await? as usize;
-                sqlx::query("DELETE FROM repositories WHERE id = $1")
-                    .bind(id)
-                    .execute(&mut *self.tx)
-                    .await?;
-                outcome.changed = removed.rows_affected() > 0 || outcome.manifests_removed > 0;
-                self.finish(&outcome).await?;
-                return Ok(outcome);
-            }
-            (Some(id), false) => id,
-            (None, false) => {
-                sqlx::query_scalar("INSERT INTO repositories (name) VALUES ($1) RETURNING id")
-                    .bind(self.repository.as_str())
-                    .fetch_one(&mut *self.tx)
-                    .await?
-            }
-        };
-
-        self.insert_images(repository_id, &new.images, &mut known)
-            .await?;
-        self.insert_lists(repository_id, &new.lists, &mut known)
-            .await?;
-        outcome.manifests_added = new.images.len() + new.lists.len();
-
-        let current = self.current_tags(repository_id).await?;
-        let diff = plan::diff_tags(&current, tags);
-        if !diff.removed.is_empty() {
-            let removed: Vec<&str> = diff.removed.iter().map(|t| t.as_str()).collect();
-            sqlx::query("DELETE FROM tags WHERE repository_id = $1 AND tag = ANY($2)")
-                .bind(repository_id)
-                .bind(&removed)
-                .execute(&mut *self.tx)
-                .await?;
-        }
-        if !diff.set.is_empty() {
-            let mut names = Vec::with_capacity(diff.set.len());
-            let mut ids = Vec::with_capacity(diff.set.len());
-            for (tag, digest) in &diff.set {
-                let known = known.get(*digest).ok_or_else(|| StoreError::Inconsistent {
-                    repository: self.repository.to_string(),
-                    detail: format!("tag {tag} points to {digest}, which was not stored"),
-                })?;
-                names.push(tag.as_str());
-                ids.push(known.id);
-            }
-            sqlx::query(
-                "INSERT INTO tags (repository_id, tag, manifest_id)
-                 SELECT $1, tag, manifest_id FROM UNNEST($2::text[], $3::bigint[]) AS u (tag, manifest_id)
-                 ON CONFLICT (repository_id, tag) DO UPDATE SET manifest_id = EXCLUDED.manifest_id",
-            )
-            .bind(repository_id)
-            .bind(&names)
-            .bind(&ids)
-            .execute(&mut *self.tx)
-            .await?;
-        }
-        outcome.tags_set = diff.set.len();
-        outcome.manifests_removed = delete_unreachable(&mut self.tx, repository_id).await? as usize;
-        outcome.changed = existing_id.is_none()
-            || !diff.is_empty()
-            || outcome.manifests_added > 0
-            || outcome.manifests_removed > 0;
-        self.finish(&outcome).await?;
-        Ok(outcome)
-    }
-
-    /// Bumps the data version when the outcome is visible to queries. Done last: the
-    /// counter row is the one row every writer shares, so it stays locked only briefly.
-    async fn finish(&mut self, outcome: &ReplaceOutcome) -> Result<(), StoreError> {
-        if outcome.changed {
-            sqlx::query("UPDATE data_version SET version = version + 1")
-                .execute(&mut *self.tx)
-                .await?;
-        }
-        Ok(())
-    }
-
-    async fn current_tags(
-        &mut self,
-        repository_id: i64,
-    ) -> Result<BTreeMap<Tag, Digest>, StoreError> {
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT t.tag, m.digest FROM tags t JOIN manifests m ON m.id = t.manifest_id
-             WHERE t.repository_id = $1",
-        )
-        .bind(repository_id)
-        .fetch_all(&mut *self.tx)
-        .await?;
-        rows.iter()
-            .map(|(tag, digest)| Ok((rows::tag(tag)?, rows::digest(digest)?)))
-            .collect()
-    }
-
-    async fn insert_images(
-        &mut self,
-        repository_id: i64,
-        images: &[&Image],
-        known: &mut HashMap<Digest, Known>,
-    ) -> Result<(), StoreError> {
-        if images.is_empty() {
-            return Ok(());
-        }
-        let digests: Vec<&str> = images.iter().map(|i| i.digest.as_str()).collect();
-        let media_types: Vec<&str> = images.iter().map(|i| i.media_type.as_str()).collect();
-        let oses: Vec<&str> = images.iter().map(|i| i.os.as_str()).collect();
-        let architectures: Vec<&str> = images.iter().map(|i| i.architecture.as_str()).collect();
-        let labels: Vec<Json<&crate::model::StringMap>> =
-            images.iter().map(|i| Json(&i.labels)).collect();
-        let annotations: Vec<Json<&crate::model::StringMap>> =
-            images.iter().map(|i| Json(&i.annotations)).collect();
-        let configs: Vec<&str> = images.iter().map(|i| i.config_digest.as_str()).collect();
-        let inserted: Vec<(i64, String)> = sqlx::query_as(
-            "INSERT INTO manifests
-                 (repository_id, digest, media_type, is_list, os, architecture, labels, annotations, config_digest)
-             SELECT $1, u.digest, u.media_type, false, u.os, u.architecture, u.labels, u.annotations, u.config_digest
-             FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[], $8::text[])
-                  AS u (digest, media_type, os, architecture, labels, annotations, config_digest)
-             RETURNING id, digest",
-        )
-        .bind(repository_id)
-        .bind(&digests)
-        .bind(&media_types)
-        .bind(&oses)
-        .bind(&architectures)
-        .bind(&labels)
-        .bind(&annotations)
-        .bind(&configs)
-        .fetch_all(&mut *self.tx)
-        .await?;
-        for (id, digest) in inserted {
-            known.insert(rows::digest(&digest)?, Known { id, is_list: false });
-        }
-        Ok(())
-    }
-
-    async fn insert_lists(
-        &mut self,
-        repository_id: i64,
-        lists: &[&ImageList],
-        known: &mut HashMap<Digest, Known>,
-    ) -> Result<(), StoreError> {
-        if lists.is_empty() {
-            return Ok(());
-        }
-        let digests: Vec<&str> = lists.iter().map(|l| l.digest.as_str()).collect();
-        let media_types: Vec<&str> = lists.iter().map(|l| l.media_type.as_str()).collect();
-        let annotations: Vec<Json<&crate::model::StringMap>> =
-            lists.iter().map(|l| Json(&l.annotations)).collect();
-        let inserted: Vec<(i64, String)> = sqlx::query_as(
-            "INSERT INTO manifests (repository_id, digest, media_type, is_list, annotations)
-             SELECT $1, u.digest, u.media_type, true, u.annotations
-             FROM UNNEST($2::text[], $3::text[], $4::jsonb[]) AS u (digest, media_type, annotations)
-             RETURNING id, digest",
-        )
-        .bind(repository_id)
-        .bind(&digests)
-        .bind(&media_types)
-        .bind(&annotations)
-        .fetch_all(&mut *self.tx)
-        .await?;
-        for (id, digest) in inserted {
-            known.insert(rows::digest(&digest)?, Known { id, is_list: true });
-        }
-
-        let (mut list_ids, mut positions, mut image_ids) = (Vec::new(), Vec::new(), Vec::new());
-        for list in lists {
-            let list_id = known.get(&list.digest).map(|k| k.id);
-            for (position, entry) in list.entries.iter().enumerate() {
-                let image_id = known.get(entry).map(|k| k.id);
-                let (Some(list_id), Some(image_id)) = (list_id, image_id) else {
-                    return Err(StoreError::Inconsistent {
-                        repository: self.repository.to_string(),
-                        detail: format!("list {} entry {entry} was not stored", list.digest),
-                    });
-                };
-                list_ids.push(list_id);
-                positions.push(i32::try_from(position).unwrap_or(i32::MAX));
-                image_ids.push(image_id);
-            }
-        }
-        sqlx::query(
-            "INSERT INTO list_entries (list_id, position, image_id)
-             SELECT * FROM UNNEST($1::bigint[], $2::int[], $3::bigint[])",
-        )
-        .bind(&list_ids)
-        .bind(&positions)
-        .bind(&image_ids)
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(())
-    }
-
-    pub async fn commit(self) -> Result<(), StoreError> {
-        self.tx.commit().await?;
-        Ok(())
-    }
 }
