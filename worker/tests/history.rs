@@ -561,3 +561,57 @@ async fn a_scan_backfills_history_that_predates_regindex() {
     })
     .await;
 }
+
+/// A backfill that listed the tags before a delete was recorded must not bring the
+/// deleted tag and manifest back.
+#[tokio::test]
+async fn a_stale_backfill_does_not_resurrect_deleted_rows() {
+    let db = TestDatabase::create().await.unwrap();
+    let mut config = regindex::config::Config::default();
+    config.database.url = db.url().into();
+    let store = regindex::store::Store::connect_unchecked(&config.database).await.unwrap();
+    store.migrate().await.unwrap();
+    let history = HistoryStore::new(store.pool().clone());
+    let aliases = AliasMap::default();
+    let digest = Digest::sha256_of(b"deleted");
+    let repository = regindex::model::RepositoryName::parse("hist/g").unwrap();
+    let tag = regindex::model::Tag::parse("1").unwrap();
+    let listed_at = chrono::Utc::now() - chrono::Duration::seconds(2);
+    let deletes = serde_json::json!({"events": [
+        {"id": "d1", "timestamp": chrono::Utc::now().to_rfc3339(), "action": "delete",
+         "target": {"repository": "hist/g", "digest": digest.as_str()}, "request": {"host": "h", "addr": "1.2.3.4:5"}},
+        {"id": "d2", "timestamp": chrono::Utc::now().to_rfc3339(), "action": "delete",
+         "target": {"repository": "hist/g", "tag": "1"}, "request": {"host": "h", "addr": "1.2.3.4:5"}}
+    ]});
+    let batch: Vec<ActivityEvent> = parse_envelope(&serde_json::to_vec(&deletes).unwrap())
+        .unwrap()
+        .into_iter()
+        .map(|e| ActivityEvent::from_registry_event(&e.unwrap(), &aliases, chrono::Utc::now()).unwrap())
+        .collect();
+    history.record(batch).await.unwrap();
+    let manifest = regindex::history::store::ScannedManifest {
+        digest: digest.clone(),
+        media_type: regindex::model::media_type::OCI_MANIFEST.into(),
+        size: Some(10),
+        blobs: Some(vec![regindex::history::BlobRef { digest: Digest::sha256_of(b"layer"), size: Some(5), media_type: None }]),
+    };
+    history
+        .record_state("h", &repository, &[(tag, digest)], &[manifest], listed_at)
+        .await
+        .unwrap();
+    for table in ["history_tags", "history_manifests", "history_manifest_blobs"] {
+        let rows: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(rows, 0, "{table}");
+    }
+    // Both deletes are in the trail, though the history never held the rows.
+    let kinds: Vec<String> = sqlx::query_scalar("SELECT kind FROM history_deletions ORDER BY kind")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(kinds, ["tag", "unknown"]);
+    store.pool().close().await;
+    db.drop().await.unwrap();
+}

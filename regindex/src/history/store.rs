@@ -80,11 +80,12 @@ impl HistoryStore {
         })
     }
 
-    /// Records the current state of one repository as a scan found it: its tags, its
-    /// manifests and, for the manifests fetched, their blobs. Counts and push times are
-    /// left alone (events own them); rows only get `first_seen`. Tags the history holds
-    /// that the registry no longer has (their delete events were lost) move to the audit
-    /// trail, attributed to no one.
+    /// Records the current state of one repository as a scan found it at `seen_at` (when
+    /// its tags were listed): its tags, its manifests and, for the manifests fetched,
+    /// their blobs. Counts and push times are left alone (events own them); rows only get
+    /// `first_seen`. Tags and manifests deleted after `seen_at` are not brought back. Tags
+    /// the history holds that the registry no longer has (their delete events were lost)
+    /// move to the audit trail, attributed to no one.
     pub async fn record_state(
         &self,
         registry: &str,
@@ -100,6 +101,9 @@ impl HistoryStore {
         sqlx::query(
             "INSERT INTO history_tags AS t (registry, repository, tag, digest, digest_seen_at, first_seen)
              SELECT $1, $2, u.tag, u.digest, $5, $5 FROM UNNEST($3::text[], $4::text[]) AS u (tag, digest)
+             -- A delete recorded since the listing wins: the listing is older news.
+             WHERE NOT EXISTS (SELECT 1 FROM history_deletions d WHERE d.registry = $1
+                 AND d.repository = $2 AND d.tag = u.tag AND d.deleted_at >= $5)
              ORDER BY u.tag
              ON CONFLICT (registry, repository, tag) DO UPDATE SET
                 digest = CASE WHEN t.digest_seen_at IS NULL OR EXCLUDED.digest_seen_at >= t.digest_seen_at
@@ -142,6 +146,9 @@ impl HistoryStore {
             "INSERT INTO history_manifests AS m (registry, repository, digest, media_type, size, links_known, first_seen)
              SELECT $1, $2, u.digest, u.media_type, u.size, u.linked, $7
              FROM UNNEST($3::text[], $4::text[], $5::bigint[], $6::bool[]) AS u (digest, media_type, size, linked)
+             WHERE NOT EXISTS (SELECT 1 FROM history_deletions d WHERE d.registry = $1
+                 AND d.repository = $2 AND d.digest = u.digest AND d.kind IN ('manifest', 'unknown')
+                 AND d.deleted_at >= $7)
              ON CONFLICT (registry, repository, digest) DO UPDATE SET
                 media_type = COALESCE(m.media_type, EXCLUDED.media_type),
                 size = COALESCE(m.size, EXCLUDED.size),
@@ -333,6 +340,9 @@ async fn insert_links<'a>(
         "INSERT INTO history_manifest_blobs (registry, repository, manifest_digest, blob_digest, size, media_type)
          SELECT $1, $2, u.m, u.b, u.size, u.media_type
          FROM UNNEST($3::text[], $4::text[], $5::bigint[], $6::text[]) AS u (m, b, size, media_type)
+         -- Only for manifests the history holds (a backfill may have been overtaken by a delete).
+         WHERE EXISTS (SELECT 1 FROM history_manifests x WHERE x.registry = $1 AND x.repository = $2
+             AND x.digest = u.m)
          ON CONFLICT DO NOTHING",
     )
     .bind(registry)
