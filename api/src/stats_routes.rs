@@ -17,7 +17,8 @@ use axum::{Json, Router};
 use chrono::Utc;
 use regindex::config::Config;
 use regindex::history::queries::{
-    BlobRow, Counts, DailyActivity, DeletionRow, HistoryQueries, ImageRow, MissingBlob, TaggedManifest,
+    BlobRow, Counts, DailyActivity, DeletionRow, HistoryQueries, ImageRow, MissingBlob,
+    TaggedManifest,
 };
 use regindex::history::query::{
     ActivityQuery, CountsQuery, DeletionsQuery, ImagesQuery, Paged, QueryError, ScopedQuery,
@@ -43,7 +44,11 @@ impl StatsState {
         let history = &config.history;
         Ok(Self(Arc::new(Inner {
             queries: HistoryQueries::new(store.pool().clone()),
-            aliases: AliasMap::new(&history.aliases, &history.default_host, history.merge_unlisted_hosts)?,
+            aliases: AliasMap::new(
+                &history.aliases,
+                &history.default_host,
+                history.merge_unlisted_hosts,
+            )?,
         })))
     }
 }
@@ -104,22 +109,34 @@ fn params(raw: Params) -> Result<BTreeMap<String, String>, StatsError> {
         .map_err(|e| StatsError::BadQueryString(e.body_text()))
 }
 
-async fn images(State(s): State<StatsState>, raw: Params) -> Result<Json<Paged<ImageRow>>, StatsError> {
+async fn images(
+    State(s): State<StatsState>,
+    raw: Params,
+) -> Result<Json<Paged<ImageRow>>, StatsError> {
     let q = ImagesQuery::all(params(raw)?, &s.0.aliases)?;
     Ok(Json(s.0.queries.images(&q, Utc::now()).await?))
 }
 
-async fn images_older_than(State(s): State<StatsState>, raw: Params) -> Result<Json<Paged<ImageRow>>, StatsError> {
+async fn images_older_than(
+    State(s): State<StatsState>,
+    raw: Params,
+) -> Result<Json<Paged<ImageRow>>, StatsError> {
     let q = ImagesQuery::older_than(params(raw)?, &s.0.aliases)?;
     Ok(Json(s.0.queries.images(&q, Utc::now()).await?))
 }
 
-async fn images_not_pulled(State(s): State<StatsState>, raw: Params) -> Result<Json<Paged<ImageRow>>, StatsError> {
+async fn images_not_pulled(
+    State(s): State<StatsState>,
+    raw: Params,
+) -> Result<Json<Paged<ImageRow>>, StatsError> {
     let q = ImagesQuery::not_pulled(params(raw)?, &s.0.aliases)?;
     Ok(Json(s.0.queries.images(&q, Utc::now()).await?))
 }
 
-async fn most_tagged(State(s): State<StatsState>, raw: Params) -> Result<Json<Paged<TaggedManifest>>, StatsError> {
+async fn most_tagged(
+    State(s): State<StatsState>,
+    raw: Params,
+) -> Result<Json<Paged<TaggedManifest>>, StatsError> {
     let q = ScopedQuery::parse(params(raw)?, &s.0.aliases)?;
     Ok(Json(s.0.queries.most_tagged(&q).await?))
 }
@@ -129,22 +146,34 @@ async fn counts(State(s): State<StatsState>, raw: Params) -> Result<Json<Counts>
     Ok(Json(s.0.queries.counts(&q).await?))
 }
 
-async fn orphaned_blobs(State(s): State<StatsState>, raw: Params) -> Result<Json<Paged<BlobRow>>, StatsError> {
+async fn orphaned_blobs(
+    State(s): State<StatsState>,
+    raw: Params,
+) -> Result<Json<Paged<BlobRow>>, StatsError> {
     let q = ScopedQuery::parse(params(raw)?, &s.0.aliases)?;
     Ok(Json(s.0.queries.orphaned_blobs(&q).await?))
 }
 
-async fn missing_blobs(State(s): State<StatsState>, raw: Params) -> Result<Json<Paged<MissingBlob>>, StatsError> {
+async fn missing_blobs(
+    State(s): State<StatsState>,
+    raw: Params,
+) -> Result<Json<Paged<MissingBlob>>, StatsError> {
     let q = ScopedQuery::parse(params(raw)?, &s.0.aliases)?;
     Ok(Json(s.0.queries.missing_blobs(&q).await?))
 }
 
-async fn deletions(State(s): State<StatsState>, raw: Params) -> Result<Json<Paged<DeletionRow>>, StatsError> {
+async fn deletions(
+    State(s): State<StatsState>,
+    raw: Params,
+) -> Result<Json<Paged<DeletionRow>>, StatsError> {
     let q = DeletionsQuery::parse(params(raw)?, &s.0.aliases)?;
     Ok(Json(s.0.queries.deletions(&q).await?))
 }
 
-async fn activity(State(s): State<StatsState>, raw: Params) -> Result<Json<Paged<DailyActivity>>, StatsError> {
+async fn activity(
+    State(s): State<StatsState>,
+    raw: Params,
+) -> Result<Json<Paged<DailyActivity>>, StatsError> {
     let q = ActivityQuery::parse(params(raw)?, &s.0.aliases)?;
     Ok(Json(s.0.queries.activity(&q).await?))
 }
@@ -162,9 +191,15 @@ mod tests {
         let doc: serde_json::Value = serde_json::from_str(OPENAPI_JSON).unwrap();
         assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
         let source = include_str!("stats_routes.rs");
-        for line in source.lines().filter(|l| l.trim_start().starts_with(".route(\"/")) {
+        for line in source
+            .lines()
+            .filter(|l| l.trim_start().starts_with(".route(\"/"))
+        {
             let path = line.split('"').nth(1).unwrap();
-            assert!(doc["paths"].get(path).is_some(), "{path} missing from openapi.json");
+            assert!(
+                doc["paths"].get(path).is_some(),
+                "{path} missing from openapi.json"
+            );
         }
     }
 

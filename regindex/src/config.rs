@@ -399,6 +399,43 @@ mod tests {
     }
 
     #[test]
+    fn example_configuration_loads() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config.example.yaml");
+        let cfg = Config::load(Some(Path::new(path))).unwrap();
+        assert_eq!(cfg.history.queue, HistoryConfig::default().queue);
+    }
+
+    #[test]
+    fn history_section() {
+        let mut f = tempfile::NamedTempFile::with_suffix(".yaml").unwrap();
+        writeln!(
+            f,
+            "history:\n  batch_size: 10\n  prefetch: 20\n  aliases:\n    registry.example.com: [\"registry:5000\", \"10.0.0.5:5000\"]"
+        )
+        .unwrap();
+        let cfg = Config::load(Some(f.path())).unwrap();
+        assert_eq!(cfg.history.aliases["registry.example.com"].len(), 2);
+        assert_eq!(cfg.history.batch_max_wait(), Duration::from_millis(200));
+
+        let mut cfg = Config::default();
+        cfg.history.enabled = false;
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("api.publish_pulls"), "{err}");
+        cfg.api.publish_pulls = false;
+        cfg.validate().unwrap();
+
+        let mut cfg = Config::default();
+        cfg.history.prefetch = 10;
+        cfg.history.batch_size = 11;
+        assert!(cfg.validate().unwrap_err().to_string().contains("history.prefetch"));
+
+        let mut cfg = Config::default();
+        cfg.history.aliases.insert("a".into(), vec!["x".into()]);
+        cfg.history.aliases.insert("b".into(), vec!["X".into()]);
+        assert!(cfg.validate().unwrap_err().to_string().contains("history.aliases"));
+    }
+
+    #[test]
     fn bad_values_name_the_key() {
         let mut f = tempfile::NamedTempFile::with_suffix(".yaml").unwrap();
         writeln!(f, "registry:\n  url: not a url").unwrap();

@@ -53,7 +53,10 @@ pub struct HistoryMetrics {
 impl HistoryMetrics {
     pub fn register(registry: &prometheus::Registry) -> Self {
         let events = IntCounterVec::new(
-            Opts::new("regindex_history_events_total", "History events, by outcome"),
+            Opts::new(
+                "regindex_history_events_total",
+                "History events, by outcome",
+            ),
             &["outcome"],
         )
         .expect("valid metric");
@@ -62,7 +65,9 @@ impl HistoryMetrics {
                 "regindex_history_batch_duration_seconds",
                 "Time to record one history batch",
             )
-            .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
         )
         .expect("valid metric");
         // Registering twice (a second consumer in one process) keeps the first.
@@ -123,7 +128,11 @@ impl HistoryConsumer {
         metrics: HistoryMetrics,
     ) -> Result<Self, regindex::history::AliasError> {
         let history = &config.history;
-        let aliases = AliasMap::new(&history.aliases, &history.default_host, history.merge_unlisted_hosts)?;
+        let aliases = AliasMap::new(
+            &history.aliases,
+            &history.default_host,
+            history.merge_unlisted_hosts,
+        )?;
         Ok(Self {
             config,
             store,
@@ -179,7 +188,9 @@ impl HistoryConsumer {
             .basic_qos(self.config.history.prefetch, BasicQosOptions::default())
             .await
             .map_err(BusError::amqp("setting the history prefetch"))?;
-        Topology::from_config(&self.config).declare(&channel).await?;
+        Topology::from_config(&self.config)
+            .declare(&channel)
+            .await?;
         let consumer = channel
             .basic_consume(
                 &self.config.history.queue,
@@ -196,7 +207,11 @@ impl HistoryConsumer {
         })
     }
 
-    async fn consume(&self, session: &mut Session, shutdown: &CancellationToken) -> Result<(), HistoryConsumerError> {
+    async fn consume(
+        &self,
+        session: &mut Session,
+        shutdown: &CancellationToken,
+    ) -> Result<(), HistoryConsumerError> {
         let batch_size = self.config.history.batch_size;
         let max_wait = self.config.history.batch_max_wait();
         loop {
@@ -232,13 +247,21 @@ impl HistoryConsumer {
     }
 
     /// Records one batch and acknowledges it; or hands it back to the broker.
-    async fn process(&self, channel: &Channel, batch: Vec<Delivery>) -> Result<(), HistoryConsumerError> {
+    async fn process(
+        &self,
+        channel: &Channel,
+        batch: Vec<Delivery>,
+    ) -> Result<(), HistoryConsumerError> {
         let Some(last_tag) = batch.last().map(|d| d.delivery_tag) else {
             return Ok(());
         };
         let mut events = Vec::with_capacity(batch.len());
         for delivery in &batch {
-            match decode(&delivery.data, &self.aliases, &self.config.history.ignore_user_agents) {
+            match decode(
+                &delivery.data,
+                &self.aliases,
+                &self.config.history.ignore_user_agents,
+            ) {
                 Decoded::Event(event) => events.push(*event),
                 Decoded::Skip(outcome) => self.metrics.events.with_label_values(&[outcome]).inc(),
             }
@@ -252,7 +275,9 @@ impl HistoryConsumer {
                     .with_max_times(WRITE_ATTEMPTS),
             )
             .when(HistoryError::is_transient)
-            .notify(|e, delay| warn!(error = %e, ?delay, "recording a history batch failed; retrying"))
+            .notify(
+                |e, delay| warn!(error = %e, ?delay, "recording a history batch failed; retrying"),
+            )
             .await;
         timer.observe_duration();
         let multiple = BasicAckOptions { multiple: true };
@@ -293,7 +318,11 @@ impl HistoryConsumer {
 }
 
 /// Prunes the audit trail and the raw events every `history.prune_interval_secs`.
-async fn prune_loop(store: HistoryStore, config: regindex::config::HistoryConfig, shutdown: CancellationToken) {
+async fn prune_loop(
+    store: HistoryStore,
+    config: regindex::config::HistoryConfig,
+    shutdown: CancellationToken,
+) {
     let Some(interval) = config.prune_interval() else {
         return;
     };
@@ -303,7 +332,11 @@ async fn prune_loop(store: HistoryStore, config: regindex::config::HistoryConfig
             .await
         {
             Ok(outcome) if outcome.deletions + outcome.events > 0 => {
-                info!(deletions = outcome.deletions, events = outcome.events, "history pruned")
+                info!(
+                    deletions = outcome.deletions,
+                    events = outcome.events,
+                    "history pruned"
+                )
             }
             Ok(_) => {}
             Err(e) => warn!(error = %e, "pruning the history failed"),

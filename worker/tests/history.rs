@@ -206,21 +206,35 @@ async fn deletes_land_in_the_audit_trail_with_who_and_where() {
         })
         .await;
 
-        s.registry.delete_manifest("hist/c", &pushed.digest).await.unwrap();
+        s.registry
+            .delete_manifest("hist/c", &pushed.digest)
+            .await
+            .unwrap();
         let trail = eventually("the audit trail", WAIT, || async {
             let page = s.get("/stats/deletions?repository=hist/c").await;
             (page["items"].as_array()?.len() == 3).then_some(page)
         })
         .await;
         let items = trail["items"].as_array().unwrap();
-        let mut kinds: Vec<(&str, Option<&str>)> =
-            items.iter().map(|d| (d["kind"].as_str().unwrap(), d["tag"].as_str())).collect();
+        let mut kinds: Vec<(&str, Option<&str>)> = items
+            .iter()
+            .map(|d| (d["kind"].as_str().unwrap(), d["tag"].as_str()))
+            .collect();
         kinds.sort();
-        assert_eq!(kinds, [("manifest", None), ("tag", Some("1")), ("tag", Some("2"))]);
+        assert_eq!(
+            kinds,
+            [("manifest", None), ("tag", Some("1")), ("tag", Some("2"))]
+        );
         for deletion in items {
             assert_eq!(deletion["actor"], "tester", "{deletion}");
-            assert!(deletion["addr"].as_str().unwrap().starts_with("127.0.0.1:"), "{deletion}");
-            assert!(deletion["record"].is_object(), "the deleted row is kept: {deletion}");
+            assert!(
+                deletion["addr"].as_str().unwrap().starts_with("127.0.0.1:"),
+                "{deletion}"
+            );
+            assert!(
+                deletion["record"].is_object(),
+                "the deleted row is kept: {deletion}"
+            );
             assert!(deletion["event_id"].is_string());
         }
         let manifest = items.iter().find(|d| d["kind"] == "manifest").unwrap();
@@ -230,16 +244,25 @@ async fn deletes_land_in_the_audit_trail_with_who_and_where() {
 
         // Gone from the images; the other tag stays.
         let images = s.get("/stats/images?repository=hist/c").await;
-        let tags: Vec<&str> = images["items"].as_array().unwrap().iter().map(|i| i["tag"].as_str().unwrap()).collect();
+        let tags: Vec<&str> = images["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["tag"].as_str().unwrap())
+            .collect();
         assert_eq!(tags, ["kept"]);
         assert_eq!(images["items"][0]["digest"], kept.digest.as_str());
 
         // Time range filters.
         let since = before.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let later = (chrono::Utc::now() + chrono::Duration::hours(1))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let s2 = &s;
         let q = |query: String| async move {
-            s2.get(&format!("/stats/deletions?{query}")).await["items"].as_array().unwrap().len()
+            s2.get(&format!("/stats/deletions?{query}")).await["items"]
+                .as_array()
+                .unwrap()
+                .len()
         };
         assert_eq!(q(format!("repository=hist/c&since={since}")).await, 3);
         assert_eq!(q(format!("since={later}")).await, 0);
@@ -247,10 +270,18 @@ async fn deletes_land_in_the_audit_trail_with_who_and_where() {
         assert_eq!(q("repository=hist/other".to_owned()).await, 0);
         // Paginated, stable.
         let first = s.get("/stats/deletions?repository=hist/c&per_page=2").await;
-        let second = s.get("/stats/deletions?repository=hist/c&per_page=2&page=2").await;
+        let second = s
+            .get("/stats/deletions?repository=hist/c&per_page=2&page=2")
+            .await;
         assert_eq!(first["next_page"], 2);
         assert_eq!(second["next_page"], Value::Null);
-        let ids: Vec<i64> = first["items"].as_array().unwrap().iter().chain(second["items"].as_array().unwrap()).map(|d| i(&d["id"])).collect();
+        let ids: Vec<i64> = first["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(second["items"].as_array().unwrap())
+            .map(|d| i(&d["id"]))
+            .collect();
         let mut sorted = ids.clone();
         sorted.sort();
         sorted.dedup();
@@ -298,20 +329,41 @@ async fn bad_parameters_are_400_json() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn alias_hosts_are_merged() {
     let options = Options {
-        aliases: Some(("registry.test".into(), vec!["127.0.0.1:{port}".into(), "localhost:{port}".into()])),
+        aliases: Some((
+            "registry.test".into(),
+            vec!["127.0.0.1:{port}".into(), "localhost:{port}".into()],
+        )),
         ..Options::default()
     };
     Stack::run(options, |s| async move {
-        let pushed = s.registry.push_image("hist/d", Some("1"), &ImageSpec::new("amd64")).await.unwrap();
+        let pushed = s
+            .registry
+            .push_image("hist/d", Some("1"), &ImageSpec::new("amd64"))
+            .await
+            .unwrap();
         let port = s.registry.port();
         let mark = s.registry.log_mark().await.unwrap();
         let dir = temp_dir("alias-pull");
-        for (n, host) in [format!("127.0.0.1:{port}"), format!("localhost:{port}"), format!("localhost:{port}")].iter().enumerate() {
-            s.skopeo_copy(&format!("docker://{host}/hist/d:1"), &format!("oci:{}:p{n}", dir.display())).await;
+        for (n, host) in [
+            format!("127.0.0.1:{port}"),
+            format!("localhost:{port}"),
+            format!("localhost:{port}"),
+        ]
+        .iter()
+        .enumerate()
+        {
+            s.skopeo_copy(
+                &format!("docker://{host}/hist/d:1"),
+                &format!("oci:{}:p{n}", dir.display()),
+            )
+            .await;
         }
         let _ = std::fs::remove_dir_all(&dir);
         let log = s.registry.requests_since(mark).await.unwrap();
-        let by_tag = log.iter().filter(|r| client_success(r) && r.path() == "/v2/hist/d/manifests/1").count() as i64;
+        let by_tag = log
+            .iter()
+            .filter(|r| client_success(r) && r.path() == "/v2/hist/d/manifests/1")
+            .count() as i64;
         assert!(by_tag >= 3);
 
         let image = eventually("pulls under both host names", WAIT, || async {
@@ -322,7 +374,11 @@ async fn alias_hosts_are_merged() {
         assert_eq!(image["registry"], "registry.test");
         assert_eq!(image["digest"], pushed.digest.as_str());
         // One row, whatever name the filter uses.
-        for host in ["registry.test", &format!("localhost:{port}"), &format!("127.0.0.1:{port}")] {
+        for host in [
+            "registry.test",
+            &format!("localhost:{port}"),
+            &format!("127.0.0.1:{port}"),
+        ] {
             let page = s.get(&format!("/stats/images?registry={host}")).await;
             assert_eq!(page["items"].as_array().unwrap().len(), 1, "{host}");
         }
@@ -338,39 +394,52 @@ async fn alias_hosts_are_merged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redelivered_events_do_not_double_count() {
-    Stack::run(Options { no_notifications: true, ..Options::default() }, |s| async move {
-        let digest = Digest::sha256_of(b"redelivered").to_string();
-        let host = "registry.example.org";
-        let events: Vec<Value> = ["r1", "r2", "r3"].iter().map(|id| pull_event(id, host, "hist/e", "1", &digest)).collect();
-        // The registry resends a request it thinks failed: same events, same ids.
-        for _ in 0..3 {
-            let response = s.post_events(&events).await;
-            assert_eq!(response.status(), 200);
-        }
-        // A broker redelivery: the same messages again, straight into the history queue.
-        let publisher = regindex::bus::Publisher::new(s.config.amqp.url.clone(), None);
-        for event in parse_envelope(&serde_json::to_vec(&serde_json::json!({ "events": events })).unwrap()).unwrap() {
-            let body = serde_json::to_vec(&event.unwrap()).unwrap();
-            publisher
-                .publish(&OutgoingMessage::json("", &s.config.history.queue, body))
-                .await
-                .unwrap();
-        }
-        let marker = pull_event("r4", host, "hist/e", "1", &digest);
-        assert_eq!(s.post_events(&[marker]).await.status(), 200);
-        let image = eventually("the marker event", WAIT, || async {
-            (s.recorded_events().await == 4).then_some(())?;
-            s.image("hist/e", "1").await
-        })
-        .await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let image = s.image("hist/e", "1").await.unwrap_or(image);
-        assert_eq!(i(&image["pull_count"]), 4);
-        assert_eq!(i(&image["manifest_pull_count"]), 4);
-        let activity = s.get("/stats/activity?repository=hist/e").await;
-        assert_eq!(i(&activity["items"][0]["manifest_pulls"]), 4);
-        publisher.close().await;
-    })
+    Stack::run(
+        Options {
+            no_notifications: true,
+            ..Options::default()
+        },
+        |s| async move {
+            let digest = Digest::sha256_of(b"redelivered").to_string();
+            let host = "registry.example.org";
+            let events: Vec<Value> = ["r1", "r2", "r3"]
+                .iter()
+                .map(|id| pull_event(id, host, "hist/e", "1", &digest))
+                .collect();
+            // The registry resends a request it thinks failed: same events, same ids.
+            for _ in 0..3 {
+                let response = s.post_events(&events).await;
+                assert_eq!(response.status(), 200);
+            }
+            // A broker redelivery: the same messages again, straight into the history queue.
+            let publisher = regindex::bus::Publisher::new(s.config.amqp.url.clone(), None);
+            for event in parse_envelope(
+                &serde_json::to_vec(&serde_json::json!({ "events": events })).unwrap(),
+            )
+            .unwrap()
+            {
+                let body = serde_json::to_vec(&event.unwrap()).unwrap();
+                publisher
+                    .publish(&OutgoingMessage::json("", &s.config.history.queue, body))
+                    .await
+                    .unwrap();
+            }
+            let marker = pull_event("r4", host, "hist/e", "1", &digest);
+            assert_eq!(s.post_events(&[marker]).await.status(), 200);
+            let image = eventually("the marker event", WAIT, || async {
+                (s.recorded_events().await == 4).then_some(())?;
+                s.image("hist/e", "1").await
+            })
+            .await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let image = s.image("hist/e", "1").await.unwrap_or(image);
+            assert_eq!(i(&image["pull_count"]), 4);
+            assert_eq!(i(&image["manifest_pull_count"]), 4);
+            let activity = s.get("/stats/activity?repository=hist/e").await;
+            assert_eq!(i(&activity["items"][0]["manifest_pulls"]), 4);
+            publisher.close().await;
+        },
+    )
     .await;
 }
 
@@ -380,7 +449,9 @@ async fn recording_a_batch_twice_is_idempotent() {
     let db = TestDatabase::create().await.unwrap();
     let mut config = regindex::config::Config::default();
     config.database.url = db.url().into();
-    let store = regindex::store::Store::connect_unchecked(&config.database).await.unwrap();
+    let store = regindex::store::Store::connect_unchecked(&config.database)
+        .await
+        .unwrap();
     store.migrate().await.unwrap();
     let history = HistoryStore::new(store.pool().clone());
     let digest = Digest::sha256_of(b"x").to_string();
@@ -389,7 +460,9 @@ async fn recording_a_batch_twice_is_idempotent() {
     let batch: Vec<ActivityEvent> = parse_envelope(&serde_json::to_vec(&envelope).unwrap())
         .unwrap()
         .into_iter()
-        .map(|e| ActivityEvent::from_registry_event(&e.unwrap(), &aliases, chrono::Utc::now()).unwrap())
+        .map(|e| {
+            ActivityEvent::from_registry_event(&e.unwrap(), &aliases, chrono::Utc::now()).unwrap()
+        })
         .collect();
     let first = history.record(batch.clone()).await.unwrap();
     assert_eq!((first.recorded, first.duplicates), (20, 0));
@@ -402,10 +475,11 @@ async fn recording_a_batch_twice_is_idempotent() {
     mixed.push(new_one);
     let third = history.record(mixed).await.unwrap();
     assert_eq!((third.recorded, third.duplicates), (1, 10));
-    let pulls: i64 = sqlx::query_scalar("SELECT pull_count FROM history_tags WHERE repository = 'hist/f'")
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
+    let pulls: i64 =
+        sqlx::query_scalar("SELECT pull_count FROM history_tags WHERE repository = 'hist/f'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
     assert_eq!(pulls, 21);
     store.pool().close().await;
     db.drop().await.unwrap();
@@ -500,20 +574,46 @@ async fn a_scan_backfills_history_that_predates_regindex() {
         ..Options::default()
     };
     Stack::run(options, |s| async move {
-        let old = s.registry.push_image("hist/old", Some("1"), &ImageSpec::new("amd64")).await.unwrap();
-        s.registry.tag("hist/old", "same", &old.digest).await.unwrap();
-        let gone = s.registry.push_image("hist/old", Some("gone"), &ImageSpec::new("s390x")).await.unwrap();
+        let old = s
+            .registry
+            .push_image("hist/old", Some("1"), &ImageSpec::new("amd64"))
+            .await
+            .unwrap();
+        s.registry
+            .tag("hist/old", "same", &old.digest)
+            .await
+            .unwrap();
+        let gone = s
+            .registry
+            .push_image("hist/old", Some("gone"), &ImageSpec::new("s390x"))
+            .await
+            .unwrap();
         let list = s
             .registry
-            .push_list("hist/old", Some("multi"), &[ImageSpec::new("amd64").seed(7), ImageSpec::new("arm64").seed(8)], ListFormat::OciIndex)
+            .push_list(
+                "hist/old",
+                Some("multi"),
+                &[
+                    ImageSpec::new("amd64").seed(7),
+                    ImageSpec::new("arm64").seed(8),
+                ],
+                ListFormat::OciIndex,
+            )
             .await
             .unwrap();
 
-        let store = regindex::store::Store::connect(&s.config.database).await.unwrap();
+        let store = regindex::store::Store::connect(&s.config.database)
+            .await
+            .unwrap();
         let client = regindex::registry::RegistryClient::new(&s.config.registry).unwrap();
         let host = regindex::history::backfill_host(&s.config).unwrap();
-        let backfill = regindex::history::backfill::Backfill::new(client.clone(), HistoryStore::new(store.pool().clone()), host);
-        let syncer = regindex::sync::Syncer::new(client, store).with_observer(std::sync::Arc::new(backfill));
+        let backfill = regindex::history::backfill::Backfill::new(
+            client.clone(),
+            HistoryStore::new(store.pool().clone()),
+            host,
+        );
+        let syncer =
+            regindex::sync::Syncer::new(client, store).with_observer(std::sync::Arc::new(backfill));
         let summary = syncer.scan(2, &regindex::sync::NoProgress).await.unwrap();
         assert!(summary.failed.is_empty(), "{summary}");
 
@@ -526,7 +626,12 @@ async fn a_scan_backfills_history_that_predates_regindex() {
             .collect();
         assert_eq!(
             rows,
-            [("1", old.digest.as_str()), ("gone", gone.digest.as_str()), ("multi", list.digest.as_str()), ("same", old.digest.as_str())]
+            [
+                ("1", old.digest.as_str()),
+                ("gone", gone.digest.as_str()),
+                ("multi", list.digest.as_str()),
+                ("same", old.digest.as_str())
+            ]
         );
         for image in images["items"].as_array().unwrap() {
             assert_eq!(image["first_pushed"], Value::Null, "no event: {image}");
@@ -536,7 +641,15 @@ async fn a_scan_backfills_history_that_predates_regindex() {
         // Manifests: the two images, the list and its two entries. Blobs: one config per
         // image (4) and one layer per layer seed (3: the first two images share theirs).
         let counts = s.get("/stats/counts").await;
-        assert_eq!((i(&counts["tags"]), i(&counts["manifests"]), i(&counts["blobs"])), (4, 5, 7), "{counts}");
+        assert_eq!(
+            (
+                i(&counts["tags"]),
+                i(&counts["manifests"]),
+                i(&counts["blobs"])
+            ),
+            (4, 5, 7),
+            "{counts}"
+        );
         // The registry never reported those blobs: every link is listed.
         let missing = s.get("/stats/manifests/missing-blobs?per_page=1000").await;
         assert_eq!(missing["items"].as_array().unwrap().len(), 8);
@@ -547,7 +660,10 @@ async fn a_scan_backfills_history_that_predates_regindex() {
         assert_eq!(most["next_page"], 2);
 
         // A delete the history never heard of: the next scan moves the tag to the trail.
-        s.registry.delete_manifest("hist/old", &gone.digest).await.unwrap();
+        s.registry
+            .delete_manifest("hist/old", &gone.digest)
+            .await
+            .unwrap();
         let summary = syncer.scan(2, &regindex::sync::NoProgress).await.unwrap();
         assert!(summary.failed.is_empty(), "{summary}");
         let trail = s.get("/stats/deletions?repository=hist/old").await;
@@ -569,7 +685,9 @@ async fn a_stale_backfill_does_not_resurrect_deleted_rows() {
     let db = TestDatabase::create().await.unwrap();
     let mut config = regindex::config::Config::default();
     config.database.url = db.url().into();
-    let store = regindex::store::Store::connect_unchecked(&config.database).await.unwrap();
+    let store = regindex::store::Store::connect_unchecked(&config.database)
+        .await
+        .unwrap();
     store.migrate().await.unwrap();
     let history = HistoryStore::new(store.pool().clone());
     let aliases = AliasMap::default();
@@ -586,20 +704,30 @@ async fn a_stale_backfill_does_not_resurrect_deleted_rows() {
     let batch: Vec<ActivityEvent> = parse_envelope(&serde_json::to_vec(&deletes).unwrap())
         .unwrap()
         .into_iter()
-        .map(|e| ActivityEvent::from_registry_event(&e.unwrap(), &aliases, chrono::Utc::now()).unwrap())
+        .map(|e| {
+            ActivityEvent::from_registry_event(&e.unwrap(), &aliases, chrono::Utc::now()).unwrap()
+        })
         .collect();
     history.record(batch).await.unwrap();
     let manifest = regindex::history::store::ScannedManifest {
         digest: digest.clone(),
         media_type: regindex::model::media_type::OCI_MANIFEST.into(),
         size: Some(10),
-        blobs: Some(vec![regindex::history::BlobRef { digest: Digest::sha256_of(b"layer"), size: Some(5), media_type: None }]),
+        blobs: Some(vec![regindex::history::BlobRef {
+            digest: Digest::sha256_of(b"layer"),
+            size: Some(5),
+            media_type: None,
+        }]),
     };
     history
         .record_state("h", &repository, &[(tag, digest)], &[manifest], listed_at)
         .await
         .unwrap();
-    for table in ["history_tags", "history_manifests", "history_manifest_blobs"] {
+    for table in [
+        "history_tags",
+        "history_manifests",
+        "history_manifest_blobs",
+    ] {
         let rows: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
             .fetch_one(store.pool())
             .await

@@ -20,7 +20,9 @@ use regindex::store::Store;
 use regindex_api::events::{self, EventsState};
 use regindex_api::metrics::ApiMetrics;
 use regindex_api::stats_routes::{self, StatsState};
-use regindex_testkit::{free_port, NotificationEndpoint, TestDatabase, TestRegistry, TestRegistryBuilder};
+use regindex_testkit::{
+    free_port, NotificationEndpoint, TestDatabase, TestRegistry, TestRegistryBuilder,
+};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -54,13 +56,16 @@ pub struct Options {
 impl Stack {
     pub async fn start(options: Options) -> Self {
         let bus = TestBus::new().await.expect("RabbitMQ on 127.0.0.1:5672");
-        let db = TestDatabase::create().await.expect("PostgreSQL on 127.0.0.1:5432");
+        let db = TestDatabase::create()
+            .await
+            .expect("PostgreSQL on 127.0.0.1:5432");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let api = listener.local_addr().unwrap();
 
         let mut builder: TestRegistryBuilder = TestRegistry::builder();
         if !options.no_notifications {
-            let mut endpoint = NotificationEndpoint::new(format!("http://{api}/events")).bearer_token(TOKEN);
+            let mut endpoint =
+                NotificationEndpoint::new(format!("http://{api}/events")).bearer_token(TOKEN);
             endpoint.backoff = Duration::from_millis(200);
             endpoint.timeout = Duration::from_secs(10);
             builder = builder.notify(endpoint);
@@ -106,8 +111,9 @@ impl Stack {
             Some(Topology::from_config(&config)),
         ));
         publisher.ensure_connected().await.unwrap();
-        let app = events::router(EventsState::new(&config, publisher, ApiMetrics::new()))
-            .merge(stats_routes::router(StatsState::new(&config, &store).unwrap()));
+        let app = events::router(EventsState::new(&config, publisher, ApiMetrics::new())).merge(
+            stats_routes::router(StatsState::new(&config, &store).unwrap()),
+        );
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
         let shutdown = CancellationToken::new();
@@ -196,7 +202,10 @@ impl Stack {
         self.http
             .post(format!("http://{}/events", self.api))
             .header("Authorization", format!("Bearer {TOKEN}"))
-            .header("Content-Type", "application/vnd.docker.distribution.events.v1+json")
+            .header(
+                "Content-Type",
+                "application/vnd.docker.distribution.events.v1+json",
+            )
             .json(&serde_json::json!({ "events": events }))
             .send()
             .await
@@ -206,7 +215,9 @@ impl Stack {
     /// The one image row of `repository:tag`, if listed.
     pub async fn image(&self, repository: &str, tag: &str) -> Option<Value> {
         let page = self
-            .get(&format!("/stats/images?repository={repository}&per_page=1000"))
+            .get(&format!(
+                "/stats/images?repository={repository}&per_page=1000"
+            ))
             .await;
         page["items"]
             .as_array()
@@ -241,7 +252,13 @@ impl Stack {
     /// `skopeo copy` between two references (TLS off, the registry's credentials).
     pub async fn skopeo_copy(&self, from: &str, to: &str) {
         let mut command = tokio::process::Command::new("skopeo");
-        command.args(["--insecure-policy", "copy", "--quiet", "--src-tls-verify=false", "--dest-tls-verify=false"]);
+        command.args([
+            "--insecure-policy",
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+        ]);
         if let Some((user, password)) = self.registry.credentials() {
             let creds = format!("{user}:{password}");
             if from.starts_with("docker://") {

@@ -133,7 +133,8 @@ impl Aggregates {
         for event in events {
             out.add(event);
         }
-        out.deletions.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.event_id.cmp(&b.event_id)));
+        out.deletions
+            .sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.event_id.cmp(&b.event_id)));
         out
     }
 
@@ -265,7 +266,10 @@ impl Deletion {
 /// copy is still in the same batch must count once.
 pub fn dedup_by_id(events: Vec<ActivityEvent>) -> Vec<ActivityEvent> {
     let mut seen = std::collections::HashSet::new();
-    events.into_iter().filter(|e| seen.insert(e.id.clone())).collect()
+    events
+        .into_iter()
+        .filter(|e| seen.insert(e.id.clone()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -283,7 +287,13 @@ mod tests {
         Digest::sha256_of(&[n])
     }
 
-    fn event(id: &str, activity: Activity, secs: i64, tag: Option<&str>, d: Option<u8>) -> ActivityEvent {
+    fn event(
+        id: &str,
+        activity: Activity,
+        secs: i64,
+        tag: Option<&str>,
+        d: Option<u8>,
+    ) -> ActivityEvent {
         ActivityEvent {
             id: id.into(),
             at: at(secs),
@@ -346,7 +356,10 @@ mod tests {
             event("2", Activity::PushManifest, 3, Some("latest"), Some(1)),
         ];
         let agg = Aggregates::from_events(&events);
-        assert_eq!(agg.tags[&tag_key("latest")].digest, Some((at(9), digest(2).to_string())));
+        assert_eq!(
+            agg.tags[&tag_key("latest")].digest,
+            Some((at(9), digest(2).to_string()))
+        );
     }
 
     #[test]
@@ -371,7 +384,10 @@ mod tests {
         assert_eq!(agg.blobs[&object_key(7)].counts.pushes, 1);
         assert_eq!(agg.blobs[&object_key(7)].counts.pulls, 1);
         assert_eq!(agg.blobs[&object_key(8)].mounts, 1);
-        assert_eq!(agg.manifests_without_links(), [object_key(9)].into_iter().collect());
+        assert_eq!(
+            agg.manifests_without_links(),
+            [object_key(9)].into_iter().collect()
+        );
         let day = agg.daily.values().next().unwrap();
         assert_eq!((day.blob_pushes, day.blob_pulls), (2, 1));
     }

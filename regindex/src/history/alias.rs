@@ -73,7 +73,10 @@ impl AliasMap {
         }
         // The default host may itself be an alias.
         let default_host = fold(default_host);
-        let default_host = canonical.get(&default_host).cloned().unwrap_or(default_host);
+        let default_host = canonical
+            .get(&default_host)
+            .cloned()
+            .unwrap_or(default_host);
         Ok(Self {
             canonical,
             default_host,
@@ -129,14 +132,20 @@ mod tests {
     #[test]
     fn unlisted_hosts_are_kept_unless_merged() {
         assert_eq!(map("", false).canonical(Some("Other:443")), "other:443");
-        assert_eq!(map("registry.example.com", true).canonical(Some("other")), "registry.example.com");
+        assert_eq!(
+            map("registry.example.com", true).canonical(Some("other")),
+            "registry.example.com"
+        );
         // Merging needs somewhere to merge to.
         assert_eq!(map("", true).canonical(Some("other")), "other");
     }
 
     #[test]
     fn missing_host_is_the_default_host() {
-        assert_eq!(map("registry:5000", false).canonical(None), "registry.example.com");
+        assert_eq!(
+            map("registry:5000", false).canonical(None),
+            "registry.example.com"
+        );
         assert_eq!(map("other", false).canonical(None), "other");
         assert_eq!(map("", false).canonical(Some("")), "");
     }
@@ -153,8 +162,12 @@ mod tests {
             AliasMap::new(&aliases, "", false),
             Err(AliasError::Ambiguous { .. })
         ));
-        let empty: BTreeMap<String, Vec<String>> =
-            [("a".to_owned(), vec![" ".to_owned()])].into_iter().collect();
-        assert!(matches!(AliasMap::new(&empty, "", false), Err(AliasError::EmptyHost(_))));
+        let empty: BTreeMap<String, Vec<String>> = [("a".to_owned(), vec![" ".to_owned()])]
+            .into_iter()
+            .collect();
+        assert!(matches!(
+            AliasMap::new(&empty, "", false),
+            Err(AliasError::EmptyHost(_))
+        ));
     }
 }

@@ -115,9 +115,10 @@ impl Backfill {
                     .collect();
                 (blobs, Vec::new())
             }
-            Manifest::List { manifests, .. } => {
-                (Vec::new(), manifests.into_iter().map(|d| d.digest).collect())
-            }
+            Manifest::List { manifests, .. } => (
+                Vec::new(),
+                manifests.into_iter().map(|d| d.digest).collect(),
+            ),
         };
         Ok(Some((
             ScannedManifest {

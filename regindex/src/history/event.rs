@@ -120,12 +120,19 @@ impl ActivityEvent {
             .unwrap_or(received_at);
         // Only image manifests have blobs; an index's references are manifests.
         let references = if activity == Activity::PushManifest
-            && event.media_type.as_deref().is_none_or(|mt| !media_type::is_list(mt))
+            && event
+                .media_type
+                .as_deref()
+                .is_none_or(|mt| !media_type::is_list(mt))
         {
             event
                 .references
                 .iter()
-                .filter(|r| r.media_type.as_deref().is_none_or(|mt| !media_type::is_manifest(mt)))
+                .filter(|r| {
+                    r.media_type
+                        .as_deref()
+                        .is_none_or(|mt| !media_type::is_manifest(mt))
+                })
                 .map(|r| BlobRef {
                     digest: r.digest.clone(),
                     size: r.size.and_then(|s| i64::try_from(s).ok()),
@@ -173,18 +180,21 @@ impl ActivityEvent {
     }
 
     pub fn is_manifest(&self) -> bool {
-        matches!(self.activity, Activity::PushManifest | Activity::PullManifest)
+        matches!(
+            self.activity,
+            Activity::PushManifest | Activity::PullManifest
+        )
     }
 }
 
 /// A pull by one of `prefixes` (regindex's own refetches): not a client's pull.
 pub fn is_ignored_pull(event: &RegistryEvent, prefixes: &[String]) -> bool {
     event.action == Action::Pull
-        && event
-            .request
-            .useragent
-            .as_deref()
-            .is_some_and(|agent| prefixes.iter().any(|p| !p.is_empty() && agent.starts_with(p.as_str())))
+        && event.request.useragent.as_deref().is_some_and(|agent| {
+            prefixes
+                .iter()
+                .any(|p| !p.is_empty() && agent.starts_with(p.as_str()))
+        })
 }
 
 #[cfg(test)]
@@ -193,16 +203,23 @@ mod tests {
     use crate::bus::messages::parse_envelope;
 
     fn fixture(name: &str) -> RegistryEvent {
-        let path = format!("{}/../../shared/fixtures/webhooks/{name}.json", env!("CARGO_MANIFEST_DIR"));
-        let fixture: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let path = format!(
+            "{}/../../shared/fixtures/webhooks/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let fixture: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         let body = serde_json::to_vec(&fixture["body"]).unwrap();
         parse_envelope(&body).unwrap().remove(0).unwrap()
     }
 
     fn aliases() -> AliasMap {
-        let aliases = [("registry.example.com".to_owned(), vec!["127.0.0.1:5055".to_owned()])]
-            .into_iter()
-            .collect();
+        let aliases = [(
+            "registry.example.com".to_owned(),
+            vec!["127.0.0.1:5055".to_owned()],
+        )]
+        .into_iter()
+        .collect();
         AliasMap::new(&aliases, "", false).unwrap()
     }
 
@@ -246,7 +263,12 @@ mod tests {
         assert!(a.id.starts_with("content:sha256:"));
         assert_eq!(a.id, b.id);
         event.request.addr = Some("10.0.0.1:1".into());
-        assert_ne!(ActivityEvent::from_registry_event(&event, &aliases(), now).unwrap().id, a.id);
+        assert_ne!(
+            ActivityEvent::from_registry_event(&event, &aliases(), now)
+                .unwrap()
+                .id,
+            a.id
+        );
     }
 
     #[test]
@@ -259,7 +281,11 @@ mod tests {
                 {"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","size":3,"digest":"not-a-digest"}]}}]}"#;
         let event = parse_envelope(body).unwrap().remove(0).unwrap();
         let recorded = ActivityEvent::from_registry_event(&event, &aliases(), Utc::now()).unwrap();
-        assert_eq!(recorded.references.len(), 1, "the invalid reference is dropped alone");
+        assert_eq!(
+            recorded.references.len(),
+            1,
+            "the invalid reference is dropped alone"
+        );
         assert_eq!(recorded.references[0].size, Some(2));
         assert_eq!(recorded.registry, "", "no host, no default host");
     }

@@ -32,7 +32,11 @@ pub use store::{HistoryStore, RecordOutcome};
 /// the same host clients use.
 pub fn backfill_host(config: &crate::config::Config) -> Result<String, AliasError> {
     let history = &config.history;
-    let aliases = AliasMap::new(&history.aliases, &history.default_host, history.merge_unlisted_hosts)?;
+    let aliases = AliasMap::new(
+        &history.aliases,
+        &history.default_host,
+        history.merge_unlisted_hosts,
+    )?;
     let url = url::Url::parse(&config.registry.url).ok();
     let host = url.as_ref().and_then(|u| {
         let host = u.host_str()?;

@@ -9,7 +9,8 @@ use sqlx::query::QueryAs;
 use sqlx::{PgPool, Postgres};
 
 use super::query::{
-    ActivityQuery, Bind, CountsQuery, DeletionsQuery, Filter, ImageSelection, ImagesQuery, Paged, ScopedQuery,
+    ActivityQuery, Bind, CountsQuery, DeletionsQuery, Filter, ImageSelection, ImagesQuery, Paged,
+    ScopedQuery,
 };
 use super::HistoryError;
 
@@ -143,7 +144,11 @@ impl HistoryQueries {
         Self { pool }
     }
 
-    pub async fn images(&self, q: &ImagesQuery, now: DateTime<Utc>) -> Result<Paged<ImageRow>, HistoryError> {
+    pub async fn images(
+        &self,
+        q: &ImagesQuery,
+        now: DateTime<Utc>,
+    ) -> Result<Paged<ImageRow>, HistoryError> {
         let mut f = Filter::default();
         f.scope(&q.scope, "t.registry", "t.repository");
         let order = match q.selection {
@@ -156,7 +161,9 @@ impl HistoryQueries {
                 );
                 "COALESCE(m.first_pushed, t.first_pushed, LEAST(m.first_seen, t.first_seen)), t.registry, t.repository, t.tag"
             }
-            ImageSelection::NotPulledFor { never_only: true, .. } => {
+            ImageSelection::NotPulledFor {
+                never_only: true, ..
+            } => {
                 f.condition("t.last_pulled IS NULL AND m.last_pulled IS NULL");
                 "t.registry, t.repository, t.tag"
             }
@@ -211,9 +218,13 @@ impl HistoryQueries {
             .await?)
     }
 
-    pub async fn most_tagged(&self, q: &ScopedQuery) -> Result<Paged<TaggedManifest>, HistoryError> {
+    pub async fn most_tagged(
+        &self,
+        q: &ScopedQuery,
+    ) -> Result<Paged<TaggedManifest>, HistoryError> {
         let mut f = Filter::default();
-        f.scope(&q.scope, "registry", "repository").condition("digest IS NOT NULL");
+        f.scope(&q.scope, "registry", "repository")
+            .condition("digest IS NOT NULL");
         let sql = format!(
             "SELECT registry, repository, digest, count(*) AS tag_count, array_agg(tag ORDER BY tag) AS tags
              FROM history_tags {} GROUP BY registry, repository, digest

@@ -105,8 +105,12 @@ impl Params {
 
     pub fn page(&self) -> Result<Page, QueryError> {
         Ok(Page {
-            page: self.u32_in("page", 1, u32::MAX / MAX_PER_PAGE)?.unwrap_or(1),
-            per_page: self.u32_in("per_page", 1, MAX_PER_PAGE)?.unwrap_or(DEFAULT_PER_PAGE),
+            page: self
+                .u32_in("page", 1, u32::MAX / MAX_PER_PAGE)?
+                .unwrap_or(1),
+            per_page: self
+                .u32_in("per_page", 1, MAX_PER_PAGE)?
+                .unwrap_or(DEFAULT_PER_PAGE),
         })
     }
 
@@ -194,7 +198,8 @@ impl Filter {
     /// Adds `<expr> <op> $n`; `expr` and `op` are fixed strings of the caller.
     pub fn compare(&mut self, expr: &'static str, op: &'static str, value: Bind) -> &mut Self {
         self.binds.push(value);
-        self.clauses.push(format!("{expr} {op} ${}", self.binds.len()));
+        self.clauses
+            .push(format!("{expr} {op} ${}", self.binds.len()));
         self
     }
 
@@ -205,7 +210,12 @@ impl Filter {
     }
 
     /// `registry = $n AND repository = $m` for the given columns.
-    pub fn scope(&mut self, scope: &Scope, registry: &'static str, repository: &'static str) -> &mut Self {
+    pub fn scope(
+        &mut self,
+        scope: &Scope,
+        registry: &'static str,
+        repository: &'static str,
+    ) -> &mut Self {
         if let Some(r) = &scope.registry {
             self.compare(registry, "=", Bind::Text(r.clone()));
         }
@@ -228,7 +238,11 @@ impl Filter {
     pub fn page_sql(&mut self, page: Page) -> String {
         self.binds.push(Bind::Int(page.fetch_limit()));
         self.binds.push(Bind::Int(page.offset()));
-        format!(" LIMIT ${} OFFSET ${}", self.binds.len() - 1, self.binds.len())
+        format!(
+            " LIMIT ${} OFFSET ${}",
+            self.binds.len() - 1,
+            self.binds.len()
+        )
     }
 
     pub fn binds(&self) -> &[Bind] {
@@ -241,9 +255,14 @@ impl Filter {
 pub enum ImageSelection {
     All,
     /// First pushed (or, without push events, first seen) more than this many days ago.
-    OlderThan { days: u32 },
+    OlderThan {
+        days: u32,
+    },
     /// Not pulled for this many days, or never.
-    NotPulledFor { days: u32, never_only: bool },
+    NotPulledFor {
+        days: u32,
+        never_only: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -263,9 +282,17 @@ impl ImagesQuery {
         })
     }
 
-    pub fn older_than(map: BTreeMap<String, String>, aliases: &AliasMap) -> Result<Self, QueryError> {
-        let params = Params::new(map, &[&SCOPE_PARAMS[..], &PAGE_PARAMS[..], &["days"]].concat())?;
-        let days = params.u32_in("days", 0, MAX_DAYS)?.ok_or(QueryError::Missing("days"))?;
+    pub fn older_than(
+        map: BTreeMap<String, String>,
+        aliases: &AliasMap,
+    ) -> Result<Self, QueryError> {
+        let params = Params::new(
+            map,
+            &[&SCOPE_PARAMS[..], &PAGE_PARAMS[..], &["days"]].concat(),
+        )?;
+        let days = params
+            .u32_in("days", 0, MAX_DAYS)?
+            .ok_or(QueryError::Missing("days"))?;
         Ok(Self {
             scope: params.scope(aliases)?,
             selection: ImageSelection::OlderThan { days },
@@ -273,10 +300,18 @@ impl ImagesQuery {
         })
     }
 
-    pub fn not_pulled(map: BTreeMap<String, String>, aliases: &AliasMap) -> Result<Self, QueryError> {
+    pub fn not_pulled(
+        map: BTreeMap<String, String>,
+        aliases: &AliasMap,
+    ) -> Result<Self, QueryError> {
         let params = Params::new(
             map,
-            &[&SCOPE_PARAMS[..], &PAGE_PARAMS[..], &["days", "never_pulled"]].concat(),
+            &[
+                &SCOPE_PARAMS[..],
+                &PAGE_PARAMS[..],
+                &["days", "never_pulled"],
+            ]
+            .concat(),
         )?;
         let never_only = params.bool("never_pulled")?.unwrap_or(false);
         let days = params.u32_in("days", 0, MAX_DAYS)?;
@@ -336,7 +371,10 @@ pub struct DeletionsQuery {
 
 impl DeletionsQuery {
     pub fn parse(map: BTreeMap<String, String>, aliases: &AliasMap) -> Result<Self, QueryError> {
-        let params = Params::new(map, &[&SCOPE_PARAMS[..], &PAGE_PARAMS[..], &["since", "until"]].concat())?;
+        let params = Params::new(
+            map,
+            &[&SCOPE_PARAMS[..], &PAGE_PARAMS[..], &["since", "until"]].concat(),
+        )?;
         let since = params.time("since")?;
         let until = params.time("until")?;
         if let (Some(since), Some(until)) = (since, until) {
@@ -365,7 +403,10 @@ pub struct ActivityQuery {
 
 impl ActivityQuery {
     pub fn parse(map: BTreeMap<String, String>, aliases: &AliasMap) -> Result<Self, QueryError> {
-        let params = Params::new(map, &[&SCOPE_PARAMS[..], &PAGE_PARAMS[..], &["since", "until"]].concat())?;
+        let params = Params::new(
+            map,
+            &[&SCOPE_PARAMS[..], &PAGE_PARAMS[..], &["since", "until"]].concat(),
+        )?;
         let scope = params.scope(aliases)?;
         let since = params.date("since")?;
         let until = params.date("until")?;
@@ -389,23 +430,41 @@ mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn aliases() -> AliasMap {
-        let aliases = [("registry.example.com".to_owned(), vec!["registry:5000".to_owned()])]
-            .into_iter()
-            .collect();
+        let aliases = [(
+            "registry.example.com".to_owned(),
+            vec!["registry:5000".to_owned()],
+        )]
+        .into_iter()
+        .collect();
         AliasMap::new(&aliases, "", false).unwrap()
     }
 
     #[test]
     fn pages_default_and_bound() {
         let q = ScopedQuery::parse(map(&[]), &aliases()).unwrap();
-        assert_eq!(q.page, Page { page: 1, per_page: DEFAULT_PER_PAGE });
+        assert_eq!(
+            q.page,
+            Page {
+                page: 1,
+                per_page: DEFAULT_PER_PAGE
+            }
+        );
         let q = ScopedQuery::parse(map(&[("page", "3"), ("per_page", "20")]), &aliases()).unwrap();
         assert_eq!((q.page.offset(), q.page.fetch_limit()), (40, 21));
-        for bad in [("page", "0"), ("per_page", "0"), ("per_page", "1001"), ("page", "-1"), ("page", "x")] {
+        for bad in [
+            ("page", "0"),
+            ("per_page", "0"),
+            ("per_page", "1001"),
+            ("page", "-1"),
+            ("page", "x"),
+        ] {
             let err = ScopedQuery::parse(map(&[bad]), &aliases()).unwrap_err();
             assert!(matches!(err, QueryError::Invalid { .. }), "{bad:?}: {err}");
         }
@@ -413,7 +472,10 @@ mod tests {
 
     #[test]
     fn paged_knows_whether_there_is_more() {
-        let page = Page { page: 2, per_page: 2 };
+        let page = Page {
+            page: 2,
+            per_page: 2,
+        };
         assert_eq!(Paged::from_rows(vec![1, 2, 3], page).next_page, Some(3));
         let last = Paged::from_rows(vec![1, 2], page);
         assert_eq!((last.items, last.next_page), (vec![1, 2], None));
@@ -438,7 +500,11 @@ mod tests {
 
     #[test]
     fn registry_filter_goes_through_the_aliases() {
-        let q = ImagesQuery::all(map(&[("registry", "REGISTRY:5000"), ("repository", "a/b")]), &aliases()).unwrap();
+        let q = ImagesQuery::all(
+            map(&[("registry", "REGISTRY:5000"), ("repository", "a/b")]),
+            &aliases(),
+        )
+        .unwrap();
         assert_eq!(q.scope.registry.as_deref(), Some("registry.example.com"));
         assert_eq!(q.scope.repository.unwrap().as_str(), "a/b");
     }
@@ -446,9 +512,21 @@ mod tests {
     #[test]
     fn not_pulled_takes_days_or_never() {
         let q = ImagesQuery::not_pulled(map(&[("days", "30")]), &aliases()).unwrap();
-        assert_eq!(q.selection, ImageSelection::NotPulledFor { days: 30, never_only: false });
+        assert_eq!(
+            q.selection,
+            ImageSelection::NotPulledFor {
+                days: 30,
+                never_only: false
+            }
+        );
         let q = ImagesQuery::not_pulled(map(&[("never_pulled", "true")]), &aliases()).unwrap();
-        assert_eq!(q.selection, ImageSelection::NotPulledFor { days: 0, never_only: true });
+        assert_eq!(
+            q.selection,
+            ImageSelection::NotPulledFor {
+                days: 0,
+                never_only: true
+            }
+        );
         assert!(ImagesQuery::not_pulled(map(&[("never_pulled", "maybe")]), &aliases()).is_err());
         assert!(ImagesQuery::not_pulled(map(&[("days", "99999999")]), &aliases()).is_err());
     }
@@ -456,15 +534,26 @@ mod tests {
     #[test]
     fn time_ranges() {
         let q = DeletionsQuery::parse(
-            map(&[("since", "2026-11-01"), ("until", "2026-11-25T10:00:00+01:00")]),
+            map(&[
+                ("since", "2026-11-01"),
+                ("until", "2026-11-25T10:00:00+01:00"),
+            ]),
             &aliases(),
         )
         .unwrap();
         assert_eq!(q.since.unwrap().to_rfc3339(), "2026-11-01T00:00:00+00:00");
         assert_eq!(q.until.unwrap().to_rfc3339(), "2026-11-25T09:00:00+00:00");
-        assert!(DeletionsQuery::parse(map(&[("since", "2026-12-01"), ("until", "2026-11-01")]), &aliases()).is_err());
+        assert!(DeletionsQuery::parse(
+            map(&[("since", "2026-12-01"), ("until", "2026-11-01")]),
+            &aliases()
+        )
+        .is_err());
         assert!(DeletionsQuery::parse(map(&[("since", "yesterday")]), &aliases()).is_err());
-        assert!(ActivityQuery::parse(map(&[("repository", "a"), ("since", "2026-13-01")]), &aliases()).is_err());
+        assert!(ActivityQuery::parse(
+            map(&[("repository", "a"), ("since", "2026-13-01")]),
+            &aliases()
+        )
+        .is_err());
     }
 
     #[test]
@@ -481,7 +570,10 @@ mod tests {
             f.where_sql(),
             " WHERE t.registry = $1 AND t.repository = $2 AND t.last_pulled IS NULL AND t.first_seen < $3"
         );
-        let page = f.page_sql(Page { page: 2, per_page: 10 });
+        let page = f.page_sql(Page {
+            page: 2,
+            per_page: 10,
+        });
         assert_eq!(page, " LIMIT $4 OFFSET $5");
         assert_eq!(f.binds()[3..], [Bind::Int(11), Bind::Int(10)]);
         assert_eq!(Filter::default().where_sql(), "");
@@ -490,7 +582,11 @@ mod tests {
     #[test]
     fn a_hostile_value_is_only_ever_bound() {
         let mut f = Filter::default();
-        f.compare("repository", "=", Bind::Text("x'; DROP TABLE tags; --".into()));
+        f.compare(
+            "repository",
+            "=",
+            Bind::Text("x'; DROP TABLE tags; --".into()),
+        );
         assert!(!f.where_sql().contains("DROP"));
     }
 }

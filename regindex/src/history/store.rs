@@ -68,8 +68,10 @@ impl HistoryStore {
         }
         let mut tx = self.pool.begin().await?;
         let new_ids = insert_events(&mut tx, &events).await?;
-        let fresh: Vec<&ActivityEvent> =
-            events.iter().filter(|e| new_ids.contains(e.id.as_str())).collect();
+        let fresh: Vec<&ActivityEvent> = events
+            .iter()
+            .filter(|e| new_ids.contains(e.id.as_str()))
+            .collect();
         let aggregates = Aggregates::from_events(fresh.iter().copied());
         apply(&mut tx, &aggregates).await?;
         tx.commit().await?;
@@ -166,7 +168,12 @@ impl HistoryStore {
 
         let mut links: Vec<(&str, &BlobRef)> = manifests
             .iter()
-            .flat_map(|m| m.blobs.iter().flatten().map(move |b| (m.digest.as_str(), b)))
+            .flat_map(|m| {
+                m.blobs
+                    .iter()
+                    .flatten()
+                    .map(move |b| (m.digest.as_str(), b))
+            })
             .collect();
         links.sort_by(|a, b| (a.0, &a.1.digest).cmp(&(b.0, &b.1.digest)));
         links.dedup_by(|a, b| a.0 == b.0 && a.1.digest == b.1.digest);
@@ -174,7 +181,9 @@ impl HistoryStore {
             &mut tx,
             registry,
             repository,
-            links.iter().map(|(m, b)| (*m, b.digest.as_str(), b.size, b.media_type.as_deref())),
+            links
+                .iter()
+                .map(|(m, b)| (*m, b.digest.as_str(), b.size, b.media_type.as_deref())),
         )
         .await?;
         // Blobs only a manifest names: known to exist, never reported by an event.
@@ -220,7 +229,11 @@ impl HistoryStore {
         .fetch_all(&self.pool)
         .await?;
         let known: HashSet<&str> = known.iter().map(String::as_str).collect();
-        Ok(digests.iter().filter(|d| !known.contains(d.as_str())).cloned().collect())
+        Ok(digests
+            .iter()
+            .filter(|d| !known.contains(d.as_str()))
+            .cloned()
+            .collect())
     }
 
     /// Drops audit rows and raw events older than their retention, in chunks so that a
@@ -268,7 +281,10 @@ impl HistoryStore {
 }
 
 /// Inserts the events' ids and details; returns the ids that were new.
-async fn insert_events(tx: &mut Tx<'_>, events: &[ActivityEvent]) -> Result<HashSet<String>, HistoryError> {
+async fn insert_events(
+    tx: &mut Tx<'_>,
+    events: &[ActivityEvent],
+) -> Result<HashSet<String>, HistoryError> {
     let mut ids = Vec::with_capacity(events.len());
     let mut ats = Vec::with_capacity(events.len());
     let mut activities = Vec::with_capacity(events.len());
@@ -326,7 +342,8 @@ async fn insert_links<'a>(
     repository: &str,
     links: impl Iterator<Item = (&'a str, &'a str, Option<i64>, Option<&'a str>)>,
 ) -> Result<(), HistoryError> {
-    let (mut manifests, mut blobs, mut sizes, mut types) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut manifests, mut blobs, mut sizes, mut types) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (manifest, blob, size, media_type) in links {
         manifests.push(manifest);
         blobs.push(blob);
@@ -401,8 +418,14 @@ async fn apply(tx: &mut Tx<'_>, agg: &Aggregates) -> Result<(), HistoryError> {
 
     if !agg.manifests.is_empty() {
         let mut cols = TimeCols::default();
-        let (mut registries, mut repositories, mut digests, mut types, mut sizes, mut linked) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut registries, mut repositories, mut digests, mut types, mut sizes, mut linked) = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
         let with_links: HashSet<&ObjectKey> = agg.links.keys().map(|l| &l.manifest).collect();
         for (key, delta) in &agg.manifests {
             registries.push(key.registry.as_str());
@@ -445,8 +468,14 @@ async fn apply(tx: &mut Tx<'_>, agg: &Aggregates) -> Result<(), HistoryError> {
 
     if !agg.blobs.is_empty() {
         let mut cols = TimeCols::default();
-        let (mut registries, mut repositories, mut digests, mut types, mut sizes, mut mounts) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut registries, mut repositories, mut digests, mut types, mut sizes, mut mounts) = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
         for (key, delta) in &agg.blobs {
             registries.push(key.registry.as_str());
             repositories.push(key.repository.as_str());
@@ -491,7 +520,10 @@ async fn apply(tx: &mut Tx<'_>, agg: &Aggregates) -> Result<(), HistoryError> {
     let mut by_repository: std::collections::BTreeMap<(&str, &str), Vec<_>> = Default::default();
     for (link, info) in &agg.links {
         by_repository
-            .entry((link.manifest.registry.as_str(), link.manifest.repository.as_str()))
+            .entry((
+                link.manifest.registry.as_str(),
+                link.manifest.repository.as_str(),
+            ))
             .or_default()
             .push((
                 link.manifest.digest.as_str(),
