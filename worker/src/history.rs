@@ -21,10 +21,10 @@ use regindex::bus::messages::RegistryEvent;
 use regindex::bus::{self as bus, BusError, Topology};
 use regindex::config::Config;
 use regindex::history::event::is_ignored_pull;
-use regindex::history::{ActivityEvent, AliasMap, HistoryError, HistoryStore};
+use regindex::history::{ActivityEvent, AliasMap, HistoryError, HistoryStore, RecordOutcome};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// Attempts at writing one batch before it goes back to the broker.
 const WRITE_ATTEMPTS: usize = 5;
@@ -45,7 +45,7 @@ pub enum HistoryConsumerError {
 #[derive(Clone)]
 pub struct HistoryMetrics {
     /// Events by outcome: `recorded`, `duplicate`, `unrecordable`, `undecodable`,
-    /// `ignored_agent`.
+    /// `ignored_agent`, `failed` (refused by the database for good; dropped).
     pub events: IntCounterVec,
     pub batch_seconds: Histogram,
 }
@@ -267,37 +267,29 @@ impl HistoryConsumer {
             }
         }
         let timer = self.metrics.batch_seconds.start_timer();
-        let written = (|| self.store.record(events.clone()))
-            .retry(
-                ExponentialBuilder::default()
-                    .with_min_delay(Duration::from_millis(50))
-                    .with_max_delay(Duration::from_secs(2))
-                    .with_max_times(WRITE_ATTEMPTS),
-            )
-            .when(HistoryError::is_transient)
-            .notify(
-                |e, delay| warn!(error = %e, ?delay, "recording a history batch failed; retrying"),
-            )
-            .await;
+        let written = match self.write(events.clone()).await {
+            Err(e) if !e.is_transient() => {
+                // Something in the batch cannot be stored, and never will: record the
+                // events one by one so the rest goes in and the culprit is dropped,
+                // instead of handing the same batch back forever.
+                warn!(error = %e, "history batch refused; recording its events one by one");
+                self.write_one_by_one(events).await
+            }
+            other => other,
+        };
         timer.observe_duration();
-        let multiple = BasicAckOptions { multiple: true };
         match written {
             Ok(outcome) => {
-                self.metrics
-                    .events
-                    .with_label_values(&["recorded"])
-                    .inc_by(outcome.recorded as u64);
-                self.metrics
-                    .events
-                    .with_label_values(&["duplicate"])
-                    .inc_by(outcome.duplicates as u64);
+                self.count(&outcome);
                 debug!(
                     messages = batch.len(),
                     recorded = outcome.recorded,
                     duplicates = outcome.duplicates,
                     "history batch recorded"
                 );
-                channel.basic_ack(last_tag, multiple).await?;
+                channel
+                    .basic_ack(last_tag, BasicAckOptions { multiple: true })
+                    .await?;
             }
             Err(e) => {
                 warn!(error = %e, messages = batch.len(), "history batch not recorded; handing it back");
@@ -314,6 +306,57 @@ impl HistoryConsumer {
             }
         }
         Ok(())
+    }
+
+    /// One transaction, retried while the failure is transient.
+    async fn write(&self, events: Vec<ActivityEvent>) -> Result<RecordOutcome, HistoryError> {
+        (|| self.store.record(events.clone()))
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(50))
+                    .with_max_delay(Duration::from_secs(2))
+                    .with_max_times(WRITE_ATTEMPTS),
+            )
+            .when(HistoryError::is_transient)
+            .notify(|e, delay| warn!(error = %e, ?delay, "recording history failed; retrying"))
+            .await
+    }
+
+    /// Each event in its own transaction; the ones refused for good are dropped (logged,
+    /// counted as `failed`). A transient failure stops and hands the batch back: what was
+    /// already recorded is a harmless duplicate on redelivery.
+    async fn write_one_by_one(
+        &self,
+        events: Vec<ActivityEvent>,
+    ) -> Result<RecordOutcome, HistoryError> {
+        let mut total = RecordOutcome::default();
+        for event in events {
+            let id = event.id.clone();
+            match self.write(vec![event]).await {
+                Ok(outcome) => {
+                    total.recorded += outcome.recorded;
+                    total.duplicates += outcome.duplicates;
+                    total.unlinked_manifests.extend(outcome.unlinked_manifests);
+                }
+                Err(e) if !e.is_transient() => {
+                    error!(event = %id, error = %e, "history event cannot be recorded; dropped");
+                    self.metrics.events.with_label_values(&["failed"]).inc();
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(total)
+    }
+
+    fn count(&self, outcome: &RecordOutcome) {
+        self.metrics
+            .events
+            .with_label_values(&["recorded"])
+            .inc_by(outcome.recorded as u64);
+        self.metrics
+            .events
+            .with_label_values(&["duplicate"])
+            .inc_by(outcome.duplicates as u64);
     }
 }
 

@@ -50,9 +50,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
     let metrics = WorkerMetrics::new();
     let history_store = HistoryStore::new(store.pool().clone());
     let mut syncer = Syncer::new(registry.clone(), store);
-    if config.history.enabled && config.history.backfill {
-        let host = regindex::history::backfill_host(&config)?;
-        syncer = syncer.with_observer(Arc::new(Backfill::new(registry, history_store.clone(), host)));
+    if let Some(backfill) = Backfill::from_config(&config, registry, history_store.pool().clone())? {
+        syncer = syncer.with_observer(Arc::new(backfill));
     }
     let addr = config.worker.metrics_listen;
     let listener = metrics::bind(addr)

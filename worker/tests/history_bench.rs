@@ -8,7 +8,10 @@
 //!
 //! `HISTORY_BENCH_EVENTS` (default 200000), `HISTORY_BENCH_PER_REQUEST` (events per
 //! webhook envelope, default 500), `HISTORY_BENCH_CONCURRENCY` (requests in flight,
-//! default 4), `HISTORY_BENCH_REPOSITORIES` (default 50, 4 tags each).
+//! default 4), `HISTORY_BENCH_REPOSITORIES` (default 50, 4 tags each),
+//! `HISTORY_BENCH_DRAIN=1`: post everything with no consumer running, then time the
+//! history consumer alone draining the backlog (batch size and prefetch from
+//! `HISTORY_BENCH_BATCH`, default 500).
 
 mod history_support;
 
@@ -32,8 +35,11 @@ async fn history_pull_throughput() {
     let per_request = env("HISTORY_BENCH_PER_REQUEST", 500).max(1);
     let concurrency = env("HISTORY_BENCH_CONCURRENCY", 4).max(1);
     let repositories = env("HISTORY_BENCH_REPOSITORIES", 50).max(1);
+    let drain = std::env::var_os("HISTORY_BENCH_DRAIN").is_some();
+    let batch = env("HISTORY_BENCH_BATCH", 500).max(1);
     let options = Options {
         no_notifications: true,
+        no_worker: drain,
         ..Options::default()
     };
     Stack::run(options, |s| async move {
@@ -64,11 +70,34 @@ async fn history_pull_throughput() {
             .await;
         let published = started.elapsed();
         assert!(statuses.iter().all(|&status| status == 200));
+        let (started, consumer) = if drain {
+            let mut config = s.config.clone();
+            config.history.batch_size = batch;
+            config.history.prefetch = u16::try_from(batch * 4).unwrap_or(u16::MAX);
+            let consumer = regindex_worker::HistoryConsumer::new(
+                config,
+                regindex::history::HistoryStore::new(s.store.pool().clone()),
+                regindex_worker::HistoryMetrics::register(&prometheus::Registry::new()),
+            )
+            .unwrap();
+            let stop = tokio_util::sync::CancellationToken::new();
+            let task = tokio::spawn({
+                let stop = stop.clone();
+                async move { consumer.run(stop).await }
+            });
+            (Instant::now(), Some((stop, task)))
+        } else {
+            (started, None)
+        };
         eventually("every event recorded", Duration::from_secs(1800), || async {
             (s.recorded_events().await == total as i64).then_some(())
         })
         .await;
         let recorded = started.elapsed();
+        if let Some((stop, task)) = consumer {
+            stop.cancel();
+            let _ = task.await;
+        }
         let pulls: i64 = sqlx::query_scalar("SELECT COALESCE(sum(pull_count), 0)::bigint FROM history_tags")
             .fetch_one(s.store.pool())
             .await
@@ -83,8 +112,13 @@ async fn history_pull_throughput() {
             published.as_secs_f64(),
             total as f64 / published.as_secs_f64()
         );
+        let what = if drain {
+            "drained by the history consumer alone"
+        } else {
+            "recorded in PostgreSQL (end to end)"
+        };
         println!(
-            "  recorded in PostgreSQL (end to end):        {:.1} s = {:.0} events/s",
+            "  {what}: {:.1} s = {:.0} events/s",
             recorded.as_secs_f64(),
             total as f64 / recorded.as_secs_f64()
         );

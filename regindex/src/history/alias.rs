@@ -31,6 +31,8 @@ pub struct AliasMap {
 /// Host names compare case-insensitively and a fully qualified name's trailing dot
 /// (`example.com.:5000`) does not make it a different host.
 fn fold(host: &str) -> String {
+    // A host header is short; NULs are not storable (see `event::clean`).
+    let host: String = host.chars().filter(|&c| c != '\0').take(255).collect();
     let host = host.trim().to_ascii_lowercase();
     match host.rsplit_once(':') {
         Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => {

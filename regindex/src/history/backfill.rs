@@ -29,6 +29,20 @@ pub struct Backfill {
 }
 
 impl Backfill {
+    /// The backfill the configuration asks for (`history.enabled` and
+    /// `history.backfill`), recording under the registry URL's canonical host.
+    pub fn from_config(
+        config: &crate::config::Config,
+        registry: RegistryClient,
+        pool: sqlx::PgPool,
+    ) -> Result<Option<Self>, super::AliasError> {
+        if !(config.history.enabled && config.history.backfill) {
+            return Ok(None);
+        }
+        let host = super::backfill_host(config)?;
+        Ok(Some(Self::new(registry, HistoryStore::new(pool), host)))
+    }
+
     pub fn new(registry: RegistryClient, store: HistoryStore, host: String) -> Self {
         Self {
             registry,

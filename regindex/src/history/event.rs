@@ -136,7 +136,7 @@ impl ActivityEvent {
                 .map(|r| BlobRef {
                     digest: r.digest.clone(),
                     size: r.size.and_then(|s| i64::try_from(s).ok()),
-                    media_type: r.media_type.clone(),
+                    media_type: clean(r.media_type.as_deref()),
                 })
                 .collect()
         } else {
@@ -150,15 +150,15 @@ impl ActivityEvent {
             repository: event.repository.clone(),
             tag: event.tag.clone(),
             digest: event.digest.clone(),
-            media_type: event.media_type.clone(),
+            media_type: clean(event.media_type.as_deref()),
             size: event.size.and_then(|s| i64::try_from(s).ok()),
             references,
-            actor: event.actor.clone(),
-            addr: event.request.addr.clone(),
-            method: event.request.method.clone(),
+            actor: clean(event.actor.as_deref()),
+            addr: clean(event.request.addr.as_deref()),
+            method: clean(event.request.method.as_deref()),
         };
-        recorded.id = match event.id.as_deref() {
-            Some(id) => id.to_owned(),
+        recorded.id = match clean(event.id.as_deref()) {
+            Some(id) => id,
             None => recorded.content_id(event.timestamp.as_deref().unwrap_or("")),
         };
         Ok(recorded)
@@ -185,6 +185,21 @@ impl ActivityEvent {
             Activity::PushManifest | Activity::PullManifest
         )
     }
+}
+
+/// Longest free-text value recorded (ids, actors, addresses, media types).
+const MAX_TEXT_CHARS: usize = 512;
+
+/// Free text from the registry, made storable: PostgreSQL refuses NUL characters in
+/// text, and an unbounded value must not bloat every row. A value that is not storable
+/// would otherwise fail its whole batch again on every redelivery.
+fn clean(value: Option<&str>) -> Option<String> {
+    let cleaned: String = value?
+        .chars()
+        .filter(|&c| c != '\0')
+        .take(MAX_TEXT_CHARS)
+        .collect();
+    (!cleaned.is_empty()).then_some(cleaned)
 }
 
 /// A pull by one of `prefixes` (regindex's own refetches): not a client's pull.
@@ -288,6 +303,18 @@ mod tests {
         );
         assert_eq!(recorded.references[0].size, Some(2));
         assert_eq!(recorded.registry, "", "no host, no default host");
+    }
+
+    #[test]
+    fn free_text_is_made_storable() {
+        let mut event = fixture("manifest-pull");
+        event.actor = Some("ali\0ce".into());
+        event.request.method = Some("\0".into());
+        event.id = Some("x".repeat(10_000));
+        let recorded = ActivityEvent::from_registry_event(&event, &aliases(), Utc::now()).unwrap();
+        assert_eq!(recorded.actor.as_deref(), Some("alice"));
+        assert_eq!(recorded.method, None);
+        assert_eq!(recorded.id.len(), MAX_TEXT_CHARS);
     }
 
     #[test]

@@ -57,17 +57,30 @@ pub enum HistoryError {
 }
 
 impl HistoryError {
-    /// Worth retrying the batch later (connection lost, deadlock, serialization failure).
+    /// Worth retrying the batch later: the connection, the server or a concurrent
+    /// transaction (deadlock, serialization failure) is to blame, not the data.
     pub fn is_transient(&self) -> bool {
         match self {
-            HistoryError::Database(e) => !matches!(
+            HistoryError::Database(sqlx::Error::Database(e)) => e.code().is_some_and(|code| {
+                TRANSIENT_SQLSTATE_CLASSES
+                    .iter()
+                    .any(|class| code.starts_with(class))
+            }),
+            HistoryError::Database(e) => matches!(
                 e,
-                sqlx::Error::ColumnNotFound(_)
-                    | sqlx::Error::TypeNotFound { .. }
-                    | sqlx::Error::ColumnDecode { .. }
-                    | sqlx::Error::Decode(_)
+                sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::Protocol(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
             ),
             HistoryError::Registry(e) => e.is_transient(),
         }
     }
 }
+
+/// SQLSTATE classes of failures that go away: connection exceptions, transaction
+/// rollbacks (serialization failure, deadlock), insufficient resources, operator
+/// intervention (shutdown), system errors.
+const TRANSIENT_SQLSTATE_CLASSES: [&str; 5] = ["08", "40", "53", "57", "58"];

@@ -62,10 +62,13 @@ impl HistoryStore {
     /// Records a batch in one transaction: the event ids first (a redelivered event's id
     /// is already there and is dropped), then the aggregates of only the new events.
     pub async fn record(&self, events: Vec<ActivityEvent>) -> Result<RecordOutcome, HistoryError> {
-        let events = dedup_by_id(events);
+        let mut events = dedup_by_id(events);
         if events.is_empty() {
             return Ok(RecordOutcome::default());
         }
+        // Ids in one order in every transaction: two consumers holding overlapping
+        // (redelivered) ids then wait for each other instead of deadlocking.
+        events.sort_by(|a, b| a.id.cmp(&b.id));
         let mut tx = self.pool.begin().await?;
         let new_ids = insert_events(&mut tx, &events).await?;
         let fresh: Vec<&ActivityEvent> = events
