@@ -240,6 +240,7 @@ async fn write(store: &Store, name: &RepositoryName, state: &RepositoryState) {
 
 struct TestApp {
     router: Router,
+    state: AppState,
     store: Store,
     _db: Option<TestDb>,
 }
@@ -256,9 +257,10 @@ async fn spawn_app() -> TestApp {
     config.registry.public_url = Some("/".into());
     config.api.static_max_age_secs = MAX_AGE_SECS;
     config.database = db.config.clone();
-    let router = router(AppState::new(Arc::new(config), store.clone()));
+    let state = AppState::new(Arc::new(config), store.clone());
     TestApp {
-        router,
+        router: router(state.clone()),
+        state,
         store,
         _db: Some(db),
     }
@@ -537,6 +539,8 @@ async fn parameter_order_does_not_matter() {
     assert_eq!(dynamic.body, reference.body);
     assert_eq!(dynamic.header(header::ETAG), Some(etag.as_str()));
     assert_eq!(dynamic.header(header::CACHE_CONTROL), Some("no-store"));
+    // Every spelling of the query shares one cache entry.
+    assert_eq!(app.state.cache.len(), 1);
 }
 
 #[tokio::test]
@@ -692,8 +696,10 @@ async fn unreachable_database_is_503() {
         .connect_lazy("postgres://postgres@127.0.0.1:1/none")
         .unwrap();
     let store = Store::from_pool(pool);
+    let state = AppState::new(Arc::new(Config::default()), store.clone());
     let app = TestApp {
-        router: router(AppState::new(Arc::new(Config::default()), store.clone())),
+        router: router(state.clone()),
+        state,
         store,
         _db: None,
     };
@@ -704,6 +710,7 @@ async fn unreachable_database_is_503() {
     let index = app.get(FLATPAK_QUERY).await;
     assert_eq!(index.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(index.json()["error"], "unavailable");
+    assert!(app.state.cache.is_empty(), "failures are not cached");
 }
 
 /// Over a real socket, as a client sees it (reqwest decompresses gzip itself).

@@ -15,6 +15,7 @@ use secrecy::SecretString;
 const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// A throw-away database. Private stand-in for testkit's `TestDatabase`.
+/// `REGINDEX_TEST_KEEP_DB=1` keeps it for inspection (EXPLAIN and the like).
 struct TestDb {
     name: String,
     config: DatabaseConfig,
@@ -347,6 +348,26 @@ async fn inconsistent_input_is_refused_and_writes_nothing() {
 
     assert_eq!(store.load_repository(&name).await.unwrap(), app_state());
     assert_eq!(store.data_version().await.unwrap(), v1);
+    store.pool().close().await;
+}
+
+#[tokio::test]
+async fn nul_characters_do_not_break_a_repository() {
+    let db = TestDb::new().await;
+    let store = db.migrated().await;
+    let name = repo("apps/odd");
+    let mut odd = image(1, "amd64", &[("key\0x", "value\0y")]);
+    odd.annotations.insert("a".into(), "\0".into());
+    let state = RepositoryState {
+        tags: BTreeMap::from([(t("latest"), d(1))]),
+        images: BTreeMap::from([(d(1), odd)]),
+        lists: BTreeMap::new(),
+    };
+    assert!(write(&store, &name, &state).await.changed);
+    let stored = store.load_repository(&name).await.unwrap();
+    let image = &stored.images[&d(1)];
+    assert_eq!(image.labels["key\u{FFFD}x"], "value\u{FFFD}y");
+    assert_eq!(image.annotations["a"], "\u{FFFD}");
     store.pool().close().await;
 }
 

@@ -123,6 +123,19 @@ impl Query {
             let value = decode(raw_value).ok_or_else(|| QueryError::Encoding {
                 parameter: name.clone(),
             })?;
+            // PostgreSQL text cannot hold NUL: refuse it here rather than fail in SQL.
+            if name.contains('\0') {
+                return Err(QueryError::Encoding {
+                    parameter: name.replace('\0', "\\0"),
+                });
+            }
+            if value.contains('\0') {
+                return Err(QueryError::InvalidValue {
+                    parameter: name,
+                    value: value.replace('\0', "\\0"),
+                    reason: "must not contain NUL characters".into(),
+                });
+            }
             query.add(&name, value)?;
         }
         Ok(query)
@@ -389,6 +402,8 @@ mod tests {
             ("label:a:matches=", "label:a:matches"),
             ("os=%FF", "os"),
             ("Tag=latest", "Tag"),
+            ("label:org.flatpak.ref=a%00b", "label:org.flatpak.ref"),
+            ("os=linux%00", "os"),
         ];
         for (raw, parameter) in cases {
             let err = Query::parse(raw).unwrap_err();

@@ -14,8 +14,17 @@ pub enum StoreError {
 
 impl StoreError {
     /// Worth retrying later (connection lost, serialization failure, database restarting).
+    /// Errors the same request would meet again (bad data, constraint violations, schema
+    /// problems) are not.
     pub fn is_transient(&self) -> bool {
         match self {
+            StoreError::Database(sqlx::Error::Database(db)) => db.code().is_none_or(|code| {
+                // SQLSTATE classes: 08 connection, 40 serialization failure / deadlock,
+                // 53 insufficient resources, 57 operator intervention (shutdown, statement
+                // timeout), 58 system error; 55P03 lock not available.
+                matches!(&code[..code.len().min(2)], "08" | "40" | "53" | "57" | "58")
+                    || code == "55P03"
+            }),
             StoreError::Database(e) => !matches!(
                 e,
                 sqlx::Error::RowNotFound
@@ -23,6 +32,8 @@ impl StoreError {
                     | sqlx::Error::TypeNotFound { .. }
                     | sqlx::Error::ColumnDecode { .. }
                     | sqlx::Error::Decode(_)
+                    | sqlx::Error::Configuration(_)
+                    | sqlx::Error::ColumnIndexOutOfBounds { .. }
             ),
             _ => false,
         }

@@ -9,12 +9,16 @@
 //! Every value is bound; only fixed SQL fragments are concatenated.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use sqlx::{Postgres, QueryBuilder, Row};
 
 use super::{rows, Store, StoreError};
 use crate::index::{KeyFilter, Listing, Query, TaggedImage, TaggedList};
 use crate::model::{Digest, Image, Tag};
+
+/// Longest an index query may run in the database.
+const INDEX_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Index query candidates read from one snapshot, with the data version of that snapshot.
 #[derive(Debug, Clone)]
@@ -31,6 +35,13 @@ impl Store {
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
             .await?;
+        // A runaway query must not hold a connection that other requests need.
+        sqlx::query(&format!(
+            "SET LOCAL statement_timeout = {}",
+            INDEX_QUERY_TIMEOUT.as_millis()
+        ))
+        .execute(&mut *tx)
+        .await?;
         let data_version: i64 = sqlx::query_scalar("SELECT version FROM data_version")
             .fetch_one(&mut *tx)
             .await?;

@@ -1,7 +1,11 @@
 //! PostgreSQL store: schema, per-repository replacement, garbage collection, index queries.
 //!
 //! The schema lives in `schema.sql` at the repository root (safe to re-apply); `migrate`
-//! applies it and `connect` refuses a database whose schema is missing or older.
+//! applies it and `connect` refuses a database whose schema is missing, older or newer.
+//!
+//! Files: `replace.rs` (a repository's refetch transaction), `plan.rs` (its pure
+//! decisions), `gc.rs`, `index_query.rs` (the SQL side of index queries), `load.rs`
+//! (reading a repository back), `rows.rs` (decoding stored values).
 
 mod error;
 mod gc;

@@ -1,5 +1,6 @@
 //! `RepositoryTx`: the one transaction in which a repository's stored state is replaced.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use sqlx::types::Json;
@@ -10,6 +11,7 @@ use super::{rows, ReplaceOutcome, RepositoryTx, StoreError};
 use crate::model::{Digest, Image, ImageList, RepositoryName, StringMap, Tag};
 
 impl RepositoryTx {
+    /// The repository whose lock this transaction holds.
     pub fn repository(&self) -> &RepositoryName {
         &self.repository
     }
@@ -173,11 +175,19 @@ impl RepositoryTx {
         }
         let digests: Vec<&str> = images.iter().map(|i| i.digest.as_str()).collect();
         let media_types: Vec<&str> = images.iter().map(|i| i.media_type.as_str()).collect();
-        let oses: Vec<&str> = images.iter().map(|i| i.os.as_str()).collect();
-        let architectures: Vec<&str> = images.iter().map(|i| i.architecture.as_str()).collect();
-        let labels: Vec<Json<&StringMap>> = images.iter().map(|i| Json(&i.labels)).collect();
-        let annotations: Vec<Json<&StringMap>> =
-            images.iter().map(|i| Json(&i.annotations)).collect();
+        let oses: Vec<Cow<str>> = images.iter().map(|i| without_nul(&i.os)).collect();
+        let architectures: Vec<Cow<str>> = images
+            .iter()
+            .map(|i| without_nul(&i.architecture))
+            .collect();
+        let labels: Vec<Json<Cow<StringMap>>> = images
+            .iter()
+            .map(|i| Json(map_without_nul(&i.labels)))
+            .collect();
+        let annotations: Vec<Json<Cow<StringMap>>> = images
+            .iter()
+            .map(|i| Json(map_without_nul(&i.annotations)))
+            .collect();
         let configs: Vec<&str> = images.iter().map(|i| i.config_digest.as_str()).collect();
         let inserted: Vec<(i64, String)> = sqlx::query_as(
             "INSERT INTO manifests
@@ -214,8 +224,10 @@ impl RepositoryTx {
         }
         let digests: Vec<&str> = lists.iter().map(|l| l.digest.as_str()).collect();
         let media_types: Vec<&str> = lists.iter().map(|l| l.media_type.as_str()).collect();
-        let annotations: Vec<Json<&StringMap>> =
-            lists.iter().map(|l| Json(&l.annotations)).collect();
+        let annotations: Vec<Json<Cow<StringMap>>> = lists
+            .iter()
+            .map(|l| Json(map_without_nul(&l.annotations)))
+            .collect();
         let inserted: Vec<(i64, String)> = sqlx::query_as(
             "INSERT INTO manifests (repository_id, digest, media_type, is_list, annotations)
              SELECT $1, u.digest, u.media_type, true, u.annotations
@@ -263,5 +275,31 @@ impl RepositoryTx {
     pub async fn commit(self) -> Result<(), StoreError> {
         self.tx.commit().await?;
         Ok(())
+    }
+}
+
+/// PostgreSQL text and jsonb cannot hold NUL characters; an image config that has them
+/// (they are legal in JSON) must not make its repository unrefetchable forever, so they
+/// are stored as U+FFFD.
+fn without_nul(s: &str) -> Cow<'_, str> {
+    if s.contains('\0') {
+        Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+fn map_without_nul(map: &StringMap) -> Cow<'_, StringMap> {
+    if map
+        .iter()
+        .any(|(k, v)| k.contains('\0') || v.contains('\0'))
+    {
+        Cow::Owned(
+            map.iter()
+                .map(|(k, v)| (without_nul(k).into_owned(), without_nul(v).into_owned()))
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(map)
     }
 }

@@ -1,0 +1,198 @@
+//! Scan and query benchmark (issue: index a real registry). Prints figures; asserts nothing.
+//!
+//!   cargo bench -p regindex-api --bench index
+//!
+//! Pushes 500 repositories × 4 tags (2 images each: `latest`, `1`, `1.0` on one, `0.9` on
+//! the other; every other repository is a Flatpak app) to a real docker-registry, then
+//! measures a cold scan, a warm scan, the uncached Flatpak query, and requests/second and
+//! latency of `/index/static` on the 200 and 304 paths over HTTP. Sizes: BENCH_REPOS,
+//! BENCH_SECONDS, BENCH_CONNECTIONS.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{stream, StreamExt};
+use regindex::config::{Config, DatabaseConfig};
+use regindex::registry::RegistryClient;
+use regindex::store::Store;
+use regindex::sync::{NoProgress, Syncer};
+use regindex_api::{router, AppState};
+use regindex_testkit::{ImageSpec, TestDatabase, TestRegistry};
+use secrecy::SecretString;
+use tower::ServiceExt;
+
+const FLATPAK_QUERY: &str =
+    "/index/static?label%3Aorg.flatpak.ref%3Aexists=1&architecture=amd64&os=linux&tag=latest";
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index].as_secs_f64() * 1e3
+}
+
+/// Runs `connections` clients in a loop for `seconds`; returns (requests/s, p50 ms, p99 ms).
+async fn load(
+    url: &str,
+    etag: Option<&str>,
+    connections: usize,
+    seconds: usize,
+) -> (f64, f64, f64) {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(connections)
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(seconds as u64);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..connections)
+        .map(|_| {
+            let client = client.clone();
+            let url = url.to_owned();
+            let etag = etag.map(str::to_owned);
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    let mut request = client.get(&url).header("Accept-Encoding", "gzip");
+                    if let Some(etag) = &etag {
+                        request = request.header("If-None-Match", etag);
+                    }
+                    let response = request.send().await.unwrap();
+                    assert!(response.status().is_success() || response.status().as_u16() == 304);
+                    response.bytes().await.unwrap();
+                    latencies.push(t.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort();
+    (
+        all.len() as f64 / elapsed,
+        percentile(&all, 0.5),
+        percentile(&all, 0.99),
+    )
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let repos = env_or("BENCH_REPOS", 500);
+    let seconds = env_or("BENCH_SECONDS", 10);
+    let connections = env_or("BENCH_CONNECTIONS", 16);
+
+    let registry = TestRegistry::new().await?;
+    let db = TestDatabase::create().await?;
+    let t = Instant::now();
+    let pushes = stream::iter(0..repos)
+        .map(|i| {
+            let registry = &registry;
+            async move {
+                let name = format!("bench/app-{i:04}");
+                let spec = |seed: u64| {
+                    let spec = if i % 2 == 0 {
+                        ImageSpec::flatpak(&format!("org.bench.App{i}"), "x86_64")
+                    } else {
+                        ImageSpec::new("amd64").label("name", &name)
+                    };
+                    spec.seed(seed * 100_000 + i as u64)
+                };
+                let current = registry.push_image(&name, Some("latest"), &spec(1)).await?;
+                registry.tag(&name, "1", &current.digest).await?;
+                registry.tag(&name, "1.0", &current.digest).await?;
+                registry.push_image(&name, Some("0.9"), &spec(2)).await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    for push in pushes {
+        push?;
+    }
+    println!(
+        "setup: pushed {repos} repositories x 4 tags ({} images) in {:.1} s",
+        repos * 2,
+        t.elapsed().as_secs_f64()
+    );
+
+    let mut config = Config::default();
+    config.registry.url = registry.url();
+    config.database = DatabaseConfig {
+        url: SecretString::from(db.url()),
+        max_connections: 20,
+    };
+    let store = Store::connect_unchecked(&config.database).await?;
+    store.migrate().await?;
+    let syncer = Syncer::new(RegistryClient::new(&config.registry)?, store.clone());
+    let concurrency = config.worker.concurrency;
+
+    let cold = syncer.scan(concurrency, &NoProgress).await?;
+    println!("cold scan: {cold}");
+    let warm = syncer.scan(concurrency, &NoProgress).await?;
+    println!("warm scan: {warm}");
+
+    let config = Arc::new(config);
+    // Uncached: a fresh api state per request, so every answer comes from PostgreSQL.
+    let mut uncached = Vec::new();
+    let mut body_len = 0;
+    let mut images = 0;
+    for _ in 0..30 {
+        let app = router(AppState::new(config.clone(), store.clone()));
+        let t = Instant::now();
+        let response = app
+            .oneshot(axum::http::Request::get(FLATPAK_QUERY).body(axum::body::Body::empty())?)
+            .await?;
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX).await?;
+        uncached.push(t.elapsed());
+        body_len = body.len();
+        let value: serde_json::Value = serde_json::from_slice(&body)?;
+        images = value["Results"]
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .map(|r| r["Images"].as_array().map_or(0, Vec::len))
+                    .sum()
+            })
+            .unwrap_or(0);
+    }
+    uncached.sort();
+    println!(
+        "flatpak query, uncached (PostgreSQL + rendering): {images} images, {body_len} bytes; p50 {:.2} ms, p99 {:.2} ms over {} runs",
+        percentile(&uncached, 0.5),
+        percentile(&uncached, 0.99),
+        uncached.len()
+    );
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let app = router(AppState::new(config.clone(), store.clone()));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = format!("http://{address}{FLATPAK_QUERY}");
+    let etag = reqwest::get(&url)
+        .await?
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+
+    let (rps, p50, p99) = load(&url, None, connections, seconds).await;
+    println!("GET /index/static 200 (gzip, {connections} connections, {seconds} s): {rps:.0} req/s, p50 {p50:.2} ms, p99 {p99:.2} ms");
+    let (rps, p50, p99) = load(&url, etag.as_deref(), connections, seconds).await;
+    println!("GET /index/static 304 (If-None-Match, {connections} connections, {seconds} s): {rps:.0} req/s, p50 {p50:.2} ms, p99 {p99:.2} ms");
+
+    db.drop().await?;
+    Ok(())
+}
