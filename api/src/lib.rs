@@ -44,23 +44,29 @@ impl AppState {
 /// All routes. Unknown paths answer 404 and wrong methods 405, both as JSON. Other route
 /// sets join with `.merge(...)` before the fallbacks; they must not set fallbacks.
 pub fn router(state: AppState) -> Router {
-    let router = Router::new()
-        .merge(index_routes::routes())
-        .merge(health::routes());
+    router_with(state, Router::new())
+}
+
+/// `router` plus route sets that carry their own state (the webhook endpoint, `/metrics`).
+pub fn router_with(state: AppState, extra: Router) -> Router {
     // History statistics and /openapi.json (their own state). The configuration was
     // validated at load, so the aliases parse; should they not, the rest still serves.
-    let router = match stats_routes::StatsState::new(&state.config, &state.store) {
-        Ok(stats) => router.merge(stats_routes::router(stats)),
+    let stats = match stats_routes::StatsState::new(&state.config, &state.store) {
+        Ok(stats) => stats_routes::router(stats),
         Err(e) => {
             tracing::error!(error = %e, "history statistics disabled: bad history.aliases");
-            router
+            Router::new()
         }
     };
-    router
+    Router::new()
+        .merge(index_routes::routes())
+        .merge(health::routes())
+        .with_state(state)
+        .merge(stats)
+        .merge(extra)
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
 }
 
 /// Connects to the database, serves on `config.api.listen` until SIGTERM or Ctrl-C, and
@@ -70,17 +76,37 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .context("connecting to the database")?;
     let listen = config.api.listen;
+    let ingest = ingest_routes(&config).await;
     let state = AppState::new(Arc::new(config), store);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
     tracing::info!(%listen, "regindex api listening");
-    axum::serve(listener, router(state))
+    axum::serve(listener, router_with(state, ingest))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving")?;
     tracing::info!("regindex api stopped");
     Ok(())
+}
+
+/// `POST /events` and `/metrics`. The broker connection is opened now to declare the
+/// topology early, but the api also starts without it: the index is served from the
+/// database, and webhooks answer 503 (the registry resends them) until the broker is back.
+async fn ingest_routes(config: &Config) -> Router {
+    // The whole topology, history queue included: with history on, pulls are published
+    // for it and would be unroutable (dropped) without it.
+    let topology = regindex::bus::Topology::from_config(config);
+    let publisher = Arc::new(regindex::bus::Publisher::new(
+        config.amqp.url.clone(),
+        Some(topology),
+    ));
+    if let Err(e) = publisher.ensure_connected().await {
+        tracing::warn!(error = %e, "broker unreachable at start-up; POST /events answers 503 until it is back");
+    }
+    let metrics = metrics::ApiMetrics::new();
+    events::router(events::EventsState::new(config, publisher, metrics.clone()))
+        .merge(metrics::router(metrics))
 }
 
 async fn shutdown_signal() {

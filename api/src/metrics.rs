@@ -1,11 +1,9 @@
 //! Prometheus metrics of the api, served on `GET /metrics`.
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use prometheus::{Encoder, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{IntCounterVec, Opts, Registry};
 
 /// The api's counters, registered in their own registry.
 #[derive(Clone)]
@@ -57,13 +55,6 @@ impl ApiMetrics {
             registry,
         }
     }
-
-    /// The text exposition of every metric.
-    pub fn render(&self) -> Result<String, prometheus::Error> {
-        let mut buffer = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
-        Ok(String::from_utf8_lossy(&buffer).into_owned())
-    }
 }
 
 impl Default for ApiMetrics {
@@ -79,17 +70,6 @@ pub fn router(metrics: ApiMetrics) -> Router {
         .with_state(metrics)
 }
 
-async fn serve(State(metrics): State<ApiMetrics>) -> impl IntoResponse {
-    match metrics.render() {
-        Ok(text) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            text,
-        ),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            [(header::CONTENT_TYPE, "text/plain")],
-            e.to_string(),
-        ),
-    }
+async fn serve(State(metrics): State<ApiMetrics>) -> axum::http::Response<String> {
+    regindex::telemetry::metrics_response(&metrics.registry)
 }

@@ -293,3 +293,108 @@ async fn an_unreachable_broker_is_a_503_so_the_registry_retries() {
         .unwrap()
         .contains("broker"));
 }
+
+/// The api's own router (index routes, fallbacks) with the webhook and metrics routes in it.
+#[tokio::test]
+async fn the_api_router_serves_events_metrics_and_json_fallbacks() {
+    TestBus::run(|bus| async move {
+        let db = regindex_testkit::TestDatabase::create().await.unwrap();
+        let mut config = config(&bus);
+        config.database.url = db.url().into();
+        let store = regindex::store::Store::connect_unchecked(&config.database)
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+
+        let publisher = Arc::new(Publisher::new(
+            config.amqp.url.clone(),
+            Some(Topology::new(&config.amqp)),
+        ));
+        let metrics = ApiMetrics::new();
+        let ingest = events::router(EventsState::new(&config, publisher, metrics.clone()))
+            .merge(metrics::router(metrics));
+        let state = regindex_api::AppState::new(Arc::new(config), store.clone());
+        let app = regindex_api::router_with(state, ingest);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let app = App {
+            addr,
+            client: reqwest::Client::new(),
+        };
+
+        assert_eq!(app.post_fixture("manifest-push-oci").await.status(), 200);
+        assert!(bus
+            .get(&bus.config.work_queue, Duration::ZERO)
+            .await
+            .is_some());
+        let wrong_method = app
+            .client
+            .get(format!("http://{addr}/events"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong_method.status(), 405);
+        assert!(json(wrong_method).await["error"].is_string());
+        assert!(app
+            .metrics()
+            .await
+            .contains("regindex_api_events_published_total"));
+        let index = app
+            .client
+            .get(format!("http://{addr}/index/static"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(index.status(), 200);
+
+        store.pool().close().await;
+        db.drop().await.unwrap();
+    })
+    .await;
+}
+
+/// The api process starts and serves the index while the broker is down; webhooks get 503
+/// until it is back.
+#[tokio::test]
+async fn the_api_runs_without_the_broker() {
+    let db = regindex_testkit::TestDatabase::create().await.unwrap();
+    let mut config = Config::default();
+    config.database.url = db.url().into();
+    config.amqp.url = "amqp://guest:guest@127.0.0.1:1/%2f".to_owned().into();
+    config.api.webhook_token = Some("secret".to_owned().into()); // the fixtures' token
+    let port = regindex_testkit::free_port().unwrap();
+    config.api.listen = ([127, 0, 0, 1], port).into();
+    let store = regindex::store::Store::connect_unchecked(&config.database)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    store.pool().close().await;
+
+    let server = tokio::spawn(regindex_api::run(config));
+    let app = App {
+        addr: ([127, 0, 0, 1], port).into(),
+        client: reqwest::Client::new(),
+    };
+    let index = format!("http://{}/index/static", app.addr);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        match app.client.get(&index).send().await {
+            Ok(response) => break response.status(),
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("the api did not start: {e}"),
+        }
+    };
+    assert_eq!(status, 200);
+    let refused = app.post_fixture("manifest-push-oci").await;
+    assert_eq!(refused.status(), 503);
+    assert!(json(refused).await["error"]
+        .as_str()
+        .unwrap()
+        .contains("broker"));
+    server.abort();
+    let _ = server.await;
+    db.drop().await.unwrap();
+}

@@ -203,3 +203,53 @@ fn an_unreachable_broker_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+/// `migrate` then `scan`, against a real registry and a fresh database.
+#[tokio::test]
+async fn migrate_then_scan_indexes_the_registry() {
+    let db = regindex_testkit::TestDatabase::create().await.unwrap();
+    let registry = regindex_testkit::TestRegistry::new().await.unwrap();
+    let pushed = registry
+        .push_image(
+            "apps/calc",
+            Some("latest"),
+            &regindex_testkit::ImageSpec::flatpak("org.example.Calc", "x86_64"),
+        )
+        .await
+        .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_regindexctl"))
+            .args(args)
+            .env_remove("REGINDEX_CONFIG")
+            .env("REGINDEX_DATABASE__URL", db.url())
+            .env("REGINDEX_REGISTRY__URL", registry.url())
+            .output()
+            .unwrap()
+    };
+    let scan_before_migrate = run(&["scan"]);
+    assert!(!scan_before_migrate.status.success());
+    assert!(String::from_utf8_lossy(&scan_before_migrate.stderr).contains("regindexctl migrate"));
+
+    assert_eq!(stdout(&run(&["migrate"])), "schema is up to date\n");
+    assert_eq!(
+        stdout(&run(&["migrate"])),
+        "schema is up to date\n",
+        "idempotent"
+    );
+    let summary = stdout(&run(&["scan"]));
+    assert!(summary.starts_with("scanned 1 repositories, 1 tags: 1 manifests and 1 config blobs fetched, 1 repositories changed, 0 failed"), "{summary}");
+
+    let mut config = regindex::config::Config::default();
+    config.database.url = db.url().into();
+    let store = regindex::store::Store::connect(&config.database)
+        .await
+        .unwrap();
+    let state = store
+        .load_repository(&regindex::model::RepositoryName::parse("apps/calc").unwrap())
+        .await
+        .unwrap();
+    let latest = regindex::model::Tag::parse("latest").unwrap();
+    assert_eq!(state.tags[&latest].as_str(), pushed.digest);
+    store.pool().close().await;
+    db.drop().await.unwrap();
+}

@@ -354,6 +354,11 @@ impl Config {
                 return Err(invalid(key, "must not be empty"));
             }
         }
+        // The worker republishes failures to the dead-letter queue: were it the work queue,
+        // they would be consumed again at once, forever.
+        if self.amqp.dead_letter_queue == self.amqp.work_queue {
+            return Err(invalid("amqp.dead_letter_queue", "must differ from amqp.work_queue"));
+        }
         self.history.validate(self.api.publish_pulls)?;
         Ok(())
     }
@@ -433,6 +438,14 @@ mod tests {
         cfg.history.aliases.insert("a".into(), vec!["x".into()]);
         cfg.history.aliases.insert("b".into(), vec!["X".into()]);
         assert!(cfg.validate().unwrap_err().to_string().contains("history.aliases"));
+    }
+
+    #[test]
+    fn the_dead_letter_queue_is_not_the_work_queue() {
+        let mut cfg = Config::default();
+        cfg.amqp.dead_letter_queue = cfg.amqp.work_queue.clone();
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("amqp.dead_letter_queue"), "{err}");
     }
 
     #[test]

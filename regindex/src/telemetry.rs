@@ -14,3 +14,30 @@ pub fn init_tracing() {
         builder.try_init()
     };
 }
+
+/// The answer to `GET /metrics`: the Prometheus text exposition of every metric in
+/// `registry` (or a 500 naming the encoding error).
+pub fn metrics_response(registry: &prometheus::Registry) -> http::Response<String> {
+    use prometheus::Encoder as _;
+    let mut buffer = Vec::new();
+    let (status, content_type, body) =
+        match prometheus::TextEncoder::new().encode(&registry.gather(), &mut buffer) {
+            Ok(()) => (
+                http::StatusCode::OK,
+                "text/plain; version=0.0.4",
+                String::from_utf8_lossy(&buffer).into_owned(),
+            ),
+            Err(e) => (
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                e.to_string(),
+            ),
+        };
+    let mut response = http::Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    response
+}

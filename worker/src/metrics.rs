@@ -3,13 +3,11 @@
 use std::net::SocketAddr;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
-};
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -81,12 +79,6 @@ impl WorkerMetrics {
     pub fn count(&self, outcome: &str) {
         self.messages.with_label_values(&[outcome]).inc();
     }
-
-    pub fn render(&self) -> Result<String, prometheus::Error> {
-        let mut buffer = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
-        Ok(String::from_utf8_lossy(&buffer).into_owned())
-    }
 }
 
 impl Default for WorkerMetrics {
@@ -117,19 +109,8 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
     tokio::net::TcpListener::bind(addr).await
 }
 
-async fn serve_metrics(State(metrics): State<WorkerMetrics>) -> impl IntoResponse {
-    match metrics.render() {
-        Ok(text) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            text,
-        ),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            [(header::CONTENT_TYPE, "text/plain")],
-            e.to_string(),
-        ),
-    }
+async fn serve_metrics(State(metrics): State<WorkerMetrics>) -> axum::http::Response<String> {
+    regindex::telemetry::metrics_response(&metrics.registry)
 }
 
 /// 200 while consuming, 503 while (re)connecting to the broker.

@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use regindex::store::Store;
 use regindex::sync::{NoProgress, Syncer};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -14,8 +15,8 @@ use crate::metrics::WorkerMetrics;
 /// First key of the advisory locks (the two-key form, apart from the store's per-repository
 /// locks); the second key names the job.
 const LOCK_CLASS: i32 = 0x7267_6978; // "rgix"
-const SCAN_LOCK: i32 = 1;
-const GC_LOCK: i32 = 2;
+pub const SCAN_LOCK: i32 = 1;
+pub const GC_LOCK: i32 = 2;
 
 /// Scans every `scan_interval` and collects garbage every `gc_interval` (`None`: never),
 /// first one interval after start-up, until `stop`.
@@ -30,7 +31,13 @@ pub async fn run(
     let scan = async {
         let Some(period) = scan_interval else { return };
         every(period, &stop, || async {
-            match exclusively(&syncer, SCAN_LOCK, syncer.scan(concurrency, &NoProgress)).await {
+            match exclusively(
+                syncer.store(),
+                SCAN_LOCK,
+                syncer.scan(concurrency, &NoProgress),
+            )
+            .await
+            {
                 Ok(Some(Ok(summary))) => {
                     info!(%summary, "full scan done");
                     metrics.last_full_scan.set(chrono::Utc::now().timestamp());
@@ -45,7 +52,7 @@ pub async fn run(
     let gc = async {
         let Some(period) = gc_interval else { return };
         every(period, &stop, || async {
-            match exclusively(&syncer, GC_LOCK, syncer.store().gc()).await {
+            match exclusively(syncer.store(), GC_LOCK, syncer.store().gc()).await {
                 Ok(Some(Ok(summary))) => info!(?summary, "garbage collected"),
                 Ok(Some(Err(e))) => warn!(error = %e, "garbage collection failed"),
                 Ok(None) => info!("garbage collection skipped: another worker runs it"),
@@ -72,13 +79,14 @@ where
     }
 }
 
-/// Runs `job` if this process gets the advisory lock `key`; `None` when another has it.
-async fn exclusively<T>(
-    syncer: &Syncer,
+/// Runs `job` if this process gets the advisory lock `key`; `None` when another process
+/// (or task) holds it.
+pub async fn exclusively<T>(
+    store: &Store,
     key: i32,
     job: impl Future<Output = T>,
 ) -> Result<Option<T>, sqlx::Error> {
-    let mut connection = syncer.store().pool().acquire().await?;
+    let mut connection = store.pool().acquire().await?;
     let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
         .bind(LOCK_CLASS)
         .bind(key)

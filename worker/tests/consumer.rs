@@ -112,6 +112,13 @@ async fn publish(bus: &TestBus, exchange: &str, routing_key: &str, body: &str) {
     publisher.close().await;
 }
 
+/// A message on the events exchange with `{"repository": ...}` as body (what registry
+/// events and internal refetches carry).
+async fn publish_event(bus: &TestBus, routing_key: &str, repository: &str) {
+    let body = serde_json::json!({ "repository": repository }).to_string();
+    publish(bus, &bus.config.events_exchange, routing_key, &body).await;
+}
+
 fn counted(metrics: &WorkerMetrics, outcome: &str) -> u64 {
     metrics.messages.with_label_values(&[outcome]).get()
 }
@@ -124,21 +131,9 @@ async fn events_for_one_repository_coalesce_into_one_refetch_and_are_all_acked()
         config.worker.coalesce_ms = 300;
         // Queued before the worker starts, so they all arrive within the window.
         for _ in 0..5 {
-            publish(
-                &bus,
-                &bus.config.events_exchange,
-                "registry.push.manifest",
-                r#"{"repository":"apps/calc"}"#,
-            )
-            .await;
+            publish_event(&bus, "registry.push.manifest", "apps/calc").await;
         }
-        publish(
-            &bus,
-            &bus.config.events_exchange,
-            "registry.delete.tag",
-            r#"{"repository":"base/plain"}"#,
-        )
-        .await;
+        publish_event(&bus, "registry.delete.tag", "base/plain").await;
         let worker = start(config, index.clone());
         eventually("6 messages processed", || {
             counted(&worker.metrics, "processed") == 6
@@ -159,13 +154,7 @@ async fn transient_failures_retry_then_dead_letter_with_reason_attempts_and_rout
         let index = Arc::new(FakeIndex::default());
         *index.failing.lock().unwrap() = Some(Failure::transient("registry answered 503"));
         let worker = start(config(&bus), index.clone()); // max_attempts 3, delays 100 and 200 ms
-        publish(
-            &bus,
-            &bus.config.events_exchange,
-            "registry.push.manifest",
-            r#"{"repository":"apps/calc"}"#,
-        )
-        .await;
+        publish_event(&bus, "registry.push.manifest", "apps/calc").await;
         eventually("dead-lettered", || {
             counted(&worker.metrics, "dead_lettered") == 1
         })
@@ -200,13 +189,7 @@ async fn a_retry_succeeds_once_the_cause_is_gone() {
         let index = Arc::new(FakeIndex::default());
         *index.failing.lock().unwrap() = Some(Failure::transient("database restarting"));
         let worker = start(config(&bus), index.clone());
-        publish(
-            &bus,
-            &bus.config.events_exchange,
-            "regindex.refetch",
-            r#"{"repository":"apps/calc"}"#,
-        )
-        .await;
+        publish_event(&bus, "regindex.refetch", "apps/calc").await;
         eventually("first failure", || counted(&worker.metrics, "retried") == 1).await;
         *index.failing.lock().unwrap() = None;
         eventually("processed on retry", || {
@@ -225,13 +208,7 @@ async fn unparseable_messages_go_straight_to_the_dead_letter_queue() {
     TestBus::run(|bus| async move {
         let index = Arc::new(FakeIndex::default());
         let worker = start(config(&bus), index.clone());
-        publish(
-            &bus,
-            &bus.config.events_exchange,
-            "regindex.refetch",
-            r#"{"repository":"NOT VALID"}"#,
-        )
-        .await;
+        publish_event(&bus, "regindex.refetch", "NOT VALID").await;
         eventually("dead-lettered", || {
             counted(&worker.metrics, "dead_lettered") == 1
         })
@@ -320,17 +297,9 @@ async fn graceful_shutdown_finishes_the_work_in_flight() {
             ..FakeIndex::default()
         });
         let worker = start(config(&bus), index.clone());
-        publish(
-            &bus,
-            &bus.config.events_exchange,
-            "registry.push.manifest",
-            r#"{"repository":"apps/calc"}"#,
-        )
-        .await;
-        eventually("refetch started", || {
-            worker.metrics.amqp_connected.get() == 1
-        })
-        .await;
+        publish_event(&bus, "registry.push.manifest", "apps/calc").await;
+        eventually("consuming", || worker.metrics.amqp_connected.get() == 1).await;
+        // Past the coalescing window: the 500 ms refetch is in flight.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let metrics = worker.metrics.clone();
         worker.stop().await;
@@ -348,13 +317,7 @@ async fn a_dropped_worker_leaves_its_messages_to_the_next_one() {
             ..FakeIndex::default()
         });
         let first = start(config(&bus), slow.clone());
-        publish(
-            &bus,
-            &bus.config.events_exchange,
-            "registry.push.manifest",
-            r#"{"repository":"apps/calc"}"#,
-        )
-        .await;
+        publish_event(&bus, "registry.push.manifest", "apps/calc").await;
         tokio::time::sleep(Duration::from_millis(300)).await; // refetching now
         first.task.abort();
         let _ = first.task.await;
@@ -410,13 +373,7 @@ async fn the_worker_reconnects_when_its_connection_drops() {
     TestBus::run(|bus| async move {
         let index = Arc::new(FakeIndex::default());
         let worker = start(config(&bus), index.clone());
-        publish(
-            &bus,
-            &bus.config.events_exchange,
-            "regindex.refetch",
-            r#"{"repository":"r/one"}"#,
-        )
-        .await;
+        publish_event(&bus, "regindex.refetch", "r/one").await;
         eventually("first processed", || {
             counted(&worker.metrics, "processed") == 1
         })
@@ -426,13 +383,7 @@ async fn the_worker_reconnects_when_its_connection_drops() {
             eprintln!("rabbitmqctl not available: skipped");
             return worker.stop().await;
         }
-        publish(
-            &bus,
-            &bus.config.events_exchange,
-            "regindex.refetch",
-            r#"{"repository":"r/two"}"#,
-        )
-        .await;
+        publish_event(&bus, "regindex.refetch", "r/two").await;
         eventually("processed after reconnecting", || {
             counted(&worker.metrics, "processed") == 2
         })
@@ -458,13 +409,7 @@ async fn metrics_and_healthz_report_the_consumer() {
             worker.metrics.clone(),
             stop.clone(),
         ));
-        publish(
-            &bus,
-            &bus.config.events_exchange,
-            "regindex.refetch",
-            r#"{"repository":"r/one"}"#,
-        )
-        .await;
+        publish_event(&bus, "regindex.refetch", "r/one").await;
         eventually("processed", || counted(&worker.metrics, "processed") == 1).await;
 
         let health = reqwest::get(format!("http://{addr}/healthz"))

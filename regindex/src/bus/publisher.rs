@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::Utc;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::publisher_confirm::Confirmation;
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection};
 use secrecy::SecretString;
 use tokio::sync::Mutex;
@@ -143,11 +143,6 @@ impl Publisher {
         result
     }
 
-    /// Publishes all, concurrently on the one channel; returns each result in order.
-    pub async fn publish_all(&self, messages: &[OutgoingMessage]) -> Vec<Result<(), BusError>> {
-        futures::future::join_all(messages.iter().map(|m| self.publish(m))).await
-    }
-
     /// Closes the connection (when shutting down).
     pub async fn close(&self) {
         if let Some((connection, _)) = self.channel.lock().await.take() {
@@ -248,13 +243,4 @@ pub async fn publish_with(
             routing_key,
         }),
     }
-}
-
-/// Headers as a table, from `(name, value)` string pairs.
-pub fn string_headers<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> FieldTable {
-    let mut table = FieldTable::default();
-    for (name, value) in pairs {
-        table.insert(name.into(), AMQPValue::LongString(value.into()));
-    }
-    table
 }

@@ -1,0 +1,580 @@
+//! End to end: a real `docker-registry` whose notifications point at the api's
+//! `POST /events` (bearer token), RabbitMQ, the worker and PostgreSQL. Assertions compare
+//! the store with what the test pushed to the registry.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use regindex::bus::dead_letters::{DeadLetterQueue, Filter};
+use regindex::bus::testing::TestBus;
+use regindex::bus::{fedora_messaging, Publisher, Topology};
+use regindex::config::Config;
+use regindex::model::{Digest, RepositoryName, RepositoryState, Tag};
+use regindex::registry::RegistryClient;
+use regindex::store::Store;
+use regindex::sync::Syncer;
+use regindex_api::events::{self, EventsState};
+use regindex_api::metrics::ApiMetrics;
+use regindex_testkit::{
+    ImageSpec, ListFormat, NotificationEndpoint, PushedImage, TestDatabase, TestRegistry,
+};
+use regindex_worker::{Worker, WorkerMetrics};
+use tokio_util::sync::CancellationToken;
+
+const TOKEN: &str = "e2e-token";
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Registry, api and database for one test; the worker is started on demand.
+struct Stack {
+    bus: Arc<TestBus>,
+    db: Option<TestDatabase>,
+    registry: TestRegistry,
+    config: Config,
+    store: Store,
+}
+
+struct RunningWorker {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    metrics: WorkerMetrics,
+}
+
+impl RunningWorker {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("worker stops")
+            .expect("worker task");
+    }
+
+    fn counted(&self, outcome: &str) -> u64 {
+        self.metrics.messages.with_label_values(&[outcome]).get()
+    }
+}
+
+impl Stack {
+    /// `notify`: whether the registry sends webhooks to the api.
+    async fn start(bus: Arc<TestBus>, notify: bool) -> Self {
+        let db = TestDatabase::create().await.expect("PostgreSQL");
+        let mut config = Config::default();
+        // The test topology's retry delays (100, 200 ms), so its cleanup deletes every queue.
+        config.amqp = bus.config.clone();
+        config.amqp.max_attempts = 20;
+        config.database.url = db.url().into();
+        config.api.webhook_token = Some(TOKEN.to_owned().into());
+        config.worker.coalesce_ms = 50;
+        config.worker.scan_interval_secs = 0;
+        config.worker.gc_interval_secs = 0;
+        let store = Store::connect_unchecked(&config.database).await.unwrap();
+        store.migrate().await.unwrap();
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api = listener.local_addr().unwrap();
+        let publisher = Arc::new(Publisher::new(
+            config.amqp.url.clone(),
+            Some(Topology::new(&config.amqp)),
+        ));
+        let app = events::router(EventsState::new(&config, publisher, ApiMetrics::new()));
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+        let mut builder = TestRegistry::builder();
+        if notify {
+            builder = builder.notify(
+                NotificationEndpoint::new(format!("http://{api}/events"))
+                    .bearer_token(TOKEN)
+                    .ignore_actions(&["pull"]),
+            );
+        }
+        let registry = builder.start().await.expect("docker-registry");
+        config.registry.url = registry.url();
+        Self {
+            bus,
+            db: Some(db),
+            registry,
+            config,
+            store,
+        }
+    }
+
+    fn start_worker(&self) -> RunningWorker {
+        self.start_worker_with(self.config.clone())
+    }
+
+    fn start_worker_with(&self, config: Config) -> RunningWorker {
+        let registry = RegistryClient::new(&config.registry).unwrap();
+        let syncer = Syncer::new(registry, self.store.clone());
+        let metrics = WorkerMetrics::new();
+        let worker = Worker::new(config, Arc::new(syncer), metrics.clone());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { worker.run(shutdown).await }
+        });
+        RunningWorker {
+            shutdown,
+            task,
+            metrics,
+        }
+    }
+
+    async fn stored(&self, repository: &str) -> RepositoryState {
+        self.store
+            .load_repository(&RepositoryName::parse(repository).unwrap())
+            .await
+            .unwrap()
+    }
+
+    /// Waits until the stored tags of `repository` are exactly `expected`.
+    async fn converges(&self, repository: &str, expected: &[(&str, &str)]) -> RepositoryState {
+        let expected: Vec<(Tag, Digest)> = expected
+            .iter()
+            .map(|(tag, digest)| (Tag::parse(tag).unwrap(), Digest::parse(digest).unwrap()))
+            .collect();
+        eventually(
+            &format!("{repository} converges to {expected:?}"),
+            || async {
+                let state = self.stored(repository).await;
+                let tags: Vec<(Tag, Digest)> = state.tags.clone().into_iter().collect();
+                (tags == expected).then_some(state)
+            },
+        )
+        .await
+    }
+
+    /// Waits until the registry's webhooks have put `n` messages in the work queue.
+    async fn queued(&self, n: u32) {
+        let queue = self.bus.config.work_queue.clone();
+        eventually(&format!("{n} messages queued"), || async {
+            (self.bus.count(&queue).await >= n).then_some(())
+        })
+        .await
+    }
+
+    async fn finish(mut self) {
+        self.registry.stop();
+        self.store.pool().close().await;
+        if let Some(db) = self.db.take() {
+            db.drop().await.unwrap();
+        }
+    }
+}
+
+async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The stored image equals what was pushed.
+fn assert_indexed_as_pushed(state: &RepositoryState, pushed: &PushedImage) {
+    let image = state
+        .images
+        .get(&Digest::parse(&pushed.digest).unwrap())
+        .unwrap_or_else(|| panic!("{} not stored", pushed.digest));
+    assert_eq!(image.media_type, pushed.media_type);
+    assert_eq!(image.architecture, pushed.spec.architecture);
+    assert_eq!(image.os, pushed.spec.os);
+    assert_eq!(image.labels, pushed.spec.labels);
+    assert_eq!(image.config_digest.as_str(), pushed.config_digest);
+}
+
+#[tokio::test]
+async fn a_push_is_indexed_from_its_webhook_without_a_scan() {
+    TestBus::run(|bus| async move {
+        let stack = Stack::start(bus, true).await;
+        let worker = stack.start_worker();
+
+        let calc = stack
+            .registry
+            .push_image(
+                "apps/calc",
+                Some("latest"),
+                &ImageSpec::flatpak("org.example.Calc", "x86_64"),
+            )
+            .await
+            .unwrap();
+        let state = stack
+            .converges("apps/calc", &[("latest", &calc.digest)])
+            .await;
+        assert_indexed_as_pushed(&state, &calc);
+
+        let specs = [
+            ImageSpec::flatpak("org.example.Multi", "x86_64"),
+            ImageSpec::flatpak("org.example.Multi", "aarch64"),
+        ];
+        let list = stack
+            .registry
+            .push_list("base/multi", Some("latest"), &specs, ListFormat::OciIndex)
+            .await
+            .unwrap();
+        let state = stack
+            .converges("base/multi", &[("latest", &list.digest)])
+            .await;
+        let stored = &state.lists[&Digest::parse(&list.digest).unwrap()];
+        let entries: Vec<&str> = stored.entries.iter().map(Digest::as_str).collect();
+        let pushed: Vec<&str> = list.entries.iter().map(|e| e.digest.as_str()).collect();
+        assert_eq!(entries, pushed);
+        for entry in &list.entries {
+            assert_indexed_as_pushed(&state, entry);
+        }
+        assert_eq!(worker.counted("dead_lettered"), 0);
+        worker.stop().await;
+        stack.finish().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn tag_and_manifest_deletes_converge() {
+    TestBus::run(|bus| async move {
+        let stack = Stack::start(bus, true).await;
+        let worker = stack.start_worker();
+        let one = stack
+            .registry
+            .push_image("base/plain", Some("1.0"), &ImageSpec::new("amd64").seed(1))
+            .await
+            .unwrap();
+        let two = stack
+            .registry
+            .push_image("base/plain", Some("2.0"), &ImageSpec::new("amd64").seed(2))
+            .await
+            .unwrap();
+        stack
+            .registry
+            .tag("base/plain", "latest", &two.digest)
+            .await
+            .unwrap();
+        stack
+            .converges(
+                "base/plain",
+                &[
+                    ("1.0", &one.digest),
+                    ("2.0", &two.digest),
+                    ("latest", &two.digest),
+                ],
+            )
+            .await;
+
+        // Deleting a manifest fires a delete by digest, then one untag per tag.
+        stack
+            .registry
+            .delete_manifest("base/plain", &two.digest)
+            .await
+            .unwrap();
+        let state = stack.converges("base/plain", &[("1.0", &one.digest)]).await;
+        assert!(!state
+            .images
+            .contains_key(&Digest::parse(&two.digest).unwrap()));
+
+        stack
+            .registry
+            .delete_manifest("base/plain", &one.digest)
+            .await
+            .unwrap();
+        let state = stack.converges("base/plain", &[]).await;
+        assert!(state.images.is_empty());
+        worker.stop().await;
+        stack.finish().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_registry_outage_is_retried_until_indexed() {
+    TestBus::run(|bus| async move {
+        let mut stack = Stack::start(bus, true).await;
+        let pushed = stack
+            .registry
+            .push_image(
+                "apps/outage",
+                Some("latest"),
+                &ImageSpec::new("amd64").seed(7),
+            )
+            .await
+            .unwrap();
+        stack.queued(1).await;
+        stack.registry.stop();
+
+        let worker = stack.start_worker();
+        eventually("a retry", || async {
+            (worker.counted("retried") >= 1).then_some(())
+        })
+        .await;
+        stack.registry.start().await.unwrap();
+        let state = stack
+            .converges("apps/outage", &[("latest", &pushed.digest)])
+            .await;
+        assert_indexed_as_pushed(&state, &pushed);
+        assert_eq!(worker.counted("dead_lettered"), 0);
+        worker.stop().await;
+        stack.finish().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_message_that_keeps_failing_is_dead_lettered_then_replayed() {
+    TestBus::run(|bus| async move {
+        let mut stack = Stack::start(bus, true).await;
+        stack.config.amqp.retry_delays_ms = vec![100];
+        stack.config.amqp.max_attempts = 2;
+        let pushed = stack
+            .registry
+            .push_image(
+                "apps/dead",
+                Some("latest"),
+                &ImageSpec::new("amd64").seed(9),
+            )
+            .await
+            .unwrap();
+        stack.queued(1).await;
+        stack.registry.stop();
+
+        let worker = stack.start_worker();
+        eventually("dead-lettered", || async {
+            (worker.counted("dead_lettered") == 1).then_some(())
+        })
+        .await;
+        let dlq = DeadLetterQueue::open(&stack.bus.connection, stack.bus.topology.clone())
+            .await
+            .unwrap();
+        let letters = dlq.list().await.unwrap();
+        assert_eq!(letters.len(), 1);
+        assert_eq!(letters[0].routing_key, "registry.push.manifest");
+        assert_eq!(letters[0].attempts, 2);
+        assert!(
+            letters[0].reason.contains("gave up after 2 attempts"),
+            "{}",
+            letters[0].reason
+        );
+        assert!(stack.stored("apps/dead").await.tags.is_empty());
+
+        stack.registry.start().await.unwrap();
+        let summary = dlq
+            .replay(&Filter::Ids(vec![letters[0].id.clone()]))
+            .await
+            .unwrap();
+        assert_eq!(summary.replayed.len(), 1);
+        let state = stack
+            .converges("apps/dead", &[("latest", &pushed.digest)])
+            .await;
+        assert_indexed_as_pushed(&state, &pushed);
+        assert_eq!(dlq.count().await.unwrap(), 0);
+        worker.stop().await;
+        stack.finish().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_compose_complete_indexes_everything() {
+    TestBus::run(|bus| async move {
+        // No webhooks: only the compose message can make the worker look.
+        let stack = Stack::start(bus, false).await;
+        let mut pushed = Vec::new();
+        for (i, repository) in ["flatpaks/a", "flatpaks/b", "containers/c"]
+            .into_iter()
+            .enumerate()
+        {
+            let image = stack
+                .registry
+                .push_image(
+                    repository,
+                    Some("latest"),
+                    &ImageSpec::new("amd64").seed(100 + i as u64),
+                )
+                .await
+                .unwrap();
+            pushed.push((repository, image));
+        }
+        let worker = stack.start_worker();
+        let publisher = Publisher::new(stack.config.amqp.url.clone(), None);
+        let compose = fedora_messaging::compose_complete(
+            &stack.config.amqp,
+            "bodhi",
+            "f41-flatpak-updates",
+            "flatpak",
+        );
+        publisher.publish(&compose).await.unwrap();
+        publisher.close().await;
+        for (repository, image) in &pushed {
+            let state = stack
+                .converges(repository, &[("latest", &image.digest)])
+                .await;
+            assert_indexed_as_pushed(&state, image);
+        }
+        worker.stop().await;
+        stack.finish().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_batch_is_taken_over() {
+    TestBus::run(|bus| async move {
+        let stack = Stack::start(bus, true).await;
+        let mut pushed = Vec::new();
+        for i in 0..6u64 {
+            let repository = format!("batch/r{i}");
+            let image = stack
+                .registry
+                .push_image(
+                    &repository,
+                    Some("latest"),
+                    &ImageSpec::new("amd64").seed(200 + i),
+                )
+                .await
+                .unwrap();
+            pushed.push((repository, image));
+        }
+        stack.queued(6).await;
+
+        // One refetch at a time, so the first worker is killed with work done and work pending.
+        let mut serial = stack.config.clone();
+        serial.worker.concurrency = 1;
+        serial.worker.coalesce_ms = 0;
+        let first = stack.start_worker_with(serial);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while first.counted("processed") == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the first worker processed nothing"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        first.task.abort();
+        let done_by_first = first.counted("processed");
+        let _ = first.task.await;
+        assert!(
+            done_by_first < 6,
+            "killed mid-batch ({done_by_first} of 6 done)"
+        );
+
+        let second = stack.start_worker();
+        for (repository, image) in &pushed {
+            stack
+                .converges(repository, &[("latest", &image.digest)])
+                .await;
+        }
+        let queue = stack.bus.config.work_queue.clone();
+        eventually("the work queue drained", || async {
+            (stack.bus.count(&queue).await == 0).then_some(())
+        })
+        .await;
+        assert_eq!(second.counted("dead_lettered"), 0);
+        second.stop().await;
+        stack.finish().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_worker_process_scans_periodically_and_reports_it() {
+    TestBus::run(|bus| async move {
+        // No webhooks: only the periodic scan can find the image.
+        let stack = Stack::start(bus, false).await;
+        let pushed = stack
+            .registry
+            .push_image(
+                "apps/scanned",
+                Some("latest"),
+                &ImageSpec::new("amd64").seed(300),
+            )
+            .await
+            .unwrap();
+        let mut config = stack.config.clone();
+        config.worker.scan_interval_secs = 1;
+        config.worker.gc_interval_secs = 1;
+        config.worker.metrics_listen =
+            ([127, 0, 0, 1], regindex_testkit::free_port().unwrap()).into();
+        let metrics_url = format!("http://{}/metrics", config.worker.metrics_listen);
+        let shutdown = CancellationToken::new();
+        let process = tokio::spawn(regindex_worker::run(config, shutdown.clone()));
+
+        let state = stack
+            .converges("apps/scanned", &[("latest", &pushed.digest)])
+            .await;
+        assert_indexed_as_pushed(&state, &pushed);
+        let scanned_at = eventually("the scan is reported", || async {
+            let text = reqwest::get(&metrics_url).await.ok()?.text().await.ok()?;
+            let line = text.lines().find(|l| {
+                l.starts_with("regindex_worker_last_full_scan_success_timestamp_seconds ")
+            })?;
+            let value: i64 = line.rsplit(' ').next()?.parse().ok()?;
+            (value > 0).then_some(value)
+        })
+        .await;
+        assert!((chrono::Utc::now().timestamp() - scanned_at).abs() < 60);
+
+        shutdown.cancel();
+        tokio::time::timeout(WAIT, process)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        stack.finish().await;
+    })
+    .await;
+}
+
+/// Scans and GC run in one worker process at a time: a second taker of the lock skips.
+#[tokio::test]
+async fn periodic_jobs_are_exclusive_across_processes() {
+    use regindex_worker::periodic::{exclusively, GC_LOCK, SCAN_LOCK};
+    let db = TestDatabase::create().await.unwrap();
+    let mut config = Config::default();
+    config.database.url = db.url().into();
+    let store = Store::connect_unchecked(&config.database).await.unwrap();
+    // Another process: a pool of its own.
+    let other = Store::connect_unchecked(&config.database).await.unwrap();
+
+    let (started, started_rx) = tokio::sync::oneshot::channel();
+    let (release, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let holder = tokio::spawn({
+        let store = store.clone();
+        async move {
+            exclusively(&store, SCAN_LOCK, async move {
+                started.send(()).unwrap();
+                release_rx.await.unwrap();
+            })
+            .await
+            .unwrap()
+        }
+    });
+    started_rx.await.unwrap();
+    assert_eq!(
+        exclusively(&other, SCAN_LOCK, async { 1 }).await.unwrap(),
+        None,
+        "the scan is running elsewhere"
+    );
+    assert_eq!(
+        exclusively(&other, GC_LOCK, async { 2 }).await.unwrap(),
+        Some(2),
+        "another job is not blocked"
+    );
+    release.send(()).unwrap();
+    assert_eq!(holder.await.unwrap(), Some(()));
+    assert_eq!(
+        exclusively(&other, SCAN_LOCK, async { 3 }).await.unwrap(),
+        Some(3),
+        "released after the job"
+    );
+
+    store.pool().close().await;
+    other.pool().close().await;
+    db.drop().await.unwrap();
+}
