@@ -135,7 +135,7 @@ async fn scan(config: &Config) -> Result<ExitCode> {
     let mut syncer = Syncer::new(registry.clone(), store.clone());
     // The activity history records what the scan finds (backfill).
     if let Some(backfill) =
-        regindex::history::backfill::Backfill::from_config(&config, registry, store.pool().clone())
+        regindex::history::backfill::Backfill::from_config(config, registry, store.pool().clone())
             .context("history configuration")?
     {
         syncer = syncer.with_observer(std::sync::Arc::new(backfill));

@@ -26,7 +26,7 @@ fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub registry: RegistryConfig,
@@ -212,19 +212,6 @@ impl HistoryConfig {
         crate::history::AliasMap::new(&self.aliases, &self.default_host, self.merge_unlisted_hosts)
             .map_err(|e| invalid("history.aliases", e.to_string()))?;
         Ok(())
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            registry: RegistryConfig::default(),
-            database: DatabaseConfig::default(),
-            amqp: AmqpConfig::default(),
-            api: ApiConfig::default(),
-            worker: WorkerConfig::default(),
-            history: HistoryConfig::default(),
-        }
     }
 }
 
