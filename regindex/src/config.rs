@@ -344,7 +344,10 @@ impl Config {
         // The worker republishes failures to the dead-letter queue: were it the work queue,
         // they would be consumed again at once, forever.
         if self.amqp.dead_letter_queue == self.amqp.work_queue {
-            return Err(invalid("amqp.dead_letter_queue", "must differ from amqp.work_queue"));
+            return Err(invalid(
+                "amqp.dead_letter_queue",
+                "must differ from amqp.work_queue",
+            ));
         }
         self.history.validate(self.api.publish_pulls)?;
         Ok(())
@@ -419,12 +422,20 @@ mod tests {
         let mut cfg = Config::default();
         cfg.history.prefetch = 10;
         cfg.history.batch_size = 11;
-        assert!(cfg.validate().unwrap_err().to_string().contains("history.prefetch"));
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("history.prefetch"));
 
         let mut cfg = Config::default();
         cfg.history.aliases.insert("a".into(), vec!["x".into()]);
         cfg.history.aliases.insert("b".into(), vec!["X".into()]);
-        assert!(cfg.validate().unwrap_err().to_string().contains("history.aliases"));
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("history.aliases"));
     }
 
     #[test]

@@ -50,7 +50,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
     let metrics = WorkerMetrics::new();
     let history_store = HistoryStore::new(store.pool().clone());
     let mut syncer = Syncer::new(registry.clone(), store);
-    if let Some(backfill) = Backfill::from_config(&config, registry, history_store.pool().clone())? {
+    if let Some(backfill) = Backfill::from_config(&config, registry, history_store.pool().clone())?
+    {
         syncer = syncer.with_observer(Arc::new(backfill));
     }
     let addr = config.worker.metrics_listen;

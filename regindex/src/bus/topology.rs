@@ -372,7 +372,10 @@ mod tests {
         config.history.queue = "h".into();
         let topology = Topology::from_config(&config);
         assert_eq!(topology.history_queue.as_deref(), Some("h"));
-        assert!(topology.bindings.iter().any(|b| b.queue == "h" && b.routing_key == "registry.#"));
+        assert!(topology
+            .bindings
+            .iter()
+            .any(|b| b.queue == "h" && b.routing_key == "registry.#"));
         assert!(topology.queues().iter().any(|(q, _)| q == "h"));
         config.history.enabled = false;
         assert_eq!(Topology::from_config(&config).history_queue, None);
