@@ -743,3 +743,112 @@ async fn a_stale_backfill_does_not_resurrect_deleted_rows() {
     store.pool().close().await;
     db.drop().await.unwrap();
 }
+
+/// Retention: audit rows and raw events older than their retention are pruned, newer
+/// ones stay.
+#[tokio::test]
+async fn pruning_keeps_only_what_retention_allows() {
+    let db = TestDatabase::create().await.unwrap();
+    let mut config = regindex::config::Config::default();
+    config.database.url = db.url().into();
+    let store = regindex::store::Store::connect_unchecked(&config.database)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let pool = store.pool();
+    for (days, id) in [(10, "old"), (0, "new")] {
+        sqlx::query(
+            "INSERT INTO history_deletions (deleted_at, registry, repository, kind, tag)
+             VALUES (now() - make_interval(days => $1), 'h', 'r', 'tag', $2)",
+        )
+        .bind(days)
+        .bind(id)
+        .execute(pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO history_events (event_id, occurred_at, received_at, activity, registry, repository)
+             VALUES ($2, now(), now() - make_interval(days => $1), 'pull_manifest', 'h', 'r')",
+        )
+        .bind(days)
+        .bind(id)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    let outcome = HistoryStore::new(pool.clone()).prune(5, 5).await.unwrap();
+    assert_eq!((outcome.deletions, outcome.events), (1, 1));
+    let left: Vec<String> = sqlx::query_scalar("SELECT tag FROM history_deletions")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    assert_eq!(left, ["new"]);
+    let left: Vec<String> = sqlx::query_scalar("SELECT event_id FROM history_events")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    assert_eq!(left, ["new"]);
+    store.pool().close().await;
+    db.drop().await.unwrap();
+}
+
+/// A scan that finds a tag gone before its delete event is recorded audits it without a
+/// who; the delete event then completes that row rather than auditing the delete twice.
+#[tokio::test]
+async fn a_delete_event_completes_the_audit_row_of_a_scan() {
+    let db = TestDatabase::create().await.unwrap();
+    let mut config = regindex::config::Config::default();
+    config.database.url = db.url().into();
+    let store = regindex::store::Store::connect_unchecked(&config.database)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let history = HistoryStore::new(store.pool().clone());
+    let repository = regindex::model::RepositoryName::parse("hist/h").unwrap();
+    let tag = regindex::model::Tag::parse("1").unwrap();
+    let digest = Digest::sha256_of(b"h");
+    let t0 = chrono::Utc::now() - chrono::Duration::seconds(10);
+    history
+        .record_state("h", &repository, &[(tag, digest)], &[], t0)
+        .await
+        .unwrap();
+    let deleted_at = chrono::Utc::now() - chrono::Duration::seconds(5);
+    let listed_after = chrono::Utc::now() - chrono::Duration::seconds(2);
+    history
+        .record_state("h", &repository, &[], &[], listed_after)
+        .await
+        .unwrap();
+    let untag = serde_json::json!({"events": [
+        {"id": "u1", "timestamp": deleted_at.to_rfc3339(), "action": "delete",
+         "target": {"repository": "hist/h", "tag": "1"},
+         "request": {"host": "h", "addr": "10.9.8.7:6"}, "actor": {"name": "alice"}}
+    ]});
+    let batch: Vec<ActivityEvent> = parse_envelope(&serde_json::to_vec(&untag).unwrap())
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            ActivityEvent::from_registry_event(
+                &e.unwrap(),
+                &AliasMap::default(),
+                chrono::Utc::now(),
+            )
+            .unwrap()
+        })
+        .collect();
+    history.record(batch).await.unwrap();
+    let rows: Vec<(Option<String>, Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT actor, addr, event_id FROM history_deletions")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        rows,
+        [(
+            Some("alice".into()),
+            Some("10.9.8.7:6".into()),
+            Some("u1".into())
+        )]
+    );
+    store.pool().close().await;
+    db.drop().await.unwrap();
+}

@@ -641,6 +641,27 @@ async fn apply_deletion(tx: &mut Tx<'_>, d: &Deletion) -> Result<(), HistoryErro
         .execute(&mut **tx)
         .await?;
     }
+    if moved == 0 && d.digest.is_none() {
+        // A scan may have found the tag gone first (its listing ran between the delete
+        // and this event) and audited it without a who or where: this event completes
+        // that row instead of auditing the same delete twice.
+        moved += sqlx::query(
+            "UPDATE history_deletions SET deleted_at = $4, actor = $5, addr = $6, event_id = $7
+             WHERE id = (SELECT id FROM history_deletions WHERE registry = $1 AND repository = $2
+                 AND kind = 'tag' AND tag = $3 AND event_id IS NULL AND deleted_at >= $4
+                 ORDER BY deleted_at, id LIMIT 1)",
+        )
+        .bind(&d.registry)
+        .bind(&d.repository)
+        .bind(d.tag.as_deref())
+        .bind(d.at)
+        .bind(d.actor.as_deref())
+        .bind(d.addr.as_deref())
+        .bind(&d.event_id)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    }
     if moved == 0 {
         let kind = if d.digest.is_some() { "unknown" } else { "tag" };
         sqlx::query(&format!(
