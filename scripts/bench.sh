@@ -8,3 +8,4 @@ ensure_postgres
 ensure_rabbitmq
 for bench in "$@"; do :; done
 cargo bench -p regindex-api --bench index
+cargo bench -p regindex-api --bench icons

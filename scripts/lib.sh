@@ -13,6 +13,11 @@ ensure_packages() {
     command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
     command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
     command -v curl >/dev/null 2>&1 || missing+=(curl)
+    # Real clients the tests drive: Flatpak (remote-ls against the index) and Chromium
+    # (the web page), plus openssl (the token server of the auth tests signs with it).
+    command -v flatpak >/dev/null 2>&1 || missing+=(flatpak)
+    command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl)
     if [ "${#missing[@]}" -gt 0 ]; then
         log "installing ${missing[*]}"
         as_root apt-get update -qq

@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use regindex::index::QueryError;
+use regindex::search::SearchError;
 use regindex::store::StoreError;
 use serde::Serialize;
 use serde_json::json;
@@ -20,6 +21,8 @@ struct ErrorBody {
 pub enum ApiError {
     #[error("bad query: {0}")]
     BadQuery(#[from] QueryError),
+    #[error("bad search: {0}")]
+    BadSearch(#[from] SearchError),
     #[error("not found")]
     NotFound,
     #[error("method not allowed")]
@@ -36,7 +39,7 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadQuery(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadQuery(_) | ApiError::BadSearch(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -48,7 +51,7 @@ impl ApiError {
 
     fn code(&self) -> &'static str {
         match self {
-            ApiError::BadQuery(_) => "bad_query",
+            ApiError::BadQuery(_) | ApiError::BadSearch(_) => "bad_query",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::NotReady(_) => "unavailable",
@@ -60,6 +63,9 @@ impl ApiError {
     fn detail(&self) -> serde_json::Value {
         match self {
             ApiError::BadQuery(e) => {
+                json!({ "parameter": e.parameter(), "message": e.to_string() })
+            }
+            ApiError::BadSearch(e) => {
                 json!({ "parameter": e.parameter(), "message": e.to_string() })
             }
             ApiError::NotFound => json!("no such route"),

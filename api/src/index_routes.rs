@@ -11,7 +11,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use regindex::index::{build_response, Query};
+use regindex::index::Query;
+use regindex::render::render_index;
 
 use crate::cache::Rendered;
 use crate::conditional::{accepts_gzip, none_match};
@@ -101,15 +102,18 @@ async fn rendered(state: &AppState, query: Query, key: String) -> Result<Arc<Ren
     state
         .cache
         .get_or_render(version, &key, || async {
-            let snapshot = state.store.query_index(&query).await?;
-            let config = state.config.clone();
-            tokio::task::spawn_blocking(move || {
-                let response =
-                    build_response(config.public_registry_url(), &query, snapshot.listings);
-                Rendered::new(response.to_json())
-            })
-            .await
-            .map_err(|e| ApiError::Internal(format!("rendering task failed: {e}")))
+            // The one rendering shared with the static index files (icon URLs included).
+            let rendered = render_index(
+                &state.store,
+                &query,
+                state.config.public_registry_url(),
+                &state.config.icons,
+            )
+            .await?;
+            let body = rendered.body;
+            tokio::task::spawn_blocking(move || Rendered::new(body))
+                .await
+                .map_err(|e| ApiError::Internal(format!("rendering task failed: {e}")))
         })
         .await
 }

@@ -11,6 +11,7 @@ mod health;
 mod index_routes;
 pub mod metrics;
 pub mod stats_routes;
+pub mod web;
 
 use std::sync::Arc;
 
@@ -41,6 +42,12 @@ impl AppState {
     }
 }
 
+impl axum::extract::FromRef<AppState> for web::WebState {
+    fn from_ref(state: &AppState) -> Self {
+        web::WebState::new(state.store.clone(), state.config.clone())
+    }
+}
+
 /// All routes. Unknown paths answer 404 and wrong methods 405, both as JSON. Other route
 /// sets join with `.merge(...)` before the fallbacks; they must not set fallbacks.
 pub fn router(state: AppState) -> Router {
@@ -61,6 +68,7 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
     Router::new()
         .merge(index_routes::routes())
         .merge(health::routes())
+        .merge(web::routes())
         .with_state(state)
         .merge(stats)
         .merge(extra)
@@ -74,7 +82,8 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = Store::connect(&config.database)
         .await
-        .context("connecting to the database")?;
+        .context("connecting to the database")?
+        .with_icons(&config.icons);
     let listen = config.api.listen;
     let ingest = ingest_routes(&config).await;
     let state = AppState::new(Arc::new(config), store);

@@ -35,6 +35,10 @@ pub struct Config {
     pub api: ApiConfig,
     pub worker: WorkerConfig,
     pub history: HistoryConfig,
+    pub icons: IconsConfig,
+    pub web: WebConfig,
+    /// Index files written to disk for serving from a CDN (regindexer style).
+    pub static_indexes: Vec<StaticIndexConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -178,6 +182,85 @@ impl Default for HistoryConfig {
     }
 }
 
+/// Icons carried as `data:` URIs in `org.freedesktop.appstream.icon-*` labels.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IconsConfig {
+    /// Return icon URLs instead of the data URIs in index responses (and static index
+    /// files). Off by default: answers then carry labels exactly as pushed. Icons are
+    /// stored at ingest either way (the web page shows them, and enabling this needs no
+    /// reindex).
+    pub extract: bool,
+    /// Larger decoded icons are refused (logged) and the label is returned unchanged.
+    pub max_bytes: usize,
+    /// Prefix of icon URLs (`<base_url>/icons/<sha256>.png`). Unset: path-absolute
+    /// `/icons/...`, which clients resolve against the index URL.
+    pub base_url: Option<String>,
+}
+
+/// The HTML page at `/`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebConfig {
+    /// Shown as the page title.
+    pub title: String,
+    /// Host (and optional path) in pull references (`<pull_host>/<name>:<tag>`).
+    /// Unset: the host of `registry.public_url`, or of `registry.url`.
+    pub pull_host: Option<String>,
+    /// `Cache-Control: max-age` of the HTML pages and `/v1/search`.
+    pub max_age_secs: u64,
+    /// Repositories per page on `/`.
+    pub page_size: u32,
+}
+
+/// One static index file: the answer to a fixed query, written to `output`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticIndexConfig {
+    /// Names the file in logs and errors.
+    pub name: String,
+    /// Where the file is written (atomically: a temporary file in the same directory,
+    /// then a rename).
+    pub output: PathBuf,
+    /// Tag globs (`latest`, `latest-*`); an image or list matches if one of its tags
+    /// matches one of them. Empty: any tag.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Labels that must be present.
+    #[serde(default)]
+    pub required_labels: Vec<String>,
+    /// Annotations that must be present.
+    #[serde(default)]
+    pub required_annotations: Vec<String>,
+    /// Go-style architectures (`amd64`); empty: all.
+    #[serde(default)]
+    pub architectures: Vec<String>,
+    /// `Registry` in this file; unset: the api's (`registry.public_url`).
+    #[serde(default)]
+    pub registry_url: Option<String>,
+}
+
+impl Default for IconsConfig {
+    fn default() -> Self {
+        Self {
+            extract: false,
+            max_bytes: 256 * 1024,
+            base_url: None,
+        }
+    }
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        Self {
+            title: "Container and Flatpak registry".into(),
+            pull_host: None,
+            max_age_secs: 60,
+            page_size: 100,
+        }
+    }
+}
+
 impl HistoryConfig {
     pub fn batch_max_wait(&self) -> Duration {
         Duration::from_millis(self.batch_max_ms)
@@ -313,10 +396,7 @@ impl Config {
             return Err(invalid("registry.page_size", "must be at least 1"));
         }
         if self.registry.password.is_some() && self.registry.username.is_none() {
-            return Err(invalid(
-                "registry.username",
-                "a password is set but no username",
-            ));
+            return Err(invalid("registry.username", "a password is set but no username"));
         }
         if self.amqp.retry_delays_ms.is_empty() {
             return Err(invalid("amqp.retry_delays_ms", "needs at least one delay"));
@@ -330,6 +410,7 @@ impl Config {
         if self.worker.concurrency == 0 {
             return Err(invalid("worker.concurrency", "must be at least 1"));
         }
+        self.validate_web()?;
         for (key, value) in [
             ("amqp.events_exchange", &self.amqp.events_exchange),
             ("amqp.work_queue", &self.amqp.work_queue),
@@ -351,6 +432,93 @@ impl Config {
         }
         self.history.validate(self.api.publish_pulls)?;
         Ok(())
+    }
+
+    /// The `icons`, `web` and `static_indexes` sections.
+    fn validate_web(&self) -> Result<(), ConfigError> {
+        if self.icons.max_bytes == 0 {
+            return Err(invalid("icons.max_bytes", "must be at least 1"));
+        }
+        if let Some(base) = &self.icons.base_url {
+            let absolute = Url::parse(base).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+            if !absolute && !base.starts_with('/') {
+                return Err(invalid(
+                    "icons.base_url",
+                    "must be an http(s) URL or a path starting with '/'",
+                ));
+            }
+        }
+        if self.web.page_size == 0 || self.web.page_size > 1000 {
+            return Err(invalid("web.page_size", "must be between 1 and 1000"));
+        }
+        if let Some(host) = &self.web.pull_host {
+            if host.is_empty() || host.contains("://") || host.contains(char::is_whitespace) {
+                return Err(invalid(
+                    "web.pull_host",
+                    "must be a host[:port][/path] without scheme, e.g. registry.example.org",
+                ));
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for index in &self.static_indexes {
+            if index.name.is_empty() {
+                return Err(invalid("static_indexes.name", "must not be empty"));
+            }
+            if !names.insert(index.name.as_str()) {
+                return Err(invalid(
+                    "static_indexes.name",
+                    format!("{:?} is used twice", index.name),
+                ));
+            }
+            if index.output.as_os_str().is_empty() || index.output.file_name().is_none() {
+                return Err(invalid(
+                    "static_indexes.output",
+                    format!("index {:?}: must be a file path", index.name),
+                ));
+            }
+            let empty = index
+                .tags
+                .iter()
+                .chain(&index.required_labels)
+                .chain(&index.required_annotations)
+                .chain(&index.architectures)
+                .any(|v| v.is_empty());
+            if empty {
+                return Err(invalid(
+                    "static_indexes",
+                    format!("index {:?}: tags, labels, annotations and architectures must not be empty strings", index.name),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Host (and path) of pull references on the web page: `web.pull_host`, or the host
+    /// of the public registry URL, or of `registry.url`.
+    pub fn pull_host(&self) -> String {
+        if let Some(host) = &self.web.pull_host {
+            return host.trim_end_matches('/').to_owned();
+        }
+        for candidate in [
+            self.registry.public_url.as_deref(),
+            Some(self.registry.url.as_str()),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if let Ok(url) = Url::parse(candidate) {
+                if let Some(host) = url.host_str() {
+                    let mut out = host.to_owned();
+                    if let Some(port) = url.port() {
+                        out.push_str(&format!(":{port}"));
+                    }
+                    let path = url.path().trim_end_matches('/');
+                    out.push_str(path);
+                    return out;
+                }
+            }
+        }
+        "localhost".into()
     }
 
     /// The `Registry` field of index responses.
@@ -444,6 +612,74 @@ mod tests {
         cfg.amqp.dead_letter_queue = cfg.amqp.work_queue.clone();
         let err = cfg.validate().unwrap_err().to_string();
         assert!(err.contains("amqp.dead_letter_queue"), "{err}");
+    }
+
+    #[test]
+    fn example_file_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config.example.yaml");
+        let cfg = Config::load(Some(&path)).unwrap();
+        assert_eq!(cfg.icons, IconsConfig::default());
+        assert_eq!(cfg.web, WebConfig::default());
+        assert!(cfg.static_indexes.is_empty());
+    }
+
+    #[test]
+    fn web_sections_load_and_validate() {
+        let mut f = tempfile::NamedTempFile::with_suffix(".yaml").unwrap();
+        writeln!(
+            f,
+            "icons:\n  extract: false\n  max_bytes: 1000\n  base_url: https://cdn.example.org/\nweb:\n  pull_host: registry.example.org\nstatic_indexes:\n  - name: flatpak-amd64\n    output: /tmp/x/flatpak-amd64.json\n    tags: [latest, latest-*]\n    required_labels: [org.flatpak.ref]\n    architectures: [amd64]"
+        )
+        .unwrap();
+        let cfg = Config::load(Some(f.path())).unwrap();
+        assert!(!cfg.icons.extract);
+        assert_eq!(cfg.icons.max_bytes, 1000);
+        assert_eq!(cfg.pull_host(), "registry.example.org");
+        assert_eq!(cfg.static_indexes.len(), 1);
+        assert_eq!(cfg.static_indexes[0].tags, ["latest", "latest-*"]);
+        assert!(cfg.static_indexes[0].required_annotations.is_empty());
+
+        let mut cfg = Config::default();
+        assert!(
+            !cfg.icons.extract,
+            "index answers carry labels as pushed by default"
+        );
+        assert_eq!(cfg.pull_host(), "127.0.0.1:5000");
+        cfg.registry.public_url = Some("https://registry.example.org/prefix/".into());
+        assert_eq!(cfg.pull_host(), "registry.example.org/prefix");
+        cfg.registry.public_url = Some("/".into());
+        assert_eq!(cfg.pull_host(), "127.0.0.1:5000");
+
+        let mut cfg = Config::default();
+        cfg.icons.max_bytes = 0;
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("icons.max_bytes"));
+        let mut cfg = Config::default();
+        cfg.icons.base_url = Some("cdn.example.org".into());
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("icons.base_url"));
+        let mut cfg = Config::default();
+        let index = StaticIndexConfig {
+            name: "a".into(),
+            output: "/tmp/a.json".into(),
+            tags: vec![],
+            required_labels: vec![],
+            required_annotations: vec![],
+            architectures: vec![],
+            registry_url: None,
+        };
+        cfg.static_indexes = vec![index.clone(), index];
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("used twice"));
     }
 
     #[test]

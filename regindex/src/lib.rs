@@ -6,10 +6,15 @@
 
 pub mod bus;
 pub mod config;
+pub mod describe;
 pub mod history;
+pub mod icons;
 pub mod index;
 pub mod model;
 pub mod registry;
+pub mod render;
+pub mod search;
+pub mod static_index;
 pub mod store;
 pub mod sync;
 pub mod telemetry;

@@ -37,6 +37,7 @@ impl Store {
             summary.repositories_removed += removed.rows_affected();
             tx.commit().await?;
         }
+        summary.icons_removed = self.gc_icons().await?;
         Ok(summary)
     }
 }

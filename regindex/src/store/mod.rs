@@ -9,14 +9,21 @@
 
 mod error;
 mod gc;
+mod icons;
 mod index_query;
 mod load;
 mod plan;
 mod replace;
 mod rows;
+mod search;
+mod summaries;
+mod web;
 
 pub use error::StoreError;
+pub use icons::StoredIcon;
 pub use index_query::IndexSnapshot;
+pub use search::SummaryHit;
+pub use web::{RepositoryContents, RepositorySummary};
 
 use std::time::Duration;
 
@@ -44,6 +51,8 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct Store {
     pool: sqlx::PgPool,
+    /// Larger icons are not extracted (`icons.max_bytes`).
+    icon_max_bytes: usize,
 }
 
 /// What `RepositoryTx::replace` did.
@@ -66,6 +75,8 @@ pub struct GcSummary {
     pub repositories_removed: u64,
     /// Images and lists no tag reached.
     pub manifests_removed: u64,
+    /// Icons no image carries any more.
+    pub icons_removed: u64,
 }
 
 impl Store {
@@ -83,12 +94,21 @@ impl Store {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect(config.url.expose_secret())
             .await?;
-        Ok(Self { pool })
+        Ok(Self::from_pool(pool))
     }
 
     /// Wraps an existing pool (tests, tools); the schema is not checked.
     pub fn from_pool(pool: sqlx::PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            icon_max_bytes: crate::config::IconsConfig::default().max_bytes,
+        }
+    }
+
+    /// Applies the `icons` configuration (the size limit of extracted icons).
+    pub fn with_icons(mut self, icons: &crate::config::IconsConfig) -> Self {
+        self.icon_max_bytes = icons.max_bytes;
+        self
     }
 
     /// `SchemaMissing` / `SchemaOutdated` / `SchemaTooNew` unless the database holds
@@ -159,6 +179,7 @@ impl Store {
         Ok(RepositoryTx {
             tx,
             repository: repository.clone(),
+            icon_max_bytes: self.icon_max_bytes,
         })
     }
 
@@ -196,4 +217,5 @@ fn lock_key(name: &str) -> i64 {
 pub struct RepositoryTx {
     tx: sqlx::Transaction<'static, sqlx::Postgres>,
     repository: RepositoryName,
+    icon_max_bytes: usize,
 }

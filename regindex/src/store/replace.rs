@@ -91,6 +91,8 @@ impl RepositoryTx {
 
         self.insert_images(repository_id, &new.images, &mut known)
             .await?;
+        super::icons::store_image_icons(&mut self.tx, &new.images, &known, self.icon_max_bytes)
+            .await?;
         self.insert_lists(repository_id, &new.lists, &mut known)
             .await?;
         outcome.manifests_added = new.images.len() + new.lists.len();
@@ -133,6 +135,10 @@ impl RepositoryTx {
             || !diff.is_empty()
             || outcome.manifests_added > 0
             || outcome.manifests_removed > 0;
+        if outcome.changed {
+            self.refresh_summary(repository_id, self.icon_max_bytes)
+                .await?;
+        }
         self.finish(&outcome).await?;
         Ok(outcome)
     }

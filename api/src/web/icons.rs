@@ -1,0 +1,95 @@
+//! `GET /icons/<sha256>.<ext>`: extracted icons, immutable by construction (the name is
+//! the hash of the bytes), so caches may keep them forever.
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use regindex::icons::parse_file_name;
+
+use super::{server_error, WebState};
+
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=60"),
+            ),
+        ],
+        "no such icon\n",
+    )
+        .into_response()
+}
+
+/// True when an `If-None-Match` header value names `etag` (or is `*`).
+pub(super) fn etag_matches(if_none_match: &str, etag: &str) -> bool {
+    if_none_match
+        .split(',')
+        .map(|candidate| candidate.trim().trim_start_matches("W/"))
+        .any(|candidate| candidate == etag || candidate == "*")
+}
+
+pub(super) async fn icon(
+    State(state): State<WebState>,
+    Path(file): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some((sha256, format)) = parse_file_name(&file) else {
+        return not_found();
+    };
+    let etag = format!("\"{sha256}\"");
+    let stored = match state.store.icon(&sha256).await {
+        Ok(Some(stored)) => stored,
+        Ok(None) => return not_found(),
+        Err(e) => return server_error(&e),
+    };
+    // One name per icon: `<hash>.jpg` for a PNG is not this icon.
+    if stored.content_type != format.content_type() {
+        return not_found();
+    }
+    let etag_value =
+        HeaderValue::from_str(&etag).unwrap_or_else(|_| HeaderValue::from_static("\"\""));
+    let common = [
+        (header::ETAG, etag_value),
+        (header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE)),
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(format.content_type()),
+        ),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+    ];
+    let revalidating = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| etag_matches(v, &etag));
+    if revalidating {
+        return (StatusCode::NOT_MODIFIED, common).into_response();
+    }
+    (StatusCode::OK, common, stored.data).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_none_match_forms() {
+        let etag = "\"abc\"";
+        assert!(etag_matches("\"abc\"", etag));
+        assert!(etag_matches("W/\"abc\"", etag));
+        assert!(etag_matches("\"x\", \"abc\"", etag));
+        assert!(etag_matches("*", etag));
+        assert!(!etag_matches("\"abcd\"", etag));
+        assert!(!etag_matches("", etag));
+    }
+}

@@ -1,0 +1,302 @@
+//! Real clients against the real api: Debian's `flatpak` lists the applications pushed to
+//! a real registry, and headless Chromium renders the front page with their icons.
+//!
+//! Both binaries come from Debian packages (`flatpak`, `chromium`); a missing one fails
+//! the test with the package to install.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{flatpak_app, Stack};
+use regindex_testkit::ImageSpec;
+
+/// Applications pushed for the clients, with the colour of their icons.
+const APPS: [(&str, &str, [u8; 3]); 3] = [
+    ("apps/calculator", "org.example.Calculator", [230, 30, 60]),
+    ("apps/notes", "org.example.Notes", [30, 160, 70]),
+    ("apps/maps", "org.example.Maps", [40, 90, 220]),
+];
+
+fn require(binary: &str, package: &str) -> PathBuf {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let candidate = Path::new(dir).join(binary);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!("`{binary}` is not installed: this test needs the Debian package `{package}` (apt-get install -y {package})");
+}
+
+/// The flatpak applications of `APPS` (amd64 and arm64, tagged `latest`), one runtime-like
+/// image that is not an app for amd64 only under another tag, and a plain container.
+async fn seeded(stack: &Stack) {
+    for (repository, app_id, rgb) in APPS {
+        stack
+            .registry
+            .push_image(
+                repository,
+                Some("latest"),
+                &flatpak_app(app_id, "amd64", rgb),
+            )
+            .await
+            .unwrap();
+        stack.refetch(repository).await.unwrap();
+    }
+    // Not for x86_64 clients: arm64 only.
+    stack
+        .registry
+        .push_image(
+            "apps/armonly",
+            Some("latest"),
+            &flatpak_app("org.example.ArmOnly", "arm64", [1, 2, 3]),
+        )
+        .await
+        .unwrap();
+    // Not tagged latest.
+    stack
+        .registry
+        .push_image(
+            "apps/testing",
+            Some("testing"),
+            &flatpak_app("org.example.Testing", "amd64", [4, 5, 6]),
+        )
+        .await
+        .unwrap();
+    // Not a Flatpak.
+    stack
+        .registry
+        .push_image(
+            "library/fedora",
+            Some("latest"),
+            &ImageSpec::new("amd64").label("name", "fedora"),
+        )
+        .await
+        .unwrap();
+    for repository in ["apps/armonly", "apps/testing", "library/fedora"] {
+        stack.refetch(repository).await.unwrap();
+    }
+}
+
+fn run(command: &mut Command) -> String {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("running {command:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flatpak_lists_the_pushed_applications() {
+    let flatpak = require("flatpak", "flatpak");
+    // Labels as pushed, and with icon data URIs replaced by /icons/ URLs.
+    for extract in [false, true] {
+        flatpak_lists(&flatpak, extract).await;
+    }
+}
+
+async fn flatpak_lists(flatpak: &Path, extract: bool) {
+    let stack = Stack::start(|c| c.icons.extract = extract).await.unwrap();
+    seeded(&stack).await;
+
+    let home = tempfile::tempdir().unwrap();
+    let env = |command: &mut Command| {
+        let h = home.path();
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", h)
+            .env("XDG_DATA_HOME", h.join("data"))
+            .env("XDG_CONFIG_HOME", h.join("config"))
+            .env("XDG_CACHE_HOME", h.join("cache"))
+            .env("XDG_STATE_HOME", h.join("state"))
+            .env("XDG_RUNTIME_DIR", h.join("runtime"))
+            .env("FLATPAK_SYSTEM_DIR", h.join("system"))
+            .env("LANG", "C.UTF-8");
+    };
+    std::fs::create_dir_all(home.path().join("runtime")).unwrap();
+    let url = format!("oci+{}", stack.base);
+    let flatpak_run = |args: &[&str]| {
+        let flatpak = flatpak.to_path_buf();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let mut command = Command::new(flatpak);
+        command.args(&args);
+        env(&mut command);
+        run(&mut command)
+    };
+    flatpak_run(&[
+        "remote-add",
+        "--user",
+        "--no-gpg-verify",
+        "regindex-test",
+        &url,
+    ]);
+    let listed = tokio::task::block_in_place(|| {
+        flatpak_run(&[
+            "remote-ls",
+            "--user",
+            "--arch=x86_64",
+            "--columns=ref",
+            "regindex-test",
+        ])
+    });
+    let mut refs: Vec<&str> = listed
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    refs.sort();
+    let mut expected: Vec<String> = APPS
+        .iter()
+        .map(|(_, id, _)| format!("app/{id}/x86_64/stable"))
+        .collect();
+    expected.sort();
+    assert_eq!(
+        refs, expected,
+        "flatpak remote-ls output (icons.extract {extract}):\n{listed}"
+    );
+
+    // Flatpak shows the sizes and runtime from the labels.
+    let details = tokio::task::block_in_place(|| {
+        flatpak_run(&[
+            "remote-ls",
+            "--user",
+            "--arch=x86_64",
+            "--columns=application,runtime,installed-size,download-size",
+            "regindex-test",
+        ])
+    });
+    // Pushed: installed-size 4096000, download-size 12345, runtime .../x86_64/f41.
+    for (_, app_id, _) in APPS {
+        let line = details
+            .lines()
+            .find(|l| l.starts_with(app_id))
+            .unwrap_or_else(|| panic!("{app_id} missing from:\n{details}"));
+        // GLib formats sizes with a no-break space.
+        let line = line.replace('\u{a0}', " ");
+        let columns: Vec<&str> = line.split('\t').map(str::trim).collect();
+        assert_eq!(
+            columns,
+            [
+                app_id,
+                "org.fedoraproject.Platform/x86_64/f41",
+                "4.1 MB",
+                "12.3 kB"
+            ],
+            "{details}"
+        );
+    }
+    stack.stop().await.unwrap();
+}
+
+fn artifacts_dir() -> PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let dir = target.join("test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// True when the screenshot holds a `min`x`min` square of colour `rgb` (± 4 per channel).
+fn find_square(
+    pixels: &[u8],
+    width: usize,
+    height: usize,
+    channels: usize,
+    rgb: [u8; 3],
+    min: usize,
+) -> bool {
+    let close = |x: usize, y: usize| {
+        let i = (y * width + x) * channels;
+        (0..3).all(|c| pixels[i + c].abs_diff(rgb[c]) <= 4)
+    };
+    (0..height.saturating_sub(min)).step_by(4).any(|y0| {
+        (0..width.saturating_sub(min))
+            .step_by(4)
+            .any(|x0| (y0..y0 + min).all(|y| (x0..x0 + min).all(|x| close(x, y))))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_renders_the_front_page_with_titles_and_icons() {
+    let chromium = require("chromium", "chromium");
+    let stack = Stack::start(|_| {}).await.unwrap();
+    seeded(&stack).await;
+
+    let profile = tempfile::tempdir().unwrap();
+    let flags = |command: &mut Command| {
+        command.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            "--hide-scrollbars",
+            "--force-device-scale-factor=1",
+            "--virtual-time-budget=5000",
+        ]);
+        command.arg(format!("--user-data-dir={}", profile.path().display()));
+    };
+
+    let dom = tokio::task::block_in_place(|| {
+        let mut command = Command::new(&chromium);
+        flags(&mut command);
+        command.arg("--dump-dom").arg(format!("{}/", stack.base));
+        run(&mut command)
+    });
+    for (repository, app_id, _) in APPS {
+        assert!(
+            dom.contains(&format!(">{app_id}</a>")),
+            "title of {repository} in the DOM"
+        );
+        assert!(
+            dom.contains(&format!("/repository/{repository}\"")),
+            "{repository} linked"
+        );
+    }
+
+    let screenshot = artifacts_dir().join("web-front-page.png");
+    let _ = std::fs::remove_file(&screenshot);
+    tokio::task::block_in_place(|| {
+        let mut command = Command::new(&chromium);
+        flags(&mut command);
+        command
+            .arg(format!("--screenshot={}", screenshot.display()))
+            .arg("--window-size=1000,1200")
+            .arg(format!("{}/", stack.base));
+        run(&mut command)
+    });
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(&screenshot).unwrap(),
+    ));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    let channels = info.color_type.samples();
+    assert!(channels >= 3, "{:?}", info.color_type);
+    // Each app's icon (a solid square of its colour) is on screen, at least 40 px wide.
+    for (repository, _, rgb) in APPS {
+        assert!(
+            find_square(
+                &pixels,
+                info.width as usize,
+                info.height as usize,
+                channels,
+                rgb,
+                40
+            ),
+            "icon of {repository} (rgb {rgb:?}) not visible in {}",
+            screenshot.display()
+        );
+    }
+    stack.stop().await.unwrap();
+}

@@ -1,0 +1,293 @@
+//! Icons: extracted at refetch, served content-addressed, returned as URLs in index
+//! responses, garbage-collected; malformed ones never break anything.
+
+mod common;
+
+use common::{data_uri, flatpak_app, png, sha256_hex, Stack};
+use regindex::config::IconsConfig;
+use regindex::index::Query;
+use regindex::render::render_index;
+use regindex_testkit::ImageSpec;
+
+const ICON_64: &str = "org.freedesktop.appstream.icon-64";
+const ICON_128: &str = "org.freedesktop.appstream.icon-128";
+
+async fn labels_of(stack: &Stack, repository: &str, icons: &IconsConfig) -> serde_json::Value {
+    let query = Query::parse(&format!("repository={repository}")).unwrap();
+    let rendered = render_index(&stack.store, &query, "/", icons)
+        .await
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&rendered.body).unwrap();
+    body["Results"][0]["Images"][0]["Labels"].clone()
+}
+
+#[tokio::test]
+async fn icons_are_extracted_served_and_referenced() {
+    let stack = Stack::start(|c| c.icons.extract = true).await.unwrap();
+    let blue64 = png([0, 0, 255], 64);
+    let blue128 = png([0, 0, 255], 128);
+    stack
+        .registry
+        .push_image(
+            "apps/calculator",
+            Some("latest"),
+            &flatpak_app("org.example.Calculator", "amd64", [0, 0, 255]),
+        )
+        .await
+        .unwrap();
+    stack.refetch("apps/calculator").await.unwrap();
+
+    // Index responses carry URLs named by the sha256 of the pushed bytes.
+    let labels = labels_of(&stack, "apps/calculator", &stack.config.icons).await;
+    assert_eq!(
+        labels[ICON_64],
+        format!("/icons/{}.png", sha256_hex(&blue64))
+    );
+    assert_eq!(
+        labels[ICON_128],
+        format!("/icons/{}.png", sha256_hex(&blue128))
+    );
+
+    // Without extraction the data URI is returned as pushed.
+    let off = IconsConfig {
+        extract: false,
+        ..stack.config.icons.clone()
+    };
+    let labels = labels_of(&stack, "apps/calculator", &off).await;
+    assert_eq!(labels[ICON_64], data_uri(&blue64));
+
+    // A configured base URL prefixes the path.
+    let cdn = IconsConfig {
+        base_url: Some("https://cdn.example.org/index/".into()),
+        ..stack.config.icons.clone()
+    };
+    let labels = labels_of(&stack, "apps/calculator", &cdn).await;
+    assert_eq!(
+        labels[ICON_64],
+        format!(
+            "https://cdn.example.org/index/icons/{}.png",
+            sha256_hex(&blue64)
+        )
+    );
+
+    // The icon itself: bytes, type, immutable caching, ETag and 304.
+    let path = format!("/icons/{}.png", sha256_hex(&blue128));
+    let response = stack.get(&path).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let headers = response.headers().clone();
+    assert_eq!(headers["content-type"], "image/png");
+    assert_eq!(
+        headers["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    let etag = headers["etag"].to_str().unwrap().to_owned();
+    assert_eq!(etag, format!("\"{}\"", sha256_hex(&blue128)));
+    assert_eq!(response.bytes().await.unwrap().as_ref(), blue128.as_slice());
+    let again = stack
+        .http
+        .get(format!("{}{path}", stack.base))
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+    assert_eq!(again.headers()["etag"], etag.as_str());
+
+    // Unknown hash, wrong extension, garbage names.
+    for missing in [
+        format!("/icons/{}.png", "0".repeat(64)),
+        format!("/icons/{}.jpg", sha256_hex(&blue128)),
+        "/icons/..%2F..%2Fetc%2Fpasswd".to_owned(),
+        "/icons/abc.png".to_owned(),
+    ] {
+        assert_eq!(
+            stack.get(&missing).await.unwrap().status(),
+            404,
+            "{missing}"
+        );
+    }
+    stack.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_icons_are_left_alone() {
+    let stack = Stack::start(|c| {
+        c.icons.extract = true;
+        c.icons.max_bytes = 20_000;
+    })
+    .await
+    .unwrap();
+    let html_as_png = format!("data:image/png;base64,{}", {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(b"<html><script>alert(1)</script></html>")
+    });
+    let not_base64 = "data:image/png;base64,%%%not-base64%%%".to_owned();
+    let big = data_uri(&png([1, 2, 3], 128)); // 49 KB decoded > 20 000
+    let spec = ImageSpec::flatpak("org.example.Broken", "amd64")
+        .label(ICON_64, &html_as_png)
+        .label(ICON_128, &not_base64);
+    stack
+        .registry
+        .push_image("apps/broken", Some("latest"), &spec)
+        .await
+        .unwrap();
+    let spec = ImageSpec::flatpak("org.example.Big", "amd64")
+        .label(ICON_64, &big)
+        .label(ICON_128, &big);
+    stack
+        .registry
+        .push_image("apps/big", Some("latest"), &spec)
+        .await
+        .unwrap();
+    stack.refetch("apps/broken").await.unwrap();
+    stack.refetch("apps/big").await.unwrap();
+
+    let labels = labels_of(&stack, "apps/broken", &stack.config.icons).await;
+    assert_eq!(labels[ICON_64], html_as_png);
+    assert_eq!(labels[ICON_128], not_base64);
+    let labels = labels_of(&stack, "apps/big", &stack.config.icons).await;
+    assert_eq!(labels[ICON_64], big);
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM icons")
+        .fetch_one(stack.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(stored, 0);
+    // The web page still renders, without icons.
+    let page = stack.get("/").await.unwrap().text().await.unwrap();
+    assert!(page.contains("apps/broken") && page.contains("apps/big"));
+    assert!(!page.contains("<script>alert"));
+    stack.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn icons_no_image_carries_are_collected() {
+    let stack = Stack::start(|_| {}).await.unwrap();
+    let red = png([255, 0, 0], 64);
+    let green = png([0, 255, 0], 64);
+    let red_spec = ImageSpec::flatpak("org.example.A", "amd64").label(ICON_64, &data_uri(&red));
+    let green_spec = ImageSpec::flatpak("org.example.B", "amd64").label(ICON_64, &data_uri(&green));
+    // The red icon is carried by two repositories; the green one by one.
+    stack
+        .registry
+        .push_image("apps/a", Some("latest"), &red_spec)
+        .await
+        .unwrap();
+    stack
+        .registry
+        .push_image("apps/a2", Some("latest"), &red_spec)
+        .await
+        .unwrap();
+    stack
+        .registry
+        .push_image("apps/b", Some("latest"), &green_spec)
+        .await
+        .unwrap();
+    for r in ["apps/a", "apps/a2", "apps/b"] {
+        stack.refetch(r).await.unwrap();
+    }
+    let stored = |stack: &Stack| {
+        let pool = stack.store.pool().clone();
+        async move {
+            let rows: Vec<String> = sqlx::query_scalar("SELECT sha256 FROM icons ORDER BY sha256")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+            rows
+        }
+    };
+    let mut expected = vec![sha256_hex(&red), sha256_hex(&green)];
+    expected.sort();
+    assert_eq!(stored(&stack).await, expected);
+
+    // apps/b now points at the red icon image, apps/a is deleted: green is unreferenced,
+    // red is still carried by apps/a2 and apps/b.
+    let pushed = stack
+        .registry
+        .push_image("apps/b", Some("latest"), &red_spec)
+        .await
+        .unwrap();
+    assert!(!pushed.digest.is_empty());
+    let old = stack
+        .registry
+        .manifest_digest("apps/a", "latest")
+        .await
+        .unwrap()
+        .unwrap();
+    stack
+        .registry
+        .delete_manifest("apps/a", &old)
+        .await
+        .unwrap();
+    for r in ["apps/a", "apps/b"] {
+        stack.refetch(r).await.unwrap();
+    }
+    let summary = stack.store.gc().await.unwrap();
+    assert_eq!(summary.icons_removed, 1);
+    assert_eq!(stored(&stack).await, vec![sha256_hex(&red)]);
+    assert_eq!(
+        stack
+            .get(&format!("/icons/{}.png", sha256_hex(&green)))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        stack
+            .get(&format!("/icons/{}.png", sha256_hex(&red)))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    stack.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn backfill_extracts_icons_of_images_stored_without_them() {
+    // Indexed with a limit below the icon's size: nothing extracted.
+    let stack = Stack::start(|c| c.icons.max_bytes = 100).await.unwrap();
+    let teal = png([0, 128, 128], 64);
+    let spec = ImageSpec::flatpak("org.example.Teal", "amd64").label(ICON_64, &data_uri(&teal));
+    stack
+        .registry
+        .push_image("apps/teal", Some("latest"), &spec)
+        .await
+        .unwrap();
+    stack.refetch("apps/teal").await.unwrap();
+    assert_eq!(
+        stack
+            .store
+            .stored_icons(&[sha256_hex(&teal)])
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
+
+    // The limit raised, the backfill extracts it and points the summary at it.
+    let extracting = IconsConfig {
+        extract: true,
+        ..IconsConfig::default()
+    };
+    let store = stack.store.clone().with_icons(&extracting);
+    assert_eq!(store.backfill_icons_and_summaries().await.unwrap(), 1);
+    assert_eq!(
+        store
+            .stored_icons(&[sha256_hex(&teal)])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let summary = store
+        .repository_summary("apps/teal")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.icon, Some(format!("{}.png", sha256_hex(&teal))));
+    assert_eq!(summary.title, "org.example.Teal");
+    let labels = labels_of(&stack, "apps/teal", &extracting).await;
+    assert_eq!(labels[ICON_64], format!("/icons/{}.png", sha256_hex(&teal)));
+    stack.stop().await.unwrap();
+}

@@ -1,0 +1,223 @@
+//! Repository summaries (title, description, icon) and everything else derived from a
+//! repository's images, rewritten in the refetch transaction that changed them.
+
+use std::collections::{HashMap, HashSet};
+
+use sqlx::types::Json;
+
+use super::plan::Known;
+use super::{rows, RepositoryTx, StoreError};
+use crate::describe::{self, Summary};
+use crate::icons;
+use crate::model::{Digest, StringMap};
+
+/// Images read to summarise a repository: the first ones in preference order are enough,
+/// and a repository may have thousands of tags.
+const SUMMARY_IMAGES: i64 = 16;
+
+/// One tag's way to an image: directly (`position` 0) or as entry `position` of a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct TagPath {
+    pub tag: String,
+    pub position: i32,
+    pub image_id: i64,
+}
+
+/// Orders images for summarising: reached by `latest` first, then by tag, greater
+/// (usually newer) first, then by position in a list; each image once.
+pub(super) fn preferred_images(mut paths: Vec<TagPath>) -> Vec<i64> {
+    paths.sort_by(|a, b| {
+        let latest = (b.tag == "latest").cmp(&(a.tag == "latest"));
+        latest
+            .then_with(|| b.tag.cmp(&a.tag))
+            .then_with(|| a.position.cmp(&b.position))
+            .then_with(|| a.image_id.cmp(&b.image_id))
+    });
+    let mut seen = HashSet::new();
+    paths
+        .into_iter()
+        .filter(|p| seen.insert(p.image_id))
+        .map(|p| p.image_id)
+        .collect()
+}
+
+/// The `icon` column: the stored icon's file name for a valid data URI, an http(s) URL as
+/// it is, nothing otherwise.
+pub(super) fn icon_column(value: Option<&str>, max_bytes: usize) -> Option<String> {
+    let value = value?;
+    if icons::is_data_uri(value) {
+        return icons::parse_data_uri(value, max_bytes)
+            .ok()
+            .map(|icon| icon.file_name());
+    }
+    let lower = value.get(..8).unwrap_or(value).to_ascii_lowercase();
+    (lower.starts_with("https://") || lower.starts_with("http://")).then(|| value.to_owned())
+}
+
+impl RepositoryTx {
+    /// Rewrites the repository's summary from its current tags and images.
+    pub(super) async fn refresh_summary(
+        &mut self,
+        repository_id: i64,
+        max_bytes: usize,
+    ) -> Result<(), StoreError> {
+        let summary = self.summarize(repository_id).await?;
+        let icon = icon_column(summary.icon.as_deref(), max_bytes);
+        sqlx::query(
+            "INSERT INTO repository_summaries (repository_id, name, title, description, flatpak_id, icon)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (repository_id) DO UPDATE SET name = EXCLUDED.name, title = EXCLUDED.title,
+                 description = EXCLUDED.description, flatpak_id = EXCLUDED.flatpak_id, icon = EXCLUDED.icon",
+        )
+        .bind(repository_id)
+        .bind(self.repository.as_str())
+        .bind(&summary.title)
+        .bind(&summary.description)
+        .bind(&summary.flatpak_id)
+        .bind(&icon)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn summarize(&mut self, repository_id: i64) -> Result<Summary, StoreError> {
+        let paths: Vec<(String, i32, i64)> = sqlx::query_as(
+            "SELECT t.tag, COALESCE(le.position, 0), COALESCE(le.image_id, m.id)
+             FROM tags t JOIN manifests m ON m.id = t.manifest_id
+             LEFT JOIN list_entries le ON le.list_id = m.id
+             WHERE t.repository_id = $1 AND (NOT m.is_list OR le.image_id IS NOT NULL)",
+        )
+        .bind(repository_id)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let paths = paths
+            .into_iter()
+            .map(|(tag, position, image_id)| TagPath {
+                tag,
+                position,
+                image_id,
+            })
+            .collect();
+        let mut ids = preferred_images(paths);
+        ids.truncate(usize::try_from(SUMMARY_IMAGES).unwrap_or(16));
+        let rows: Vec<(i64, Json<StringMap>, Json<StringMap>)> =
+            sqlx::query_as("SELECT id, annotations, labels FROM manifests WHERE id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&mut *self.tx)
+                .await?;
+        let mut by_id: HashMap<i64, (StringMap, StringMap)> = rows
+            .into_iter()
+            .map(|(id, annotations, labels)| (id, (annotations.0, labels.0)))
+            .collect();
+        let images: Vec<(StringMap, StringMap)> =
+            ids.iter().filter_map(|id| by_id.remove(id)).collect();
+        Ok(describe::summarize(self.repository.as_str(), &images))
+    }
+
+    /// Re-extracts the icons of every image of the repository and rewrites its summary
+    /// (backfill; refetches do this for new images only).
+    pub(super) async fn rebuild_derived(&mut self) -> Result<(), StoreError> {
+        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM repositories WHERE name = $1")
+            .bind(self.repository.as_str())
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        let Some(repository_id) = id else {
+            return Ok(());
+        };
+        let images = self.load_images(repository_id).await?;
+        let known: HashMap<Digest, Known> = images
+            .iter()
+            .map(|(id, image)| {
+                (
+                    image.digest.clone(),
+                    Known {
+                        id: *id,
+                        is_list: false,
+                    },
+                )
+            })
+            .collect();
+        let refs: Vec<&crate::model::Image> = images.iter().map(|(_, image)| image).collect();
+        let max_bytes = self.icon_max_bytes;
+        super::icons::store_image_icons(&mut self.tx, &refs, &known, max_bytes).await?;
+        self.refresh_summary(repository_id, max_bytes).await
+    }
+
+    async fn load_images(
+        &mut self,
+        repository_id: i64,
+    ) -> Result<Vec<(i64, crate::model::Image)>, StoreError> {
+        type Row = (
+            i64,
+            String,
+            String,
+            String,
+            String,
+            Json<StringMap>,
+            Json<StringMap>,
+            Option<String>,
+        );
+        let found: Vec<Row> = sqlx::query_as(
+            "SELECT id, digest, media_type, os, architecture, labels, annotations, config_digest
+             FROM manifests WHERE repository_id = $1 AND NOT is_list",
+        )
+        .bind(repository_id)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        found
+            .into_iter()
+            .map(|(id, d, mt, os, arch, labels, annotations, config)| {
+                Ok((
+                    id,
+                    rows::image((d, mt, os, arch, labels, annotations, config))?,
+                ))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(tag: &str, position: i32, image_id: i64) -> TagPath {
+        TagPath {
+            tag: tag.into(),
+            position,
+            image_id,
+        }
+    }
+
+    #[test]
+    fn latest_first_then_greater_tags_then_list_order() {
+        let ids = preferred_images(vec![
+            path("1.0", 0, 1),
+            path("2.0", 0, 2),
+            path("latest", 1, 4),
+            path("latest", 0, 3),
+            path("2.0", 0, 2),
+            path("old", 0, 3),
+        ]);
+        assert_eq!(ids, [3, 4, 2, 1]);
+    }
+
+    #[test]
+    fn icon_column_keeps_valid_icons_and_urls_only() {
+        use base64::Engine as _;
+        let png = b"\x89PNG\r\n\x1a\nrest";
+        let uri = format!(
+            "data:image/png;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(png)
+        );
+        let file = icon_column(Some(&uri), 1024).unwrap();
+        assert!(file.ends_with(".png") && file.len() == 68, "{file}");
+        assert_eq!(icon_column(Some(&uri), 4), None);
+        assert_eq!(
+            icon_column(Some("https://example.org/i.png"), 1024).as_deref(),
+            Some("https://example.org/i.png")
+        );
+        assert_eq!(icon_column(Some("javascript:alert(1)"), 1024), None);
+        assert_eq!(icon_column(Some("data:image/png;base64,@@"), 1024), None);
+        assert_eq!(icon_column(None, 1024), None);
+    }
+}
