@@ -396,7 +396,10 @@ impl Config {
             return Err(invalid("registry.page_size", "must be at least 1"));
         }
         if self.registry.password.is_some() && self.registry.username.is_none() {
-            return Err(invalid("registry.username", "a password is set but no username"));
+            return Err(invalid(
+                "registry.username",
+                "a password is set but no username",
+            ));
         }
         if self.amqp.retry_delays_ms.is_empty() {
             return Err(invalid("amqp.retry_delays_ms", "needs at least one delay"));
