@@ -68,6 +68,52 @@ CREATE INDEX IF NOT EXISTS tags_manifest_idx ON tags (manifest_id);
 -- `tag=latest` across all repositories.
 CREATE INDEX IF NOT EXISTS tags_tag_idx ON tags (tag);
 
+-- Icons taken out of `data:` URIs in org.freedesktop.appstream.icon-* labels and
+-- annotations, named by the sha256 of their bytes (served at /icons/<sha256>.<ext>).
+CREATE TABLE IF NOT EXISTS icons (
+    sha256 text PRIMARY KEY CHECK (sha256 ~ '^[0-9a-f]{64}$'),
+    content_type text NOT NULL,
+    data bytea NOT NULL
+);
+
+-- Which image carries which icon under which key. Written in the repository's refetch
+-- transaction; rows go with their manifest, and icons no row references any more are
+-- garbage-collected (Store::gc_icons).
+CREATE TABLE IF NOT EXISTS manifest_icons (
+    manifest_id bigint NOT NULL REFERENCES manifests (id) ON DELETE CASCADE,
+    key text NOT NULL,
+    icon_sha256 text NOT NULL REFERENCES icons (sha256),
+    PRIMARY KEY (manifest_id, key)
+);
+CREATE INDEX IF NOT EXISTS manifest_icons_icon_idx ON manifest_icons (icon_sha256);
+
+-- What people see of a repository (web page) and what search matches, derived from its
+-- images' labels and annotations (describe.rs) and rewritten in each refetch transaction
+-- that changes the repository.
+CREATE TABLE IF NOT EXISTS repository_summaries (
+    repository_id bigint PRIMARY KEY REFERENCES repositories (id) ON DELETE CASCADE,
+    name text NOT NULL,
+    title text NOT NULL,
+    description text NOT NULL,
+    flatpak_id text,
+    -- `<sha256>.<ext>` of a stored icon, or an http(s) URL; NULL when none.
+    icon text,
+    -- Last path component: `calc` ranks `apps/calc` above `apps/calculator-extras`.
+    short_name text GENERATED ALWAYS AS (regexp_replace(name, '^.*/', '')) STORED,
+    -- Names split at / . _ - so that their parts are words; titles in both 'simple' (for
+    -- prefix matches on the words as written) and 'english' (stemmed, for web-style search).
+    document tsvector GENERATED ALWAYS AS (
+        setweight(to_tsvector('simple'::regconfig, translate(name, '/._-', '    ')), 'A')
+        || setweight(to_tsvector('simple'::regconfig, translate(coalesce(flatpak_id, ''), '._-', '   ')), 'A')
+        || setweight(to_tsvector('simple'::regconfig, title), 'A')
+        || setweight(to_tsvector('english'::regconfig, title), 'A')
+        || setweight(to_tsvector('english'::regconfig, description), 'B')
+        || setweight(to_tsvector('simple'::regconfig, description), 'C')
+    ) STORED
+);
+CREATE INDEX IF NOT EXISTS repository_summaries_document_idx ON repository_summaries USING gin (document);
+
+-- ============================================================================
 -- History: registry activity and statistics (regindex/src/history/, docs/history.md).
 -- Owned by the history feature; every statement is idempotent, nothing is dropped.
 -- Rows are keyed by (registry, repository, ...), registry being the canonical host
@@ -199,53 +245,7 @@ CREATE INDEX IF NOT EXISTS history_deletions_time_idx ON history_deletions (dele
 -- ============================================================================
 -- End of history.
 -- ============================================================================
-=======
--- Icons taken out of `data:` URIs in org.freedesktop.appstream.icon-* labels and
--- annotations, named by the sha256 of their bytes (served at /icons/<sha256>.<ext>).
-CREATE TABLE IF NOT EXISTS icons (
-    sha256 text PRIMARY KEY CHECK (sha256 ~ '^[0-9a-f]{64}$'),
-    content_type text NOT NULL,
-    data bytea NOT NULL
-);
 
--- Which image carries which icon under which key. Written in the repository's refetch
--- transaction; rows go with their manifest, and icons no row references any more are
--- garbage-collected (Store::gc_icons).
-CREATE TABLE IF NOT EXISTS manifest_icons (
-    manifest_id bigint NOT NULL REFERENCES manifests (id) ON DELETE CASCADE,
-    key text NOT NULL,
-    icon_sha256 text NOT NULL REFERENCES icons (sha256),
-    PRIMARY KEY (manifest_id, key)
-);
-CREATE INDEX IF NOT EXISTS manifest_icons_icon_idx ON manifest_icons (icon_sha256);
-
--- What people see of a repository (web page) and what search matches, derived from its
--- images' labels and annotations (describe.rs) and rewritten in each refetch transaction
--- that changes the repository.
-CREATE TABLE IF NOT EXISTS repository_summaries (
-    repository_id bigint PRIMARY KEY REFERENCES repositories (id) ON DELETE CASCADE,
-    name text NOT NULL,
-    title text NOT NULL,
-    description text NOT NULL,
-    flatpak_id text,
-    -- `<sha256>.<ext>` of a stored icon, or an http(s) URL; NULL when none.
-    icon text,
-    -- Last path component: `calc` ranks `apps/calc` above `apps/calculator-extras`.
-    short_name text GENERATED ALWAYS AS (regexp_replace(name, '^.*/', '')) STORED,
-    -- Names split at / . _ - so that their parts are words; titles in both 'simple' (for
-    -- prefix matches on the words as written) and 'english' (stemmed, for web-style search).
-    document tsvector GENERATED ALWAYS AS (
-        setweight(to_tsvector('simple'::regconfig, translate(name, '/._-', '    ')), 'A')
-        || setweight(to_tsvector('simple'::regconfig, translate(coalesce(flatpak_id, ''), '._-', '   ')), 'A')
-        || setweight(to_tsvector('simple'::regconfig, title), 'A')
-        || setweight(to_tsvector('english'::regconfig, title), 'A')
-        || setweight(to_tsvector('english'::regconfig, description), 'B')
-        || setweight(to_tsvector('simple'::regconfig, description), 'C')
-    ) STORED
-);
-CREATE INDEX IF NOT EXISTS repository_summaries_document_idx ON repository_summaries USING gin (document);
-
--- =====================================================================
 -- Record the version last: never lower it (re-applying an older file keeps the newer mark).
 INSERT INTO regindex_schema (singleton, version) VALUES (true, 1)
 ON CONFLICT (singleton) DO UPDATE SET version = GREATEST(regindex_schema.version, EXCLUDED.version);
