@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 DEV=.dev
 REGISTRY_PORT=${REGISTRY_PORT:-5000}
 API_PORT=${API_PORT:-8080}
-export REGINDEX_WEBHOOK_TOKEN=${REGINDEX_WEBHOOK_TOKEN:-dev-token}
+export DEV_WEBHOOK_TOKEN=${DEV_WEBHOOK_TOKEN:-dev-token}
 mkdir -p "$DEV/registry-data"
 
 ensure_packages
@@ -49,7 +49,7 @@ notifications:
     - name: regindex
       url: http://127.0.0.1:$API_PORT/events
       headers:
-        Authorization: [Bearer $REGINDEX_WEBHOOK_TOKEN]
+        Authorization: [Bearer $DEV_WEBHOOK_TOKEN]
       timeout: 5s
       threshold: 5
       backoff: 2s
@@ -58,7 +58,7 @@ YAML
 export REGINDEX_CONFIG=$PWD/config.example.yaml
 export REGINDEX_REGISTRY__URL=http://127.0.0.1:$REGISTRY_PORT
 export REGINDEX_API__LISTEN=127.0.0.1:$API_PORT
-export REGINDEX_API__WEBHOOK_TOKEN=$REGINDEX_WEBHOOK_TOKEN
+export REGINDEX_API__WEBHOOK_TOKEN=$DEV_WEBHOOK_TOKEN
 export REGINDEX_DATABASE__URL=postgres://postgres@127.0.0.1:5432/regindex
 
 "$BIN/regindexctl" migrate

@@ -32,8 +32,10 @@ struct Cli {
 enum Command {
     /// Creates or updates the database schema.
     Migrate,
-    /// Refetches every repository now and prints a summary.
+    /// Refetches every repository now, prints a summary and rewrites the static index files.
     Scan,
+    /// Writes the configured static index files from the index as it is.
+    WriteStaticIndexes,
     /// The dead-letter queue.
     #[command(subcommand)]
     Dlq(DlqCommand),
@@ -119,6 +121,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             println!("schema is up to date");
         }
         Command::Scan => return scan(&config).await,
+        Command::WriteStaticIndexes => {
+            let store = Store::connect(&config.database)
+                .await
+                .context("connecting to the database")?;
+            write_static(&store, &config).await?;
+        }
         Command::Dlq(command) => dlq(&config, command).await?,
         Command::TriggerReindex { repository, ctype } => {
             trigger(&config, repository, &ctype).await?
@@ -127,10 +135,31 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+async fn write_static(store: &Store, config: &Config) -> Result<()> {
+    let written = regindex::static_index::write_static_indexes(store, config)
+        .await
+        .context("writing the static index files")?;
+    for index in written {
+        let state = if index.changed {
+            "written"
+        } else {
+            "unchanged"
+        };
+        println!(
+            "{}: {} ({} bytes, {state})",
+            index.name,
+            index.path.display(),
+            index.bytes
+        );
+    }
+    Ok(())
+}
+
 async fn scan(config: &Config) -> Result<ExitCode> {
     let store = Store::connect(&config.database)
         .await
-        .context("connecting to the database")?;
+        .context("connecting to the database")?
+        .with_icons(&config.icons);
     let registry = RegistryClient::new(&config.registry).context("registry client")?;
     let mut syncer = Syncer::new(registry.clone(), store.clone());
     // The activity history records what the scan finds (backfill).
@@ -145,6 +174,7 @@ async fn scan(config: &Config) -> Result<ExitCode> {
         .await
         .context("scanning")?;
     println!("{summary}");
+    write_static(syncer.store(), config).await?;
     for (repository, reason) in &summary.failed {
         eprintln!("failed: {repository}: {reason}");
     }

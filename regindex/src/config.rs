@@ -376,7 +376,8 @@ impl Config {
             .try_parsing(true)
             .list_separator(",")
             .with_list_parse_key("amqp.retry_delays_ms")
-            .with_list_parse_key("history.ignore_user_agents");
+            .with_list_parse_key("history.ignore_user_agents")
+            .source(Some(config_env_vars(std::env::vars())));
         let cfg: Config = builder.add_source(env).build()?.try_deserialize()?;
         cfg.validate()?;
         Ok(cfg)
@@ -539,10 +540,37 @@ impl RegistryConfig {
     }
 }
 
+/// The environment variables that configure: `REGINDEX_<SECTION>__<KEY>`. Every key lives
+/// in a section, so variables without `__` (`REGINDEX_CONFIG`, `REGINDEX_LOG_FORMAT`, test
+/// settings) are not configuration and must not be refused as unknown keys.
+fn config_env_vars(
+    vars: impl Iterator<Item = (String, String)>,
+) -> std::collections::HashMap<String, String> {
+    vars.filter(|(name, _)| {
+        name.strip_prefix("REGINDEX_")
+            .is_some_and(|rest| rest.contains("__"))
+    })
+    .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn only_sectioned_environment_variables_configure() {
+        let vars = [
+            ("REGINDEX_REGISTRY__URL", "http://r"),
+            ("REGINDEX_CONFIG", "/etc/regindex.yaml"),
+            ("REGINDEX_LOG_FORMAT", "json"),
+            ("PATH", "/bin"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let kept = config_env_vars(vars.into_iter());
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept["REGINDEX_REGISTRY__URL"], "http://r");
+    }
 
     #[test]
     fn defaults_are_valid() {

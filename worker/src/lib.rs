@@ -9,6 +9,7 @@ pub mod index;
 pub mod metrics;
 pub mod outcome;
 pub mod periodic;
+pub mod static_files;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +46,9 @@ pub enum WorkerError {
 /// The whole worker process: store, registry client, metrics endpoint, periodic jobs and
 /// the consumer, until `shutdown`.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), WorkerError> {
-    let store = Store::connect(&config.database).await?;
+    let store = Store::connect(&config.database)
+        .await?
+        .with_icons(&config.icons);
     let registry = RegistryClient::new(&config.registry)?;
     let metrics = WorkerMetrics::new();
     let history_store = HistoryStore::new(store.pool().clone());
@@ -89,11 +92,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
     } else {
         None
     };
+    let static_files = tokio::spawn(static_files::run(
+        syncer.store().clone(),
+        Arc::new(config.clone()),
+        static_files::POLL_INTERVAL,
+        stop.clone(),
+    ));
     Worker::new(config, Arc::new(syncer), metrics)
         .run(shutdown)
         .await;
     stop.cancel();
-    let _ = tokio::join!(serving, periodic);
+    let _ = tokio::join!(serving, periodic, static_files);
     if let Some(history) = history {
         let _ = history.await;
     }
