@@ -113,6 +113,139 @@ CREATE TABLE IF NOT EXISTS repository_summaries (
 );
 CREATE INDEX IF NOT EXISTS repository_summaries_document_idx ON repository_summaries USING gin (document);
 
+-- ============================================================================
+-- History: registry activity and statistics (regindex/src/history/, docs/history.md).
+-- Owned by the history feature; every statement is idempotent, nothing is dropped.
+-- Rows are keyed by (registry, repository, ...), registry being the canonical host
+-- after alias normalisation (history.aliases).
+-- ============================================================================
+
+-- Every recorded event: the raw activity log, and the ids that make a redelivered
+-- message change nothing (inserted with ON CONFLICT DO NOTHING; only new ids count).
+-- Pruned after history.event_retention_days.
+CREATE TABLE IF NOT EXISTS history_events (
+    event_id text PRIMARY KEY,
+    occurred_at timestamptz NOT NULL,
+    received_at timestamptz NOT NULL DEFAULT now(),
+    activity text NOT NULL,
+    registry text NOT NULL,
+    repository text NOT NULL,
+    tag text,
+    digest text,
+    media_type text,
+    size bigint,
+    actor text,
+    addr text,
+    method text
+);
+CREATE INDEX IF NOT EXISTS history_events_received_idx ON history_events (received_at);
+
+-- Tags as the registry reported them (or a backfill scan found them).
+CREATE TABLE IF NOT EXISTS history_tags (
+    registry text NOT NULL,
+    repository text NOT NULL,
+    tag text NOT NULL,
+    -- Where the tag pointed when last seen (pushed, pulled by tag, or scanned), and when.
+    digest text,
+    digest_seen_at timestamptz,
+    first_seen timestamptz NOT NULL DEFAULT now(),
+    first_pushed timestamptz,
+    last_pushed timestamptz,
+    push_count bigint NOT NULL DEFAULT 0,
+    last_pulled timestamptz,
+    pull_count bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (registry, repository, tag)
+);
+CREATE INDEX IF NOT EXISTS history_tags_digest_idx ON history_tags (registry, repository, digest);
+
+CREATE TABLE IF NOT EXISTS history_manifests (
+    registry text NOT NULL,
+    repository text NOT NULL,
+    digest text NOT NULL,
+    media_type text,
+    size bigint,
+    first_seen timestamptz NOT NULL DEFAULT now(),
+    first_pushed timestamptz,
+    last_pushed timestamptz,
+    push_count bigint NOT NULL DEFAULT 0,
+    last_pulled timestamptz,
+    pull_count bigint NOT NULL DEFAULT 0,
+    -- Its blobs are recorded in history_manifest_blobs (from the event's references or
+    -- from the manifest fetched by a refetch/backfill).
+    links_known boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (registry, repository, digest)
+);
+
+-- Blobs (layers, configs) per repository: the registry links blobs per repository, and
+-- reports pushes, mounts and pulls per repository.
+CREATE TABLE IF NOT EXISTS history_blobs (
+    registry text NOT NULL,
+    repository text NOT NULL,
+    digest text NOT NULL,
+    media_type text,
+    size bigint,
+    first_seen timestamptz NOT NULL DEFAULT now(),
+    first_pushed timestamptz,
+    last_pushed timestamptz,
+    push_count bigint NOT NULL DEFAULT 0,
+    mount_count bigint NOT NULL DEFAULT 0,
+    last_pulled timestamptz,
+    pull_count bigint NOT NULL DEFAULT 0,
+    -- 'event': the registry reported it; 'scan': only a manifest fetched by a backfill
+    -- names it.
+    source text NOT NULL DEFAULT 'event',
+    PRIMARY KEY (registry, repository, digest)
+);
+
+CREATE TABLE IF NOT EXISTS history_manifest_blobs (
+    registry text NOT NULL,
+    repository text NOT NULL,
+    manifest_digest text NOT NULL,
+    blob_digest text NOT NULL,
+    media_type text,
+    size bigint,
+    PRIMARY KEY (registry, repository, manifest_digest, blob_digest)
+);
+CREATE INDEX IF NOT EXISTS history_manifest_blobs_blob_idx
+    ON history_manifest_blobs (registry, repository, blob_digest);
+
+-- Pushes and pulls per repository and UTC day.
+CREATE TABLE IF NOT EXISTS history_daily (
+    registry text NOT NULL,
+    repository text NOT NULL,
+    day date NOT NULL,
+    manifest_pushes bigint NOT NULL DEFAULT 0,
+    manifest_pulls bigint NOT NULL DEFAULT 0,
+    blob_pushes bigint NOT NULL DEFAULT 0,
+    blob_pulls bigint NOT NULL DEFAULT 0,
+    deletes bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (registry, repository, day)
+);
+
+-- The deletion audit trail: deleted rows move here with who deleted them and from where.
+-- Pruned after history.audit_retention_days.
+CREATE TABLE IF NOT EXISTS history_deletions (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    deleted_at timestamptz NOT NULL,
+    registry text NOT NULL,
+    repository text NOT NULL,
+    -- 'tag', 'manifest' or 'blob'
+    kind text NOT NULL,
+    tag text,
+    digest text,
+    actor text,
+    addr text,
+    event_id text,
+    -- The row as it was before the delete (NULL when nothing was recorded for it).
+    record jsonb
+);
+CREATE INDEX IF NOT EXISTS history_deletions_repository_idx
+    ON history_deletions (repository, deleted_at, id);
+CREATE INDEX IF NOT EXISTS history_deletions_time_idx ON history_deletions (deleted_at, id);
+-- ============================================================================
+-- End of history.
+-- ============================================================================
+
 -- Record the version last: never lower it (re-applying an older file keeps the newer mark).
 INSERT INTO regindex_schema (singleton, version) VALUES (true, 1)
 ON CONFLICT (singleton) DO UPDATE SET version = GREATEST(regindex_schema.version, EXCLUDED.version);

@@ -10,6 +10,7 @@ pub mod events;
 mod health;
 mod index_routes;
 pub mod metrics;
+pub mod stats_routes;
 pub mod web;
 
 use std::sync::Arc;
@@ -55,11 +56,21 @@ pub fn router(state: AppState) -> Router {
 
 /// `router` plus route sets that carry their own state (the webhook endpoint, `/metrics`).
 pub fn router_with(state: AppState, extra: Router) -> Router {
+    // History statistics and /openapi.json (their own state). The configuration was
+    // validated at load, so the aliases parse; should they not, the rest still serves.
+    let stats = match stats_routes::StatsState::new(&state.config, &state.store) {
+        Ok(stats) => stats_routes::router(stats),
+        Err(e) => {
+            tracing::error!(error = %e, "history statistics disabled: bad history.aliases");
+            Router::new()
+        }
+    };
     Router::new()
         .merge(index_routes::routes())
         .merge(health::routes())
         .merge(web::routes())
         .with_state(state)
+        .merge(stats)
         .merge(extra)
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -92,7 +103,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 /// topology early, but the api also starts without it: the index is served from the
 /// database, and webhooks answer 503 (the registry resends them) until the broker is back.
 async fn ingest_routes(config: &Config) -> Router {
-    let topology = regindex::bus::Topology::new(&config.amqp);
+    // The whole topology, history queue included: with history on, pulls are published
+    // for it and would be unroutable (dropped) without it.
+    let topology = regindex::bus::Topology::from_config(config);
     let publisher = Arc::new(regindex::bus::Publisher::new(
         config.amqp.url.clone(),
         Some(topology),

@@ -161,7 +161,14 @@ async fn scan(config: &Config) -> Result<ExitCode> {
         .context("connecting to the database")?
         .with_icons(&config.icons);
     let registry = RegistryClient::new(&config.registry).context("registry client")?;
-    let syncer = Syncer::new(registry, store);
+    let mut syncer = Syncer::new(registry.clone(), store.clone());
+    // The activity history records what the scan finds (backfill).
+    if let Some(backfill) =
+        regindex::history::backfill::Backfill::from_config(config, registry, store.pool().clone())
+            .context("history configuration")?
+    {
+        syncer = syncer.with_observer(std::sync::Arc::new(backfill));
+    }
     let summary = syncer
         .scan(config.worker.concurrency, &TerminalProgress::new())
         .await

@@ -2,6 +2,7 @@
 //! `REGINDEX_`-prefixed environment variables (`__` separates nesting levels, so
 //! `REGINDEX_REGISTRY__URL` sets `registry.url`). Defaults run against the local stack.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -33,6 +34,7 @@ pub struct Config {
     pub amqp: AmqpConfig,
     pub api: ApiConfig,
     pub worker: WorkerConfig,
+    pub history: HistoryConfig,
     pub icons: IconsConfig,
     pub web: WebConfig,
     /// Index files written to disk for serving from a CDN (regindexer style).
@@ -98,7 +100,9 @@ pub struct ApiConfig {
     /// When set, `POST /events` requires `Authorization: Bearer <token>`.
     pub webhook_token: Option<SecretString>,
     pub body_limit_bytes: usize,
-    /// Also publish pull and mount events (history); push and delete always go.
+    /// Also publish pull, mount and blob events. The activity history consumes them, so
+    /// this is on by default and requires `history.enabled` (nothing else would consume
+    /// them); push and delete of manifests always go.
     pub publish_pulls: bool,
 }
 
@@ -115,6 +119,67 @@ pub struct WorkerConfig {
     pub coalesce_ms: u64,
     /// `/metrics`, `/healthz` of the worker.
     pub metrics_listen: SocketAddr,
+}
+
+/// Registry activity history and statistics (see `docs/history.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// The feature: the history queue is declared and bound, and the api publishes pull,
+    /// mount and blob events for it.
+    pub enabled: bool,
+    /// This worker process runs a history consumer (several processes may).
+    pub consume: bool,
+    /// Durable queue bound to `registry.#` on the events exchange.
+    pub queue: String,
+    /// Unacknowledged history messages the consumer holds at once; at least `batch_size`.
+    pub prefetch: u16,
+    /// Events written in one transaction at most.
+    pub batch_size: usize,
+    /// A batch is written at the latest this long after its first event arrived.
+    pub batch_max_ms: u64,
+    /// Equivalent registry host names: canonical host → aliases. Events carry the host the
+    /// client used (`request.host`); every alias is recorded under its canonical host.
+    pub aliases: BTreeMap<String, Vec<String>>,
+    /// Recorded under this host when an event names none (or an unlisted one, when
+    /// `merge_unlisted_hosts` is set). Empty: the host as reported.
+    pub default_host: String,
+    /// Treat hosts not listed in `aliases` as `default_host` (a registry that only ever
+    /// serves one name set, reached through load balancers with varying host headers).
+    pub merge_unlisted_hosts: bool,
+    /// Deleted tags, manifests and blobs stay in the audit trail this long.
+    pub audit_retention_days: u32,
+    /// Raw events (and the event ids that make redeliveries harmless) are kept this long.
+    pub event_retention_days: u32,
+    /// How often the consumer prunes the audit trail and the raw events; 0: never.
+    pub prune_interval_secs: u64,
+    /// Scans and refetches record the registry's current state (tags, manifests, blobs and
+    /// their links) for history that predates regindex.
+    pub backfill: bool,
+    /// Pulls by clients whose User-Agent starts with one of these are not counted:
+    /// regindex's own refetches (HEAD of every tag) must not look like pulls.
+    pub ignore_user_agents: Vec<String>,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            consume: true,
+            queue: "regindex.history".into(),
+            prefetch: 2_000,
+            batch_size: 500,
+            batch_max_ms: 200,
+            aliases: BTreeMap::new(),
+            default_host: String::new(),
+            merge_unlisted_hosts: false,
+            audit_retention_days: 365,
+            event_retention_days: 30,
+            prune_interval_secs: 3_600,
+            backfill: true,
+            ignore_user_agents: vec!["regindex/".into()],
+        }
+    }
 }
 
 /// Icons carried as `data:` URIs in `org.freedesktop.appstream.icon-*` labels.
@@ -196,6 +261,43 @@ impl Default for WebConfig {
     }
 }
 
+impl HistoryConfig {
+    pub fn batch_max_wait(&self) -> Duration {
+        Duration::from_millis(self.batch_max_ms)
+    }
+
+    pub fn prune_interval(&self) -> Option<Duration> {
+        (self.prune_interval_secs > 0).then(|| Duration::from_secs(self.prune_interval_secs))
+    }
+
+    fn validate(&self, publish_pulls: bool) -> Result<(), ConfigError> {
+        if publish_pulls && !self.enabled {
+            return Err(invalid(
+                "api.publish_pulls",
+                "needs history.enabled: nothing else consumes pull events",
+            ));
+        }
+        if self.queue.is_empty() {
+            return Err(invalid("history.queue", "must not be empty"));
+        }
+        if self.batch_size == 0 {
+            return Err(invalid("history.batch_size", "must be at least 1"));
+        }
+        if usize::from(self.prefetch) < self.batch_size {
+            return Err(invalid(
+                "history.prefetch",
+                "must be at least history.batch_size, or batches never fill",
+            ));
+        }
+        if self.batch_max_ms == 0 {
+            return Err(invalid("history.batch_max_ms", "must be at least 1"));
+        }
+        crate::history::AliasMap::new(&self.aliases, &self.default_host, self.merge_unlisted_hosts)
+            .map_err(|e| invalid("history.aliases", e.to_string()))?;
+        Ok(())
+    }
+}
+
 impl Default for RegistryConfig {
     fn default() -> Self {
         Self {
@@ -244,7 +346,7 @@ impl Default for ApiConfig {
             static_max_age_secs: 300,
             webhook_token: None,
             body_limit_bytes: 1 << 20,
-            publish_pulls: false,
+            publish_pulls: true,
         }
     }
 }
@@ -274,6 +376,7 @@ impl Config {
             .try_parsing(true)
             .list_separator(",")
             .with_list_parse_key("amqp.retry_delays_ms")
+            .with_list_parse_key("history.ignore_user_agents")
             .source(Some(config_env_vars(std::env::vars())));
         let cfg: Config = builder.add_source(env).build()?.try_deserialize()?;
         cfg.validate()?;
@@ -331,6 +434,7 @@ impl Config {
                 "must differ from amqp.work_queue",
             ));
         }
+        self.history.validate(self.api.publish_pulls)?;
         Ok(())
     }
 
@@ -486,6 +590,51 @@ mod tests {
         assert_eq!(cfg.public_registry_url(), "/");
         assert_eq!(cfg.api.static_max_age_secs, 60);
         assert_eq!(cfg.worker.concurrency, WorkerConfig::default().concurrency);
+    }
+
+    #[test]
+    fn example_configuration_loads() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config.example.yaml");
+        let cfg = Config::load(Some(Path::new(path))).unwrap();
+        assert_eq!(cfg.history.queue, HistoryConfig::default().queue);
+    }
+
+    #[test]
+    fn history_section() {
+        let mut f = tempfile::NamedTempFile::with_suffix(".yaml").unwrap();
+        writeln!(
+            f,
+            "history:\n  batch_size: 10\n  prefetch: 20\n  aliases:\n    registry.example.com: [\"registry:5000\", \"10.0.0.5:5000\"]"
+        )
+        .unwrap();
+        let cfg = Config::load(Some(f.path())).unwrap();
+        assert_eq!(cfg.history.aliases["registry.example.com"].len(), 2);
+        assert_eq!(cfg.history.batch_max_wait(), Duration::from_millis(200));
+
+        let mut cfg = Config::default();
+        cfg.history.enabled = false;
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("api.publish_pulls"), "{err}");
+        cfg.api.publish_pulls = false;
+        cfg.validate().unwrap();
+
+        let mut cfg = Config::default();
+        cfg.history.prefetch = 10;
+        cfg.history.batch_size = 11;
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("history.prefetch"));
+
+        let mut cfg = Config::default();
+        cfg.history.aliases.insert("a".into(), vec!["x".into()]);
+        cfg.history.aliases.insert("b".into(), vec!["X".into()]);
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("history.aliases"));
     }
 
     #[test]

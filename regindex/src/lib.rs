@@ -7,6 +7,7 @@
 pub mod bus;
 pub mod config;
 pub mod describe;
+pub mod history;
 pub mod icons;
 pub mod index;
 pub mod model;

@@ -8,6 +8,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
 use futures::{stream, StreamExt, TryStreamExt};
 use tracing::{info, warn};
 
@@ -80,11 +84,37 @@ impl std::fmt::Display for ScanSummary {
 pub struct Syncer {
     registry: RegistryClient,
     store: Store,
+    observer: Option<Arc<dyn RefetchObserver>>,
 }
+
+// ---- History hook (owned by the history feature, see `history::backfill`) ----------
+/// Told, after each committed refetch, which tags the registry holds for a repository
+/// (every tag that resolved, indexed or not) and when the listing started. The activity
+/// history records that state (backfill, lost deletes); the observer handles its own
+/// errors, so it never fails a refetch.
+pub trait RefetchObserver: Send + Sync {
+    fn refetched<'a>(
+        &'a self,
+        repository: &'a RepositoryName,
+        tags: &'a BTreeMap<Tag, Digest>,
+        listed_at: DateTime<Utc>,
+    ) -> BoxFuture<'a, ()>;
+}
+// ---- End of history hook -------------------------------------------------------------
 
 impl Syncer {
     pub fn new(registry: RegistryClient, store: Store) -> Self {
-        Self { registry, store }
+        Self {
+            registry,
+            store,
+            observer: None,
+        }
+    }
+
+    /// Reports every refetch to `observer` (the activity history's backfill).
+    pub fn with_observer(mut self, observer: Arc<dyn RefetchObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     pub fn registry(&self) -> &RegistryClient {
@@ -101,12 +131,14 @@ impl Syncer {
         let mut tx = self.store.begin_repository(repository).await?;
         let known = tx.known_manifests().await?;
 
+        let listed_at = Utc::now();
         let tags = match self.registry.tags(repository).await {
             Ok(tags) => tags,
             Err(RegistryError::NotFound { .. }) => Vec::new(),
             Err(e) => return Err(e.into()),
         };
         let resolved = self.resolve_tags(repository, tags).await?;
+        let observed = self.observer.as_ref().map(|_| resolved.clone());
 
         let plan = Plan::new(&known, &resolved);
         let mut fetched = Fetched::default();
@@ -128,6 +160,9 @@ impl Syncer {
         let lists: Vec<ImageList> = fetched.lists.into_values().collect();
         let outcome = tx.replace(&tags, &images, &lists).await?;
         tx.commit().await?;
+        if let (Some(observer), Some(observed)) = (&self.observer, &observed) {
+            observer.refetched(repository, observed, listed_at).await;
+        }
         if outcome.changed {
             info!(
                 tags = tags.len(),

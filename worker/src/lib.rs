@@ -4,6 +4,7 @@
 
 pub mod coalesce;
 pub mod consumer;
+pub mod history;
 pub mod index;
 pub mod metrics;
 pub mod outcome;
@@ -14,6 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use regindex::config::Config;
+use regindex::history::backfill::Backfill;
+use regindex::history::HistoryStore;
 use regindex::registry::{RegistryClient, RegistryError};
 use regindex::store::{Store, StoreError};
 use regindex::sync::Syncer;
@@ -21,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 pub use consumer::Worker;
+pub use history::{HistoryConsumer, HistoryMetrics};
 pub use metrics::WorkerMetrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +33,8 @@ pub enum WorkerError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    #[error("history: {0}")]
+    History(#[from] regindex::history::AliasError),
     #[error("cannot listen on {addr} for metrics: {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -44,8 +50,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
         .await?
         .with_icons(&config.icons);
     let registry = RegistryClient::new(&config.registry)?;
-    let syncer = Syncer::new(registry, store);
     let metrics = WorkerMetrics::new();
+    let history_store = HistoryStore::new(store.pool().clone());
+    let mut syncer = Syncer::new(registry.clone(), store);
+    if let Some(backfill) = Backfill::from_config(&config, registry, history_store.pool().clone())?
+    {
+        syncer = syncer.with_observer(Arc::new(backfill));
+    }
     let addr = config.worker.metrics_listen;
     let listener = metrics::bind(addr)
         .await
@@ -70,6 +81,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
         metrics.clone(),
         stop.clone(),
     ));
+    let history = if config.history.enabled && config.history.consume {
+        let consumer = HistoryConsumer::new(
+            config.clone(),
+            history_store,
+            HistoryMetrics::register(&metrics.registry),
+        )?;
+        let stop = stop.clone();
+        Some(tokio::spawn(async move { consumer.run(stop).await }))
+    } else {
+        None
+    };
     let static_files = tokio::spawn(static_files::run(
         syncer.store().clone(),
         Arc::new(config.clone()),
@@ -81,6 +103,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
         .await;
     stop.cancel();
     let _ = tokio::join!(serving, periodic, static_files);
+    if let Some(history) = history {
+        let _ = history.await;
+    }
     Ok(())
 }
 

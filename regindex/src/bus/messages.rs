@@ -79,6 +79,20 @@ pub struct RequestInfo {
     pub method: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub useragent: Option<String>,
+    /// The host the client addressed (`request.host`): the history merges aliases by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+/// A blob or manifest a pushed manifest points to (`target.references`, sent when the
+/// registry sets `notifications.events.includereferences`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventReference {
+    pub digest: Digest,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
 }
 
 /// A registry event, normalised: the body the api publishes on `registry.<action>.<kind>`.
@@ -103,6 +117,8 @@ pub struct RegistryEvent {
     pub actor: Option<String>,
     #[serde(default)]
     pub request: RequestInfo,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<EventReference>,
 }
 
 impl RegistryEvent {
@@ -154,12 +170,22 @@ struct WireTarget {
     digest: String,
     repository: String,
     tag: String,
+    references: Vec<WireReference>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct WireReference {
+    media_type: String,
+    size: Option<u64>,
+    digest: String,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct WireRequest {
     addr: String,
+    host: String,
     method: String,
     useragent: String,
 }
@@ -205,6 +231,18 @@ fn normalise(event: WireEvent) -> Result<RegistryEvent, SkippedEvent> {
         digest.is_some(),
         tag.is_some(),
     );
+    // A reference with an unusable digest is dropped alone: it only feeds statistics.
+    let references = target
+        .references
+        .into_iter()
+        .filter_map(|r| {
+            Some(EventReference {
+                digest: Digest::parse(&r.digest).ok()?,
+                media_type: present(r.media_type),
+                size: r.size,
+            })
+        })
+        .collect();
     Ok(RegistryEvent {
         id: present(event.id),
         timestamp: present(event.timestamp),
@@ -220,7 +258,9 @@ fn normalise(event: WireEvent) -> Result<RegistryEvent, SkippedEvent> {
             addr: present(event.request.addr),
             method: present(event.request.method),
             useragent: present(event.request.useragent),
+            host: present(event.request.host),
         },
+        references,
     })
 }
 

@@ -16,7 +16,7 @@ use lapin::{Channel, ExchangeKind};
 use serde_json::json;
 
 use super::BusError;
-use crate::config::AmqpConfig;
+use crate::config::{AmqpConfig, Config};
 
 /// Routing keys regindex publishes and binds.
 pub mod routing_key {
@@ -26,6 +26,8 @@ pub mod routing_key {
     pub const PUSH_MANIFEST: &str = "registry.push.manifest";
     /// Every delete (manifest by digest, untag, blob).
     pub const DELETE_ANY: &str = "registry.delete.#";
+    /// Every registry event (the history queue's binding).
+    pub const REGISTRY_ALL: &str = "registry.#";
     /// Prefix of registry events: `registry.<action>.<kind>`.
     pub const REGISTRY_PREFIX: &str = "registry.";
     /// Bodhi topics (after `<topic_prefix>.<environment>.`).
@@ -66,9 +68,36 @@ pub struct Topology {
     /// `retry_delays_ms` as configured: attempt n waits `retry_delays_ms[n - 1]` (the last repeats).
     pub retry_delays_ms: Vec<u64>,
     pub bindings: Vec<Binding>,
+    /// The activity history's queue (bound to every registry event), when history is on.
+    pub history_queue: Option<String>,
 }
 
 impl Topology {
+    /// The whole topology of a configuration: [`Topology::new`] plus the history queue
+    /// when `history.enabled`. The api must declare this one: with history on it
+    /// publishes pulls, which are unroutable (an error) without the history queue.
+    pub fn from_config(config: &Config) -> Self {
+        let topology = Self::new(&config.amqp);
+        if config.history.enabled {
+            topology.with_history(&config.history.queue)
+        } else {
+            topology
+        }
+    }
+
+    /// Adds the history queue, bound to `registry.#`: it gets every registry event,
+    /// pulls included, apart from the work queue so a flood of pulls never delays a
+    /// refetch.
+    pub fn with_history(mut self, queue: &str) -> Self {
+        self.bindings.push(Binding {
+            exchange: self.events_exchange.clone(),
+            queue: queue.to_owned(),
+            routing_key: routing_key::REGISTRY_ALL.to_owned(),
+        });
+        self.history_queue = Some(queue.to_owned());
+        self
+    }
+
     pub fn new(config: &AmqpConfig) -> Self {
         let work = &config.work_queue;
         let bind = |exchange: &str, routing_key: String| Binding {
@@ -106,6 +135,7 @@ impl Topology {
                 .collect(),
             retry_delays_ms: config.retry_delays_ms.clone(),
             bindings,
+            history_queue: None,
         }
     }
 
@@ -197,6 +227,9 @@ impl Topology {
         ];
         for delay in &self.delay_queues {
             queues.push((delay.name.clone(), self.delay_queue_arguments(delay)));
+        }
+        if let Some(history) = &self.history_queue {
+            queues.push((history.clone(), FieldTable::default()));
         }
         queues
     }
@@ -333,11 +366,26 @@ mod tests {
         assert_eq!(topology.delay_queue_for_attempt(3), "w.retry.20ms");
     }
 
+    #[test]
+    fn history_queue_gets_every_registry_event() {
+        let mut config = Config::default();
+        config.history.queue = "h".into();
+        let topology = Topology::from_config(&config);
+        assert_eq!(topology.history_queue.as_deref(), Some("h"));
+        assert!(topology
+            .bindings
+            .iter()
+            .any(|b| b.queue == "h" && b.routing_key == "registry.#"));
+        assert!(topology.queues().iter().any(|(q, _)| q == "h"));
+        config.history.enabled = false;
+        assert_eq!(Topology::from_config(&config).history_queue, None);
+    }
+
     /// `bus-config/definitions.json` mirrors the default configuration. Regenerate it with
     /// `REGINDEX_BLESS=1 cargo nextest run -p regindex definitions`.
     #[test]
     fn bus_config_definitions_match_the_default_topology() {
-        let generated = Topology::new(&AmqpConfig::default()).definitions();
+        let generated = Topology::from_config(&Config::default()).definitions();
         let text = serde_json::to_string_pretty(&generated).unwrap() + "\n";
         if std::env::var_os("REGINDEX_BLESS").is_some() {
             std::fs::write(BUS_CONFIG_DEFINITIONS, &text).unwrap();

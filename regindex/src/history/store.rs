@@ -1,0 +1,703 @@
+//! PostgreSQL side of the history: recording batches, backfilling, pruning.
+//! (The read side, the statistics queries, is in [`super::queries`].)
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Postgres, Transaction};
+
+use super::aggregate::{dedup_by_id, Aggregates, Deletion, ObjectKey};
+use super::event::{ActivityEvent, BlobRef};
+use super::HistoryError;
+use crate::model::{Digest, RepositoryName, Tag};
+
+type Tx<'a> = Transaction<'a, Postgres>;
+
+#[derive(Clone)]
+pub struct HistoryStore {
+    pool: PgPool,
+}
+
+/// What recording one batch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordOutcome {
+    /// Events recorded for the first time.
+    pub recorded: usize,
+    /// Events whose id was already recorded (redeliveries): they changed nothing.
+    pub duplicates: usize,
+    /// Manifests pushed without `references`: their blobs are still to be learnt.
+    pub unlinked_manifests: Vec<ObjectKey>,
+}
+
+/// What pruning removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneOutcome {
+    pub deletions: u64,
+    pub events: u64,
+}
+
+/// A manifest as a refetch or backfill found it in the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScannedManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: Option<i64>,
+    /// Config and layers; `None` when the manifest was not fetched (its blobs are
+    /// already recorded, or it is an index).
+    pub blobs: Option<Vec<BlobRef>>,
+}
+
+/// Pruning deletes at most this many rows per statement.
+const ROWS_PER_PRUNE: i64 = 10_000;
+
+impl HistoryStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Records a batch in one transaction: the event ids first (a redelivered event's id
+    /// is already there and is dropped), then the aggregates of only the new events.
+    pub async fn record(&self, events: Vec<ActivityEvent>) -> Result<RecordOutcome, HistoryError> {
+        let mut events = dedup_by_id(events);
+        if events.is_empty() {
+            return Ok(RecordOutcome::default());
+        }
+        // Ids in one order in every transaction: two consumers holding overlapping
+        // (redelivered) ids then wait for each other instead of deadlocking.
+        events.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut tx = self.pool.begin().await?;
+        let new_ids = insert_events(&mut tx, &events).await?;
+        let fresh: Vec<&ActivityEvent> = events
+            .iter()
+            .filter(|e| new_ids.contains(e.id.as_str()))
+            .collect();
+        let aggregates = Aggregates::from_events(fresh.iter().copied());
+        apply(&mut tx, &aggregates).await?;
+        tx.commit().await?;
+        Ok(RecordOutcome {
+            recorded: fresh.len(),
+            duplicates: events.len() - fresh.len(),
+            unlinked_manifests: aggregates.manifests_without_links().into_iter().collect(),
+        })
+    }
+
+    /// Records the current state of one repository as a scan found it at `seen_at` (when
+    /// its tags were listed): its tags, its manifests and, for the manifests fetched,
+    /// their blobs. Counts and push times are left alone (events own them); rows only get
+    /// `first_seen`. Tags and manifests deleted after `seen_at` are not brought back. Tags
+    /// the history holds that the registry no longer has (their delete events were lost)
+    /// move to the audit trail, attributed to no one.
+    pub async fn record_state(
+        &self,
+        registry: &str,
+        repository: &RepositoryName,
+        tags: &[(Tag, Digest)],
+        manifests: &[ScannedManifest],
+        seen_at: DateTime<Utc>,
+    ) -> Result<(), HistoryError> {
+        let repository = repository.as_str();
+        let mut tx = self.pool.begin().await?;
+        let tag_names: Vec<&str> = tags.iter().map(|(t, _)| t.as_str()).collect();
+        let tag_digests: Vec<&str> = tags.iter().map(|(_, d)| d.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO history_tags AS t (registry, repository, tag, digest, digest_seen_at, first_seen)
+             SELECT $1, $2, u.tag, u.digest, $5, $5 FROM UNNEST($3::text[], $4::text[]) AS u (tag, digest)
+             -- A delete recorded since the listing wins: the listing is older news.
+             WHERE NOT EXISTS (SELECT 1 FROM history_deletions d WHERE d.registry = $1
+                 AND d.repository = $2 AND d.tag = u.tag AND d.deleted_at >= $5)
+             ORDER BY u.tag
+             ON CONFLICT (registry, repository, tag) DO UPDATE SET
+                digest = CASE WHEN t.digest_seen_at IS NULL OR EXCLUDED.digest_seen_at >= t.digest_seen_at
+                              THEN EXCLUDED.digest ELSE t.digest END,
+                digest_seen_at = GREATEST(t.digest_seen_at, EXCLUDED.digest_seen_at)",
+        )
+        .bind(registry)
+        .bind(repository)
+        .bind(&tag_names)
+        .bind(&tag_digests)
+        .bind(seen_at)
+        .execute(&mut *tx)
+        .await?;
+        // Tags gone from the registry; a tag pushed after the scan looked is kept.
+        sqlx::query(
+            "WITH gone AS (
+                DELETE FROM history_tags t
+                WHERE registry = $1 AND repository = $2 AND NOT (tag = ANY($3::text[]))
+                  AND (t.digest_seen_at IS NULL OR t.digest_seen_at < $4)
+                  AND (t.last_pushed IS NULL OR t.last_pushed < $4)
+                RETURNING t.*
+             )
+             INSERT INTO history_deletions (deleted_at, registry, repository, kind, tag, digest, record)
+             SELECT $4, registry, repository, 'tag', tag, digest, to_jsonb(gone) FROM gone",
+        )
+        .bind(registry)
+        .bind(repository)
+        .bind(&tag_names)
+        .bind(seen_at)
+        .execute(&mut *tx)
+        .await?;
+
+        let mut manifests: Vec<&ScannedManifest> = manifests.iter().collect();
+        manifests.sort_by(|a, b| a.digest.cmp(&b.digest));
+        let digests: Vec<&str> = manifests.iter().map(|m| m.digest.as_str()).collect();
+        let media_types: Vec<&str> = manifests.iter().map(|m| m.media_type.as_str()).collect();
+        let sizes: Vec<Option<i64>> = manifests.iter().map(|m| m.size).collect();
+        let linked: Vec<bool> = manifests.iter().map(|m| m.blobs.is_some()).collect();
+        sqlx::query(
+            "INSERT INTO history_manifests AS m (registry, repository, digest, media_type, size, links_known, first_seen)
+             SELECT $1, $2, u.digest, u.media_type, u.size, u.linked, $7
+             FROM UNNEST($3::text[], $4::text[], $5::bigint[], $6::bool[]) AS u (digest, media_type, size, linked)
+             WHERE NOT EXISTS (SELECT 1 FROM history_deletions d WHERE d.registry = $1
+                 AND d.repository = $2 AND d.digest = u.digest AND d.kind IN ('manifest', 'unknown')
+                 AND d.deleted_at >= $7)
+             ON CONFLICT (registry, repository, digest) DO UPDATE SET
+                media_type = COALESCE(m.media_type, EXCLUDED.media_type),
+                size = COALESCE(m.size, EXCLUDED.size),
+                links_known = m.links_known OR EXCLUDED.links_known",
+        )
+        .bind(registry)
+        .bind(repository)
+        .bind(&digests)
+        .bind(&media_types)
+        .bind(&sizes)
+        .bind(&linked)
+        .bind(seen_at)
+        .execute(&mut *tx)
+        .await?;
+
+        let mut links: Vec<(&str, &BlobRef)> = manifests
+            .iter()
+            .flat_map(|m| {
+                m.blobs
+                    .iter()
+                    .flatten()
+                    .map(move |b| (m.digest.as_str(), b))
+            })
+            .collect();
+        links.sort_by(|a, b| (a.0, &a.1.digest).cmp(&(b.0, &b.1.digest)));
+        links.dedup_by(|a, b| a.0 == b.0 && a.1.digest == b.1.digest);
+        insert_links(
+            &mut tx,
+            registry,
+            repository,
+            links
+                .iter()
+                .map(|(m, b)| (*m, b.digest.as_str(), b.size, b.media_type.as_deref())),
+        )
+        .await?;
+        // Blobs only a manifest names: known to exist, never reported by an event.
+        let mut blobs: Vec<&BlobRef> = links.iter().map(|(_, b)| *b).collect();
+        blobs.sort_by(|a, b| a.digest.cmp(&b.digest));
+        blobs.dedup_by(|a, b| a.digest == b.digest);
+        let blob_digests: Vec<&str> = blobs.iter().map(|b| b.digest.as_str()).collect();
+        let blob_sizes: Vec<Option<i64>> = blobs.iter().map(|b| b.size).collect();
+        let blob_types: Vec<Option<&str>> = blobs.iter().map(|b| b.media_type.as_deref()).collect();
+        sqlx::query(
+            "INSERT INTO history_blobs (registry, repository, digest, size, media_type, source, first_seen)
+             SELECT $1, $2, u.digest, u.size, u.media_type, 'scan', $6
+             FROM UNNEST($3::text[], $4::bigint[], $5::text[]) AS u (digest, size, media_type)
+             ON CONFLICT (registry, repository, digest) DO NOTHING",
+        )
+        .bind(registry)
+        .bind(repository)
+        .bind(&blob_digests)
+        .bind(&blob_sizes)
+        .bind(&blob_types)
+        .bind(seen_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Of `digests` (manifests of one repository), those whose blobs are not recorded yet.
+    pub async fn manifests_needing_links(
+        &self,
+        registry: &str,
+        repository: &RepositoryName,
+        digests: &[Digest],
+    ) -> Result<HashSet<Digest>, HistoryError> {
+        let wanted: Vec<&str> = digests.iter().map(Digest::as_str).collect();
+        let known: Vec<String> = sqlx::query_scalar(
+            "SELECT digest FROM history_manifests
+             WHERE registry = $1 AND repository = $2 AND digest = ANY($3::text[]) AND links_known",
+        )
+        .bind(registry)
+        .bind(repository.as_str())
+        .bind(&wanted)
+        .fetch_all(&self.pool)
+        .await?;
+        let known: HashSet<&str> = known.iter().map(String::as_str).collect();
+        Ok(digests
+            .iter()
+            .filter(|d| !known.contains(d.as_str()))
+            .cloned()
+            .collect())
+    }
+
+    /// Drops audit rows and raw events older than their retention, in chunks so that a
+    /// large backlog never holds one long transaction.
+    pub async fn prune(
+        &self,
+        audit_retention_days: u32,
+        event_retention_days: u32,
+    ) -> Result<PruneOutcome, HistoryError> {
+        let mut outcome = PruneOutcome::default();
+        loop {
+            let removed = sqlx::query(
+                "DELETE FROM history_deletions WHERE id IN (
+                    SELECT id FROM history_deletions
+                    WHERE deleted_at < now() - make_interval(days => $1) LIMIT $2)",
+            )
+            .bind(i32::try_from(audit_retention_days).unwrap_or(i32::MAX))
+            .bind(ROWS_PER_PRUNE)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            outcome.deletions += removed;
+            if removed < ROWS_PER_PRUNE as u64 {
+                break;
+            }
+        }
+        loop {
+            let removed = sqlx::query(
+                "DELETE FROM history_events WHERE event_id IN (
+                    SELECT event_id FROM history_events
+                    WHERE received_at < now() - make_interval(days => $1) LIMIT $2)",
+            )
+            .bind(i32::try_from(event_retention_days).unwrap_or(i32::MAX))
+            .bind(ROWS_PER_PRUNE)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            outcome.events += removed;
+            if removed < ROWS_PER_PRUNE as u64 {
+                break;
+            }
+        }
+        Ok(outcome)
+    }
+}
+
+/// Inserts the events' ids and details; returns the ids that were new.
+async fn insert_events(
+    tx: &mut Tx<'_>,
+    events: &[ActivityEvent],
+) -> Result<HashSet<String>, HistoryError> {
+    let mut ids = Vec::with_capacity(events.len());
+    let mut ats = Vec::with_capacity(events.len());
+    let mut activities = Vec::with_capacity(events.len());
+    let mut registries = Vec::with_capacity(events.len());
+    let mut repositories = Vec::with_capacity(events.len());
+    let mut tags = Vec::with_capacity(events.len());
+    let mut digests = Vec::with_capacity(events.len());
+    let mut media_types = Vec::with_capacity(events.len());
+    let mut sizes = Vec::with_capacity(events.len());
+    let mut actors = Vec::with_capacity(events.len());
+    let mut addrs = Vec::with_capacity(events.len());
+    let mut methods = Vec::with_capacity(events.len());
+    for e in events {
+        ids.push(e.id.as_str());
+        ats.push(e.at);
+        activities.push(e.activity.as_str());
+        registries.push(e.registry.as_str());
+        repositories.push(e.repository.as_str());
+        tags.push(e.tag.as_ref().map(Tag::as_str));
+        digests.push(e.digest.as_ref().map(Digest::as_str));
+        media_types.push(e.media_type.as_deref());
+        sizes.push(e.size);
+        actors.push(e.actor.as_deref());
+        addrs.push(e.addr.as_deref());
+        methods.push(e.method.as_deref());
+    }
+    let inserted: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO history_events
+            (event_id, occurred_at, activity, registry, repository, tag, digest, media_type, size, actor, addr, method)
+         SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[],
+                              $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[])
+         ON CONFLICT (event_id) DO NOTHING
+         RETURNING event_id",
+    )
+    .bind(&ids)
+    .bind(&ats)
+    .bind(&activities)
+    .bind(&registries)
+    .bind(&repositories)
+    .bind(&tags)
+    .bind(&digests)
+    .bind(&media_types)
+    .bind(&sizes)
+    .bind(&actors)
+    .bind(&addrs)
+    .bind(&methods)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(inserted.into_iter().collect())
+}
+
+async fn insert_links<'a>(
+    tx: &mut Tx<'_>,
+    registry: &str,
+    repository: &str,
+    links: impl Iterator<Item = (&'a str, &'a str, Option<i64>, Option<&'a str>)>,
+) -> Result<(), HistoryError> {
+    let (mut manifests, mut blobs, mut sizes, mut types) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (manifest, blob, size, media_type) in links {
+        manifests.push(manifest);
+        blobs.push(blob);
+        sizes.push(size);
+        types.push(media_type);
+    }
+    if manifests.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO history_manifest_blobs (registry, repository, manifest_digest, blob_digest, size, media_type)
+         SELECT $1, $2, u.m, u.b, u.size, u.media_type
+         FROM UNNEST($3::text[], $4::text[], $5::bigint[], $6::text[]) AS u (m, b, size, media_type)
+         -- Only for manifests the history holds (a backfill may have been overtaken by a delete).
+         WHERE EXISTS (SELECT 1 FROM history_manifests x WHERE x.registry = $1 AND x.repository = $2
+             AND x.digest = u.m)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(registry)
+    .bind(repository)
+    .bind(&manifests)
+    .bind(&blobs)
+    .bind(&sizes)
+    .bind(&types)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Applies a batch's aggregates: upserts in key order, then the deletes in time order.
+async fn apply(tx: &mut Tx<'_>, agg: &Aggregates) -> Result<(), HistoryError> {
+    if !agg.tags.is_empty() {
+        let mut cols = TimeCols::default();
+        let (mut registries, mut repositories, mut tags, mut digests, mut seen) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (key, delta) in &agg.tags {
+            registries.push(key.registry.as_str());
+            repositories.push(key.repository.as_str());
+            tags.push(key.tag.as_str());
+            digests.push(delta.digest.as_ref().map(|(_, d)| d.as_str()));
+            seen.push(delta.digest.as_ref().map(|(at, _)| *at));
+            cols.push(&delta.counts);
+        }
+        sqlx::query(
+            "INSERT INTO history_tags AS t (registry, repository, tag, digest, digest_seen_at,
+                first_pushed, last_pushed, push_count, last_pulled, pull_count)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+                $6::timestamptz[], $7::timestamptz[], $8::bigint[], $9::timestamptz[], $10::bigint[])
+             ON CONFLICT (registry, repository, tag) DO UPDATE SET
+                digest = CASE WHEN t.digest_seen_at IS NULL OR EXCLUDED.digest_seen_at >= t.digest_seen_at
+                              THEN COALESCE(EXCLUDED.digest, t.digest) ELSE t.digest END,
+                digest_seen_at = GREATEST(t.digest_seen_at, EXCLUDED.digest_seen_at),
+                first_pushed = LEAST(t.first_pushed, EXCLUDED.first_pushed),
+                last_pushed = GREATEST(t.last_pushed, EXCLUDED.last_pushed),
+                push_count = t.push_count + EXCLUDED.push_count,
+                last_pulled = GREATEST(t.last_pulled, EXCLUDED.last_pulled),
+                pull_count = t.pull_count + EXCLUDED.pull_count",
+        )
+        .bind(&registries)
+        .bind(&repositories)
+        .bind(&tags)
+        .bind(&digests)
+        .bind(&seen)
+        .bind(&cols.first_pushed)
+        .bind(&cols.last_pushed)
+        .bind(&cols.pushes)
+        .bind(&cols.last_pulled)
+        .bind(&cols.pulls)
+        .execute(&mut **tx)
+        .await?;
+    }
+
+    if !agg.manifests.is_empty() {
+        let mut cols = TimeCols::default();
+        let (mut registries, mut repositories, mut digests, mut types, mut sizes, mut linked) = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
+        let with_links: HashSet<&ObjectKey> = agg.links.keys().map(|l| &l.manifest).collect();
+        for (key, delta) in &agg.manifests {
+            registries.push(key.registry.as_str());
+            repositories.push(key.repository.as_str());
+            digests.push(key.digest.as_str());
+            types.push(delta.media_type.as_deref());
+            sizes.push(delta.size);
+            linked.push(with_links.contains(key));
+            cols.push(&delta.counts);
+        }
+        sqlx::query(
+            "INSERT INTO history_manifests AS m (registry, repository, digest, media_type, size, links_known,
+                first_pushed, last_pushed, push_count, last_pulled, pull_count)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bool[],
+                $7::timestamptz[], $8::timestamptz[], $9::bigint[], $10::timestamptz[], $11::bigint[])
+             ON CONFLICT (registry, repository, digest) DO UPDATE SET
+                media_type = COALESCE(EXCLUDED.media_type, m.media_type),
+                size = COALESCE(EXCLUDED.size, m.size),
+                links_known = m.links_known OR EXCLUDED.links_known,
+                first_pushed = LEAST(m.first_pushed, EXCLUDED.first_pushed),
+                last_pushed = GREATEST(m.last_pushed, EXCLUDED.last_pushed),
+                push_count = m.push_count + EXCLUDED.push_count,
+                last_pulled = GREATEST(m.last_pulled, EXCLUDED.last_pulled),
+                pull_count = m.pull_count + EXCLUDED.pull_count",
+        )
+        .bind(&registries)
+        .bind(&repositories)
+        .bind(&digests)
+        .bind(&types)
+        .bind(&sizes)
+        .bind(&linked)
+        .bind(&cols.first_pushed)
+        .bind(&cols.last_pushed)
+        .bind(&cols.pushes)
+        .bind(&cols.last_pulled)
+        .bind(&cols.pulls)
+        .execute(&mut **tx)
+        .await?;
+    }
+
+    if !agg.blobs.is_empty() {
+        let mut cols = TimeCols::default();
+        let (mut registries, mut repositories, mut digests, mut types, mut sizes, mut mounts) = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
+        for (key, delta) in &agg.blobs {
+            registries.push(key.registry.as_str());
+            repositories.push(key.repository.as_str());
+            digests.push(key.digest.as_str());
+            types.push(delta.media_type.as_deref());
+            sizes.push(delta.size);
+            mounts.push(delta.mounts);
+            cols.push(&delta.counts);
+        }
+        sqlx::query(
+            "INSERT INTO history_blobs AS b (registry, repository, digest, media_type, size, mount_count,
+                first_pushed, last_pushed, push_count, last_pulled, pull_count)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
+                $7::timestamptz[], $8::timestamptz[], $9::bigint[], $10::timestamptz[], $11::bigint[])
+             ON CONFLICT (registry, repository, digest) DO UPDATE SET
+                media_type = COALESCE(EXCLUDED.media_type, b.media_type),
+                size = COALESCE(EXCLUDED.size, b.size),
+                source = 'event',
+                mount_count = b.mount_count + EXCLUDED.mount_count,
+                first_pushed = LEAST(b.first_pushed, EXCLUDED.first_pushed),
+                last_pushed = GREATEST(b.last_pushed, EXCLUDED.last_pushed),
+                push_count = b.push_count + EXCLUDED.push_count,
+                last_pulled = GREATEST(b.last_pulled, EXCLUDED.last_pulled),
+                pull_count = b.pull_count + EXCLUDED.pull_count",
+        )
+        .bind(&registries)
+        .bind(&repositories)
+        .bind(&digests)
+        .bind(&types)
+        .bind(&sizes)
+        .bind(&mounts)
+        .bind(&cols.first_pushed)
+        .bind(&cols.last_pushed)
+        .bind(&cols.pushes)
+        .bind(&cols.last_pulled)
+        .bind(&cols.pulls)
+        .execute(&mut **tx)
+        .await?;
+    }
+
+    // Links are per repository; one batch may span several.
+    let mut by_repository: std::collections::BTreeMap<(&str, &str), Vec<_>> = Default::default();
+    for (link, info) in &agg.links {
+        by_repository
+            .entry((
+                link.manifest.registry.as_str(),
+                link.manifest.repository.as_str(),
+            ))
+            .or_default()
+            .push((
+                link.manifest.digest.as_str(),
+                link.blob.as_str(),
+                info.size,
+                info.media_type.as_deref(),
+            ));
+    }
+    for ((registry, repository), links) in by_repository {
+        insert_links(tx, registry, repository, links.into_iter()).await?;
+    }
+
+    if !agg.daily.is_empty() {
+        let (mut registries, mut repositories, mut days) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut mpush, mut mpull, mut bpush, mut bpull, mut deletes) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (key, delta) in &agg.daily {
+            registries.push(key.registry.as_str());
+            repositories.push(key.repository.as_str());
+            days.push(key.day);
+            mpush.push(delta.manifest_pushes);
+            mpull.push(delta.manifest_pulls);
+            bpush.push(delta.blob_pushes);
+            bpull.push(delta.blob_pulls);
+            deletes.push(delta.deletes);
+        }
+        sqlx::query(
+            "INSERT INTO history_daily AS d (registry, repository, day, manifest_pushes, manifest_pulls,
+                blob_pushes, blob_pulls, deletes)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::date[], $4::bigint[], $5::bigint[],
+                $6::bigint[], $7::bigint[], $8::bigint[])
+             ON CONFLICT (registry, repository, day) DO UPDATE SET
+                manifest_pushes = d.manifest_pushes + EXCLUDED.manifest_pushes,
+                manifest_pulls = d.manifest_pulls + EXCLUDED.manifest_pulls,
+                blob_pushes = d.blob_pushes + EXCLUDED.blob_pushes,
+                blob_pulls = d.blob_pulls + EXCLUDED.blob_pulls,
+                deletes = d.deletes + EXCLUDED.deletes",
+        )
+        .bind(&registries)
+        .bind(&repositories)
+        .bind(&days)
+        .bind(&mpush)
+        .bind(&mpull)
+        .bind(&bpush)
+        .bind(&bpull)
+        .bind(&deletes)
+        .execute(&mut **tx)
+        .await?;
+    }
+
+    for deletion in &agg.deletions {
+        apply_deletion(tx, deletion).await?;
+    }
+    Ok(())
+}
+
+/// Moves what a delete removed into the audit trail. A delete of something the history
+/// never recorded is audited too (kind `unknown`, or `tag`), without a previous record.
+async fn apply_deletion(tx: &mut Tx<'_>, d: &Deletion) -> Result<(), HistoryError> {
+    // `$4` is the delete's time: rows pushed after it (a tag pushed again) stay.
+    const MOVE: &str = "INSERT INTO history_deletions
+            (deleted_at, registry, repository, kind, tag, digest, actor, addr, event_id, record)";
+    let mut moved = 0;
+    let statements: Vec<String> = match (&d.tag, &d.digest) {
+        (_, Some(_)) => vec![
+            format!(
+                    "WITH gone AS (DELETE FROM history_manifests x WHERE registry = $1 AND repository = $2
+                        AND digest = $3 AND (x.last_pushed IS NULL OR x.last_pushed <= $4) RETURNING x.*)
+                     {MOVE} SELECT $4, registry, repository, 'manifest', NULL, digest, $5, $6, $7, to_jsonb(gone)
+                     FROM gone"
+            ),
+            format!(
+                    "WITH gone AS (DELETE FROM history_blobs x WHERE registry = $1 AND repository = $2
+                        AND digest = $3 AND (x.last_pushed IS NULL OR x.last_pushed <= $4) RETURNING x.*)
+                     {MOVE} SELECT $4, registry, repository, 'blob', NULL, digest, $5, $6, $7, to_jsonb(gone)
+                     FROM gone"
+            ),
+        ],
+        (Some(_), None) => vec![format!(
+                "WITH gone AS (DELETE FROM history_tags x WHERE registry = $1 AND repository = $2
+                    AND tag = $3 AND (x.last_pushed IS NULL OR x.last_pushed <= $4) RETURNING x.*)
+                 {MOVE} SELECT $4, registry, repository, 'tag', tag, digest, $5, $6, $7, to_jsonb(gone)
+                 FROM gone"
+        )],
+        (None, None) => return Ok(()),
+    };
+    for sql in &statements {
+        moved += sqlx::query(sql)
+            .bind(&d.registry)
+            .bind(&d.repository)
+            .bind(d.digest.as_deref().or(d.tag.as_deref()))
+            .bind(d.at)
+            .bind(d.actor.as_deref())
+            .bind(d.addr.as_deref())
+            .bind(&d.event_id)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+    }
+    if let Some(digest) = &d.digest {
+        // A deleted manifest's blob links go with it (the blobs themselves stay until
+        // the registry reports their deletion).
+        sqlx::query(
+            "DELETE FROM history_manifest_blobs WHERE registry = $1 AND repository = $2
+                AND manifest_digest = $3
+                AND NOT EXISTS (SELECT 1 FROM history_manifests m WHERE m.registry = $1
+                    AND m.repository = $2 AND m.digest = $3)",
+        )
+        .bind(&d.registry)
+        .bind(&d.repository)
+        .bind(digest)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if moved == 0 && d.digest.is_none() {
+        // A scan may have found the tag gone first (its listing ran between the delete
+        // and this event) and audited it without a who or where: this event completes
+        // that row instead of auditing the same delete twice.
+        moved += sqlx::query(
+            "UPDATE history_deletions SET deleted_at = $4, actor = $5, addr = $6, event_id = $7
+             WHERE id = (SELECT id FROM history_deletions WHERE registry = $1 AND repository = $2
+                 AND kind = 'tag' AND tag = $3 AND event_id IS NULL AND deleted_at >= $4
+                 ORDER BY deleted_at, id LIMIT 1)",
+        )
+        .bind(&d.registry)
+        .bind(&d.repository)
+        .bind(d.tag.as_deref())
+        .bind(d.at)
+        .bind(d.actor.as_deref())
+        .bind(d.addr.as_deref())
+        .bind(&d.event_id)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    }
+    if moved == 0 {
+        let kind = if d.digest.is_some() { "unknown" } else { "tag" };
+        sqlx::query(&format!(
+            "{MOVE} VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL)"
+        ))
+        .bind(d.at)
+        .bind(&d.registry)
+        .bind(&d.repository)
+        .bind(kind)
+        .bind(d.tag.as_deref())
+        .bind(d.digest.as_deref())
+        .bind(d.actor.as_deref())
+        .bind(d.addr.as_deref())
+        .bind(&d.event_id)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Column arrays of [`super::aggregate::Counts`] for UNNEST.
+#[derive(Default)]
+struct TimeCols {
+    first_pushed: Vec<Option<DateTime<Utc>>>,
+    last_pushed: Vec<Option<DateTime<Utc>>>,
+    pushes: Vec<i64>,
+    last_pulled: Vec<Option<DateTime<Utc>>>,
+    pulls: Vec<i64>,
+}
+
+impl TimeCols {
+    fn push(&mut self, counts: &super::aggregate::Counts) {
+        self.first_pushed.push(counts.first_pushed);
+        self.last_pushed.push(counts.last_pushed);
+        self.pushes.push(counts.pushes);
+        self.last_pulled.push(counts.last_pulled);
+        self.pulls.push(counts.pulls);
+    }
+}

@@ -1,0 +1,325 @@
+//! The whole history pipeline for tests: a real `docker-registry` sending its
+//! notifications to the api (`POST /events` + `/stats`), RabbitMQ with unique names, a
+//! fresh PostgreSQL database, and the worker (work consumer and history consumer).
+//! Included by the history test files (`mod history_support;`).
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use lapin::options::QueueDeleteOptions;
+use regindex::bus::testing::TestBus;
+use regindex::bus::{Publisher, Topology};
+use regindex::config::Config;
+use regindex::store::Store;
+use regindex_api::events::{self, EventsState};
+use regindex_api::metrics::ApiMetrics;
+use regindex_api::stats_routes::{self, StatsState};
+use regindex_testkit::{
+    free_port, NotificationEndpoint, TestDatabase, TestRegistry, TestRegistryBuilder,
+};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+pub const TOKEN: &str = "history-test-token";
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub struct Stack {
+    pub bus: TestBus,
+    pub db: Option<TestDatabase>,
+    pub config: Config,
+    pub api: SocketAddr,
+    pub registry: TestRegistry,
+    pub store: Store,
+    pub http: reqwest::Client,
+    shutdown: CancellationToken,
+    worker: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Options of a stack.
+#[derive(Default)]
+pub struct Options {
+    pub htpasswd: bool,
+    /// `history.aliases`: canonical host and aliases; `{port}` stands for the registry's port.
+    pub aliases: Option<(String, Vec<String>)>,
+    /// No worker (backfill tests drive the scan themselves).
+    pub no_worker: bool,
+    /// The registry does not notify the api.
+    pub no_notifications: bool,
+}
+
+impl Stack {
+    pub async fn start(options: Options) -> Self {
+        let bus = TestBus::new().await.expect("RabbitMQ on 127.0.0.1:5672");
+        let db = TestDatabase::create()
+            .await
+            .expect("PostgreSQL on 127.0.0.1:5432");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api = listener.local_addr().unwrap();
+
+        let mut builder: TestRegistryBuilder = TestRegistry::builder();
+        if !options.no_notifications {
+            let mut endpoint =
+                NotificationEndpoint::new(format!("http://{api}/events")).bearer_token(TOKEN);
+            endpoint.backoff = Duration::from_millis(200);
+            endpoint.timeout = Duration::from_secs(10);
+            builder = builder.notify(endpoint);
+        }
+        if options.htpasswd {
+            builder = builder.htpasswd();
+        }
+        let registry = builder.start().await.expect("docker-registry");
+
+        let mut config = Config::default();
+        config.amqp = bus.config.clone();
+        config.history.queue = format!("{}.history", bus.config.work_queue);
+        config.history.batch_max_ms = 50;
+        config.database.url = db.url().into();
+        config.registry.url = registry.url();
+        if let Some((user, password)) = registry.credentials() {
+            config.registry.username = Some(user.to_owned());
+            config.registry.password = Some(password.to_owned().into());
+        }
+        config.api.webhook_token = Some(TOKEN.to_owned().into());
+        config.api.body_limit_bytes = 8 << 20;
+        config.worker.metrics_listen = ([127, 0, 0, 1], free_port().unwrap()).into();
+        config.worker.scan_interval_secs = 0;
+        config.worker.gc_interval_secs = 0;
+        config.worker.coalesce_ms = 50;
+        config.history.prune_interval_secs = 0;
+        if let Some((canonical, aliases)) = options.aliases {
+            let port = registry.port().to_string();
+            config.history.aliases.insert(
+                canonical.replace("{port}", &port),
+                aliases.iter().map(|a| a.replace("{port}", &port)).collect(),
+            );
+        }
+        config.validate().unwrap();
+
+        let store = Store::connect_unchecked(&config.database).await.unwrap();
+        store.migrate().await.unwrap();
+
+        // The api as the binary wires it: events (publishing with the whole topology,
+        // history queue included) and the statistics.
+        let publisher = Arc::new(Publisher::new(
+            config.amqp.url.clone(),
+            Some(Topology::from_config(&config)),
+        ));
+        publisher.ensure_connected().await.unwrap();
+        let app = events::router(EventsState::new(&config, publisher, ApiMetrics::new())).merge(
+            stats_routes::router(StatsState::new(&config, &store).unwrap()),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+        let shutdown = CancellationToken::new();
+        let worker = (!options.no_worker).then(|| {
+            let (config, shutdown) = (config.clone(), shutdown.clone());
+            tokio::spawn(async move { regindex_worker::run(config, shutdown).await.unwrap() })
+        });
+        Self {
+            bus,
+            db: Some(db),
+            config,
+            api,
+            registry,
+            store,
+            http: reqwest::Client::new(),
+            shutdown,
+            worker,
+        }
+    }
+
+    /// Runs `test` on a fresh stack and cleans up, also when it panicked.
+    pub async fn run<F, Fut>(options: Options, test: F)
+    where
+        F: FnOnce(Arc<Stack>) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let stack = Arc::new(Stack::start(options).await);
+        let outcome = AssertUnwindSafe(test(stack.clone())).catch_unwind().await;
+        match Arc::try_unwrap(stack) {
+            Ok(stack) => stack.cleanup().await,
+            Err(_) => eprintln!("stack still shared; not cleaned up"),
+        }
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    }
+
+    async fn cleanup(mut self) {
+        self.shutdown.cancel();
+        if let Some(worker) = self.worker.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(40), worker).await;
+        }
+        let _ = self
+            .bus
+            .channel
+            .queue_delete(&self.config.history.queue, QueueDeleteOptions::default())
+            .await;
+        self.bus.cleanup().await;
+        self.store.pool().close().await;
+        if let Some(db) = self.db.take() {
+            let _ = db.drop().await;
+        }
+    }
+
+    pub fn host(&self) -> String {
+        self.registry.host()
+    }
+
+    /// `GET` on the api; panics unless 200.
+    pub async fn get(&self, path_and_query: &str) -> Value {
+        let response = self
+            .http
+            .get(format!("http://{}{path_and_query}", self.api))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, 200, "{path_and_query}: {body}");
+        body
+    }
+
+    pub async fn get_status(&self, path_and_query: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("http://{}{path_and_query}", self.api))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Posts a notification envelope as the registry does.
+    pub async fn post_events(&self, events: &[Value]) -> reqwest::Response {
+        self.http
+            .post(format!("http://{}/events", self.api))
+            .header("Authorization", format!("Bearer {TOKEN}"))
+            .header(
+                "Content-Type",
+                "application/vnd.docker.distribution.events.v1+json",
+            )
+            .json(&serde_json::json!({ "events": events }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The one image row of `repository:tag`, if listed.
+    pub async fn image(&self, repository: &str, tag: &str) -> Option<Value> {
+        let page = self
+            .get(&format!(
+                "/stats/images?repository={repository}&per_page=1000"
+            ))
+            .await;
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["tag"] == tag)
+            .cloned()
+    }
+
+    /// Rows of the history's raw event log (every recorded event).
+    pub async fn recorded_events(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM history_events")
+            .fetch_one(self.store.pool())
+            .await
+            .unwrap()
+    }
+
+    /// Whether the index (not the history) holds `repository:tag`.
+    pub async fn indexed(&self, repository: &str, tag: &str) -> bool {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM tags t JOIN repositories r ON r.id = t.repository_id
+             WHERE r.name = $1 AND t.tag = $2",
+        )
+        .bind(repository)
+        .bind(tag)
+        .fetch_one(self.store.pool())
+        .await
+        .unwrap()
+            > 0
+    }
+
+    /// `skopeo copy` between two references (TLS off, the registry's credentials).
+    pub async fn skopeo_copy(&self, from: &str, to: &str) {
+        let mut command = tokio::process::Command::new("skopeo");
+        command.args([
+            "--insecure-policy",
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+        ]);
+        if let Some((user, password)) = self.registry.credentials() {
+            let creds = format!("{user}:{password}");
+            if from.starts_with("docker://") {
+                command.arg(format!("--src-creds={creds}"));
+            }
+            if to.starts_with("docker://") {
+                command.arg(format!("--dest-creds={creds}"));
+            }
+        }
+        let output = command.args([from, to]).output().await.expect("skopeo");
+        assert!(
+            output.status.success(),
+            "skopeo copy {from} {to}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A registry pull event as docker/distribution sends it.
+pub fn pull_event(id: &str, host: &str, repository: &str, tag: &str, digest: &str) -> Value {
+    serde_json::json!({
+        "id": id,
+        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        "action": "pull",
+        "target": {
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "size": 483,
+            "digest": digest,
+            "length": 483,
+            "repository": repository,
+            "url": format!("http://{host}/v2/{repository}/manifests/{digest}"),
+            "tag": tag,
+        },
+        "request": {
+            "id": uuid_like(id),
+            "addr": "10.1.2.3:40090",
+            "host": host,
+            "method": "GET",
+            "useragent": "containerd/1.7",
+        },
+        "actor": {},
+        "source": {"addr": "vm:5000", "instanceID": "00000000-0000-0000-0000-000000000000"},
+    })
+}
+
+fn uuid_like(id: &str) -> String {
+    format!("req-{id}")
+}
