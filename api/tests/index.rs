@@ -14,56 +14,33 @@ use regindex::model::{
 };
 use regindex::store::Store;
 use regindex_api::{router, AppState};
+use regindex_testkit::TestDatabase;
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const FLATPAK_QUERY: &str =
     "/index/static?label%3Aorg.flatpak.ref%3Aexists=1&architecture=amd64&os=linux&tag=latest";
 const MAX_AGE_SECS: u64 = 123;
 
-/// A throw-away database. Private stand-in for testkit's `TestDatabase`.
+/// A throw-away database (testkit's `TestDatabase`, dropped with the test) and the
+/// configuration pointing at it.
 struct TestDb {
-    name: String,
+    _database: TestDatabase,
     config: DatabaseConfig,
 }
 
 impl TestDb {
     async fn new() -> Self {
-        let name = format!("regindex_test_{}", uuid::Uuid::new_v4().simple());
-        let admin = sqlx::PgPool::connect(ADMIN_URL).await.unwrap();
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&admin)
-            .await
-            .unwrap();
-        admin.close().await;
+        let database = TestDatabase::create().await.unwrap();
         let config = DatabaseConfig {
-            url: SecretString::from(format!("postgres://postgres@127.0.0.1:5432/{name}")),
+            url: SecretString::from(database.url()),
             max_connections: 5,
         };
-        Self { name, config }
-    }
-}
-
-impl Drop for TestDb {
-    /// Drops the database even when the test panicked (`Drop` cannot await).
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let admin = sqlx::PgPool::connect(ADMIN_URL).await.unwrap();
-                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&admin)
-                    .await
-                    .unwrap();
-            });
-        })
-        .join();
+        Self {
+            _database: database,
+            config,
+        }
     }
 }
 

@@ -10,63 +10,33 @@ use regindex::model::{
     media_type, Digest, Image, ImageList, RepositoryName, RepositoryState, StringMap, Tag,
 };
 use regindex::store::{Store, StoreError, SCHEMA_VERSION};
+use regindex_testkit::TestDatabase;
 use secrecy::SecretString;
 
-const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
-/// A throw-away database. Private stand-in for testkit's `TestDatabase`.
-/// `REGINDEX_TEST_KEEP_DB=1` keeps it for inspection (EXPLAIN and the like).
+/// A throw-away database (testkit's `TestDatabase`, dropped with the test) and the
+/// configuration pointing at it.
 struct TestDb {
-    name: String,
+    _database: TestDatabase,
     config: DatabaseConfig,
 }
 
 impl TestDb {
     async fn new() -> Self {
-        let name = format!("regindex_test_{}", uuid::Uuid::new_v4().simple());
-        let admin = sqlx::PgPool::connect(ADMIN_URL).await.unwrap();
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&admin)
-            .await
-            .unwrap();
-        admin.close().await;
+        let database = TestDatabase::create().await.unwrap();
         let config = DatabaseConfig {
-            url: SecretString::from(format!("postgres://postgres@127.0.0.1:5432/{name}")),
+            url: SecretString::from(database.url()),
             max_connections: 5,
         };
-        Self { name, config }
+        Self {
+            _database: database,
+            config,
+        }
     }
 
     async fn migrated(&self) -> Store {
         let store = Store::connect_unchecked(&self.config).await.unwrap();
         store.migrate().await.unwrap();
         Store::connect(&self.config).await.unwrap()
-    }
-}
-
-impl Drop for TestDb {
-    /// Drops the database even when the test panicked: on a separate thread with its own
-    /// runtime, since `Drop` cannot await.
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        if std::env::var_os("REGINDEX_TEST_KEEP_DB").is_some() {
-            eprintln!("keeping test database {name}");
-            return;
-        }
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let admin = sqlx::PgPool::connect(ADMIN_URL).await.unwrap();
-                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&admin)
-                    .await
-                    .unwrap();
-            });
-        })
-        .join();
     }
 }
 
