@@ -13,11 +13,7 @@ use chrono::Utc;
 use futures::future::BoxFuture;
 use futures::{stream, StreamExt, TryStreamExt};
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-};
-use lapin::types::FieldTable;
-use lapin::{Channel, Connection, Consumer};
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicNackOptions};
 use regindex::bus::messages::{self, RefetchRequest, WorkItem};
 use regindex::bus::republish::{self, Received};
 use regindex::bus::topology::routing_key;
@@ -57,11 +53,7 @@ struct Shared {
     metrics: WorkerMetrics,
 }
 
-struct Session {
-    connection: Connection,
-    channel: Channel,
-    consumer: Consumer,
-}
+type Session = bus::ConsumerSession;
 
 impl Worker {
     pub fn new(config: Config, index: Arc<dyn Index>, metrics: WorkerMetrics) -> Self {
@@ -142,31 +134,15 @@ impl Worker {
     }
 
     async fn open_session(&self) -> Result<Session, BusError> {
-        let name = format!("regindex-worker {}", self.config.amqp.work_queue);
-        let connection = bus::connect_named(&self.config.amqp.url, &name).await?;
-        let channel = connection
-            .create_channel()
-            .await
-            .map_err(BusError::amqp("opening a channel"))?;
-        channel
-            .basic_qos(self.config.amqp.prefetch, BasicQosOptions::default())
-            .await
-            .map_err(BusError::amqp("setting the prefetch"))?;
-        Topology::new(&self.config.amqp).declare(&channel).await?;
-        let consumer = channel
-            .basic_consume(
-                &self.config.amqp.work_queue,
-                &format!("regindex-worker-{}", uuid::Uuid::new_v4()),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(BusError::amqp("consuming the work queue"))?;
-        Ok(Session {
-            connection,
-            channel,
-            consumer,
-        })
+        let amqp = &self.config.amqp;
+        Session::open(
+            &amqp.url,
+            "regindex-worker",
+            &Topology::new(amqp),
+            &amqp.work_queue,
+            amqp.prefetch,
+        )
+        .await
     }
 
     /// Graceful stop: no new deliveries, finish what is in flight, close.

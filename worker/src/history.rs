@@ -13,9 +13,8 @@ use backon::{ExponentialBuilder, Retryable};
 use chrono::Utc;
 use futures::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
-use lapin::types::FieldTable;
-use lapin::{Channel, Connection, Consumer};
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::Channel;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts};
 use regindex::bus::messages::RegistryEvent;
 use regindex::bus::{self as bus, BusError, Topology};
@@ -87,11 +86,7 @@ pub struct HistoryConsumer {
     metrics: HistoryMetrics,
 }
 
-struct Session {
-    connection: Connection,
-    channel: Channel,
-    consumer: Consumer,
-}
+type Session = bus::ConsumerSession;
 
 /// What became of one delivery before writing.
 enum Decoded {
@@ -179,32 +174,14 @@ impl HistoryConsumer {
     }
 
     async fn open_session(&self) -> Result<Session, BusError> {
-        let connection = bus::connect(&self.config.amqp.url).await?;
-        let channel = connection
-            .create_channel()
-            .await
-            .map_err(BusError::amqp("opening the history channel"))?;
-        channel
-            .basic_qos(self.config.history.prefetch, BasicQosOptions::default())
-            .await
-            .map_err(BusError::amqp("setting the history prefetch"))?;
-        Topology::from_config(&self.config)
-            .declare(&channel)
-            .await?;
-        let consumer = channel
-            .basic_consume(
-                &self.config.history.queue,
-                &format!("regindex-history-{}", uuid::Uuid::new_v4()),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(BusError::amqp("consuming the history queue"))?;
-        Ok(Session {
-            connection,
-            channel,
-            consumer,
-        })
+        Session::open(
+            &self.config.amqp.url,
+            "regindex-history",
+            &Topology::from_config(&self.config),
+            &self.config.history.queue,
+            self.config.history.prefetch,
+        )
+        .await
     }
 
     async fn consume(

@@ -8,6 +8,7 @@
 //! - [`publisher`]: persistent, mandatory publishes that return once the broker confirmed.
 //! - [`dead_letters`]: list, show, replay and purge the dead-letter queue.
 
+mod consumer;
 pub mod dead_letters;
 mod error;
 pub mod fedora_messaging;
@@ -19,6 +20,7 @@ pub mod republish;
 pub mod testing;
 pub mod topology;
 
+pub use consumer::ConsumerSession;
 pub use error::BusError;
 pub use publisher::{OutgoingMessage, Publisher};
 pub use topology::Topology;

@@ -1,0 +1,53 @@
+//! Opening a consumer: connection, channel with a prefetch, declared topology, consumer on
+//! one queue. The worker's work and history consumers hold one each while the broker is
+//! reachable, and open a new one after losing it.
+
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, Consumer};
+use secrecy::SecretString;
+
+use super::{connect_named, BusError, Topology};
+
+pub struct ConsumerSession {
+    pub connection: Connection,
+    pub channel: Channel,
+    pub consumer: Consumer,
+}
+
+impl ConsumerSession {
+    /// `name` labels the connection (and, with a random suffix, the consumer tag) in the
+    /// broker's management views.
+    pub async fn open(
+        url: &SecretString,
+        name: &str,
+        topology: &Topology,
+        queue: &str,
+        prefetch: u16,
+    ) -> Result<Self, BusError> {
+        let connection = connect_named(url, &format!("{name} {queue}")).await?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(BusError::amqp("opening a channel"))?;
+        channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await
+            .map_err(BusError::amqp("setting the prefetch"))?;
+        topology.declare(&channel).await?;
+        let consumer = channel
+            .basic_consume(
+                queue,
+                &format!("{name}-{}", uuid::Uuid::new_v4()),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(BusError::amqp("consuming"))?;
+        Ok(Self {
+            connection,
+            channel,
+            consumer,
+        })
+    }
+}
