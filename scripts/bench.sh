@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 ensure_packages
 ensure_postgres
 ensure_rabbitmq
-for bench in "$@"; do :; done
 cargo bench -p regindex-api --bench index
 cargo bench -p regindex-api --bench icons
+cargo nextest run --release -p regindex-worker --test push_latency_bench --test history_bench \
+    --run-ignored ignored-only --no-capture

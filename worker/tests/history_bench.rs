@@ -2,7 +2,7 @@
 //! history consumer → PostgreSQL). Ignored by default; see `docs/benchmarks.md`:
 //!
 //! ```sh
-//! CARGO_TARGET_DIR=/work/target cargo nextest run --release -p regindex-worker \
+//! cargo nextest run --release -p regindex-worker \
 //!     --test history_bench --run-ignored ignored-only --no-capture
 //! ```
 //!
