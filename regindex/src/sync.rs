@@ -6,9 +6,8 @@
 //! lock on the repository, so refetches of one repository never overlap, in any process.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::time::{Duration, Instant};
-
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
@@ -87,7 +86,6 @@ pub struct Syncer {
     observer: Option<Arc<dyn RefetchObserver>>,
 }
 
-// ---- History hook (owned by the history feature, see `history::backfill`) ----------
 /// Told, after each committed refetch, which tags the registry holds for a repository
 /// (every tag that resolved, indexed or not) and when the listing started. The activity
 /// history records that state (backfill, lost deletes); the observer handles its own
@@ -100,7 +98,6 @@ pub trait RefetchObserver: Send + Sync {
         listed_at: DateTime<Utc>,
     ) -> BoxFuture<'a, ()>;
 }
-// ---- End of history hook -------------------------------------------------------------
 
 impl Syncer {
     pub fn new(registry: RegistryClient, store: Store) -> Self {
