@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use chrono::Utc;
 use futures::future::BoxFuture;
 use futures::{stream, StreamExt, TryStreamExt};
@@ -89,13 +89,7 @@ impl Worker {
 
         while !shutdown.is_cancelled() {
             let opening = (|| self.open_session())
-                .retry(
-                    ExponentialBuilder::default()
-                        .with_min_delay(Duration::from_millis(100))
-                        .with_max_delay(Duration::from_secs(30))
-                        .with_jitter()
-                        .without_max_times(),
-                )
+                .retry(bus::reconnect_backoff())
                 .notify(
                     |e, delay| warn!(error = %e, ?delay, "cannot consume the work queue; retrying"),
                 );

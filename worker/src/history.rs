@@ -146,13 +146,7 @@ impl HistoryConsumer {
         ));
         while !shutdown.is_cancelled() {
             let opening = (|| self.open_session())
-                .retry(
-                    ExponentialBuilder::default()
-                        .with_min_delay(Duration::from_millis(100))
-                        .with_max_delay(Duration::from_secs(30))
-                        .with_jitter()
-                        .without_max_times(),
-                )
+                .retry(bus::reconnect_backoff())
                 .notify(|e, delay| warn!(error = %e, ?delay, "cannot consume the history queue; retrying"));
             let mut session = tokio::select! {
                 _ = shutdown.cancelled() => break,

@@ -2,6 +2,9 @@
 //! one queue. The worker's work and history consumers hold one each while the broker is
 //! reachable, and open a new one after losing it.
 
+use std::time::Duration;
+
+use backon::ExponentialBuilder;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, Consumer};
@@ -50,4 +53,14 @@ impl ConsumerSession {
             consumer,
         })
     }
+}
+
+/// How consumers reopen their session after losing the broker: from 100 ms to 30 s,
+/// with jitter so that many workers do not reconnect in step, and without giving up.
+pub fn reconnect_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(30))
+        .with_jitter()
+        .without_max_times()
 }

@@ -20,7 +20,7 @@ pub mod republish;
 pub mod testing;
 pub mod topology;
 
-pub use consumer::ConsumerSession;
+pub use consumer::{reconnect_backoff, ConsumerSession};
 pub use error::BusError;
 pub use publisher::{OutgoingMessage, Publisher};
 pub use topology::Topology;
