@@ -113,6 +113,34 @@ CREATE TABLE IF NOT EXISTS repository_summaries (
 );
 CREATE INDEX IF NOT EXISTS repository_summaries_document_idx ON repository_summaries USING gin (document);
 
+-- Tags a refetch could not use (an image config that is not JSON, a manifest that cannot
+-- be parsed, ...), or used only in part (an image list with unusable entries), as of the
+-- repository's last refetch: what `regindexctl problems`, the repository's web page and
+-- the worker's `regindex_worker_tag_problems` gauge show. Keyed by repository name, not
+-- id: a repository whose every tag is unusable has no `repositories` row. A refetch that
+-- finds a tag still pointing at `digest` does not fetch it again; a tag that moves gets
+-- a fresh look, and the row goes once the tag is usable or gone.
+CREATE TABLE IF NOT EXISTS tag_problems (
+    repository text NOT NULL,
+    tag text NOT NULL,
+    -- The manifest the tag points at.
+    digest text NOT NULL,
+    reason text NOT NULL,
+    -- true: the tag is indexed without the parts the reason names; false: not indexed.
+    partial boolean NOT NULL,
+    first_seen timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (repository, tag)
+);
+
+-- Orders refetches of one repository: each takes a ticket before it lists the tags, and
+-- writes only if no refetch with a later ticket (a later listing) has written already.
+CREATE SEQUENCE IF NOT EXISTS refetch_tickets;
+CREATE TABLE IF NOT EXISTS repository_refetches (
+    repository text PRIMARY KEY,
+    -- The ticket of the refetch whose listing the stored state shows.
+    ticket bigint NOT NULL
+);
+
 -- ============================================================================
 -- History: registry activity and statistics (regindex/src/history/, docs/history.md).
 -- Owned by the history feature; every statement is idempotent, nothing is dropped.
@@ -247,5 +275,5 @@ CREATE INDEX IF NOT EXISTS history_deletions_time_idx ON history_deletions (dele
 -- ============================================================================
 
 -- Record the version last: never lower it (re-applying an older file keeps the newer mark).
-INSERT INTO regindex_schema (singleton, version) VALUES (true, 1)
+INSERT INTO regindex_schema (singleton, version) VALUES (true, 2)
 ON CONFLICT (singleton) DO UPDATE SET version = GREATEST(regindex_schema.version, EXCLUDED.version);

@@ -175,3 +175,49 @@ async fn pages_of_the_configured_size() {
     assert_eq!(stack.get("/").await.unwrap().status(), 200);
     stack.stop().await.unwrap();
 }
+
+/// A tag the index could not use is shown on its repository's page, with the reason; a
+/// repository with no usable tag still has a page that says why.
+#[tokio::test]
+async fn repository_page_shows_tags_that_could_not_be_indexed() {
+    let stack = Stack::start(|_| {}).await.unwrap();
+    const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+    stack
+        .registry
+        .push_image("apps/mixed", Some("latest"), &ImageSpec::new("amd64"))
+        .await
+        .unwrap();
+    let bad = stack
+        .registry
+        .push_with_config("apps/mixed", Some("broken"), OCI_CONFIG, b"not JSON", 1)
+        .await
+        .unwrap();
+    let only_bad = stack
+        .registry
+        .push_with_config("apps/allbad", Some("1.0"), OCI_CONFIG, b"[]", 2)
+        .await
+        .unwrap();
+    stack.refetch("apps/mixed").await.unwrap();
+    stack.refetch("apps/allbad").await.unwrap();
+
+    let response = stack.get("/repository/apps/mixed").await.unwrap();
+    assert_eq!(response.status(), 200);
+    let html = response.text().await.unwrap();
+    assert!(html.contains("<h2>Tags not indexed</h2>"), "{html}");
+    assert!(html.contains("<td>broken</td>"), "{html}");
+    assert!(html.contains(&bad), "{html}");
+
+    let response = stack.get("/repository/apps/allbad").await.unwrap();
+    assert_eq!(response.status(), 200);
+    let html = response.text().await.unwrap();
+    assert!(
+        html.contains("No tag of “apps/allbad” could be indexed."),
+        "{html}"
+    );
+    assert!(html.contains(&only_bad), "{html}");
+    assert_eq!(
+        stack.get("/repository/apps/none").await.unwrap().status(),
+        404
+    );
+    stack.stop().await.unwrap();
+}

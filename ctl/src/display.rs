@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use regindex::bus::dead_letters::DeadLetter;
+use regindex::store::StoredProblem;
 
 /// A table, one dead letter a line.
 pub fn table(letters: &[DeadLetter], now: DateTime<Utc>) -> String {
@@ -36,6 +37,46 @@ pub fn table(letters: &[DeadLetter], now: DateTime<Utc>) -> String {
             let _ = write!(out, "{cell:<width$}  ");
         }
         let _ = writeln!(out, "{}", row[4]);
+    }
+    out
+}
+
+/// Tag problems, one a line: repository, tag, digest, since, whether the tag is indexed
+/// in part, reason.
+pub fn problems(problems: &[StoredProblem], now: DateTime<Utc>) -> String {
+    if problems.is_empty() {
+        return "no problems\n".into();
+    }
+    let rows: Vec<[String; 6]> = problems
+        .iter()
+        .map(|p| {
+            let since = (now - p.first_seen)
+                .to_std()
+                .map(age)
+                .unwrap_or_else(|_| "-".into());
+            [
+                p.repository.to_string(),
+                p.problem.tag.to_string(),
+                p.problem.digest.to_string(),
+                since,
+                if p.problem.partial { "partly" } else { "no" }.to_owned(),
+                p.problem.reason.replace('\n', " "),
+            ]
+        })
+        .collect();
+    let header = ["REPOSITORY", "TAG", "DIGEST", "SINCE", "INDEXED", "REASON"].map(String::from);
+    let mut widths = [0; 5];
+    for row in std::iter::once(&header).chain(&rows) {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        for (width, cell) in widths.iter().zip(row) {
+            let _ = write!(out, "{cell:<width$}  ");
+        }
+        let _ = writeln!(out, "{}", row[5]);
     }
     out
 }
@@ -119,6 +160,30 @@ mod tests {
         let text = detail(&letter());
         assert!(text.contains("  regindex-attempts: 8\n"), "{text}");
         assert!(text.contains("\"repository\": \"apps/calc\""), "{text}");
+    }
+
+    #[test]
+    fn problem_table() {
+        use regindex::model::TagProblem;
+        let now = Utc::now();
+        assert_eq!(problems(&[], now), "no problems\n");
+        let problem = StoredProblem {
+            repository: "apps/calc".parse().unwrap(),
+            problem: TagProblem {
+                tag: "broken".parse().unwrap(),
+                digest: regindex::model::Digest::sha256_of(b"x"),
+                reason: "config is\nnot JSON".into(),
+                partial: false,
+            },
+            first_seen: now - chrono::Duration::seconds(125),
+        };
+        let table = problems(&[problem], now);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 2, "{table}");
+        assert!(lines[0].starts_with("REPOSITORY"), "{table}");
+        assert!(lines[1].starts_with("apps/calc   broken"), "{table}");
+        assert!(lines[1].contains("2m 5s"), "{table}");
+        assert!(lines[1].ends_with("no       config is not JSON"), "{table}");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `regindexctl`: schema, one-off scans, dead letters, reindex triggers.
+//! `regindexctl`: schema, one-off scans, dead letters, tag problems, reindex triggers.
 
 mod display;
 
@@ -39,6 +39,12 @@ enum Command {
     /// The dead-letter queue.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Tags the index could not use (or only in part), and why.
+    Problems {
+        /// Only this repository.
+        #[arg(long)]
+        repository: Option<String>,
+    },
     /// Asks the workers to reindex everything (as a Bodhi compose would), or one repository.
     TriggerReindex {
         /// Refetch only this repository (an internal `regindex.refetch` message).
@@ -128,6 +134,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             write_static(&store, &config).await?;
         }
         Command::Dlq(command) => dlq(&config, command).await?,
+        Command::Problems { repository } => {
+            let repository = repository
+                .as_deref()
+                .map(RepositoryName::parse)
+                .transpose()?;
+            let store = Store::connect(&config.database)
+                .await
+                .context("connecting to the database")?;
+            let problems = store.problems(repository.as_ref()).await?;
+            print!("{}", display::problems(&problems, chrono::Utc::now()));
+        }
         Command::TriggerReindex { repository, ctype } => {
             trigger(&config, repository, &ctype).await?
         }

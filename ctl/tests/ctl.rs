@@ -204,7 +204,8 @@ fn an_unreachable_broker_is_a_clear_error() {
     );
 }
 
-/// `migrate` then `scan`, against a real registry and a fresh database.
+/// `migrate` then `scan`, against a real registry and a fresh database; an image the
+/// index cannot use is listed by `problems` and does not fail the scan.
 #[tokio::test]
 async fn migrate_then_scan_indexes_the_registry() {
     let db = regindex_testkit::TestDatabase::create().await.unwrap();
@@ -214,6 +215,16 @@ async fn migrate_then_scan_indexes_the_registry() {
             "apps/calc",
             Some("latest"),
             &regindex_testkit::ImageSpec::flatpak("org.example.Calc", "x86_64"),
+        )
+        .await
+        .unwrap();
+    let broken = registry
+        .push_with_config(
+            "apps/broken",
+            Some("nightly"),
+            "application/vnd.oci.image.config.v1+json",
+            b"not JSON",
+            1,
         )
         .await
         .unwrap();
@@ -237,7 +248,24 @@ async fn migrate_then_scan_indexes_the_registry() {
         "idempotent"
     );
     let summary = stdout(&run(&["scan"]));
-    assert!(summary.starts_with("scanned 1 repositories, 1 tags: 1 manifests and 1 config blobs fetched, 1 repositories changed, 0 failed"), "{summary}");
+    assert!(summary.starts_with("scanned 2 repositories, 1 tags: 2 manifests and 2 config blobs fetched, 1 repositories changed, 1 tags with problems, 0 failed"), "{summary}");
+
+    let problems = stdout(&run(&["problems"]));
+    let lines: Vec<&str> = problems.lines().collect();
+    assert_eq!(lines.len(), 2, "{problems}");
+    assert!(lines[0].starts_with("REPOSITORY"), "{problems}");
+    assert!(
+        lines[1].starts_with("apps/broken  nightly") && lines[1].contains(&broken),
+        "{problems}"
+    );
+    assert!(
+        lines[1].contains("not indexed") || lines[1].contains("config"),
+        "{problems}"
+    );
+    assert_eq!(
+        stdout(&run(&["problems", "--repository", "apps/calc"])),
+        "no problems\n"
+    );
 
     let mut config = regindex::config::Config::default();
     config.database.url = db.url().into();

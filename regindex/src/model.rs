@@ -29,6 +29,14 @@ pub mod media_type {
         media_type == OCI_INDEX || media_type == DOCKER_LIST
     }
 
+    /// True for the config blob types of container images, whose `os`, `architecture`
+    /// and `config.Labels` the index reads; an empty type is an old writer's image
+    /// config. Anything else (`application/vnd.oci.empty.v1+json`, Helm chart configs,
+    /// other artifacts) says nothing the index uses, so it is not fetched.
+    pub fn is_image_config(media_type: &str) -> bool {
+        media_type.is_empty() || media_type == OCI_CONFIG || media_type == DOCKER_CONFIG
+    }
+
     /// True for anything that is a manifest (as opposed to a blob).
     pub fn is_manifest(media_type: &str) -> bool {
         is_image(media_type) || is_list(media_type)
@@ -241,6 +249,19 @@ pub struct ImageList {
     /// The entries' image digests, in the order of the index. Entries that are not
     /// images regindex understands (nested indexes, attestations) are left out.
     pub entries: Vec<Digest>,
+}
+
+/// A tag a refetch could not index, or indexed only in part, and why. Recorded so that
+/// operators see it; the tag's other siblings are indexed regardless.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagProblem {
+    pub tag: Tag,
+    /// The manifest the tag points at.
+    pub digest: Digest,
+    pub reason: String,
+    /// The tag is indexed without the parts the reason names (an image list with
+    /// unusable entries); otherwise it is not indexed at all.
+    pub partial: bool,
 }
 
 /// Everything the registry currently holds for one repository, as far as the index cares:

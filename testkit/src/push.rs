@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Context};
 use reqwest::{header, StatusCode};
 
-use crate::image::{build_list, sha256_digest, ImageSpec, ListFormat, ALL_MANIFEST_TYPES};
+use crate::image::{
+    build_list, sha256_digest, ImageSpec, ListFormat, ALL_MANIFEST_TYPES, OCI_MANIFEST,
+};
 use crate::registry::TestRegistry;
 
 /// An image as pushed: the ground truth tests compare against.
@@ -42,7 +44,7 @@ impl TestRegistry {
         self.upload_blob(repo, &built.config).await?;
         let media_type = spec.manifest_media_type();
         let digest = self
-            .put_manifest(repo, tag, media_type, &built.manifest)
+            .push_manifest(repo, tag, media_type, &built.manifest)
             .await?;
         Ok(PushedImage {
             digest,
@@ -86,7 +88,7 @@ impl TestRegistry {
             .collect();
         let bytes = build_list(format, &children, annotations)?;
         let media_type = format.media_type();
-        let digest = self.put_manifest(repo, tag, media_type, &bytes).await?;
+        let digest = self.push_manifest(repo, tag, media_type, &bytes).await?;
         Ok(PushedList {
             digest,
             media_type: media_type.into(),
@@ -117,7 +119,7 @@ impl TestRegistry {
             .to_owned();
         let bytes = response.bytes().await?;
         let pushed = self
-            .put_manifest(repo, Some(tag), &media_type, &bytes)
+            .push_manifest(repo, Some(tag), &media_type, &bytes)
             .await?;
         if pushed != digest {
             bail!("re-tagging {repo}@{digest} gave digest {pushed}");
@@ -186,7 +188,40 @@ impl TestRegistry {
         }
     }
 
-    async fn upload_blob(&self, repo: &str, bytes: &[u8]) -> anyhow::Result<String> {
+    /// Pushes one OCI image manifest whose config blob is `config`, verbatim, of type
+    /// `config_media_type`, with one layer made from `seed`: images the index must cope
+    /// with (a config that is not JSON) and OCI artifacts (an empty `{}` config, Helm
+    /// charts). Returns the manifest's digest.
+    pub async fn push_with_config(
+        &self,
+        repo: &str,
+        tag: Option<&str>,
+        config_media_type: &str,
+        config: &[u8],
+        seed: u64,
+    ) -> anyhow::Result<String> {
+        let layer = format!("regindex testkit raw layer {seed}\n").into_bytes();
+        self.upload_blob(repo, &layer).await?;
+        self.upload_blob(repo, config).await?;
+        let manifest = serde_json::to_vec_pretty(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": config_media_type,
+                "digest": sha256_digest(config),
+                "size": config.len(),
+            },
+            "layers": [{
+                "mediaType": "application/octet-stream",
+                "digest": sha256_digest(&layer),
+                "size": layer.len(),
+            }],
+        }))?;
+        self.push_manifest(repo, tag, OCI_MANIFEST, &manifest).await
+    }
+
+    /// Uploads a blob (monolithic); returns its digest.
+    pub async fn upload_blob(&self, repo: &str, bytes: &[u8]) -> anyhow::Result<String> {
         let digest = sha256_digest(bytes);
         let start = self
             .authed(
@@ -222,8 +257,8 @@ impl TestRegistry {
         Ok(digest)
     }
 
-    /// PUTs a manifest under `tag`, or under its own digest; returns the digest.
-    async fn put_manifest(
+    /// PUTs a manifest, verbatim, under `tag` or under its own digest; returns the digest.
+    pub async fn push_manifest(
         &self,
         repo: &str,
         tag: Option<&str>,

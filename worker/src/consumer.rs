@@ -301,6 +301,9 @@ impl Job<Delivery> for Shared {
             self.metrics
                 .refetch_seconds
                 .observe(started.elapsed().as_secs_f64());
+            if let Some(count) = self.index.problem_count().await {
+                self.metrics.tag_problems.set(count);
+            }
             result
         })
     }

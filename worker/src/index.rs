@@ -15,9 +15,29 @@ pub trait Index: Send + Sync + 'static {
     /// Every repository a full reindex covers: the registry's catalog and the stored
     /// ones (so that repositories deleted from the registry are removed).
     fn repositories(&self) -> BoxFuture<'_, Result<BTreeSet<RepositoryName>, Failure>>;
+    /// How many tags have a recorded problem, when that may have changed since the last
+    /// call (`None`: unchanged, or not known).
+    fn problem_count(&self) -> BoxFuture<'_, Option<i64>> {
+        Box::pin(async { None })
+    }
 }
 
 impl Index for Syncer {
+    fn problem_count(&self) -> BoxFuture<'_, Option<i64>> {
+        Box::pin(async move {
+            if !self.take_problems_changed() {
+                return None;
+            }
+            match self.store().problem_count().await {
+                Ok(count) => Some(count),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot count tag problems");
+                    None
+                }
+            }
+        })
+    }
+
     fn refetch<'a>(&'a self, repository: &'a RepositoryName) -> BoxFuture<'a, Result<(), Failure>> {
         Box::pin(async move {
             Syncer::refetch(self, repository)

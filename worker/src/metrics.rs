@@ -26,6 +26,8 @@ pub struct WorkerMetrics {
     pub refetch_seconds: Histogram,
     pub last_full_scan: IntGauge,
     pub amqp_connected: IntGauge,
+    /// Tags recorded as problems (`regindexctl problems`), all repositories.
+    pub tag_problems: IntGauge,
 }
 
 impl WorkerMetrics {
@@ -59,8 +61,14 @@ impl WorkerMetrics {
             "1 while consuming the work queue",
         )
         .expect("valid metric");
+        let tag_problems = IntGauge::new(
+            "regindex_worker_tag_problems",
+            "Tags the index could not use, or only in part (regindexctl problems)",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(messages.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(tag_problems.clone()),
             Box::new(refetch_seconds.clone()),
             Box::new(last_full_scan.clone()),
             Box::new(amqp_connected.clone()),
@@ -73,6 +81,7 @@ impl WorkerMetrics {
             refetch_seconds,
             last_full_scan,
             amqp_connected,
+            tag_problems,
         }
     }
 

@@ -41,6 +41,9 @@ pub async fn run(
                 Ok(Some(Ok(summary))) => {
                     info!(%summary, "full scan done");
                     metrics.last_full_scan.set(chrono::Utc::now().timestamp());
+                    if let Some(count) = crate::index::Index::problem_count(&syncer).await {
+                        metrics.tag_problems.set(count);
+                    }
                 }
                 Ok(Some(Err(e))) => warn!(error = %e, "full scan failed"),
                 Ok(None) => info!("full scan skipped: another worker runs it"),

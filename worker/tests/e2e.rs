@@ -238,6 +238,81 @@ async fn a_push_is_indexed_from_its_webhook_without_a_scan() {
     .await;
 }
 
+/// Issue 8, item 4: one malformed image must not freeze its repository. Its tag is
+/// recorded as a problem, the good tags are indexed, the message is acked (no retry, no
+/// dead letter), and a later good push to the tag heals it.
+#[tokio::test]
+async fn a_malformed_image_does_not_freeze_its_repository() {
+    TestBus::run(|bus| async move {
+        let stack = Stack::start(bus, true).await;
+        let worker = stack.start_worker();
+        let name = "apps/mixed";
+        let r = &stack.registry;
+        let bad = r
+            .push_with_config(
+                name,
+                Some("broken"),
+                "application/vnd.oci.image.config.v1+json",
+                b"this is not JSON",
+                1,
+            )
+            .await
+            .unwrap();
+        let one = r
+            .push_image(name, Some("1.0"), &ImageSpec::new("amd64").seed(1))
+            .await
+            .unwrap();
+        let two = r
+            .push_image(name, Some("2.0"), &ImageSpec::new("amd64").seed(2))
+            .await
+            .unwrap();
+        stack
+            .converges(name, &[("1.0", &one.digest), ("2.0", &two.digest)])
+            .await;
+        let problems = stack
+            .store
+            .problems(Some(&RepositoryName::parse(name).unwrap()))
+            .await
+            .unwrap();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].problem.tag.as_str(), "broken");
+        assert_eq!(problems[0].problem.digest.as_str(), bad);
+        eventually("the problem gauge counts it", || async {
+            (worker.metrics.tag_problems.get() == 1).then_some(())
+        })
+        .await;
+
+        let fixed = r
+            .push_image(name, Some("broken"), &ImageSpec::new("arm64").seed(3))
+            .await
+            .unwrap();
+        stack
+            .converges(
+                name,
+                &[
+                    ("1.0", &one.digest),
+                    ("2.0", &two.digest),
+                    ("broken", &fixed.digest),
+                ],
+            )
+            .await;
+        assert!(stack.store.problems(None).await.unwrap().is_empty());
+        eventually("the problem gauge is back to 0", || async {
+            (worker.metrics.tag_problems.get() == 0).then_some(())
+        })
+        .await;
+        assert_eq!(worker.counted("dead_lettered"), 0);
+        assert_eq!(worker.counted("retried"), 0);
+        assert_eq!(
+            stack.bus.count(&stack.bus.config.dead_letter_queue).await,
+            0
+        );
+        worker.stop().await;
+        stack.finish().await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn tag_and_manifest_deletes_converge() {
     TestBus::run(|bus| async move {

@@ -189,8 +189,16 @@ async fn repository(State(state): State<WebState>, Path(name): Path<String>) -> 
     let Ok(repository) = RepositoryName::parse(&name) else {
         return not_found();
     };
+    let problems = match state.store.problems(Some(&repository)).await {
+        Ok(problems) => problems,
+        Err(e) => return server_error(&e),
+    };
     let summary = match state.store.repository_summary(repository.as_str()).await {
         Ok(Some(summary)) => summary,
+        Ok(None) if !problems.is_empty() => {
+            let page = pages::problems_page(&site, repository.as_str(), &problems);
+            return html(&state, StatusCode::OK, page);
+        }
         Ok(None) => return not_found(),
         Err(e) => return server_error(&e),
     };
@@ -229,6 +237,6 @@ async fn repository(State(state): State<WebState>, Path(name): Path<String>) -> 
     html(
         &state,
         StatusCode::OK,
-        pages::repository_page(&site, &card, &result),
+        pages::repository_page(&site, &card, &result, &problems),
     )
 }

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use regindex::icons;
 use regindex::index::{ImageFields, RepositoryResult};
+use regindex::store::StoredProblem;
 
 use super::html::{esc, layout, shorten, url_param};
 
@@ -220,12 +221,52 @@ fn platform(image: &ImageFields) -> String {
     }
 }
 
-/// `/repository/<name>`: the repository's images and lists.
-pub fn repository_page(site: &Site, card: &Card, contents: &RepositoryResult) -> String {
+/// The tags the index could not use, for the repository's operators and users.
+fn problems_html(out: &mut String, problems: &[StoredProblem]) {
+    if problems.is_empty() {
+        return;
+    }
+    let _ = write!(
+        out,
+        "<h2>Tags not indexed</h2><table class=\"problems\"><tr><th>Tag</th><th>Digest</th><th>Indexed</th><th>Reason</th><th>Since</th></tr>"
+    );
+    for p in problems {
+        let _ = write!(
+            out,
+            "<tr><td>{tag}</td><td class=\"name\">{digest}</td><td>{indexed}</td><td>{reason}</td><td>{since}</td></tr>",
+            tag = esc(p.problem.tag.as_str()),
+            digest = esc(p.problem.digest.as_str()),
+            indexed = if p.problem.partial { "in part" } else { "no" },
+            reason = esc(&shorten(&p.problem.reason, LABEL_CHARS)),
+            since = esc(&p.first_seen.format("%Y-%m-%d %H:%M UTC").to_string()),
+        );
+    }
+    out.push_str("</table>");
+}
+
+/// `/repository/<name>` of a repository with no usable tag: only what went wrong.
+pub fn problems_page(site: &Site, name: &str, problems: &[StoredProblem]) -> String {
+    let mut body = format!(
+        "<p class=\"count\">No tag of “{}” could be indexed.</p>",
+        esc(name)
+    );
+    problems_html(&mut body, problems);
+    layout(&site.title, name, "", &body)
+}
+
+/// `/repository/<name>`: the repository's images and lists, and its tags that could not
+/// be indexed.
+pub fn repository_page(
+    site: &Site,
+    card: &Card,
+    contents: &RepositoryResult,
+    problems: &[StoredProblem],
+) -> String {
     let mut body = String::new();
     body.push_str("<ul class=\"cards\">");
     card_html(&mut body, site, card);
     body.push_str("</ul>");
+    problems_html(&mut body, problems);
 
     if !contents.images.is_empty() {
         let _ = write!(body, "<h2>Images</h2><ul class=\"cards\">");
@@ -397,7 +438,24 @@ mod tests {
                 images: vec![fields("arm64")],
             }],
         };
-        let page = repository_page(&site(), &card(), &contents);
+        let problem = StoredProblem {
+            repository: "apps/calc".parse().unwrap(),
+            problem: regindex::model::TagProblem {
+                tag: "broken".parse().unwrap(),
+                digest: regindex::model::Digest::sha256_of(b"x"),
+                reason: "config <b>not JSON</b>".into(),
+                partial: false,
+            },
+            first_seen: chrono::DateTime::from_timestamp(0, 0).unwrap(),
+        };
+        let page = repository_page(&site(), &card(), &contents, std::slice::from_ref(&problem));
+        assert!(page.contains("<h2>Tags not indexed</h2>"));
+        assert!(page.contains("<td>broken</td>"));
+        assert!(page.contains("config &lt;b&gt;not JSON&lt;/b&gt;"));
+        assert!(page.contains("1970-01-01 00:00 UTC"));
+        let only = problems_page(&site(), "apps/x", &[problem]);
+        assert!(only.contains("No tag of “apps/x” could be indexed."));
+        assert!(only.contains("<td>broken</td>"));
         assert!(page.contains("<h3>1.0, latest</h3>"));
         assert!(page.contains("registry.example.org/apps/calc@sha256:amd64"));
         assert!(page.contains("linux/arm64"));

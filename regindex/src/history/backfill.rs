@@ -3,7 +3,9 @@
 //! The history starts when regindex starts listening; images pushed before have no
 //! events. After every refetch (so also during every full scan), [`Backfill`] records the
 //! repository's tags and, for each manifest whose blobs the history does not know yet,
-//! fetches the manifest once and records its config and layers. Later events refine the
+//! records its config and layers, read from the manifest the refetch fetched. Only a
+//! manifest the refetch did not need (already indexed before the history was turned on)
+//! is fetched here, once. Later events refine the
 //! rows (push and pull times, counts). It also learns the blobs of manifests pushed
 //! without `references`, since every manifest push triggers a refetch.
 
@@ -17,8 +19,8 @@ use super::event::BlobRef;
 use super::store::{HistoryStore, ScannedManifest};
 use super::HistoryError;
 use crate::model::{Digest, Reference, RepositoryName, Tag};
-use crate::registry::{Manifest, RegistryClient, RegistryError};
-use crate::sync::RefetchObserver;
+use crate::registry::{FetchedManifest, Manifest, RegistryClient, RegistryError};
+use crate::sync::{RefetchObserver, Refetched};
 
 /// Records refetched state into the history.
 pub struct Backfill {
@@ -51,11 +53,14 @@ impl Backfill {
         }
     }
 
+    /// Records `tags` as listed at `listed_at`; `fetched` holds manifests the caller has
+    /// fetched already (they are not asked for again).
     pub async fn record(
         &self,
         repository: &RepositoryName,
         tags: &BTreeMap<Tag, Digest>,
         listed_at: DateTime<Utc>,
+        fetched: &BTreeMap<Digest, FetchedManifest>,
     ) -> Result<(), HistoryError> {
         let tagged: BTreeSet<Digest> = tags.values().cloned().collect();
         let tagged: Vec<Digest> = tagged.into_iter().collect();
@@ -72,7 +77,7 @@ impl Backfill {
             if !seen.insert(digest.clone()) {
                 continue;
             }
-            let Some((scanned, children)) = self.fetch(repository, &digest).await? else {
+            let Some((scanned, children)) = self.fetch(repository, &digest, fetched).await? else {
                 continue;
             };
             manifests.push(scanned);
@@ -99,15 +104,19 @@ impl Backfill {
         &self,
         repository: &RepositoryName,
         digest: &Digest,
+        already: &BTreeMap<Digest, FetchedManifest>,
     ) -> Result<Option<(ScannedManifest, Vec<Digest>)>, HistoryError> {
-        let fetched = match self
-            .registry
-            .manifest(repository, &Reference::Digest(digest.clone()))
-            .await
-        {
-            Ok(fetched) => fetched,
-            Err(RegistryError::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(e.into()),
+        let fetched = match already.get(digest) {
+            Some(fetched) => fetched.clone(),
+            None => match self
+                .registry
+                .manifest(repository, &Reference::Digest(digest.clone()))
+                .await
+            {
+                Ok(fetched) => fetched,
+                Err(RegistryError::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            },
         };
         let parsed = match crate::registry::manifest::parse(&fetched.media_type, &fetched.bytes) {
             Ok(parsed) => parsed,
@@ -150,11 +159,15 @@ impl RefetchObserver for Backfill {
     fn refetched<'a>(
         &'a self,
         repository: &'a RepositoryName,
-        tags: &'a BTreeMap<Tag, Digest>,
-        listed_at: DateTime<Utc>,
+        refetched: Refetched<'a>,
     ) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            if let Err(e) = self.record(repository, tags, listed_at).await {
+            let Refetched {
+                tags,
+                listed_at,
+                manifests,
+            } = refetched;
+            if let Err(e) = self.record(repository, tags, listed_at, manifests).await {
                 // Statistics only: the next refetch or scan tries again.
                 warn!(%repository, error = %e, "history backfill failed");
             }

@@ -217,6 +217,13 @@ struct RawContainerConfig {
 
 /// Parses an image config blob.
 pub fn parse_config(bytes: &[u8]) -> Result<ImageConfig, RegistryError> {
+    // serde would read a struct from a JSON array too; an image config is an object.
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(RegistryError::BadManifest {
+            what: "image config".into(),
+            detail: "not a JSON object".into(),
+        });
+    }
     let raw: RawConfig = serde_json::from_slice(bytes).map_err(|e| RegistryError::BadManifest {
         what: "image config".into(),
         detail: e.to_string(),
@@ -436,9 +443,12 @@ mod tests {
             assert_eq!(c.architecture, "amd64");
         }
         assert_eq!(parse_config(b"{}").unwrap(), ImageConfig::default());
-        assert!(matches!(
-            parse_config(b"[1]").unwrap_err(),
-            RegistryError::BadManifest { .. }
-        ));
+        for bad in [&b"[1]"[..], b"[]", b"not JSON", b"", b"\x00\x01"] {
+            assert!(matches!(
+                parse_config(bad).unwrap_err(),
+                RegistryError::BadManifest { .. }
+            ));
+        }
+        assert!(parse_config(b" \n{}").is_ok());
     }
 }

@@ -3,8 +3,9 @@
 //! The schema lives in `schema.sql` at the repository root (safe to re-apply); `migrate`
 //! applies it and `connect` refuses a database whose schema is missing, older or newer.
 //!
-//! Files: `replace.rs` (a repository's refetch transaction), `plan.rs` (its pure
-//! decisions), `gc.rs`, `index_query.rs` (the SQL side of index queries), `load.rs`
+//! Files: `refetch.rs` (what a refetch reads first, and its ticket), `replace.rs` (a
+//! repository's write transaction), `plan.rs` (its pure decisions), `problems.rs` (tags a
+//! refetch could not use), `gc.rs`, `index_query.rs` (the SQL side of index queries), `load.rs`
 //! (reading a repository back), `rows.rs` (decoding stored values).
 
 mod error;
@@ -13,6 +14,8 @@ mod icons;
 mod index_query;
 mod load;
 mod plan;
+mod problems;
+mod refetch;
 mod replace;
 mod rows;
 mod search;
@@ -22,6 +25,8 @@ mod web;
 pub use error::StoreError;
 pub use icons::StoredIcon;
 pub use index_query::IndexSnapshot;
+pub use problems::StoredProblem;
+pub use refetch::{RefetchTicket, StoredRepository};
 pub use search::SummaryHit;
 pub use web::{RepositoryContents, RepositorySummary};
 
@@ -34,7 +39,7 @@ use crate::config::DatabaseConfig;
 use crate::model::RepositoryName;
 
 /// The schema version `schema.sql` creates; `connect` requires exactly this.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// The schema, applied by `migrate`.
 const SCHEMA_SQL: &str = include_str!("../../../schema.sql");
@@ -164,9 +169,10 @@ impl Store {
         Ok(())
     }
 
-    /// Starts the one transaction in which a repository is refetched. It takes a
-    /// transaction-scoped advisory lock on the repository name first, so two refetches
-    /// of one repository never overlap, across all worker processes.
+    /// Starts the short transaction in which a refetch writes a repository (after all
+    /// its registry requests). It takes a transaction-scoped advisory lock on the
+    /// repository name first, so two writes of one repository never overlap, across all
+    /// worker processes.
     pub async fn begin_repository(
         &self,
         repository: &RepositoryName,

@@ -1,0 +1,108 @@
+//! What a refetch reads before it asks the registry anything, and how concurrent
+//! refetches of one repository are ordered.
+//!
+//! A refetch takes a ticket (a database sequence) before it lists the tags, reads the
+//! stored state without any lock, does all its HTTP, and only then opens the short write
+//! transaction. There, [`RepositoryTx::claim`] lets it write only if no refetch with a
+//! later ticket has written: that one listed the tags after this one started, so its
+//! state is at least as new, and this refetch has nothing left to do.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::{rows, RepositoryTx, Store, StoreError};
+use crate::model::{Digest, RepositoryName, Tag, TagProblem};
+
+/// Orders the listings of refetches: a greater ticket was taken later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RefetchTicket(i64);
+
+/// A repository as stored, as far as a refetch needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredRepository {
+    pub tags: BTreeMap<Tag, Digest>,
+    /// Every stored image and list, with whether it is a list.
+    pub manifests: HashMap<Digest, bool>,
+    pub problems: BTreeMap<Tag, TagProblem>,
+}
+
+impl Store {
+    /// A ticket for a refetch about to list a repository's tags.
+    pub async fn refetch_ticket(&self) -> Result<RefetchTicket, StoreError> {
+        let ticket: i64 = sqlx::query_scalar("SELECT nextval('refetch_tickets')")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(RefetchTicket(ticket))
+    }
+
+    /// The stored tags, manifests and problems of `repository`, from one snapshot. Takes
+    /// no lock: the write transaction checks again.
+    pub async fn stored_repository(
+        &self,
+        repository: &RepositoryName,
+    ) -> Result<StoredRepository, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let mut stored = StoredRepository::default();
+        let tags: Vec<(String, String)> = sqlx::query_as(
+            "SELECT t.tag, m.digest
+             FROM tags t JOIN repositories r ON r.id = t.repository_id JOIN manifests m ON m.id = t.manifest_id
+             WHERE r.name = $1",
+        )
+        .bind(repository.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+        for (tag, digest) in tags {
+            stored.tags.insert(rows::tag(&tag)?, rows::digest(&digest)?);
+        }
+        let manifests: Vec<(String, bool)> = sqlx::query_as(
+            "SELECT m.digest, m.is_list FROM manifests m
+             JOIN repositories r ON r.id = m.repository_id WHERE r.name = $1",
+        )
+        .bind(repository.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+        for (digest, is_list) in manifests {
+            stored.manifests.insert(rows::digest(&digest)?, is_list);
+        }
+        let problems: Vec<(String, String, String, bool)> = sqlx::query_as(
+            "SELECT tag, digest, reason, partial FROM tag_problems WHERE repository = $1",
+        )
+        .bind(repository.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+        for (tag, digest, reason, partial) in problems {
+            let tag = rows::tag(&tag)?;
+            stored.problems.insert(
+                tag.clone(),
+                TagProblem {
+                    tag,
+                    digest: rows::digest(&digest)?,
+                    reason,
+                    partial,
+                },
+            );
+        }
+        tx.commit().await?;
+        Ok(stored)
+    }
+}
+
+impl RepositoryTx {
+    /// Records that the stored state will be the listing of `ticket`; false (nothing
+    /// recorded) when a refetch with a later ticket has written already.
+    pub async fn claim(&mut self, ticket: RefetchTicket) -> Result<bool, StoreError> {
+        let claimed: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO repository_refetches AS r (repository, ticket) VALUES ($1, $2)
+             ON CONFLICT (repository) DO UPDATE SET ticket = EXCLUDED.ticket
+             WHERE r.ticket < EXCLUDED.ticket
+             RETURNING ticket",
+        )
+        .bind(self.repository.as_str())
+        .bind(ticket.0)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        Ok(claimed.is_some())
+    }
+}

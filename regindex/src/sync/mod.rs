@@ -1,0 +1,442 @@
+//! Refetch one repository from the registry into the store; scan them all.
+//!
+//! A refetch asks the registry first and writes after, so no database connection is held
+//! while the registry answers:
+//!
+//! 1. take a ticket (orders concurrent refetches) and read what the store holds;
+//! 2. list the tags; GET each tag the store holds nothing for (digest and body in one
+//!    request), HEAD the others; fetch only manifests not stored, the entries of new
+//!    lists, and each config blob once per digest ([`configs::ConfigCache`]);
+//! 3. in one short transaction under the repository's advisory lock, write the new state
+//!    unless a refetch that listed later has written already; if the store lost a manifest
+//!    this refetch counted on meanwhile, fetch it and write again.
+//!
+//! A tag the index cannot use (an image config that is not JSON, a manifest it cannot
+//! parse) is recorded as a problem of that tag, and the rest of the repository is indexed:
+//! one bad image never blocks its repository. A recorded problem is not fetched again
+//! while its tag stays on the same digest.
+
+mod configs;
+mod fetch;
+pub mod plan;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use futures::{stream, StreamExt};
+use tracing::{debug, info, warn};
+
+pub use configs::{ConfigCache, CONFIG_CACHE_BYTES};
+use fetch::{Fetch, Fetched};
+use plan::{Desired, Usable};
+
+use crate::model::{Digest, RepositoryName, Tag};
+use crate::registry::{FetchedManifest, RegistryClient, RegistryError};
+use crate::store::{RefetchTicket, ReplaceOutcome, Store, StoreError};
+
+/// Write attempts of one refetch when other refetches keep removing manifests it counted
+/// on; after that it fails (transiently) and the queue retries it later.
+const MAX_WRITE_ROUNDS: usize = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{repository} kept changing in the store while it was refetched")]
+    KeptChanging { repository: String },
+}
+
+impl SyncError {
+    /// Worth retrying later: the registry or the database may recover.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SyncError::Registry(e) => e.is_transient(),
+            SyncError::Store(e) => e.is_transient(),
+            SyncError::KeptChanging { .. } => true,
+        }
+    }
+}
+
+/// Errors that concern one manifest or blob, not the repository or the registry: that
+/// tag is recorded as a problem and the refetch goes on.
+pub(crate) fn is_item_problem(error: &RegistryError) -> bool {
+    match error {
+        RegistryError::NotFound { .. }
+        | RegistryError::BadManifest { .. }
+        | RegistryError::UnsupportedMediaType { .. }
+        | RegistryError::DigestMismatch { .. }
+        | RegistryError::BadResponse { .. }
+        | RegistryError::InvalidValue(_) => true,
+        RegistryError::Status { .. } => !error.is_transient(),
+        RegistryError::Unauthorized { .. }
+        | RegistryError::Transport { .. }
+        | RegistryError::Config(_) => false,
+    }
+}
+
+/// What one refetch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RefetchReport {
+    /// Tags indexed.
+    pub tags: usize,
+    /// Manifest and config blob GETs sent.
+    pub manifests_fetched: usize,
+    pub blobs_fetched: usize,
+    pub outcome: ReplaceOutcome,
+    /// Tags recorded as problems.
+    pub problems: usize,
+    /// A refetch that listed the tags later had written already: nothing was written.
+    pub superseded: bool,
+}
+
+/// What a scan did.
+#[derive(Debug, Clone, Default)]
+pub struct ScanSummary {
+    pub repositories: usize,
+    pub tags: usize,
+    pub manifests_fetched: usize,
+    pub blobs_fetched: usize,
+    pub changed: usize,
+    /// Tags recorded as problems (not indexed, or only in part).
+    pub problems: usize,
+    /// Repositories whose refetch failed, with the reason; the others were still indexed.
+    pub failed: Vec<(RepositoryName, String)>,
+    pub elapsed: Duration,
+}
+
+impl std::fmt::Display for ScanSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "scanned {} repositories, {} tags: {} manifests and {} config blobs fetched, {} repositories changed, {} tags with problems, {} failed, in {:.1} s",
+            self.repositories,
+            self.tags,
+            self.manifests_fetched,
+            self.blobs_fetched,
+            self.changed,
+            self.problems,
+            self.failed.len(),
+            self.elapsed.as_secs_f64()
+        )
+    }
+}
+
+/// Ties the registry to the store.
+#[derive(Clone)]
+pub struct Syncer {
+    registry: RegistryClient,
+    store: Store,
+    observer: Option<Arc<dyn RefetchObserver>>,
+    configs: Arc<ConfigCache>,
+    /// Set when a refetch changed the recorded problems (the worker's gauge re-counts).
+    problems_changed: Arc<AtomicBool>,
+}
+
+/// What a committed refetch saw, for its observer.
+pub struct Refetched<'a> {
+    /// Every tag that resolved, indexed or not.
+    pub tags: &'a BTreeMap<Tag, Digest>,
+    /// When the tag listing started.
+    pub listed_at: DateTime<Utc>,
+    /// The manifests this refetch fetched, by digest (tag targets and list entries).
+    pub manifests: &'a BTreeMap<Digest, FetchedManifest>,
+}
+
+/// Told, after each committed refetch, what the registry holds for a repository. The
+/// activity history records that state (backfill, lost deletes) from the manifests the
+/// refetch fetched; the observer handles its own errors, so it never fails a refetch.
+pub trait RefetchObserver: Send + Sync {
+    fn refetched<'a>(
+        &'a self,
+        repository: &'a RepositoryName,
+        refetched: Refetched<'a>,
+    ) -> BoxFuture<'a, ()>;
+}
+
+/// How a write attempt ended.
+enum Write {
+    Written {
+        outcome: ReplaceOutcome,
+        problems_changed: bool,
+    },
+    Superseded,
+    /// Manifests the store lost since it was read.
+    Missing(BTreeSet<Digest>),
+}
+
+impl Syncer {
+    pub fn new(registry: RegistryClient, store: Store) -> Self {
+        Self {
+            registry,
+            store,
+            observer: None,
+            configs: Arc::new(ConfigCache::default()),
+            problems_changed: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    /// Reports every refetch to `observer` (the activity history's backfill).
+    pub fn with_observer(mut self, observer: Arc<dyn RefetchObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    pub fn registry(&self) -> &RegistryClient {
+        &self.registry
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// True (once) when a refetch changed the recorded problems since the last call, and
+    /// on the first call.
+    pub fn take_problems_changed(&self) -> bool {
+        self.problems_changed.swap(false, Ordering::Relaxed)
+    }
+
+    /// Makes the store's view of `repository` equal to the registry's.
+    #[tracing::instrument(skip(self), fields(repository = %repository))]
+    pub async fn refetch(&self, repository: &RepositoryName) -> Result<RefetchReport, SyncError> {
+        let ticket = self.store.refetch_ticket().await?;
+        let mut stored = self.store.stored_repository(repository).await?;
+
+        let listed_at = Utc::now();
+        let tags = match self.registry.tags(repository).await {
+            Ok(tags) => tags,
+            Err(RegistryError::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let fetch = Fetch {
+            registry: &self.registry,
+            configs: &self.configs,
+            repository,
+        };
+        let mut fetched = Fetched::default();
+        let resolved = fetch.resolve(tags, &stored, &mut fetched).await?;
+
+        let mut rounds = 0;
+        let (desired, written) = loop {
+            let targets = plan::to_fetch(&stored, &resolved, &fetched.usable);
+            fetch.complete(&targets, &stored, &mut fetched).await?;
+            let desired = plan::desired(&stored, &resolved, &fetched.usable);
+            match self.write(repository, ticket, &desired).await? {
+                Write::Missing(missing) => {
+                    rounds += 1;
+                    if rounds >= MAX_WRITE_ROUNDS {
+                        return Err(SyncError::KeptChanging {
+                            repository: repository.to_string(),
+                        });
+                    }
+                    debug!(?missing, "the store changed meanwhile; reading it again");
+                    // Lists are judged against the store; judge them again.
+                    fetched
+                        .usable
+                        .retain(|_, usable| !matches!(usable, Usable::List { .. }));
+                    stored = self.store.stored_repository(repository).await?;
+                }
+                other => break (desired, other),
+            }
+        };
+
+        let mut report = RefetchReport {
+            tags: desired.tags.len(),
+            manifests_fetched: fetched.manifests,
+            blobs_fetched: fetched.blobs,
+            problems: desired.problems.len(),
+            ..RefetchReport::default()
+        };
+        match written {
+            Write::Written {
+                outcome,
+                problems_changed,
+            } => {
+                if problems_changed {
+                    self.problems_changed.store(true, Ordering::Relaxed);
+                    for problem in &desired.problems {
+                        warn!(tag = %problem.tag, digest = %problem.digest, reason = %problem.reason, partial = problem.partial, "tag not fully indexed");
+                    }
+                }
+                if let Some(observer) = &self.observer {
+                    let refetched = Refetched {
+                        tags: &resolved,
+                        listed_at,
+                        manifests: &fetched.bodies,
+                    };
+                    observer.refetched(repository, refetched).await;
+                }
+                if outcome.changed {
+                    info!(
+                        tags = desired.tags.len(),
+                        manifests = fetched.manifests,
+                        blobs = fetched.blobs,
+                        "repository updated"
+                    );
+                }
+                report.outcome = outcome;
+            }
+            Write::Superseded => {
+                debug!("a refetch that listed later has written already");
+                report.superseded = true;
+            }
+            Write::Missing(_) => {}
+        }
+        Ok(report)
+    }
+
+    /// The short write: under the repository's lock, unless a later listing was written.
+    async fn write(
+        &self,
+        repository: &RepositoryName,
+        ticket: RefetchTicket,
+        desired: &Desired,
+    ) -> Result<Write, SyncError> {
+        let mut tx = self.store.begin_repository(repository).await?;
+        if !tx.claim(ticket).await? {
+            return Ok(Write::Superseded);
+        }
+        let known = tx.known_manifests().await?;
+        let missing = plan::missing(desired, &known);
+        if !missing.is_empty() {
+            return Ok(Write::Missing(missing));
+        }
+        let outcome = tx
+            .replace(&desired.tags, &desired.images, &desired.lists)
+            .await?;
+        let problems_changed = tx.set_problems(&desired.problems).await?;
+        tx.commit().await?;
+        Ok(Write::Written {
+            outcome,
+            problems_changed,
+        })
+    }
+
+    /// Refetches every repository of the catalog and every repository the store knows
+    /// (so that repositories gone from the registry are removed). One failing repository
+    /// does not stop the scan; it is reported in `failed`. Listing the catalog failing does.
+    pub async fn scan(
+        &self,
+        concurrency: usize,
+        progress: &dyn ScanProgress,
+    ) -> Result<ScanSummary, SyncError> {
+        let started = Instant::now();
+        let mut repositories: BTreeSet<RepositoryName> =
+            self.registry.catalog().await?.into_iter().collect();
+        repositories.extend(self.store.repositories().await?);
+        repositories.extend(
+            self.store
+                .problems(None)
+                .await?
+                .into_iter()
+                .map(|p| p.repository),
+        );
+        progress.start(repositories.len());
+
+        let mut summary = ScanSummary {
+            repositories: repositories.len(),
+            ..ScanSummary::default()
+        };
+        let mut results = stream::iter(repositories)
+            .map(|repository| async move {
+                let result = self.refetch(&repository).await;
+                (repository, result)
+            })
+            .buffer_unordered(concurrency.max(1));
+        while let Some((repository, result)) = results.next().await {
+            match result {
+                Ok(report) => {
+                    summary.tags += report.tags;
+                    summary.manifests_fetched += report.manifests_fetched;
+                    summary.blobs_fetched += report.blobs_fetched;
+                    summary.changed += usize::from(report.outcome.changed);
+                    summary.problems += report.problems;
+                }
+                Err(e) => {
+                    warn!(repository = %repository, error = %e, "refetch failed during scan");
+                    summary.failed.push((repository.clone(), e.to_string()));
+                }
+            }
+            progress.advance(&repository);
+        }
+        summary.elapsed = started.elapsed();
+        progress.finish(&summary);
+        Ok(summary)
+    }
+}
+
+/// Progress reporting for scans (a terminal progress bar, or nothing).
+pub trait ScanProgress: Send + Sync {
+    fn start(&self, _repositories: usize) {}
+    fn advance(&self, _repository: &RepositoryName) {}
+    fn finish(&self, _summary: &ScanSummary) {}
+}
+
+/// Reports nothing.
+pub struct NoProgress;
+impl ScanProgress for NoProgress {}
+
+/// A progress bar on stderr when it is a terminal; hidden otherwise.
+pub struct TerminalProgress(indicatif::ProgressBar);
+
+impl TerminalProgress {
+    pub fn new() -> Self {
+        let bar =
+            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:40}] {pos}/{len} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        Self(bar)
+    }
+}
+
+impl Default for TerminalProgress {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ScanProgress for TerminalProgress {
+    fn start(&self, repositories: usize) {
+        self.0.set_length(repositories as u64);
+    }
+    fn advance(&self, repository: &RepositoryName) {
+        self.0.set_message(repository.to_string());
+        self.0.inc(1);
+    }
+    fn finish(&self, _summary: &ScanSummary) {
+        self.0.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_line_names_the_figures() {
+        let summary = ScanSummary {
+            repositories: 3,
+            tags: 7,
+            manifests_fetched: 5,
+            blobs_fetched: 4,
+            changed: 2,
+            problems: 1,
+            failed: vec![],
+            elapsed: Duration::from_millis(1500),
+        };
+        assert_eq!(
+            summary.to_string(),
+            "scanned 3 repositories, 7 tags: 5 manifests and 4 config blobs fetched, 2 repositories changed, 1 tags with problems, 0 failed, in 1.5 s"
+        );
+    }
+}
