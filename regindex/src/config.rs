@@ -115,7 +115,9 @@ pub struct WorkerConfig {
     pub scan_interval_secs: u64,
     /// Garbage collection interval; 0 disables it.
     pub gc_interval_secs: u64,
-    /// How long events for one repository are gathered before refetching it.
+    /// The least time between two refetch starts of one repository. The first event of
+    /// a quiet repository is refetched at once; events within this time of that start
+    /// are gathered into one follow-up refetch.
     pub coalesce_ms: u64,
     /// `/metrics`, `/healthz` of the worker.
     pub metrics_listen: SocketAddr,

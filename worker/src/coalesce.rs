@@ -1,11 +1,14 @@
 //! Per-repository coalescing: one refetch at a time per repository, for as many messages
-//! as arrived for it.
+//! as arrived for it, and at most one refetch start per `window` per repository.
 //!
-//! The first message for a repository starts a task that waits `window`, takes every
-//! message gathered meanwhile and refetches once; messages arriving while the refetch runs
-//! are gathered for one follow-up refetch (the running one may have listed the tags before
-//! their change). All messages of a refetch are settled together with its result. A
-//! semaphore bounds the refetches running at once across repositories.
+//! The first message for a quiet repository is refetched at once (leading edge), so a push
+//! is queryable as soon as one refetch allows. Messages that arrive while that refetch
+//! runs, or within `window` of its start, are gathered and refetched together once the
+//! window has passed (the running refetch may have listed the tags before their change):
+//! the repository is always refetched after the last message it received, and a burst
+//! (the 20 manifests of a multi-platform push) costs one refetch per window, not one per
+//! message. All messages of a refetch are settled together with its result. A semaphore
+//! bounds the refetches running at once across repositories.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -14,6 +17,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use regindex::model::RepositoryName;
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -35,9 +39,11 @@ pub struct Coalescer<T> {
 }
 
 struct Inner<T> {
-    /// A repository has an entry while its task lives; the entry holds the messages not
-    /// taken by a refetch yet.
+    /// A repository has an entry while its task lives (refetching, or waiting out the
+    /// window after a refetch started); the entry holds the messages not taken by a
+    /// refetch yet.
     pending: Mutex<HashMap<RepositoryName, Vec<T>>>,
+    /// The least time between two refetch starts of one repository.
     window: Duration,
     permits: Semaphore,
     job: Arc<dyn Job<T>>,
@@ -67,7 +73,8 @@ impl<T: Send + 'static> Coalescer<T> {
         }
     }
 
-    /// Adds a message for `repository`; starts its task if none runs.
+    /// Adds a message for `repository`; starts its task (which refetches at once) if
+    /// none runs.
     pub fn submit(&self, repository: RepositoryName, item: T) {
         let mut pending = self.inner.lock();
         if let Some(items) = pending.get_mut(&repository) {
@@ -85,7 +92,7 @@ impl<T: Send + 'static> Coalescer<T> {
         });
     }
 
-    /// Repositories with a task (waiting, queued or refetching).
+    /// Repositories with a task (queued, refetching, or in their window).
     pub fn active(&self) -> usize {
         self.inner.lock().len()
     }
@@ -98,17 +105,22 @@ impl<T: Send + 'static> Inner<T> {
 
     async fn drain(&self, repository: RepositoryName) {
         loop {
-            tokio::time::sleep(self.window).await;
-            let Ok(_permit) = self.permits.acquire().await else {
-                return;
+            let started = {
+                let Ok(_permit) = self.permits.acquire().await else {
+                    return;
+                };
+                let items = self
+                    .lock()
+                    .get_mut(&repository)
+                    .map(std::mem::take)
+                    .unwrap_or_default();
+                let started = Instant::now();
+                let result = self.job.run(&repository).await;
+                self.job.settle(&repository, items, result).await;
+                started
             };
-            let items = self
-                .lock()
-                .get_mut(&repository)
-                .map(std::mem::take)
-                .unwrap_or_default();
-            let result = self.job.run(&repository).await;
-            self.job.settle(&repository, items, result).await;
+            // Messages arriving until the window has passed wait for one more refetch.
+            tokio::time::sleep_until(started + self.window).await;
             // Checked and removed under the lock, so a message submitted now either lands
             // in this entry (and we loop) or finds no entry and starts a new task.
             let mut pending = self.lock();
@@ -125,17 +137,44 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// Records refetches and settlements; each refetch takes `duration`.
-    #[derive(Default)]
+    const WINDOW: Duration = Duration::from_millis(200);
+
+    /// Records refetches (with their start time, relative to `epoch`) and settlements;
+    /// each refetch takes `duration`.
     struct Recorder {
+        epoch: Instant,
         duration: Duration,
         fail: bool,
-        runs: Mutex<Vec<String>>,
+        runs: Mutex<Vec<(String, Duration)>>,
         settled: Mutex<Vec<(String, Vec<u32>, bool)>>,
         running: Mutex<HashMap<String, usize>>,
         max_same_repository: AtomicUsize,
         running_total: AtomicUsize,
         max_total: AtomicUsize,
+    }
+
+    impl Recorder {
+        fn new(duration: Duration) -> Self {
+            Self {
+                epoch: Instant::now(),
+                duration,
+                fail: false,
+                runs: Mutex::default(),
+                settled: Mutex::default(),
+                running: Mutex::default(),
+                max_same_repository: AtomicUsize::new(0),
+                running_total: AtomicUsize::new(0),
+                max_total: AtomicUsize::new(0),
+            }
+        }
+
+        fn runs(&self) -> Vec<(String, Duration)> {
+            self.runs.lock().unwrap().clone()
+        }
+
+        fn settled(&self) -> Vec<(String, Vec<u32>, bool)> {
+            self.settled.lock().unwrap().clone()
+        }
     }
 
     impl Job<u32> for Recorder {
@@ -150,7 +189,10 @@ mod tests {
                 }
                 let total = self.running_total.fetch_add(1, Ordering::SeqCst) + 1;
                 self.max_total.fetch_max(total, Ordering::SeqCst);
-                self.runs.lock().unwrap().push(name.clone());
+                self.runs
+                    .lock()
+                    .unwrap()
+                    .push((name.clone(), self.epoch.elapsed()));
                 tokio::time::sleep(self.duration).await;
                 self.running_total.fetch_sub(1, Ordering::SeqCst);
                 *self.running.lock().unwrap().get_mut(&name).unwrap() -= 1;
@@ -185,7 +227,7 @@ mod tests {
         let tracker = TaskTracker::new();
         let c = Coalescer::new(
             job,
-            Duration::from_millis(50),
+            WINDOW,
             concurrency,
             tracker.clone(),
             CancellationToken::new(),
@@ -195,77 +237,105 @@ mod tests {
 
     async fn finish(tracker: TaskTracker) {
         tracker.close();
-        tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+        tokio::time::timeout(Duration::from_secs(60), tracker.wait())
             .await
             .unwrap();
     }
 
-    #[tokio::test]
-    async fn messages_within_the_window_make_one_refetch() {
-        let job = Arc::new(Recorder::default());
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_message_is_refetched_at_once() {
+        let job = Arc::new(Recorder::new(ms(5)));
         let (c, tracker) = coalescer(job.clone(), 4);
-        for i in 0..3 {
-            c.submit(repo("a"), i);
-        }
-        c.submit(repo("b"), 9);
+        c.submit(repo("a"), 1);
+        c.submit(repo("b"), 2);
         finish(tracker).await;
-        let mut runs = job.runs.lock().unwrap().clone();
+        let mut runs = job.runs();
         runs.sort();
-        assert_eq!(runs, ["a", "b"]);
-        let settled = job.settled.lock().unwrap();
-        assert!(settled.contains(&("a".into(), vec![0, 1, 2], true)));
-        assert!(settled.contains(&("b".into(), vec![9], true)));
+        assert_eq!(runs, [("a".into(), ms(0)), ("b".into(), ms(0))]);
+        let settled = job.settled();
+        assert!(settled.contains(&("a".into(), vec![1], true)));
+        assert!(settled.contains(&("b".into(), vec![2], true)));
         assert_eq!(c.active(), 0);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn messages_during_a_refetch_make_one_follow_up_never_overlapping() {
-        let job = Arc::new(Recorder {
-            duration: Duration::from_millis(200),
-            ..Recorder::default()
-        });
+        let job = Arc::new(Recorder::new(ms(300)));
         let (c, tracker) = coalescer(job.clone(), 4);
         c.submit(repo("a"), 1);
-        tokio::time::sleep(Duration::from_millis(100)).await; // now refetching
+        tokio::time::sleep(ms(100)).await; // now refetching
         c.submit(repo("a"), 2);
         c.submit(repo("a"), 3);
         finish(tracker).await;
-        assert_eq!(*job.runs.lock().unwrap(), ["a", "a"]);
+        // The follow-up starts when the first ends (its window has passed by then).
+        assert_eq!(job.runs(), [("a".into(), ms(0)), ("a".into(), ms(300))]);
         assert_eq!(
-            *job.settled.lock().unwrap(),
+            job.settled(),
             [("a".into(), vec![1], true), ("a".into(), vec![2, 3], true)]
         );
         assert_eq!(job.max_same_repository.load(Ordering::SeqCst), 1);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_costs_one_refetch_per_window_and_the_last_message_is_covered() {
+        let job = Arc::new(Recorder::new(ms(5)));
+        let (c, tracker) = coalescer(job.clone(), 4);
+        // 21 messages 15 ms apart (a 20-platform list push): 300 ms of events.
+        for i in 0..21 {
+            c.submit(repo("a"), i);
+            tokio::time::sleep(ms(15)).await;
+        }
+        finish(tracker).await;
+        let starts: Vec<Duration> = job.runs().into_iter().map(|(_, at)| at).collect();
+        assert_eq!(starts, [ms(0), ms(200), ms(400)]);
+        let settled = job.settled();
+        let all: Vec<u32> = settled
+            .iter()
+            .flat_map(|(_, items, _)| items.clone())
+            .collect();
+        assert_eq!(all, (0..21).collect::<Vec<_>>());
+        // The last message (at 300 ms) was taken by the refetch that started after it.
+        assert_eq!(settled.last().unwrap().1.last(), Some(&20));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_repository_is_refetched_at_once_again() {
+        let job = Arc::new(Recorder::new(ms(5)));
+        let (c, tracker) = coalescer(job.clone(), 4);
+        c.submit(repo("a"), 1);
+        tokio::time::sleep(ms(250)).await; // past the window: the task is gone
+        assert_eq!(c.active(), 0);
+        c.submit(repo("a"), 2);
+        finish(tracker).await;
+        assert_eq!(job.runs(), [("a".into(), ms(0)), ("a".into(), ms(250))]);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn concurrency_is_bounded_across_repositories() {
-        let job = Arc::new(Recorder {
-            duration: Duration::from_millis(50),
-            ..Recorder::default()
-        });
+        let job = Arc::new(Recorder::new(ms(50)));
         let (c, tracker) = coalescer(job.clone(), 2);
         for (i, name) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
             c.submit(repo(name), i as u32);
         }
         finish(tracker).await;
-        assert_eq!(job.runs.lock().unwrap().len(), 5);
+        assert_eq!(job.runs().len(), 5);
         assert_eq!(job.max_total.load(Ordering::SeqCst), 2);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_failed_refetch_settles_all_its_messages_as_failed() {
         let job = Arc::new(Recorder {
             fail: true,
-            ..Recorder::default()
+            ..Recorder::new(ms(5))
         });
         let (c, tracker) = coalescer(job.clone(), 1);
         c.submit(repo("a"), 1);
         c.submit(repo("a"), 2);
         finish(tracker).await;
-        assert_eq!(
-            *job.settled.lock().unwrap(),
-            [("a".into(), vec![1, 2], false)]
-        );
+        assert_eq!(job.settled(), [("a".into(), vec![1, 2], false)]);
     }
 }

@@ -129,7 +129,8 @@ async fn events_for_one_repository_coalesce_into_one_refetch_and_are_all_acked()
         let index = Arc::new(FakeIndex::default());
         let mut config = config(&bus);
         config.worker.coalesce_ms = 300;
-        // Queued before the worker starts, so they all arrive within the window.
+        // Queued before the worker starts, so they all arrive within the window: the
+        // first is refetched at once, the others at most once more.
         for _ in 0..5 {
             publish_event(&bus, "registry.push.manifest", "apps/calc").await;
         }
@@ -139,9 +140,10 @@ async fn events_for_one_repository_coalesce_into_one_refetch_and_are_all_acked()
             counted(&worker.metrics, "processed") == 6
         })
         .await;
-        let mut refetched = index.refetched();
-        refetched.sort();
-        assert_eq!(refetched, ["apps/calc", "base/plain"]);
+        let refetched = index.refetched();
+        let calc = refetched.iter().filter(|r| *r == "apps/calc").count();
+        assert!((1..=2).contains(&calc), "{refetched:?}");
+        assert_eq!(refetched.iter().filter(|r| *r == "base/plain").count(), 1);
         worker.stop().await;
         assert_eq!(bus.count(&bus.config.work_queue).await, 0, "all acked");
     })
