@@ -3,6 +3,7 @@
 //! - [`TestRegistry`]: a real `docker-registry` process on a free port, with image pushes
 //!   over the distribution API and the registry's own request log as ground truth.
 //! - [`TestDatabase`]: a fresh PostgreSQL database per test.
+//! - [`RegistryGate`]: an HTTP forwarder that holds chosen registry requests until released.
 //! - [`free_port`], [`unique_name`]: for anything else a test starts or names.
 //!
 //! This crate must not depend on `regindex`: it is the independent side of every test.
@@ -43,6 +44,7 @@
 //! ```
 
 mod database;
+mod gate;
 mod image;
 mod oci_layout;
 mod push;
@@ -50,6 +52,7 @@ mod registry;
 mod token;
 
 pub use database::TestDatabase;
+pub use gate::RegistryGate;
 pub use image::{
     sha256_digest, BuiltImage, ImageFormat, ImageSpec, ListFormat, ALL_MANIFEST_TYPES,
     DOCKER_CONFIG, DOCKER_LAYER, DOCKER_LIST, DOCKER_MANIFEST, OCI_CONFIG, OCI_INDEX, OCI_LAYER,

@@ -1,0 +1,229 @@
+//! How a refetch meets the database and other refetches, against a real docker-registry
+//! and PostgreSQL: no connection or lock is held while the registry answers, a refetch
+//! that listed the tags earlier never overwrites one that listed them later, and a
+//! manifest the store lost meanwhile is fetched again.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use regindex::config::{Config, DatabaseConfig};
+use regindex::model::{Digest, RepositoryName, Tag};
+use regindex::registry::RegistryClient;
+use regindex::store::Store;
+use regindex::sync::Syncer;
+use regindex_testkit::{ImageSpec, RegistryGate, TestDatabase, TestRegistry};
+use secrecy::SecretString;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Harness {
+    registry: TestRegistry,
+    db: TestDatabase,
+    store: Store,
+}
+
+impl Harness {
+    async fn start() -> Self {
+        let registry = TestRegistry::new().await.unwrap();
+        let db = TestDatabase::create().await.unwrap();
+        let database = DatabaseConfig {
+            url: SecretString::from(db.url()),
+            max_connections: 4,
+        };
+        let store = Store::connect_unchecked(&database).await.unwrap();
+        store.migrate().await.unwrap();
+        Self {
+            registry,
+            db,
+            store,
+        }
+    }
+
+    /// A syncer asking the registry at `url` (the registry itself, or a gate before it).
+    fn syncer(&self, url: &str) -> Syncer {
+        let mut config = Config::default();
+        config.registry.url = url.to_owned();
+        Syncer::new(
+            RegistryClient::new(&config.registry).unwrap(),
+            self.store.clone(),
+        )
+    }
+
+    async fn tags(&self, repository: &str) -> BTreeMap<Tag, Digest> {
+        self.store
+            .load_repository(&repo(repository))
+            .await
+            .unwrap()
+            .tags
+    }
+
+    async fn finish(self) {
+        self.store.pool().close().await;
+        self.db.drop().await.unwrap();
+    }
+}
+
+fn repo(name: &str) -> RepositoryName {
+    RepositoryName::parse(name).unwrap()
+}
+
+fn tags(pairs: &[(&str, &str)]) -> BTreeMap<Tag, Digest> {
+    pairs
+        .iter()
+        .map(|(t, d)| (Tag::parse(t).unwrap(), Digest::parse(d).unwrap()))
+        .collect()
+}
+
+/// While the registry is slow to answer, the refetch holds no database connection and
+/// not the repository's lock: another writer gets the lock at once.
+#[tokio::test]
+async fn no_connection_or_lock_is_held_while_the_registry_answers() {
+    let h = Harness::start().await;
+    let name = "apps/slow";
+    let pushed = h
+        .registry
+        .push_image(name, Some("latest"), &ImageSpec::new("amd64"))
+        .await
+        .unwrap();
+    let gate = RegistryGate::start(&h.registry.url()).await.unwrap();
+
+    for held in ["/tags/list", "/manifests/", "/blobs/"] {
+        gate.hold(held);
+        // A fresh syncer each round: its config cache would spare the blob request.
+        let refetch = tokio::spawn({
+            let syncer = h.syncer(gate.url());
+            async move { syncer.refetch(&repo(name)).await }
+        });
+        gate.until_held(1, WAIT).await.unwrap();
+        let pool = h.store.pool();
+        assert_eq!(
+            pool.size() as usize - pool.num_idle(),
+            0,
+            "connections in use while waiting for {held}"
+        );
+        let other = tokio::time::timeout(
+            Duration::from_secs(2),
+            h.store.begin_repository(&repo(name)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("the repository is locked while waiting for {held}"))
+        .unwrap();
+        drop(other);
+        gate.release();
+        refetch.await.unwrap().unwrap();
+        // Next round starts cold, so that every kind of request happens again.
+        sqlx::query("DELETE FROM repositories")
+            .execute(h.store.pool())
+            .await
+            .unwrap();
+    }
+    h.syncer(&h.registry.url())
+        .refetch(&repo(name))
+        .await
+        .unwrap();
+    assert_eq!(h.tags(name).await, tags(&[("latest", &pushed.digest)]));
+    h.finish().await;
+}
+
+/// Refetch A lists the tags, then waits for the registry; meanwhile the repository
+/// changes and refetch B, started later, writes the new state. A must not write its
+/// older listing over it.
+#[tokio::test]
+async fn a_refetch_that_listed_earlier_does_not_overwrite_a_later_one() {
+    let h = Harness::start().await;
+    let name = "apps/raced";
+    let r = &h.registry;
+    r.push_image(name, Some("latest"), &ImageSpec::new("amd64").seed(1))
+        .await
+        .unwrap();
+    let gate = RegistryGate::start(&r.url()).await.unwrap();
+    gate.hold("/manifests/");
+    let early = tokio::spawn({
+        let syncer = h.syncer(gate.url());
+        async move { syncer.refetch(&repo(name)).await }
+    });
+    gate.until_held(1, WAIT).await.unwrap(); // A listed [latest]
+
+    let v2 = r
+        .push_image(name, Some("latest"), &ImageSpec::new("amd64").seed(2))
+        .await
+        .unwrap();
+    r.tag(name, "new", &v2.digest).await.unwrap();
+    let late = h.syncer(&r.url()).refetch(&repo(name)).await.unwrap();
+    assert!(!late.superseded);
+    let expected = tags(&[("latest", &v2.digest), ("new", &v2.digest)]);
+    assert_eq!(h.tags(name).await, expected);
+
+    gate.release();
+    let early = early.await.unwrap().unwrap();
+    assert!(early.superseded, "{early:?}");
+    assert_eq!(h.tags(name).await, expected, "the later listing stays");
+    h.finish().await;
+}
+
+/// Refetch A read the store (image X stored) and waits; refetch B, which listed earlier,
+/// writes a state without X (so X is deleted). A's write finds X missing, fetches it,
+/// and writes the registry's latest state.
+#[tokio::test]
+async fn a_manifest_the_store_lost_meanwhile_is_fetched_again() {
+    let h = Harness::start().await;
+    let name = "apps/lost";
+    let r = &h.registry;
+    let x = r
+        .push_image(name, Some("a"), &ImageSpec::new("amd64").seed(1))
+        .await
+        .unwrap();
+    h.syncer(&r.url()).refetch(&repo(name)).await.unwrap();
+
+    // The registry loses `a`, gains `b`; B lists that, then waits.
+    r.delete_manifest(name, &x.digest).await.unwrap();
+    let y = r
+        .push_image(name, Some("b"), &ImageSpec::new("amd64").seed(2))
+        .await
+        .unwrap();
+    let gate_b = RegistryGate::start(&r.url()).await.unwrap();
+    gate_b.hold("/manifests/");
+    let b = tokio::spawn({
+        let syncer = h.syncer(gate_b.url());
+        async move { syncer.refetch(&repo(name)).await }
+    });
+    gate_b.until_held(1, WAIT).await.unwrap();
+
+    // `a` comes back (same content, same digest); A reads the store (X stored), lists
+    // [a, b] and waits.
+    r.push_image(name, Some("a"), &ImageSpec::new("amd64").seed(1))
+        .await
+        .unwrap();
+    let gate_a = RegistryGate::start(&r.url()).await.unwrap();
+    gate_a.hold("/manifests/");
+    let a = tokio::spawn({
+        let syncer = h.syncer(gate_a.url());
+        async move { syncer.refetch(&repo(name)).await }
+    });
+    gate_a.until_held(1, WAIT).await.unwrap();
+
+    // B writes its (older) listing: only `b`, so X is dropped from the store.
+    gate_b.release();
+    let b = b.await.unwrap().unwrap();
+    assert!(!b.superseded);
+    assert_eq!(h.tags(name).await, tags(&[("b", &y.digest)]));
+
+    // A finds X gone at write time, fetches it, and writes [a, b].
+    let mark = r.log_mark().await.unwrap();
+    gate_a.release();
+    let a = a.await.unwrap().unwrap();
+    assert!(!a.superseded);
+    assert_eq!(
+        h.tags(name).await,
+        tags(&[("a", &x.digest), ("b", &y.digest)])
+    );
+    let refetched_x = r
+        .requests_since(mark)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|q| q.is_manifest_get() && q.path().ends_with(&x.digest))
+        .count();
+    assert_eq!(refetched_x, 1, "X fetched again by digest, once");
+    h.finish().await;
+}
