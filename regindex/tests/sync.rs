@@ -291,3 +291,95 @@ async fn list_entries_already_known_are_not_fetched_again() {
     assert_eq!(state.images.len(), 3);
     h.finish().await;
 }
+
+/// Issue 9: a cold scan asks the registry for each thing once — the catalog, each tag
+/// list, one GET per tag (no HEAD: the store holds nothing), one GET per distinct config
+/// across repositories — and the history backfill adds nothing. A warm scan: the catalog,
+/// tag lists and one HEAD per tag.
+#[tokio::test]
+async fn a_cold_scan_asks_the_registry_nothing_twice_with_history_on() {
+    let registry = TestRegistry::new().await.unwrap();
+    let db = TestDatabase::create().await.unwrap();
+    let mut config = Config::default();
+    config.registry.url = registry.url();
+    config.registry.page_size = 100;
+    config.database = DatabaseConfig {
+        url: SecretString::from(db.url()),
+        max_connections: 8,
+    };
+    let store = Store::connect_unchecked(&config.database).await.unwrap();
+    store.migrate().await.unwrap();
+    let client = RegistryClient::new(&config.registry).unwrap();
+    let backfill = regindex::history::backfill::Backfill::new(
+        client.clone(),
+        regindex::history::HistoryStore::new(store.pool().clone()),
+        registry.host(),
+    );
+    let syncer = Syncer::new(client, store.clone()).with_observer(std::sync::Arc::new(backfill));
+
+    const REPOSITORIES: u64 = 20;
+    // Tags t0 and t1 are the same two images in every repository (as after cross-
+    // repository mounts); t2 and t3 are each repository's own.
+    for i in 0..REPOSITORIES {
+        let name = format!("scan/r{i:02}");
+        for t in 0..4u64 {
+            let seed = if t < 2 { t } else { 100 + i * 10 + t };
+            let spec = ImageSpec::new("amd64")
+                .seed(seed)
+                .label("n", &seed.to_string());
+            registry
+                .push_image(&name, Some(&format!("t{t}")), &spec)
+                .await
+                .unwrap();
+        }
+    }
+    let distinct_configs = 2 + 2 * REPOSITORIES as usize;
+    let tags = 4 * REPOSITORIES as usize;
+
+    let mark = registry.log_mark().await.unwrap();
+    let summary = syncer.scan(4, &NoProgress).await.unwrap();
+    assert!(summary.failed.is_empty(), "{:?}", summary.failed);
+    assert_eq!(summary.tags, tags);
+    let requests = registry.requests_since(mark).await.unwrap();
+    let count = |f: &dyn Fn(&regindex_testkit::LoggedRequest) -> bool| {
+        requests.iter().filter(|q| f(q)).count()
+    };
+    assert_eq!(count(&|q| q.path().ends_with("/_catalog")), 1);
+    assert_eq!(
+        count(&|q| q.path().ends_with("/tags/list")),
+        REPOSITORIES as usize
+    );
+    assert_eq!(
+        count(&|q| q.method == "HEAD"),
+        0,
+        "nothing stored: GET by tag"
+    );
+    assert_eq!(count(&|q| q.is_manifest_get()), tags);
+    assert_eq!(count(&|q| q.is_blob_get()), distinct_configs);
+    assert_eq!(
+        requests.len(),
+        1 + REPOSITORIES as usize + tags + distinct_configs,
+        "{requests:#?}"
+    );
+    // The history learned every manifest's blobs from the refetch's own requests.
+    let linked: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM history_manifests WHERE links_known")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(linked as usize, tags);
+
+    let mark = registry.log_mark().await.unwrap();
+    let warm = syncer.scan(4, &NoProgress).await.unwrap();
+    assert_eq!(warm.changed, 0);
+    let requests = registry.requests_since(mark).await.unwrap();
+    let heads = requests.iter().filter(|q| q.method == "HEAD").count();
+    assert_eq!(heads, tags);
+    assert_eq!(
+        requests.len(),
+        1 + REPOSITORIES as usize + tags,
+        "{requests:#?}"
+    );
+    store.pool().close().await;
+    db.drop().await.unwrap();
+}
