@@ -313,6 +313,65 @@ async fn a_malformed_image_does_not_freeze_its_repository() {
     .await;
 }
 
+/// Issue 9: the worker refetches at once on a repository's first event, yet loses no
+/// push. A real push sends blob events, then one manifest event per manifest (the 20
+/// children of a list before the tagged list); refetches that ran on the early events
+/// saw no tag, and later events must still be covered. Pushes follow each other without
+/// pause, with the default coalescing window.
+#[tokio::test]
+async fn rapid_pushes_with_blob_events_first_are_never_lost() {
+    TestBus::run(|bus| async move {
+        let stack = Stack::start(bus, true).await;
+        let mut config = stack.config.clone();
+        config.worker.coalesce_ms = Config::default().worker.coalesce_ms;
+        let worker = stack.start_worker_with(config);
+        let name = "apps/busy";
+        let r = &stack.registry;
+        let platforms: Vec<ImageSpec> = (0..20)
+            .map(|i| {
+                ImageSpec::new("amd64")
+                    .seed(1000 + i)
+                    .label("n", &i.to_string())
+            })
+            .collect();
+        let list = r
+            .push_list(name, Some("multi"), &platforms, ListFormat::OciIndex)
+            .await
+            .unwrap();
+        let mut expected = vec![("multi".to_owned(), list.digest.clone())];
+        for i in 0..10u64 {
+            let tag = format!("v{i}");
+            let pushed = r
+                .push_image(name, Some(&tag), &ImageSpec::new("arm64").seed(i))
+                .await
+                .unwrap();
+            expected.push((tag, pushed.digest));
+        }
+        // A tag moved right after its first push.
+        let moved = r
+            .push_image(name, Some("v0"), &ImageSpec::new("arm64").seed(99))
+            .await
+            .unwrap();
+        expected[1].1 = moved.digest.clone();
+        expected.sort();
+        let expected: Vec<(&str, &str)> = expected
+            .iter()
+            .map(|(t, d)| (t.as_str(), d.as_str()))
+            .collect();
+        let state = stack.converges(name, &expected).await;
+        assert_eq!(
+            state.lists[&Digest::parse(&list.digest).unwrap()]
+                .entries
+                .len(),
+            20
+        );
+        assert_eq!(worker.counted("dead_lettered"), 0);
+        worker.stop().await;
+        stack.finish().await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn tag_and_manifest_deletes_converge() {
     TestBus::run(|bus| async move {
