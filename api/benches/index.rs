@@ -4,9 +4,11 @@
 //!
 //! Pushes 500 repositories × 4 tags (2 images each: `latest`, `1`, `1.0` on one, `0.9` on
 //! the other; every other repository is a Flatpak app) to a real docker-registry, then
-//! measures a cold scan, a warm scan, the uncached Flatpak query, and requests/second and
-//! latency of `/index/static` on the 200 and 304 paths over HTTP. Sizes: BENCH_REPOS,
-//! BENCH_SECONDS, BENCH_CONNECTIONS.
+//! measures a cold scan and a warm scan (with the history backfill on; BENCH_HISTORY=0
+//! turns it off), each with the requests the registry logged and the time a plain
+//! concurrent client takes for exactly those requests (the registry's raw serve time),
+//! the uncached Flatpak query, and requests/second and latency of `/index/static` on the
+//! 200 and 304 paths over HTTP. Sizes: BENCH_REPOS, BENCH_SECONDS, BENCH_CONNECTIONS.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,7 +19,7 @@ use regindex::registry::RegistryClient;
 use regindex::store::Store;
 use regindex::sync::{NoProgress, Syncer};
 use regindex_api::{router, AppState};
-use regindex_testkit::{ImageSpec, TestDatabase, TestRegistry};
+use regindex_testkit::{ImageSpec, LoggedRequest, TestDatabase, TestRegistry, ALL_MANIFEST_TYPES};
 use secrecy::SecretString;
 use tower::ServiceExt;
 
@@ -87,6 +89,48 @@ async fn load(
     )
 }
 
+/// Sends `requests` again (same methods and URLs, bodies read), `concurrency` at a time,
+/// with a plain HTTP client: how long the registry itself needs to serve them.
+async fn replay(base: &str, requests: &[LoggedRequest], concurrency: usize) -> Duration {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    stream::iter(requests)
+        .map(|r| {
+            let client = client.clone();
+            async move {
+                let method = reqwest::Method::from_bytes(r.method.as_bytes()).unwrap();
+                let response = client
+                    .request(method, format!("{base}{}", r.uri))
+                    .header("Accept", ALL_MANIFEST_TYPES)
+                    .send()
+                    .await
+                    .unwrap();
+                response.bytes().await.unwrap();
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect::<Vec<()>>()
+        .await;
+    started.elapsed()
+}
+
+/// `<n> requests (<HEADs> HEAD, <GETs> manifest GET, <GETs> blob GET, <n> tag lists)`.
+fn describe(requests: &[LoggedRequest]) -> String {
+    let count = |f: &dyn Fn(&LoggedRequest) -> bool| requests.iter().filter(|r| f(r)).count();
+    format!(
+        "{} registry requests ({} catalog, {} tag lists, {} manifest HEAD, {} manifest GET, {} blob GET)",
+        requests.len(),
+        count(&|r| r.path().ends_with("/_catalog")),
+        count(&|r| r.path().ends_with("/tags/list")),
+        count(&|r| r.method == "HEAD"),
+        count(&|r| r.is_manifest_get()),
+        count(&|r| r.is_blob_get()),
+    )
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let repos = env_or("BENCH_REPOS", 500);
@@ -136,13 +180,32 @@ async fn main() -> anyhow::Result<()> {
     };
     let store = Store::connect_unchecked(&config.database).await?;
     store.migrate().await?;
-    let syncer = Syncer::new(RegistryClient::new(&config.registry)?, store.clone());
+    let client = RegistryClient::new(&config.registry)?;
+    let mut syncer = Syncer::new(client.clone(), store.clone());
+    if env_or("BENCH_HISTORY", 1) == 1 {
+        let backfill = regindex::history::backfill::Backfill::new(
+            client,
+            regindex::history::HistoryStore::new(store.pool().clone()),
+            registry.host(),
+        );
+        syncer = syncer.with_observer(Arc::new(backfill));
+    }
     let concurrency = config.worker.concurrency;
+    let base = format!("http://{}", registry.host());
 
-    let cold = syncer.scan(concurrency, &NoProgress).await?;
-    println!("cold scan: {cold}");
-    let warm = syncer.scan(concurrency, &NoProgress).await?;
-    println!("warm scan: {warm}");
+    for which in ["cold", "warm"] {
+        let mark = registry.log_mark().await?;
+        let summary = syncer.scan(concurrency, &NoProgress).await?;
+        let requests = registry.requests_since(mark).await?;
+        let raw = replay(&base, &requests, config.registry.max_concurrency).await;
+        println!(
+            "{which} scan: {summary}\n  {}; the same requests from a plain client ({} at a time): {:.2} s; scan / raw = {:.2}",
+            describe(&requests),
+            config.registry.max_concurrency,
+            raw.as_secs_f64(),
+            summary.elapsed.as_secs_f64() / raw.as_secs_f64(),
+        );
+    }
 
     let config = Arc::new(config);
     // Uncached: a fresh api state per request, so every answer comes from PostgreSQL.

@@ -51,6 +51,8 @@ pub struct Options {
     pub no_worker: bool,
     /// The registry does not notify the api.
     pub no_notifications: bool,
+    /// `worker.coalesce_ms`; 50 when `None`.
+    pub coalesce_ms: Option<u64>,
 }
 
 impl Stack {
@@ -90,7 +92,7 @@ impl Stack {
         config.worker.metrics_listen = ([127, 0, 0, 1], free_port().unwrap()).into();
         config.worker.scan_interval_secs = 0;
         config.worker.gc_interval_secs = 0;
-        config.worker.coalesce_ms = 50;
+        config.worker.coalesce_ms = options.coalesce_ms.unwrap_or(50);
         config.history.prune_interval_secs = 0;
         if let Some((canonical, aliases)) = options.aliases {
             let port = registry.port().to_string();
