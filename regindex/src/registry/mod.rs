@@ -91,6 +91,7 @@ struct Inner {
     api: reqwest::Client,
     blobs: reqwest::Client,
     permits: Arc<Semaphore>,
+    max_concurrency: usize,
     credentials: Option<Credentials>,
     tokens: TokenCache,
     counters: Counters,
@@ -165,6 +166,7 @@ impl RegistryClient {
                 api: build(reqwest::redirect::Policy::none())?,
                 blobs: build(reqwest::redirect::Policy::limited(MAX_BLOB_REDIRECTS))?,
                 permits: Arc::new(Semaphore::new(config.max_concurrency.max(1))),
+                max_concurrency: config.max_concurrency.max(1),
                 credentials,
                 tokens: TokenCache::default(),
                 counters: Counters::default(),
@@ -175,6 +177,11 @@ impl RegistryClient {
     /// The configured URL (without trailing slash), for logs.
     pub fn base_url(&self) -> &str {
         &self.inner.base
+    }
+
+    /// Requests in flight at most (`registry.max_concurrency`).
+    pub fn max_concurrency(&self) -> usize {
+        self.inner.max_concurrency
     }
 
     pub fn stats(&self) -> RegistryStats {

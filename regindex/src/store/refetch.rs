@@ -23,6 +23,8 @@ pub struct StoredRepository {
     /// Every stored image and list, with whether it is a list.
     pub manifests: HashMap<Digest, bool>,
     pub problems: BTreeMap<Tag, TagProblem>,
+    /// The ticket of the refetch whose listing this is (none before the first).
+    pub ticket: Option<RefetchTicket>,
 }
 
 impl Store {
@@ -84,8 +86,47 @@ impl Store {
                 },
             );
         }
+        let ticket: Option<i64> =
+            sqlx::query_scalar("SELECT ticket FROM repository_refetches WHERE repository = $1")
+                .bind(repository.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        stored.ticket = ticket.map(RefetchTicket);
         tx.commit().await?;
         Ok(stored)
+    }
+
+    /// For a refetch whose listing matches the stored state exactly: records its ticket
+    /// without a write transaction, if no refetch has written since `seen` (the ticket
+    /// read with that state). False when one has: the caller writes the usual way.
+    pub async fn confirm_unchanged(
+        &self,
+        repository: &RepositoryName,
+        ticket: RefetchTicket,
+        seen: Option<RefetchTicket>,
+    ) -> Result<bool, StoreError> {
+        // A writer holding the row waits here until it commits; then the condition fails.
+        let done = match seen {
+            Some(seen) => sqlx::query(
+                "UPDATE repository_refetches SET ticket = $2 WHERE repository = $1 AND ticket = $3",
+            )
+            .bind(repository.as_str())
+            .bind(ticket.0)
+            .bind(seen.0)
+            .execute(&self.pool)
+            .await?,
+            None => {
+                sqlx::query(
+                    "INSERT INTO repository_refetches (repository, ticket) VALUES ($1, $2)
+                 ON CONFLICT (repository) DO NOTHING",
+                )
+                .bind(repository.as_str())
+                .bind(ticket.0)
+                .execute(&self.pool)
+                .await?
+            }
+        };
+        Ok(done.rows_affected() == 1)
     }
 }
 

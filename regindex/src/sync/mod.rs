@@ -226,6 +226,22 @@ impl Syncer {
             let targets = plan::to_fetch(&stored, &resolved, &fetched.usable);
             fetch.complete(&targets, &stored, &mut fetched).await?;
             let desired = plan::desired(&stored, &resolved, &fetched.usable);
+            // Most refetches (every one of a warm scan) find nothing new: one statement
+            // records that, without a write transaction.
+            if plan::unchanged(&stored, &desired)
+                && self
+                    .store
+                    .confirm_unchanged(repository, ticket, stored.ticket)
+                    .await?
+            {
+                break (
+                    desired,
+                    Write::Written {
+                        outcome: ReplaceOutcome::default(),
+                        problems_changed: false,
+                    },
+                );
+            }
             match self.write(repository, ticket, &desired).await? {
                 Write::Missing(missing) => {
                     rounds += 1;
@@ -318,8 +334,11 @@ impl Syncer {
     }
 
     /// Refetches every repository of the catalog and every repository the store knows
-    /// (so that repositories gone from the registry are removed). One failing repository
-    /// does not stop the scan; it is reported in `failed`. Listing the catalog failing does.
+    /// (so that repositories gone from the registry are removed), `concurrency`
+    /// repositories at a time but at least twice the registry client's request limit: a
+    /// refetch holds no database connection while it waits for the registry, so the
+    /// registry is kept busy without tying up the pool. One failing repository does not
+    /// stop the scan; it is reported in `failed`. Listing the catalog failing does.
     pub async fn scan(
         &self,
         concurrency: usize,
@@ -347,7 +366,7 @@ impl Syncer {
                 let result = self.refetch(&repository).await;
                 (repository, result)
             })
-            .buffer_unordered(concurrency.max(1));
+            .buffer_unordered(concurrency.max(2 * self.registry.max_concurrency()));
         while let Some((repository, result)) = results.next().await {
             match result {
                 Ok(report) => {

@@ -147,6 +147,18 @@ pub fn desired(
     desired
 }
 
+/// Whether writing `desired` would change nothing the store holds.
+pub fn unchanged(stored: &StoredRepository, desired: &Desired) -> bool {
+    desired.images.is_empty()
+        && desired.lists.is_empty()
+        && desired.tags == stored.tags
+        && desired.problems.len() == stored.problems.len()
+        && desired
+            .problems
+            .iter()
+            .all(|p| stored.problems.get(&p.tag) == Some(p))
+}
+
 /// Digests the desired state relies on being stored that `known` (the store's manifests
 /// as the write transaction sees them) lacks: another refetch removed them after this
 /// one read the store.
@@ -213,6 +225,7 @@ mod tests {
                 .iter()
                 .map(|p| (p.tag.clone(), p.clone()))
                 .collect(),
+            ticket: None,
         }
     }
 
@@ -321,6 +334,19 @@ mod tests {
         let resolved = BTreeMap::from([(t("gone"), d(1))]);
         let desired = desired(&s, &resolved, &HashMap::new());
         assert_eq!(desired, Desired::default());
+    }
+
+    #[test]
+    fn an_unchanged_listing_needs_no_write() {
+        let s = stored(&[("a", 1)], &[1], &[problem("bad", 2, "x", false)]);
+        let resolved = BTreeMap::from([(t("a"), d(1)), (t("bad"), d(2))]);
+        let same = desired(&s, &resolved, &HashMap::new());
+        assert!(unchanged(&s, &same));
+        let moved = BTreeMap::from([(t("a"), d(3)), (t("bad"), d(2))]);
+        let usable = HashMap::from([(d(3), Usable::Image(image(3)))]);
+        assert!(!unchanged(&s, &desired(&s, &moved, &usable)));
+        let healed = BTreeMap::from([(t("a"), d(1))]);
+        assert!(!unchanged(&s, &desired(&s, &healed, &HashMap::new())));
     }
 
     #[test]
