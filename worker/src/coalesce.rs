@@ -7,7 +7,9 @@
 //! window has passed (the running refetch may have listed the tags before their change):
 //! the repository is always refetched after the last message it received, and a burst
 //! (the 20 manifests of a multi-platform push) costs one refetch per window, not one per
-//! message. All messages of a refetch are settled together with its result. A semaphore
+//! message. All messages of a refetch are settled together with its result. A refetch that
+//! did not see what its messages announced (a pushed tag the registry did not show yet)
+//! asks for one more refetch after the window, with or without new messages. A semaphore
 //! bounds the refetches running at once across repositories.
 
 use std::collections::HashMap;
@@ -23,9 +25,24 @@ use tokio_util::task::TaskTracker;
 
 use crate::outcome::Failure;
 
+/// How a successful refetch went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ran {
+    Done,
+    /// Refetch once more after the window: the registry did not show yet what the
+    /// messages announced.
+    Again,
+}
+
 /// What to do for a repository, and with the messages that asked for it.
 pub trait Job<T>: Send + Sync + 'static {
-    fn run<'a>(&'a self, repository: &'a RepositoryName) -> BoxFuture<'a, Result<(), Failure>>;
+    /// Refetches `repository` for `items` (the messages taken; empty for a follow-up
+    /// the job asked for).
+    fn run<'a>(
+        &'a self,
+        repository: &'a RepositoryName,
+        items: &'a [T],
+    ) -> BoxFuture<'a, Result<Ran, Failure>>;
     fn settle<'a>(
         &'a self,
         repository: &'a RepositoryName,
@@ -105,7 +122,7 @@ impl<T: Send + 'static> Inner<T> {
 
     async fn drain(&self, repository: RepositoryName) {
         loop {
-            let started = {
+            let (started, ran) = {
                 let Ok(_permit) = self.permits.acquire().await else {
                     return;
                 };
@@ -115,16 +132,19 @@ impl<T: Send + 'static> Inner<T> {
                     .map(std::mem::take)
                     .unwrap_or_default();
                 let started = Instant::now();
-                let result = self.job.run(&repository).await;
-                self.job.settle(&repository, items, result).await;
-                started
+                let result = self.job.run(&repository, &items).await;
+                let ran = result.as_ref().ok().copied();
+                self.job
+                    .settle(&repository, items, result.map(|_| ()))
+                    .await;
+                (started, ran)
             };
             // Messages arriving until the window has passed wait for one more refetch.
             tokio::time::sleep_until(started + self.window).await;
             // Checked and removed under the lock, so a message submitted now either lands
             // in this entry (and we loop) or finds no entry and starts a new task.
             let mut pending = self.lock();
-            if pending.get(&repository).is_none_or(Vec::is_empty) {
+            if ran != Some(Ran::Again) && pending.get(&repository).is_none_or(Vec::is_empty) {
                 pending.remove(&repository);
                 return;
             }
@@ -145,6 +165,8 @@ mod tests {
         epoch: Instant,
         duration: Duration,
         fail: bool,
+        /// Runs (counted from 0) that ask for one more.
+        again: Vec<usize>,
         runs: Mutex<Vec<(String, Duration)>>,
         settled: Mutex<Vec<(String, Vec<u32>, bool)>>,
         running: Mutex<HashMap<String, usize>>,
@@ -159,6 +181,7 @@ mod tests {
                 epoch: Instant::now(),
                 duration,
                 fail: false,
+                again: Vec::new(),
                 runs: Mutex::default(),
                 settled: Mutex::default(),
                 running: Mutex::default(),
@@ -178,7 +201,11 @@ mod tests {
     }
 
     impl Job<u32> for Recorder {
-        fn run<'a>(&'a self, repository: &'a RepositoryName) -> BoxFuture<'a, Result<(), Failure>> {
+        fn run<'a>(
+            &'a self,
+            repository: &'a RepositoryName,
+            _items: &'a [u32],
+        ) -> BoxFuture<'a, Result<Ran, Failure>> {
             Box::pin(async move {
                 let name = repository.to_string();
                 {
@@ -189,17 +216,20 @@ mod tests {
                 }
                 let total = self.running_total.fetch_add(1, Ordering::SeqCst) + 1;
                 self.max_total.fetch_max(total, Ordering::SeqCst);
-                self.runs
-                    .lock()
-                    .unwrap()
-                    .push((name.clone(), self.epoch.elapsed()));
+                let run = {
+                    let mut runs = self.runs.lock().unwrap();
+                    runs.push((name.clone(), self.epoch.elapsed()));
+                    runs.len() - 1
+                };
                 tokio::time::sleep(self.duration).await;
                 self.running_total.fetch_sub(1, Ordering::SeqCst);
                 *self.running.lock().unwrap().get_mut(&name).unwrap() -= 1;
                 if self.fail {
                     Err(Failure::transient("down"))
+                } else if self.again.contains(&run) {
+                    Ok(Ran::Again)
                 } else {
-                    Ok(())
+                    Ok(Ran::Done)
                 }
             })
         }
@@ -312,6 +342,23 @@ mod tests {
         c.submit(repo("a"), 2);
         finish(tracker).await;
         assert_eq!(job.runs(), [("a".into(), ms(0)), ("a".into(), ms(250))]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refetch_that_asks_for_another_gets_one_after_the_window() {
+        let job = Arc::new(Recorder {
+            again: vec![0],
+            ..Recorder::new(ms(5))
+        });
+        let (c, tracker) = coalescer(job.clone(), 4);
+        c.submit(repo("a"), 1);
+        finish(tracker).await;
+        assert_eq!(job.runs(), [("a".into(), ms(0)), ("a".into(), ms(200))]);
+        // The message is settled by the first refetch; the second runs without any.
+        assert_eq!(
+            job.settled(),
+            [("a".into(), vec![1], true), ("a".into(), vec![], true)]
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, info_span, warn, Instrument};
 
-use crate::coalesce::{Coalescer, Job};
+use crate::coalesce::{Coalescer, Job, Ran};
 use crate::index::Index;
 use crate::metrics::{outcome as counted, WorkerMetrics};
 use crate::outcome::{decide, Failure, Outcome};
@@ -294,17 +294,39 @@ impl Shared {
 }
 
 impl Job<Delivery> for Shared {
-    fn run<'a>(&'a self, repository: &'a RepositoryName) -> BoxFuture<'a, Result<(), Failure>> {
+    fn run<'a>(
+        &'a self,
+        repository: &'a RepositoryName,
+        deliveries: &'a [Delivery],
+    ) -> BoxFuture<'a, Result<Ran, Failure>> {
         Box::pin(async move {
+            // The tags the push events announce: the refetch makes sure it sees them.
+            let announced: Vec<_> = deliveries
+                .iter()
+                .filter_map(|delivery| {
+                    let received = Received::from_delivery(delivery);
+                    messages::pushed_tag(&received.original_routing_key(), &received.body)
+                })
+                .collect();
             let started = Instant::now();
-            let result = self.index.refetch(repository).await;
+            let result = self.index.refetch_announced(repository, &announced).await;
             self.metrics
                 .refetch_seconds
                 .observe(started.elapsed().as_secs_f64());
             if let Some(count) = self.index.problem_count().await {
                 self.metrics.tag_problems.set(count);
             }
-            result
+            match result {
+                Ok(true) => Ok(Ran::Done),
+                Ok(false) => {
+                    warn!(
+                        ?announced,
+                        "the registry does not show a pushed tag yet; refetching again"
+                    );
+                    Ok(Ran::Again)
+                }
+                Err(failure) => Err(failure),
+            }
         })
     }
 

@@ -372,6 +372,41 @@ async fn rapid_pushes_with_blob_events_first_are_never_lost() {
     .await;
 }
 
+/// docker/distribution sends a manifest push event just before it links the tag. A
+/// worker that refetches at once on the event can list the tags a moment too early; it
+/// must still index the push (listing again until the announced tag shows, then once
+/// more after the window), with no later event to help. Many single pushes, each to a
+/// fresh repository, make that race happen.
+#[tokio::test]
+async fn single_pushes_are_indexed_although_the_event_precedes_the_tag() {
+    TestBus::run(|bus| async move {
+        let stack = Stack::start(bus, true).await;
+        let mut config = stack.config.clone();
+        config.worker.coalesce_ms = Config::default().worker.coalesce_ms;
+        let worker = stack.start_worker_with(config);
+        let mut pushed = Vec::new();
+        // Paced, so that the worker is idle and reacts to each event at once.
+        let mut pace = tokio::time::interval(Duration::from_millis(250));
+        for i in 0..40u64 {
+            pace.tick().await;
+            let name = format!("single/app-{i:02}");
+            let image = stack
+                .registry
+                .push_image(&name, Some("latest"), &ImageSpec::new("amd64").seed(i))
+                .await
+                .unwrap();
+            pushed.push((name, image.digest));
+        }
+        for (name, digest) in &pushed {
+            stack.converges(name, &[("latest", digest)]).await;
+        }
+        assert_eq!(worker.counted("dead_lettered"), 0);
+        worker.stop().await;
+        stack.finish().await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn tag_and_manifest_deletes_converge() {
     TestBus::run(|bus| async move {

@@ -332,6 +332,22 @@ pub fn decode(routing_key: &str, body: &[u8]) -> Result<WorkItem, MessageError> 
     Err(MessageError::UnknownRoutingKey(routing_key.to_owned()))
 }
 
+/// The tag and digest a `registry.push.manifest` delivery announces, if it names both: a
+/// refetch on it should see that tag there. `None` for anything else, or a body that
+/// does not say.
+pub fn pushed_tag(routing_key: &str, body: &[u8]) -> Option<(Tag, Digest)> {
+    #[derive(Deserialize)]
+    struct Pushed {
+        tag: Option<Tag>,
+        digest: Option<Digest>,
+    }
+    if routing_key != routing_key::registry("push", "manifest") {
+        return None;
+    }
+    let pushed: Pushed = serde_json::from_slice(body).ok()?;
+    Some((pushed.tag?, pushed.digest?))
+}
+
 fn is_bodhi_compose_topic(key: &str) -> bool {
     [
         routing_key::BODHI_COMPOSE_COMPLETE,
@@ -382,6 +398,19 @@ mod tests {
         let mut events = parse_envelope(&body).unwrap();
         assert_eq!(events.len(), 1);
         events.remove(0).unwrap()
+    }
+
+    #[test]
+    fn a_tagged_manifest_push_announces_its_tag() {
+        let event = webhook("manifest-push-oci");
+        let body = serde_json::to_vec(&event).unwrap();
+        let (tag, digest) = pushed_tag("registry.push.manifest", &body).unwrap();
+        assert_eq!(Some(tag), event.tag);
+        assert_eq!(Some(digest), event.digest);
+        assert_eq!(pushed_tag("registry.delete.tag", &body), None);
+        let child = serde_json::to_vec(&webhook("manifest-push-untagged-index-child")).unwrap();
+        assert_eq!(pushed_tag("registry.push.manifest", &child), None);
+        assert_eq!(pushed_tag("registry.push.manifest", b"not json"), None);
     }
 
     #[test]

@@ -36,7 +36,19 @@ use plan::{Desired, Usable};
 
 use crate::model::{Digest, RepositoryName, Tag};
 use crate::registry::{FetchedManifest, RegistryClient, RegistryError};
-use crate::store::{RefetchTicket, ReplaceOutcome, Store, StoreError};
+use crate::store::{RefetchTicket, ReplaceOutcome, Store, StoreError, StoredRepository};
+
+/// Pauses before listing the tags again when they do not show yet what a push event
+/// announced: docker/distribution sends the manifest push event just before it links
+/// the tag, so a refetch right on the event can list the tags a moment too early.
+const ANNOUNCED_TAG_RETRIES: [Duration; 6] = [
+    Duration::from_millis(5),
+    Duration::from_millis(10),
+    Duration::from_millis(20),
+    Duration::from_millis(40),
+    Duration::from_millis(80),
+    Duration::from_millis(160),
+];
 
 /// Write attempts of one refetch when other refetches keep removing manifests it counted
 /// on; after that it fails (transiently) and the queue retries it later.
@@ -93,6 +105,10 @@ pub struct RefetchReport {
     pub problems: usize,
     /// A refetch that listed the tags later had written already: nothing was written.
     pub superseded: bool,
+    /// A tag the caller expected (announced by a push event) did not point at the
+    /// announced digest even after listing again for a while: moved or deleted since, or
+    /// the registry is slow to show it. Worth one more refetch later.
+    pub announced_unseen: bool,
 }
 
 /// What a scan did.
@@ -202,24 +218,48 @@ impl Syncer {
     }
 
     /// Makes the store's view of `repository` equal to the registry's.
-    #[tracing::instrument(skip(self), fields(repository = %repository))]
     pub async fn refetch(&self, repository: &RepositoryName) -> Result<RefetchReport, SyncError> {
+        self.refetch_expecting(repository, &[]).await
+    }
+
+    /// `refetch`, for push events that announced `announced` (tag, digest) pairs: while
+    /// the listing does not show them yet, it lists again after a short pause (see
+    /// [`ANNOUNCED_TAG_RETRIES`]).
+    #[tracing::instrument(skip(self, announced), fields(repository = %repository))]
+    pub async fn refetch_expecting(
+        &self,
+        repository: &RepositoryName,
+        announced: &[(Tag, Digest)],
+    ) -> Result<RefetchReport, SyncError> {
         let ticket = self.store.refetch_ticket().await?;
         let mut stored = self.store.stored_repository(repository).await?;
 
-        let listed_at = Utc::now();
-        let tags = match self.registry.tags(repository).await {
-            Ok(tags) => tags,
-            Err(RegistryError::NotFound { .. }) => Vec::new(),
-            Err(e) => return Err(e.into()),
-        };
         let fetch = Fetch {
             registry: &self.registry,
             configs: &self.configs,
             repository,
         };
         let mut fetched = Fetched::default();
-        let resolved = fetch.resolve(tags, &stored, &mut fetched).await?;
+        let shows_announced = |resolved: &BTreeMap<Tag, Digest>| {
+            announced
+                .iter()
+                .all(|(tag, digest)| resolved.get(tag) == Some(digest))
+        };
+        let mut listed_at = Utc::now();
+        let mut resolved = self.list(&fetch, &stored, &mut fetched).await?;
+        for pause in ANNOUNCED_TAG_RETRIES {
+            if shows_announced(&resolved) {
+                break;
+            }
+            debug!(
+                ?pause,
+                "the tags do not show the pushed tag yet; listing again"
+            );
+            tokio::time::sleep(pause).await;
+            listed_at = Utc::now();
+            resolved = self.list(&fetch, &stored, &mut fetched).await?;
+        }
+        let announced_unseen = !shows_announced(&resolved);
 
         let mut rounds = 0;
         let (desired, written) = loop {
@@ -266,6 +306,7 @@ impl Syncer {
             manifests_fetched: fetched.manifests,
             blobs_fetched: fetched.blobs,
             problems: desired.problems.len(),
+            announced_unseen,
             ..RefetchReport::default()
         };
         match written {
@@ -304,6 +345,21 @@ impl Syncer {
             Write::Missing(_) => {}
         }
         Ok(report)
+    }
+
+    /// The tags and where they point (an unknown repository has none).
+    async fn list(
+        &self,
+        fetch: &Fetch<'_>,
+        stored: &StoredRepository,
+        fetched: &mut Fetched,
+    ) -> Result<BTreeMap<Tag, Digest>, SyncError> {
+        let tags = match self.registry.tags(fetch.repository).await {
+            Ok(tags) => tags,
+            Err(RegistryError::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        fetch.resolve(tags, stored, fetched).await
     }
 
     /// The short write: under the repository's lock, unless a later listing was written.
