@@ -56,17 +56,20 @@ async fn indexed(stack: &Stack, repository: &str, tag: &str, digest: &str) -> bo
         > 0
 }
 
-/// Refetches the worker process has run (`regindex_worker_refetch_duration_seconds_count`).
+/// Refetches the worker process has run (`regindex_worker_refetch_duration_seconds_count`),
+/// once its metrics endpoint answers.
 async fn refetches(stack: &Stack) -> u64 {
-    let text = reqwest::get(format!(
-        "http://{}/metrics",
-        stack.config.worker.metrics_listen
-    ))
-    .await
-    .unwrap()
-    .text()
-    .await
-    .unwrap();
+    let url = format!("http://{}/metrics", stack.config.worker.metrics_listen);
+    let started = Instant::now();
+    let text = loop {
+        match reqwest::get(&url).await {
+            Ok(response) => break response.text().await.unwrap(),
+            Err(e) => {
+                assert!(started.elapsed() < Duration::from_secs(30), "{url}: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
     text.lines()
         .find_map(|l| l.strip_prefix("regindex_worker_refetch_duration_seconds_count "))
         .and_then(|v| v.trim().parse().ok())
