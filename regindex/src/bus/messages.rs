@@ -126,6 +126,16 @@ impl RegistryEvent {
         routing_key::registry(self.action.as_str(), self.kind.as_str())
     }
 
+    /// The routing key for `delivery`.
+    pub fn routing_key_for(&self, delivery: Delivery) -> String {
+        match delivery {
+            Delivery::Full => self.routing_key(),
+            Delivery::HistoryOnly => {
+                routing_key::registry_coalesced(self.action.as_str(), self.kind.as_str())
+            }
+        }
+    }
+
     /// The worker acts on it (the work queue is bound to its routing key).
     pub fn needs_refetch(&self) -> bool {
         matches!(
@@ -134,6 +144,38 @@ impl RegistryEvent {
         )
     }
 }
+
+/// Where one event of a notification is published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// `registry.<action>.<kind>`: the history, and the work queue when it needs a refetch.
+    Full,
+    /// An earlier event of the same notification already makes the worker refetch this
+    /// repository: published on [`routing_key::registry_coalesced`], which only the
+    /// history receives.
+    HistoryOnly,
+}
+
+/// How to publish the events of one notification: the first event of each repository
+/// that needs a refetch goes to the work queue, the repository's later ones only to the
+/// history. One refetch reads the registry after every event of the request happened,
+/// so it covers them all; a burst of 10,000 events makes one message per repository.
+pub fn deliveries(events: &[RegistryEvent]) -> Vec<Delivery> {
+    let mut refetched = std::collections::HashSet::new();
+    events
+        .iter()
+        .map(|event| {
+            if event.needs_refetch() && !refetched.insert(&event.repository) {
+                Delivery::HistoryOnly
+            } else {
+                Delivery::Full
+            }
+        })
+        .collect()
+}
+
+/// Longest event id kept: it becomes the AMQP `message-id`, a short string.
+pub const MAX_EVENT_ID_BYTES: usize = 255;
 
 /// Why one event of an envelope was not published.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -218,6 +260,7 @@ fn normalise(event: WireEvent) -> Result<RegistryEvent, SkippedEvent> {
         "mount" => Action::Mount,
         _ => return Err(SkippedEvent::UnknownAction(event.action)),
     };
+    let id = present(event.id).map(check_event_id).transpose()?;
     let target = event.target;
     let repository = RepositoryName::parse(&target.repository)?;
     let digest = present(target.digest)
@@ -244,7 +287,7 @@ fn normalise(event: WireEvent) -> Result<RegistryEvent, SkippedEvent> {
         })
         .collect();
     Ok(RegistryEvent {
-        id: present(event.id),
+        id,
         timestamp: present(event.timestamp),
         action,
         kind,
@@ -261,6 +304,23 @@ fn normalise(event: WireEvent) -> Result<RegistryEvent, SkippedEvent> {
             host: present(event.request.host),
         },
         references,
+    })
+}
+
+/// The id becomes the AMQP `message-id` (a short string, at most 255 bytes) and appears in
+/// logs: a longer one or one with control characters is refused, not cut.
+fn check_event_id(id: String) -> Result<String, InvalidValue> {
+    let reason = if id.len() > MAX_EVENT_ID_BYTES {
+        "longer than 255 bytes"
+    } else if id.chars().any(char::is_control) {
+        "contains control characters"
+    } else {
+        return Ok(id);
+    };
+    Err(InvalidValue {
+        kind: "event id",
+        value: id.chars().take(64).collect(),
+        reason,
     })
 }
 
@@ -460,6 +520,51 @@ mod tests {
         );
         let published = serde_json::to_string(events[2].as_ref().unwrap()).unwrap();
         assert!(!published.contains("evil"), "{published}");
+    }
+
+    #[test]
+    fn event_ids_fit_an_amqp_short_string() {
+        let event = |id: &str| {
+            format!(r#"{{"id":"{id}","action":"delete","target":{{"repository":"a","tag":"x"}}}}"#)
+        };
+        let body = format!(
+            r#"{{"events":[{},{},{}]}}"#,
+            event(&"i".repeat(256)),
+            event(&"i".repeat(255)),
+            event("a\\u0007b")
+        );
+        let events = parse_envelope(body.as_bytes()).unwrap();
+        assert!(matches!(&events[0], Err(SkippedEvent::Invalid(e)) if e.kind == "event id"));
+        assert_eq!(events[1].as_ref().unwrap().id.as_deref().map(str::len), Some(255));
+        assert!(events[2].is_err(), "control characters");
+    }
+
+    #[test]
+    fn one_refetch_per_repository_and_notification() {
+        let body = br#"{"events":[
+            {"action":"push","target":{"mediaType":"application/vnd.oci.image.manifest.v1+json","repository":"a","tag":"1","digest":"sha256:7bdd2ae44a165c15bce2833726ea6a9b0998cab5c147a621eb4aa9db2ed93864"}},
+            {"action":"pull","target":{"mediaType":"application/vnd.oci.image.manifest.v1+json","repository":"a","tag":"1"}},
+            {"action":"push","target":{"mediaType":"application/vnd.oci.image.manifest.v1+json","repository":"b","tag":"1"}},
+            {"action":"delete","target":{"repository":"a","tag":"1"}},
+            {"action":"push","target":{"mediaType":"application/vnd.oci.image.manifest.v1+json","repository":"a","tag":"2"}}
+        ]}"#;
+        let events: Vec<RegistryEvent> = parse_envelope(body)
+            .unwrap()
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        use Delivery::{Full, HistoryOnly};
+        let deliveries = deliveries(&events);
+        assert_eq!(deliveries, [Full, Full, Full, HistoryOnly, HistoryOnly]);
+        let keys: Vec<String> = events
+            .iter()
+            .zip(&deliveries)
+            .map(|(e, d)| e.routing_key_for(*d))
+            .collect();
+        assert_eq!(keys[3], "registry.coalesced.delete.tag");
+        // Were a coalesced copy ever delivered to the worker, it would do nothing.
+        let body = serde_json::to_vec(&events[4]).unwrap();
+        assert!(matches!(decode(&keys[4], &body).unwrap(), WorkItem::Ignore(_)));
     }
 
     #[test]

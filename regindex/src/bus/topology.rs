@@ -38,6 +38,13 @@ pub mod routing_key {
     pub fn registry(action: &str, kind: &str) -> String {
         format!("{REGISTRY_PREFIX}{action}.{kind}")
     }
+
+    /// `registry.coalesced.<action>.<kind>`: an event whose refetch another event of the
+    /// same notification already asks for. `registry.#` (the history) matches it; the
+    /// work queue's bindings (`registry.push.manifest`, `registry.delete.#`) do not.
+    pub fn registry_coalesced(action: &str, kind: &str) -> String {
+        format!("{REGISTRY_PREFIX}coalesced.{action}.{kind}")
+    }
 }
 
 /// A binding of a queue to an exchange.
