@@ -227,9 +227,7 @@ async fn handle(state: &Inner, headers: &HeaderMap, body: Body) -> Result<Publis
     let mut to_publish = Vec::new();
     for (event, delivery) in wanted.iter().zip(deliveries(&wanted)) {
         match delivery {
-            Delivery::HistoryOnly if !state.history => {
-                ignore(state, &mut outcome, "coalesced")
-            }
+            Delivery::HistoryOnly if !state.history => ignore(state, &mut outcome, "coalesced"),
             delivery => to_publish.push((event, delivery)),
         }
     }
@@ -274,11 +272,7 @@ fn ignore(state: &Inner, outcome: &mut Published, reason: &str) {
     outcome.ignored += 1;
 }
 
-async fn publish(
-    state: &Inner,
-    event: &RegistryEvent,
-    delivery: Delivery,
-) -> Result<(), BusError> {
+async fn publish(state: &Inner, event: &RegistryEvent, delivery: Delivery) -> Result<(), BusError> {
     let routing_key = event.routing_key_for(delivery);
     let span = info_span!(
         "publish_event",

@@ -96,7 +96,10 @@ fn with_fallbacks(routes: Router) -> Router {
 
 /// Counts and times every request of `routes` (see [`metrics::track`]).
 pub fn with_http_metrics(routes: Router, metrics: metrics::ApiMetrics) -> Router {
-    routes.layer(axum::middleware::from_fn_with_state(metrics, metrics::track))
+    routes.layer(axum::middleware::from_fn_with_state(
+        metrics,
+        metrics::track,
+    ))
 }
 
 /// The api's two sockets: `api.listen` (public) and `api.operator_listen`.
@@ -122,7 +125,10 @@ impl Listeners {
 /// Binds `api.listen` and `api.operator_listen` and serves until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     // Refuse a configuration without webhook authentication before touching anything.
-    config.api.webhook_auth().context("webhook authentication")?;
+    config
+        .api
+        .webhook_auth()
+        .context("webhook authentication")?;
     let listeners = Listeners::bind(&config.api).await?;
     serve(config, listeners, shutdown_signal()).await
 }
@@ -134,7 +140,10 @@ pub async fn serve(
     listeners: Listeners,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let auth = config.api.webhook_auth().context("webhook authentication")?;
+    let auth = config
+        .api
+        .webhook_auth()
+        .context("webhook authentication")?;
     if matches!(auth, WebhookAuth::Open) {
         tracing::warn!(
             listen = %config.api.listen,
@@ -190,8 +199,8 @@ async fn ingest_routes(config: &Config, metrics: metrics::ApiMetrics) -> anyhow:
     if let Err(e) = publisher.ensure_connected().await {
         tracing::warn!(error = %e, "broker unreachable at start-up; POST /events answers 503 until it is back");
     }
-    let events = events::EventsState::new(config, publisher, metrics)
-        .context("webhook authentication")?;
+    let events =
+        events::EventsState::new(config, publisher, metrics).context("webhook authentication")?;
     Ok(events::router(events))
 }
 

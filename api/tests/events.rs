@@ -366,8 +366,7 @@ async fn the_api_runs_without_the_broker() {
     config.api.webhook_token = Some("secret".to_owned().into()); // the fixtures' token
     let port = regindex_testkit::free_port().unwrap();
     config.api.listen = ([127, 0, 0, 1], port).into();
-    config.api.operator_listen =
-        ([127, 0, 0, 1], regindex_testkit::free_port().unwrap()).into();
+    config.api.operator_listen = ([127, 0, 0, 1], regindex_testkit::free_port().unwrap()).into();
     let store = regindex::store::Store::connect_unchecked(&config.database)
         .await
         .unwrap();

@@ -77,13 +77,24 @@ impl Ingest {
 
     async fn metrics(&self) -> String {
         let url = format!("{}/metrics", self.api().operator);
-        self.http.get(url).send().await.unwrap().text().await.unwrap()
+        self.http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// The repositories of every message in the work queue (taken).
     async fn work_repositories(&self) -> Vec<String> {
         let mut repositories = Vec::new();
-        while let Some(message) = self.bus.get(&self.bus.config.work_queue, Duration::ZERO).await {
+        while let Some(message) = self
+            .bus
+            .get(&self.bus.config.work_queue, Duration::ZERO)
+            .await
+        {
             let body: Value = serde_json::from_slice(&message.body).unwrap();
             repositories.push(body["repository"].as_str().unwrap().to_owned());
         }
@@ -145,7 +156,10 @@ async fn an_overlong_event_id_is_skipped_alone_and_the_publisher_survives() {
         let (mixed, concurrent) = tokio::join!(ingest.post(&mixed), ingest.post(&alone));
         assert_eq!(mixed, (200, json!({"published": 1, "ignored": 1})));
         assert_eq!(concurrent, (200, json!({"published": 1, "ignored": 0})));
-        assert_eq!(ingest.work_repositories().await, ["apps/good", "apps/other"]);
+        assert_eq!(
+            ingest.work_repositories().await,
+            ["apps/good", "apps/other"]
+        );
 
         // The broker connection survived: a later request is published as usual.
         let later = [push("good-3", "apps/later", "latest")];
@@ -170,7 +184,10 @@ async fn names_clients_cannot_pull_are_refused() {
         let ingest = Ingest::start(bus.clone(), |_| {}).await;
         let too_long = "a".repeat(252); // 14 + 1 + 252 = 267
         let longest = "b".repeat(240); // 14 + 1 + 240 = 255
-        let events = [push("long", &too_long, "latest"), push("fits", &longest, "latest")];
+        let events = [
+            push("long", &too_long, "latest"),
+            push("fits", &longest, "latest"),
+        ];
         assert_eq!(
             ingest.post(&events).await,
             (200, json!({"published": 1, "ignored": 1}))
@@ -197,7 +214,10 @@ async fn one_request_makes_one_refetch_per_repository_and_the_history_gets_every
             (200, json!({"published": 36, "ignored": 0}))
         );
         // Answered once confirmed: every message is in its queue already.
-        assert_eq!(ingest.work_repositories().await, ["apps/many", "apps/other"]);
+        assert_eq!(
+            ingest.work_repositories().await,
+            ["apps/many", "apps/other"]
+        );
         assert_eq!(bus.count(&ingest.history_queue).await, 36);
         ingest.finish().await;
     })
@@ -210,7 +230,9 @@ async fn one_request_makes_one_refetch_per_repository_and_the_history_gets_every
 #[tokio::test]
 async fn a_stalled_broker_is_answered_503_before_the_registry_gives_up() {
     TestBus::run(|bus| async move {
-        let proxy = TcpProxy::start("127.0.0.1:5672".parse().unwrap()).await.unwrap();
+        let proxy = TcpProxy::start("127.0.0.1:5672".parse().unwrap())
+            .await
+            .unwrap();
         let url = format!("amqp://guest:guest@{}/%2f", proxy.addr());
         let ingest = Ingest::start(bus.clone(), |config| {
             config.amqp.url = url.into();
@@ -238,7 +260,10 @@ async fn a_stalled_broker_is_answered_503_before_the_registry_gives_up() {
             if status == 200 {
                 break;
             }
-            assert!(tokio::time::Instant::now() < deadline, "never published again");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never published again"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let metrics = ingest.metrics().await;

@@ -110,11 +110,25 @@ async fn operator_routes_are_only_on_the_operator_listener() {
             "/openapi.json",
         ] {
             assert_eq!(status(api.public.clone(), path).await, 404, "public {path}");
-            assert_eq!(status(api.operator.clone(), path).await, 200, "operator {path}");
+            assert_eq!(
+                status(api.operator.clone(), path).await,
+                200,
+                "operator {path}"
+            );
         }
-        for path in ["/index/static", "/", "/v1/search?q=x", "/healthz", "/readyz"] {
+        for path in [
+            "/index/static",
+            "/",
+            "/v1/search?q=x",
+            "/healthz",
+            "/readyz",
+        ] {
             assert_eq!(status(api.public.clone(), path).await, 200, "public {path}");
-            assert_eq!(status(api.operator.clone(), path).await, 404, "operator {path}");
+            assert_eq!(
+                status(api.operator.clone(), path).await,
+                404,
+                "operator {path}"
+            );
         }
         let webhook = http
             .post(format!("{}/events", api.public))

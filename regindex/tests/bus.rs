@@ -70,6 +70,49 @@ async fn unroutable_messages_are_errors() {
     .await;
 }
 
+/// An AMQP short string holds 255 bytes; lapin does not check, so a longer value used to
+/// corrupt the frame and RabbitMQ closed the connection, failing everything in flight.
+#[tokio::test]
+async fn values_too_long_for_amqp_never_reach_the_broker() {
+    TestBus::run(|bus| async move {
+        let publisher = Publisher::new(bus.config.url.clone(), Some(bus.topology.clone()));
+        let mut long_id = refetch(&bus, "apps/long-id");
+        long_id.message_id = Some("i".repeat(300));
+        publisher.publish(&long_id).await.unwrap();
+        let got = bus
+            .get(&bus.config.work_queue, WAIT)
+            .await
+            .expect("message");
+        let id = got.message_id().unwrap();
+        assert!(id.starts_with("sha256:") && id.len() <= 255, "{id}");
+
+        let mut long_key = refetch(&bus, "apps/long-key");
+        long_key.routing_key = "k".repeat(300);
+        let err = publisher.publish(&long_key).await.unwrap_err();
+        assert!(matches!(err, BusError::Unpublishable(_)), "{err}");
+        let mut long_header = refetch(&bus, "apps/long-header");
+        long_header.headers.insert(
+            "h".into(),
+            lapin::types::AMQPValue::ShortString("v".repeat(300).into()),
+        );
+        let err = publisher.publish(&long_header).await.unwrap_err();
+        assert!(matches!(err, BusError::Unpublishable(_)), "{err}");
+
+        // The connection is intact.
+        publisher
+            .publish(&refetch(&bus, "apps/after"))
+            .await
+            .unwrap();
+        let got = bus
+            .get(&bus.config.work_queue, WAIT)
+            .await
+            .expect("message");
+        assert_eq!(got.body, br#"{"repository":"apps/after"}"#);
+        publisher.close().await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn an_unreachable_broker_is_an_error_not_a_hang() {
     let publisher = Publisher::new("amqp://guest:guest@127.0.0.1:1/%2f".to_owned().into(), None);

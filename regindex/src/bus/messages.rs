@@ -535,7 +535,10 @@ mod tests {
         );
         let events = parse_envelope(body.as_bytes()).unwrap();
         assert!(matches!(&events[0], Err(SkippedEvent::Invalid(e)) if e.kind == "event id"));
-        assert_eq!(events[1].as_ref().unwrap().id.as_deref().map(str::len), Some(255));
+        assert_eq!(
+            events[1].as_ref().unwrap().id.as_deref().map(str::len),
+            Some(255)
+        );
         assert!(events[2].is_err(), "control characters");
     }
 
@@ -564,7 +567,10 @@ mod tests {
         assert_eq!(keys[3], "registry.coalesced.delete.tag");
         // Were a coalesced copy ever delivered to the worker, it would do nothing.
         let body = serde_json::to_vec(&events[4]).unwrap();
-        assert!(matches!(decode(&keys[4], &body).unwrap(), WorkItem::Ignore(_)));
+        assert!(matches!(
+            decode(&keys[4], &body).unwrap(),
+            WorkItem::Ignore(_)
+        ));
     }
 
     #[test]

@@ -35,7 +35,10 @@ pub fn message_id(id: &str) -> String {
         id.to_owned()
     } else {
         use sha2::Digest as _;
-        format!("sha256:{}", hex::encode(sha2::Sha256::digest(id.as_bytes())))
+        format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(id.as_bytes()))
+        )
     }
 }
 

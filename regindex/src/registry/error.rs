@@ -94,15 +94,19 @@ impl RegistryError {
 /// Why the registry refuses a repository name, when its error body says so.
 fn name_refusal(body: &[u8]) -> Option<String> {
     let body: ErrorBody = serde_json::from_slice(body).ok()?;
-    body.errors.into_iter().find_map(|error| match error.code.as_str() {
-        "NAME_INVALID" => Some(format!("NAME_INVALID: {}", error.message)),
-        // docker-registry 2.8 wraps its ErrRepositoryNameInvalid (fields `Name`, `Reason`)
-        // as an UNKNOWN 500, e.g. for a name longer than 255 characters.
-        "UNKNOWN" if error.detail.get("Name").is_some() && error.detail.get("Reason").is_some() => {
-            Some("invalid repository name (UNKNOWN error with the name as detail)".into())
-        }
-        _ => None,
-    })
+    body.errors
+        .into_iter()
+        .find_map(|error| match error.code.as_str() {
+            "NAME_INVALID" => Some(format!("NAME_INVALID: {}", error.message)),
+            // docker-registry 2.8 wraps its ErrRepositoryNameInvalid (fields `Name`, `Reason`)
+            // as an UNKNOWN 500, e.g. for a name longer than 255 characters.
+            "UNKNOWN"
+                if error.detail.get("Name").is_some() && error.detail.get("Reason").is_some() =>
+            {
+                Some("invalid repository name (UNKNOWN error with the name as detail)".into())
+            }
+            _ => None,
+        })
 }
 
 #[cfg(test)]
@@ -128,9 +132,13 @@ mod tests {
         // As docker-registry 2.8.2 answers GET /v2/<256 characters>/tags/list.
         let long_name = br#"{"errors":[{"code":"UNKNOWN","message":"unknown error","detail":{"Name":"aaaa","Reason":{}}}]}"#;
         let refused = RegistryError::from_answer(500, long_name, "repository aaaa");
-        assert!(matches!(refused, RegistryError::NameRefused { status: 500, .. }));
+        assert!(matches!(
+            refused,
+            RegistryError::NameRefused { status: 500, .. }
+        ));
         assert!(!refused.is_transient());
-        let invalid = br#"{"errors":[{"code":"NAME_INVALID","message":"invalid repository name"}]}"#;
+        let invalid =
+            br#"{"errors":[{"code":"NAME_INVALID","message":"invalid repository name"}]}"#;
         assert!(!RegistryError::from_answer(400, invalid, "x").is_transient());
         // Any other 500 (a storage hiccup) is still worth retrying.
         let storage = br#"{"errors":[{"code":"UNKNOWN","message":"unknown error","detail":{"Path":"/x","Op":"open"}}]}"#;
