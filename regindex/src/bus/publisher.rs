@@ -368,7 +368,7 @@ mod tests {
         let plain = BasicProperties::default();
         assert!(check_short_strings(&long, "k", &plain).is_err());
         assert!(check_short_strings("e", &long, &plain).is_err());
-        let typed = BasicProperties::default().with_kind(ShortString::from(long.clone()));
+        let typed = BasicProperties::default().with_type(ShortString::from(long.clone()));
         assert!(check_short_strings("e", "k", &typed).is_err());
         let mut inner = FieldTable::default();
         inner.insert("v".into(), AMQPValue::ShortString(long.clone().into()));
