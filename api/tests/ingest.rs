@@ -275,3 +275,26 @@ async fn a_stalled_broker_is_answered_503_before_the_registry_gives_up() {
     })
     .await;
 }
+
+/// Measurement, not a test (docs/benchmarks.md): one envelope of 10,000 pushes to one
+/// repository; prints the answer time and what reached each queue.
+#[tokio::test]
+#[ignore = "measurement; run with --run-ignored only --no-capture"]
+async fn bench_a_10000_event_envelope() {
+    TestBus::run(|bus| async move {
+        let ingest = Ingest::start(bus.clone(), |c| c.api.body_limit_bytes = 16 << 20).await;
+        let events: Vec<Value> = (0..10_000)
+            .map(|i| push(&format!("e-{i}"), "apps/flood", &format!("t{i}")))
+            .collect();
+        let started = std::time::Instant::now();
+        let (status, body) = ingest.post(&events).await;
+        eprintln!("answered {status} {body} in {:?}", started.elapsed());
+        eprintln!("work messages: {}", bus.count(&bus.config.work_queue).await);
+        eprintln!(
+            "history messages: {}",
+            bus.count(&ingest.history_queue).await
+        );
+        ingest.finish().await;
+    })
+    .await;
+}
