@@ -41,12 +41,13 @@ pub(super) fn preferred_images(mut paths: Vec<TagPath>) -> Vec<i64> {
         .collect()
 }
 
-/// The `icon` column: the stored icon's file name for a valid data URI, an http(s) URL as
-/// it is, nothing otherwise.
+/// The `icon` column: the stored icon's file name for a valid data URI (checked as fully as
+/// the icons that are stored, so the page never links an icon that is not), an http(s) URL
+/// as it is, nothing otherwise (the page shows its placeholder).
 pub(super) fn icon_column(value: Option<&str>, max_bytes: usize) -> Option<String> {
     let value = value?;
     if icons::is_data_uri(value) {
-        return icons::parse_data_uri(value, max_bytes)
+        return icons::parse_data_uri(value, max_bytes, icons::Check::Full)
             .ok()
             .map(|icon| icon.file_name());
     }
@@ -204,14 +205,21 @@ mod tests {
     #[test]
     fn icon_column_keeps_valid_icons_and_urls_only() {
         use base64::Engine as _;
-        let png = b"\x89PNG\r\n\x1a\nrest";
-        let uri = format!(
-            "data:image/png;base64,{}",
-            base64::engine::general_purpose::STANDARD.encode(png)
-        );
+        let data_uri = |bytes: &[u8]| {
+            format!(
+                "data:image/png;base64,{}",
+                base64::engine::general_purpose::STANDARD.encode(bytes)
+            )
+        };
+        let uri = data_uri(crate::icons::tests::PNG_1X1);
         let file = icon_column(Some(&uri), 1024).unwrap();
         assert!(file.ends_with(".png") && file.len() == 68, "{file}");
         assert_eq!(icon_column(Some(&uri), 4), None);
+        // PNG magic bytes with no image behind them: the page shows its placeholder.
+        assert_eq!(
+            icon_column(Some(&data_uri(b"\x89PNG\r\n\x1a\nrest")), 1024),
+            None
+        );
         assert_eq!(
             icon_column(Some("https://example.org/i.png"), 1024).as_deref(),
             Some("https://example.org/i.png")
