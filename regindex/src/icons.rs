@@ -298,7 +298,10 @@ pub(crate) mod tests {
         let encoded = b64(PNG_1X1);
         let (a, b) = encoded.split_at(20);
         let uri = format!("DATA:Image/PNG;charset=binary;BASE64,{a}\n{b}");
-        assert_eq!(parse_data_uri(&uri, 1024, Check::Full).unwrap().bytes, PNG_1X1);
+        assert_eq!(
+            parse_data_uri(&uri, 1024, Check::Full).unwrap().bytes,
+            PNG_1X1
+        );
     }
 
     #[test]
@@ -327,7 +330,11 @@ pub(crate) mod tests {
             ),
         ];
         for (uri, expected) in cases {
-            assert_eq!(parse_data_uri(&uri, 1024, Check::Full).unwrap_err(), expected, "{uri}");
+            assert_eq!(
+                parse_data_uri(&uri, 1024, Check::Full).unwrap_err(),
+                expected,
+                "{uri}"
+            );
         }
         assert!(matches!(
             parse_data_uri("data:image/png;base64,!!!not base64!!!", 1024, Check::Full),
@@ -364,7 +371,11 @@ pub(crate) mod tests {
         let mut errors = Vec::new();
         assert!(extract(&labels, 1024, |_, e| errors.push(e.to_string())).is_empty());
         assert_eq!(errors.len(), 1);
-        assert!(errors[0].starts_with("the payload is not a valid image/png image"), "{}", errors[0]);
+        assert!(
+            errors[0].starts_with("the payload is not a valid image/png image"),
+            "{}",
+            errors[0]
+        );
     }
 
     #[test]

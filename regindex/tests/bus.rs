@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use regindex::bus::dead_letters::{DeadLetterQueue, Filter};
+use regindex::bus::definitions::{self, BrokerLogin};
 use regindex::bus::publisher::republish_confirmed;
 use regindex::bus::republish::{self, Received};
 use regindex::bus::testing::TestBus;
-use regindex::bus::definitions::{self, BrokerLogin};
 use regindex::bus::topology::routing_key;
 use regindex::bus::{headers, BusError, OutgoingMessage, Publisher, Topology};
 use regindex::config::Config;
@@ -286,7 +286,10 @@ async fn definitions_import_and_match_the_declared_topology() {
 /// the work queue.
 #[tokio::test]
 async fn compose_definitions_create_the_login_the_compose_file_uses() {
-    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../bus-config/definitions.json");
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../bus-config/definitions.json"
+    );
     let definitions: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
     let compose_url = definitions::compose_amqp_url();

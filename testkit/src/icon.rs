@@ -35,13 +35,12 @@ fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
 /// uncompressed deflate blocks, so the size is predictable: about `3 * size * size` bytes
 /// (49 KB at 128 px).
 pub fn png(rgb: [u8; 3], size: u32) -> Vec<u8> {
-    let mut raw = Vec::new();
+    // Each row: filter type 0 (None), then the pixels.
+    let mut row = vec![0u8];
     for _ in 0..size {
-        raw.push(0); // filter type 0 (None)
-        for _ in 0..size {
-            raw.extend_from_slice(&rgb);
-        }
+        row.extend_from_slice(&rgb);
     }
+    let raw = row.repeat(size as usize);
     let mut zlib = vec![0x78, 0x01];
     let blocks: Vec<&[u8]> = raw.chunks(65_535).collect();
     for (i, block) in blocks.iter().enumerate() {

@@ -50,8 +50,8 @@ mod icon;
 mod image;
 mod oci_layout;
 mod push;
-mod registry;
 pub mod rabbitmq;
+mod registry;
 pub mod samples;
 mod token;
 

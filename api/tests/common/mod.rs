@@ -93,7 +93,9 @@ pub fn app(store: Store, config: Arc<Config>) -> axum::Router {
 }
 
 /// A real `size`x`size` RGB PNG filled with one colour.
-pub use regindex_testkit::png;
+pub fn png(rgb: [u8; 3], size: u32) -> Vec<u8> {
+    regindex_testkit::png(rgb, size)
+}
 
 pub fn data_uri(png: &[u8]) -> String {
     regindex_testkit::png_data_uri(png)

@@ -33,7 +33,9 @@ pub enum DefinitionsError {
     BadUrl,
     #[error("amqp.url logs in as guest/guest; set the user and password the broker should create")]
     WellKnownLogin,
-    #[error("amqp.url names the empty vhost; add one, e.g. amqp://user:password@host:5672/regindex")]
+    #[error(
+        "amqp.url names the empty vhost; add one, e.g. amqp://user:password@host:5672/regindex"
+    )]
     EmptyVhost,
 }
 
@@ -132,8 +134,8 @@ mod tests {
 
     #[test]
     fn logins_come_from_the_url() {
-        let login = BrokerLogin::from_url("amqp://app%40x:p%2Fw@rabbitmq:5672/prod%2Findex")
-            .unwrap();
+        let login =
+            BrokerLogin::from_url("amqp://app%40x:p%2Fw@rabbitmq:5672/prod%2Findex").unwrap();
         assert_eq!(login.user, "app@x");
         assert_eq!(login.password.expose_secret(), "p/w");
         assert_eq!(login.vhost, "prod/index");
@@ -163,7 +165,10 @@ mod tests {
         );
         assert_eq!(value["vhosts"], json!([{"name": "index"}]));
         assert_eq!(value["users"][0]["name"], "app");
-        assert_eq!(value["users"][0]["password_hash"], password_hash("pw", [1, 2, 3, 4]));
+        assert_eq!(
+            value["users"][0]["password_hash"],
+            password_hash("pw", [1, 2, 3, 4])
+        );
         assert_eq!(value["users"][0]["hashing_algorithm"], HASHING_ALGORITHM);
         assert_eq!(value["permissions"][0]["vhost"], "index");
         for kind in ["queues", "exchanges", "bindings"] {

@@ -357,7 +357,11 @@ mod tests {
     fn truncated_jpeg_gif_and_webp_fail_the_full_check() {
         let jpeg = CHROMIUM_JPEG;
         assert!(check(IconFormat::Jpeg, &jpeg[..jpeg.len() - 2], Check::Header).is_ok());
-        reason(check(IconFormat::Jpeg, &jpeg[..jpeg.len() - 2], Check::Full));
+        reason(check(
+            IconFormat::Jpeg,
+            &jpeg[..jpeg.len() - 2],
+            Check::Full,
+        ));
         reason(check(IconFormat::Jpeg, &jpeg[..40], Check::Header));
         reason(check(IconFormat::Jpeg, &[0xff, 0xd8, 0xff], Check::Header));
 
@@ -370,8 +374,16 @@ mod tests {
         reason(check(IconFormat::Gif, &empty, Check::Full));
 
         let webp = CHROMIUM_WEBP;
-        reason(check(IconFormat::Webp, &webp[..webp.len() - 1], Check::Header));
-        reason(check(IconFormat::Webp, b"RIFF\x04\0\0\0WEBP", Check::Header));
+        reason(check(
+            IconFormat::Webp,
+            &webp[..webp.len() - 1],
+            Check::Header,
+        ));
+        reason(check(
+            IconFormat::Webp,
+            b"RIFF\x04\0\0\0WEBP",
+            Check::Header,
+        ));
         // VP8X whose image chunk is gone (RIFF size adjusted): only metadata.
         let mut no_image = webp[..30].to_vec();
         no_image[4..8].copy_from_slice(&22u32.to_le_bytes());
