@@ -324,6 +324,16 @@ async fn only_real_images_are_stored_served_and_shown() {
             .unwrap();
         stack.refetch(repository).await.unwrap();
     }
+    // A broken 128 px icon beside a real 64 px one: the page falls back to the 64 px one.
+    let spec = ImageSpec::flatpak("org.example.Fallback", "amd64")
+        .label(ICON_128, &data_uri(&signature_only))
+        .label(ICON_64, &data_uri(&real));
+    stack
+        .registry
+        .push_image("apps/fallback", Some("latest"), &spec)
+        .await
+        .unwrap();
+    stack.refetch("apps/fallback").await.unwrap();
 
     let stored: Vec<String> = sqlx::query_scalar("SELECT sha256 FROM icons")
         .fetch_all(stack.store.pool())
@@ -345,10 +355,12 @@ async fn only_real_images_are_stored_served_and_shown() {
     }
 
     let path = format!("/icons/{}.png", sha256_hex(&real));
-    assert!(
-        card(&page, "apps/real").contains(&format!("src=\"{path}\"")),
-        "{page}"
-    );
+    for repository in ["apps/real", "apps/fallback"] {
+        assert!(
+            card(&page, repository).contains(&format!("src=\"{path}\"")),
+            "{repository}: {page}"
+        );
+    }
     let response = stack.get(&path).await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "image/png");
