@@ -50,3 +50,15 @@ pub async fn connect_named(url: &SecretString, name: &str) -> Result<Connection,
         Err(_) => Err(BusError::Timeout("connecting to the broker")),
     }
 }
+
+/// A file of the shared test fixtures (`shared/fixtures/` beside the checkout: found from
+/// any worktree depth by walking up from the crate).
+#[cfg(test)]
+pub(crate) fn fixture_path(relative: &str) -> std::path::PathBuf {
+    let crate_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    crate_dir
+        .ancestors()
+        .map(|dir| dir.join("shared/fixtures").join(relative))
+        .find(|path| path.exists())
+        .unwrap_or_else(|| panic!("fixture {relative} not found above {}", crate_dir.display()))
+}
