@@ -237,7 +237,7 @@ async fn trigger_reindex_publishes_an_update_complete_and_refuses_what_workers_i
                 "--update-nvr",
                 "bash-5.2.37-1.fc41",
             ],
-            &["trigger-reindex", "--update-nvr", "not-an-nvr"],
+            &["trigger-reindex", "--update-nvr", "no_version_or_release"],
         ] {
             let refused = ctl(&bus, args);
             assert!(!refused.status.success(), "{args:?}");
