@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::time::Duration;
 
+use futures::StreamExt;
 use history_support::{Options, Stack, WAIT};
 use regindex::bodhi::{Nvr, UpdateTarget};
 use regindex::bus::fedora_messaging::{self, UpdateSpec};
@@ -403,6 +404,108 @@ async fn a_build_pushed_to_a_repository_never_indexed_is_found_and_indexed() {
             .await,
             1.0
         );
+    })
+    .await;
+}
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Registry requests by kind: total, catalog, tag lists, manifest HEADs, manifest GETs,
+/// blob GETs.
+fn request_counts(requests: &[LoggedRequest]) -> [usize; 6] {
+    let count = |f: &dyn Fn(&LoggedRequest) -> bool| requests.iter().filter(|r| f(r)).count();
+    [
+        requests.len(),
+        count(&|r| r.path().contains("/_catalog")),
+        count(&|r| r.path().contains("/tags/list")),
+        count(&|r| r.method == "HEAD" && r.is_manifest()),
+        count(&|r| r.is_manifest_get()),
+        count(&|r| r.is_blob_get()),
+    ]
+}
+
+/// Waits until `repository:latest` is `digest` in the store (what the api reads), polling
+/// every 5 ms; returns when.
+async fn queryable(stack: &Stack, repository: &str, digest: &str) -> std::time::Instant {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        if stored_tags(stack, repository)
+            .await
+            .get("latest")
+            .map(String::as_str)
+            == Some(digest)
+        {
+            return std::time::Instant::now();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{repository} never updated"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Benchmark (docs/benchmarks.md): from a Bodhi message to the changed repository being
+/// queryable, and the registry requests it cost, for an update message versus a compose
+/// message. `BODHI_BENCH_REPOS` repositories (default 500), two tags each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run explicitly (docs/benchmarks.md)"]
+async fn bench_update_versus_compose() {
+    let repositories = env("BODHI_BENCH_REPOS", 500);
+    Stack::run(options(), |s| async move {
+        let started = std::time::Instant::now();
+        futures::stream::iter(0..repositories)
+            .map(|i| {
+                let s = s.clone();
+                async move {
+                    let repository = format!("bench/app-{i:04}");
+                    let image = osbs_image(&format!("app-{i:04}"), "1.0", "1", &repository, i as u64);
+                    let pushed = s.registry.push_image(&repository, Some("latest"), &image).await.unwrap();
+                    s.registry.tag(&repository, "1.0", &pushed.digest).await.unwrap();
+                }
+            })
+            .buffer_unordered(8)
+            .collect::<Vec<()>>()
+            .await;
+        scan(&s).await;
+        eprintln!("{repositories} repositories pushed and scanned in {:.1} s", started.elapsed().as_secs_f64());
+
+        let mut rows = Vec::new();
+        for (what, index) in [("update", 42usize), ("compose", repositories / 2 + 1)] {
+            let repository = format!("bench/app-{index:04}");
+            let image = osbs_image(&format!("app-{index:04}"), "1.0", "2", &repository, 10_000 + index as u64);
+            let pushed = s.registry.push_image(&repository, Some("latest"), &image).await.unwrap();
+            let before = processed(&s).await;
+            let mark = s.registry.log_mark().await.unwrap();
+            let sent = std::time::Instant::now();
+            // After the update, the compose also refetches the update's repository first.
+            let expected_messages = if what == "update" {
+                publish_update(&s, UpdateTarget::Stable, &[nvr(&format!("app-{index:04}-1.0-2"))]).await;
+                2.0
+            } else {
+                let compose = fedora_messaging::compose_complete(&s.config.amqp, "bodhi", "f41-container-updates", "container");
+                publish(&s, &compose).await;
+                3.0
+            };
+            let visible = queryable(&s, &repository, &pushed.digest).await - sent;
+            processed_reaches(&s, before + expected_messages).await;
+            let done = sent.elapsed();
+            let counts = request_counts(&s.registry.requests_since(mark).await.unwrap());
+            rows.push((what, visible, done, counts));
+        }
+        eprintln!("| message | queryable after | all work done | requests | catalog | tag lists | manifest HEADs | manifest GETs | blob GETs |");
+        for (what, visible, done, [total, catalog, lists, heads, gets, blobs]) in rows {
+            eprintln!(
+                "| {what} | {:.0} ms | {:.0} ms | {total} | {catalog} | {lists} | {heads} | {gets} | {blobs} |",
+                visible.as_secs_f64() * 1e3,
+                done.as_secs_f64() * 1e3
+            );
+        }
     })
     .await;
 }
