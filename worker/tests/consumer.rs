@@ -230,14 +230,8 @@ async fn unparseable_messages_go_straight_to_the_dead_letter_queue() {
     .await;
 }
 
-/// A file of the shared fixtures (`shared/fixtures/` above the checkout, at any depth).
 fn fixture(path: &str) -> serde_json::Value {
-    let crate_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let full = crate_dir
-        .ancestors()
-        .map(|dir| dir.join("shared/fixtures").join(path))
-        .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("fixture {path} not found"));
+    let full = format!("{}/../fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_str(&std::fs::read_to_string(full).unwrap()).unwrap()
 }
 

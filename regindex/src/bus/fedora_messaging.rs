@@ -135,7 +135,10 @@ mod tests {
 
     #[test]
     fn matches_the_captured_fedora_messaging_message() {
-        let path = crate::bus::fixture_path("bodhi/compose-complete-fedora-messaging.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fixtures/bodhi/compose-complete-fedora-messaging.json"
+        );
         let fixture: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         let message = compose_complete(
@@ -190,7 +193,10 @@ mod tests {
 
     #[test]
     fn update_complete_is_shaped_like_the_captured_one() {
-        let path = crate::bus::fixture_path("bodhi/update-complete-stable-fedora-messaging.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fixtures/bodhi/update-complete-stable-fedora-messaging.json"
+        );
         let fixture: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         let builds = [

@@ -2,6 +2,8 @@
 //!
 //! - [`topology`]: every exchange, queue and binding, named from [`crate::config::AmqpConfig`]
 //!   and declared idempotently by each process at start-up (mirrored in `bus-config/`).
+//! - [`definitions`]: the topology with the vhost and user `amqp.url` logs in with, as
+//!   RabbitMQ definitions for provisioning a broker.
 //! - [`messages`]: pure parsing of what arrives (registry webhooks, Bodhi messages, internal
 //!   refetches) into the events the api publishes and the work items the worker runs.
 //! - [`headers`]: the headers the retry path and the dead-letter queue carry.
@@ -10,6 +12,7 @@
 
 mod consumer;
 pub mod dead_letters;
+pub mod definitions;
 mod error;
 pub mod fedora_messaging;
 pub mod headers;
@@ -49,16 +52,4 @@ pub async fn connect_named(url: &SecretString, name: &str) -> Result<Connection,
         Ok(Err(source)) => Err(BusError::Connect(source)),
         Err(_) => Err(BusError::Timeout("connecting to the broker")),
     }
-}
-
-/// A file of the shared test fixtures (`shared/fixtures/` beside the checkout: found from
-/// any worktree depth by walking up from the crate).
-#[cfg(test)]
-pub(crate) fn fixture_path(relative: &str) -> std::path::PathBuf {
-    let crate_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    crate_dir
-        .ancestors()
-        .map(|dir| dir.join("shared/fixtures").join(relative))
-        .find(|path| path.exists())
-        .unwrap_or_else(|| panic!("fixture {relative} not found above {}", crate_dir.display()))
 }
