@@ -37,6 +37,8 @@ pub struct Config {
     pub history: HistoryConfig,
     pub icons: IconsConfig,
     pub web: WebConfig,
+    /// How Bodhi's update and compose messages are handled.
+    pub bodhi: BodhiConfig,
     /// Index files written to disk for serving from a CDN (regindexer style).
     pub static_indexes: Vec<StaticIndexConfig>,
 }
@@ -149,6 +151,43 @@ pub struct WorkerConfig {
     pub coalesce_ms: u64,
     /// `/metrics`, `/healthz` of the worker.
     pub metrics_listen: SocketAddr,
+}
+
+/// Bodhi messages (see `docs/operations.md`, "Bodhi updates and composes").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BodhiConfig {
+    /// What a container/flatpak `bodhi.compose.complete` does.
+    pub compose_complete: ComposeCompleteMode,
+    /// Repositories that update messages of this many seconds back named are refetched
+    /// first after a compose.
+    pub recent_update_secs: u64,
+}
+
+/// `bodhi.compose_complete`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComposeCompleteMode {
+    /// Refetch the repositories of recent updates, then check every other repository with
+    /// one warm pass (tag lists and HEADs) and refetch those that changed.
+    Full,
+    /// Ignore compose messages: update messages, webhooks and the periodic scan suffice.
+    Off,
+}
+
+impl Default for BodhiConfig {
+    fn default() -> Self {
+        Self {
+            compose_complete: ComposeCompleteMode::Full,
+            recent_update_secs: 24 * 3600,
+        }
+    }
+}
+
+impl BodhiConfig {
+    pub fn recent_update_window(&self) -> Duration {
+        Duration::from_secs(self.recent_update_secs)
+    }
 }
 
 /// Registry activity history and statistics (see `docs/history.md`).
@@ -718,6 +757,27 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("history.aliases"));
+    }
+
+    #[test]
+    fn bodhi_section() {
+        let mut f = tempfile::NamedTempFile::with_suffix(".yaml").unwrap();
+        writeln!(
+            f,
+            "bodhi:\n  compose_complete: off\n  recent_update_secs: 60"
+        )
+        .unwrap();
+        let cfg = Config::load(Some(f.path())).unwrap();
+        assert_eq!(cfg.bodhi.compose_complete, ComposeCompleteMode::Off);
+        assert_eq!(cfg.bodhi.recent_update_window(), Duration::from_secs(60));
+        assert_eq!(
+            Config::default().bodhi.compose_complete,
+            ComposeCompleteMode::Full
+        );
+        let mut f = tempfile::NamedTempFile::with_suffix(".yaml").unwrap();
+        writeln!(f, "bodhi:\n  compose_complete: sometimes").unwrap();
+        let err = Config::load(Some(f.path())).unwrap_err().to_string();
+        assert!(err.contains("sometimes"), "{err}");
     }
 
     #[test]

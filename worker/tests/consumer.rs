@@ -287,6 +287,33 @@ async fn a_compose_complete_fans_out_one_refetch_per_repository() {
 }
 
 #[tokio::test]
+async fn with_compose_complete_off_a_compose_is_ignored() {
+    TestBus::run(|bus| async move {
+        let index = Arc::new(FakeIndex {
+            repositories: [RepositoryName::parse("apps/calc").unwrap()].into(),
+            ..FakeIndex::default()
+        });
+        let mut config = config(&bus);
+        config.bodhi.compose_complete = regindex::config::ComposeCompleteMode::Off;
+        let worker = start(config, index.clone());
+        let body = fixture("bodhi/compose-complete-fedora-messaging.json")["body"].to_string();
+        let topic = format!(
+            "{}.{}.bodhi.compose.complete",
+            bus.config.topic_prefix, bus.config.environment
+        );
+        publish(&bus, "amq.topic", &topic, &body).await;
+        eventually("compose ignored", || {
+            counted(&worker.metrics, "ignored") == 1
+        })
+        .await;
+        assert_eq!(counted(&worker.metrics, "processed"), 0);
+        worker.stop().await;
+        assert!(index.refetched().is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn graceful_shutdown_finishes_the_work_in_flight() {
     TestBus::run(|bus| async move {
         let index = Arc::new(FakeIndex {

@@ -5,8 +5,10 @@
 //!
 //! Files: `replace.rs` (a repository's refetch transaction), `plan.rs` (its pure
 //! decisions), `gc.rs`, `index_query.rs` (the SQL side of index queries), `load.rs`
-//! (reading a repository back), `rows.rs` (decoding stored values).
+//! (reading a repository back), `rows.rs` (decoding stored values), `bodhi.rs` (build
+//! matches and recent updates for Bodhi messages).
 
+mod bodhi;
 mod error;
 mod gc;
 mod icons;
@@ -34,7 +36,7 @@ use crate::config::DatabaseConfig;
 use crate::model::RepositoryName;
 
 /// The schema version `schema.sql` creates; `connect` requires exactly this.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// The schema, applied by `migrate`.
 const SCHEMA_SQL: &str = include_str!("../../../schema.sql");
