@@ -113,6 +113,7 @@ CREATE TABLE IF NOT EXISTS repository_summaries (
 );
 CREATE INDEX IF NOT EXISTS repository_summaries_document_idx ON repository_summaries USING gin (document);
 
+-- Version 3: tag_problems and repository_refetches (the fetch-first refetch, issue 8/9).
 -- Tags a refetch could not use (an image config that is not JSON, a manifest that cannot
 -- be parsed, ...), or used only in part (an image list with unusable entries), as of the
 -- repository's last refetch: what `regindexctl problems`, the repository's web page and
@@ -274,6 +275,16 @@ CREATE INDEX IF NOT EXISTS history_deletions_time_idx ON history_deletions (dele
 -- End of history.
 -- ============================================================================
 
+-- Version 2: repositories Bodhi update messages named, refetched first after a compose
+-- (bodhi.recent_update_secs; older rows are deleted when new ones are recorded).
+CREATE TABLE IF NOT EXISTS bodhi_update_repositories (
+    repository text PRIMARY KEY,
+    update_alias text NOT NULL,
+    seen_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS bodhi_update_repositories_seen_idx
+    ON bodhi_update_repositories (seen_at);
+
 -- Record the version last: never lower it (re-applying an older file keeps the newer mark).
-INSERT INTO regindex_schema (singleton, version) VALUES (true, 2)
+INSERT INTO regindex_schema (singleton, version) VALUES (true, 3)
 ON CONFLICT (singleton) DO UPDATE SET version = GREATEST(regindex_schema.version, EXCLUDED.version);

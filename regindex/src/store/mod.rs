@@ -5,9 +5,11 @@
 //!
 //! Files: `refetch.rs` (what a refetch reads first, and its ticket), `replace.rs` (a
 //! repository's write transaction), `plan.rs` (its pure decisions), `problems.rs` (tags a
-//! refetch could not use), `gc.rs`, `index_query.rs` (the SQL side of index queries), `load.rs`
-//! (reading a repository back), `rows.rs` (decoding stored values).
+//! refetch could not use), `gc.rs`, `index_query.rs` (the SQL side of index queries),
+//! `load.rs` (reading a repository back), `rows.rs` (decoding stored values), `bodhi.rs`
+//! (build matches and recent updates for Bodhi messages).
 
+mod bodhi;
 mod error;
 mod gc;
 mod icons;
@@ -39,7 +41,7 @@ use crate::config::DatabaseConfig;
 use crate::model::RepositoryName;
 
 /// The schema version `schema.sql` creates; `connect` requires exactly this.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// The schema, applied by `migrate`.
 const SCHEMA_SQL: &str = include_str!("../../../schema.sql");

@@ -87,6 +87,7 @@ pub(crate) fn is_item_problem(error: &RegistryError) -> bool {
         | RegistryError::InvalidValue(_) => true,
         RegistryError::Status { .. } => !error.is_transient(),
         RegistryError::Unauthorized { .. }
+        | RegistryError::NameRefused { .. }
         | RegistryError::Transport { .. }
         | RegistryError::Config(_) => false,
     }
