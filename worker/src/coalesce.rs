@@ -7,7 +7,11 @@
 //! window has passed (the running refetch may have listed the tags before their change):
 //! the repository is always refetched after the last message it received, and a burst
 //! (the 20 manifests of a multi-platform push) costs one refetch per window, not one per
-//! message. All messages of a refetch are settled together with its result. A refetch that
+//! message. A manifest pushed by digest (no tag) changes no tag by itself and comes in
+//! bursts before the tag that names them: such messages ([`Urgency::Quiet`]) wait until
+//! they stop coming for a window, so the 20 entries of a multi-platform list and its tag
+//! make one or two refetches. All messages of a refetch are settled together with its
+//! result. A refetch that
 //! did not see what its messages announced (a pushed tag the registry did not show yet)
 //! asks for one more refetch after the window, with or without new messages. A semaphore
 //! bounds the refetches running at once across repositories.
@@ -18,7 +22,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use regindex::model::RepositoryName;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -51,15 +55,88 @@ pub trait Job<T>: Send + Sync + 'static {
     ) -> BoxFuture<'a, ()>;
 }
 
+/// How soon a message wants its refetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Urgency {
+    /// At once (leading edge): a tag may have changed.
+    Now,
+    /// Once such messages stop coming for a window (at most [`MAX_QUIET_WAIT_WINDOWS`]
+    /// windows after the first): a manifest pushed by digest changes no tag by itself,
+    /// and it comes in bursts (the entries of a multi-platform list, pushed before the
+    /// list's tag).
+    Quiet,
+}
+
+/// A quiet message waits at most this many windows for its refetch.
+pub const MAX_QUIET_WAIT_WINDOWS: u32 = 10;
+
 pub struct Coalescer<T> {
     inner: Arc<Inner<T>>,
 }
 
+/// A repository's messages not taken by a refetch yet.
+struct Pending<T> {
+    items: Vec<T>,
+    /// One of them (or the job) wants a refetch at once.
+    now: bool,
+    /// The first and the last quiet message since the last refetch took them.
+    first_quiet: Option<Instant>,
+    last_quiet: Option<Instant>,
+    /// Wakes the task when a message wants a refetch at once.
+    wake: Arc<Notify>,
+}
+
+impl<T> Pending<T> {
+    fn new() -> Self {
+        Self {
+            items: Vec::new(),
+            now: false,
+            first_quiet: None,
+            last_quiet: None,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    fn add(&mut self, item: T, urgency: Urgency) {
+        self.items.push(item);
+        match urgency {
+            Urgency::Now => {
+                self.now = true;
+                self.wake.notify_one();
+            }
+            Urgency::Quiet => {
+                let at = Instant::now();
+                self.first_quiet.get_or_insert(at);
+                self.last_quiet = Some(at);
+            }
+        }
+    }
+
+    /// When the pending messages want their refetch; `None` when there are none.
+    fn due(&self, window: Duration) -> Option<Instant> {
+        if self.now {
+            return Some(Instant::now());
+        }
+        match (self.first_quiet, self.last_quiet) {
+            (Some(first), Some(last)) => {
+                Some((last + window).min(first + window * MAX_QUIET_WAIT_WINDOWS))
+            }
+            _ => None,
+        }
+    }
+
+    fn take(&mut self) -> Vec<T> {
+        self.now = false;
+        self.first_quiet = None;
+        self.last_quiet = None;
+        std::mem::take(&mut self.items)
+    }
+}
+
 struct Inner<T> {
-    /// A repository has an entry while its task lives (refetching, or waiting out the
-    /// window after a refetch started); the entry holds the messages not taken by a
-    /// refetch yet.
-    pending: Mutex<HashMap<RepositoryName, Vec<T>>>,
+    /// A repository has an entry while its task lives (waiting, refetching, or waiting
+    /// out the window after a refetch started).
+    pending: Mutex<HashMap<RepositoryName, Pending<T>>>,
     /// The least time between two refetch starts of one repository.
     window: Duration,
     permits: Semaphore,
@@ -90,15 +167,16 @@ impl<T: Send + 'static> Coalescer<T> {
         }
     }
 
-    /// Adds a message for `repository`; starts its task (which refetches at once) if
-    /// none runs.
-    pub fn submit(&self, repository: RepositoryName, item: T) {
+    /// Adds a message for `repository`; starts its task if none runs.
+    pub fn submit(&self, repository: RepositoryName, item: T, urgency: Urgency) {
         let mut pending = self.inner.lock();
-        if let Some(items) = pending.get_mut(&repository) {
-            items.push(item);
+        if let Some(entry) = pending.get_mut(&repository) {
+            entry.add(item, urgency);
             return;
         }
-        pending.insert(repository.clone(), vec![item]);
+        let mut entry = Pending::new();
+        entry.add(item, urgency);
+        pending.insert(repository.clone(), entry);
         drop(pending);
         let inner = self.inner.clone();
         self.inner.tracker.spawn(async move {
@@ -109,19 +187,46 @@ impl<T: Send + 'static> Coalescer<T> {
         });
     }
 
-    /// Repositories with a task (queued, refetching, or in their window).
+    /// Repositories with a task (waiting, refetching, or in their window).
     pub fn active(&self) -> usize {
         self.inner.lock().len()
     }
 }
 
 impl<T: Send + 'static> Inner<T> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RepositoryName, Vec<T>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RepositoryName, Pending<T>>> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    async fn drain(&self, repository: RepositoryName) {
+    /// Waits until the repository's messages want their refetch. False when there is
+    /// nothing left to refetch for (the entry is then removed).
+    async fn until_due(&self, repository: &RepositoryName) -> bool {
         loop {
+            let (due, wake) = {
+                let mut pending = self.lock();
+                let Some(entry) = pending.get(repository) else {
+                    return false;
+                };
+                match entry.due(self.window) {
+                    Some(due) => (due, entry.wake.clone()),
+                    None => {
+                        pending.remove(repository);
+                        return false;
+                    }
+                }
+            };
+            if due <= Instant::now() {
+                return true;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(due) => {}
+                _ = wake.notified() => {}
+            }
+        }
+    }
+
+    async fn drain(&self, repository: RepositoryName) {
+        while self.until_due(&repository).await {
             let (started, ran) = {
                 let Ok(_permit) = self.permits.acquire().await else {
                     return;
@@ -129,7 +234,7 @@ impl<T: Send + 'static> Inner<T> {
                 let items = self
                     .lock()
                     .get_mut(&repository)
-                    .map(std::mem::take)
+                    .map(Pending::take)
                     .unwrap_or_default();
                 let started = Instant::now();
                 let result = self.job.run(&repository, &items).await;
@@ -139,15 +244,13 @@ impl<T: Send + 'static> Inner<T> {
                     .await;
                 (started, ran)
             };
+            if ran == Some(Ran::Again) {
+                if let Some(entry) = self.lock().get_mut(&repository) {
+                    entry.now = true;
+                }
+            }
             // Messages arriving until the window has passed wait for one more refetch.
             tokio::time::sleep_until(started + self.window).await;
-            // Checked and removed under the lock, so a message submitted now either lands
-            // in this entry (and we loop) or finds no entry and starts a new task.
-            let mut pending = self.lock();
-            if ran != Some(Ran::Again) && pending.get(&repository).is_none_or(Vec::is_empty) {
-                pending.remove(&repository);
-                return;
-            }
         }
     }
 }
@@ -280,8 +383,8 @@ mod tests {
     async fn the_first_message_is_refetched_at_once() {
         let job = Arc::new(Recorder::new(ms(5)));
         let (c, tracker) = coalescer(job.clone(), 4);
-        c.submit(repo("a"), 1);
-        c.submit(repo("b"), 2);
+        c.submit(repo("a"), 1, Urgency::Now);
+        c.submit(repo("b"), 2, Urgency::Now);
         finish(tracker).await;
         let mut runs = job.runs();
         runs.sort();
@@ -296,10 +399,10 @@ mod tests {
     async fn messages_during_a_refetch_make_one_follow_up_never_overlapping() {
         let job = Arc::new(Recorder::new(ms(300)));
         let (c, tracker) = coalescer(job.clone(), 4);
-        c.submit(repo("a"), 1);
+        c.submit(repo("a"), 1, Urgency::Now);
         tokio::time::sleep(ms(100)).await; // now refetching
-        c.submit(repo("a"), 2);
-        c.submit(repo("a"), 3);
+        c.submit(repo("a"), 2, Urgency::Now);
+        c.submit(repo("a"), 3, Urgency::Now);
         finish(tracker).await;
         // The follow-up starts when the first ends (its window has passed by then).
         assert_eq!(job.runs(), [("a".into(), ms(0)), ("a".into(), ms(300))]);
@@ -316,7 +419,7 @@ mod tests {
         let (c, tracker) = coalescer(job.clone(), 4);
         // 21 messages 15 ms apart (a 20-platform list push): 300 ms of events.
         for i in 0..21 {
-            c.submit(repo("a"), i);
+            c.submit(repo("a"), i, Urgency::Now);
             tokio::time::sleep(ms(15)).await;
         }
         finish(tracker).await;
@@ -336,10 +439,10 @@ mod tests {
     async fn a_quiet_repository_is_refetched_at_once_again() {
         let job = Arc::new(Recorder::new(ms(5)));
         let (c, tracker) = coalescer(job.clone(), 4);
-        c.submit(repo("a"), 1);
+        c.submit(repo("a"), 1, Urgency::Now);
         tokio::time::sleep(ms(250)).await; // past the window: the task is gone
         assert_eq!(c.active(), 0);
-        c.submit(repo("a"), 2);
+        c.submit(repo("a"), 2, Urgency::Now);
         finish(tracker).await;
         assert_eq!(job.runs(), [("a".into(), ms(0)), ("a".into(), ms(250))]);
     }
@@ -351,7 +454,7 @@ mod tests {
             ..Recorder::new(ms(5))
         });
         let (c, tracker) = coalescer(job.clone(), 4);
-        c.submit(repo("a"), 1);
+        c.submit(repo("a"), 1, Urgency::Now);
         finish(tracker).await;
         assert_eq!(job.runs(), [("a".into(), ms(0)), ("a".into(), ms(200))]);
         // The message is settled by the first refetch; the second runs without any.
@@ -362,11 +465,50 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_quiet_message_alone_waits_one_window() {
+        let job = Arc::new(Recorder::new(ms(5)));
+        let (c, tracker) = coalescer(job.clone(), 4);
+        c.submit(repo("a"), 1, Urgency::Quiet);
+        finish(tracker).await;
+        assert_eq!(job.runs(), [("a".into(), ms(200))]);
+        assert_eq!(job.settled(), [("a".into(), vec![1], true)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_list_push_is_one_refetch_on_its_tag() {
+        let job = Arc::new(Recorder::new(ms(5)));
+        let (c, tracker) = coalescer(job.clone(), 4);
+        // 20 entries pushed by digest 15 ms apart, then the tagged list.
+        for i in 0..20 {
+            c.submit(repo("a"), i, Urgency::Quiet);
+            tokio::time::sleep(ms(15)).await;
+        }
+        c.submit(repo("a"), 20, Urgency::Now);
+        finish(tracker).await;
+        assert_eq!(job.runs(), [("a".into(), ms(300))]);
+        assert_eq!(job.settled(), [("a".into(), (0..21).collect(), true)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn quiet_messages_that_never_stop_still_get_refetched() {
+        let job = Arc::new(Recorder::new(ms(5)));
+        let (c, tracker) = coalescer(job.clone(), 4);
+        for i in 0..30 {
+            c.submit(repo("a"), i, Urgency::Quiet);
+            tokio::time::sleep(ms(100)).await;
+        }
+        finish(tracker).await;
+        let starts: Vec<Duration> = job.runs().into_iter().map(|(_, at)| at).collect();
+        // At most 10 windows after the first unrefetched one, and once they stop.
+        assert_eq!(starts, [ms(2000), ms(3100)]);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn concurrency_is_bounded_across_repositories() {
         let job = Arc::new(Recorder::new(ms(50)));
         let (c, tracker) = coalescer(job.clone(), 2);
         for (i, name) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
-            c.submit(repo(name), i as u32);
+            c.submit(repo(name), i as u32, Urgency::Now);
         }
         finish(tracker).await;
         assert_eq!(job.runs().len(), 5);
@@ -380,8 +522,8 @@ mod tests {
             ..Recorder::new(ms(5))
         });
         let (c, tracker) = coalescer(job.clone(), 1);
-        c.submit(repo("a"), 1);
-        c.submit(repo("a"), 2);
+        c.submit(repo("a"), 1, Urgency::Now);
+        c.submit(repo("a"), 2, Urgency::Now);
         finish(tracker).await;
         assert_eq!(job.settled(), [("a".into(), vec![1, 2], false)]);
     }

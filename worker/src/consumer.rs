@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, info_span, warn, Instrument};
 
-use crate::coalesce::{Coalescer, Job, Ran};
+use crate::coalesce::{Coalescer, Job, Ran, Urgency};
 use crate::index::Index;
 use crate::metrics::{outcome as counted, WorkerMetrics};
 use crate::outcome::{decide, Failure, Outcome};
@@ -185,7 +185,14 @@ impl Shared {
         let item = messages::decode(&key, &received.body);
         async move {
             match item {
-                Ok(WorkItem::Refetch(repository)) => coalescer.submit(repository, delivery),
+                Ok(WorkItem::Refetch(repository)) => {
+                    let urgency = if messages::is_untagged_push(&key, &received.body) {
+                        Urgency::Quiet
+                    } else {
+                        Urgency::Now
+                    };
+                    coalescer.submit(repository, delivery, urgency)
+                }
                 Ok(WorkItem::ReindexAll { source })
                     if self.bodhi.compose_complete == ComposeCompleteMode::Off =>
                 {

@@ -458,6 +458,18 @@ pub fn pushed_tag(routing_key: &str, body: &[u8]) -> Option<(Tag, Digest)> {
     Some((pushed.tag?, pushed.digest?))
 }
 
+/// A `registry.push.manifest` delivery whose body says it names no tag: a manifest pushed
+/// by digest (an entry of a list about to be pushed), which changes no tag by itself.
+/// False for anything else, or a body that cannot be read (treated as a tag change).
+pub fn is_untagged_push(routing_key: &str, body: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Pushed {
+        tag: Option<Tag>,
+    }
+    routing_key == routing_key::registry("push", "manifest")
+        && serde_json::from_slice::<Pushed>(body).is_ok_and(|p| p.tag.is_none())
+}
+
 fn is_bodhi_compose_topic(key: &str) -> bool {
     [
         routing_key::BODHI_COMPOSE_COMPLETE,
@@ -576,6 +588,10 @@ mod tests {
         let child = serde_json::to_vec(&webhook("manifest-push-untagged-index-child")).unwrap();
         assert_eq!(pushed_tag("registry.push.manifest", &child), None);
         assert_eq!(pushed_tag("registry.push.manifest", b"not json"), None);
+        assert!(is_untagged_push("registry.push.manifest", &child));
+        assert!(!is_untagged_push("registry.push.manifest", &body));
+        assert!(!is_untagged_push("registry.delete.manifest", &child));
+        assert!(!is_untagged_push("registry.push.manifest", b"not json"));
     }
 
     #[test]
