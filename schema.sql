@@ -246,6 +246,12 @@ CREATE INDEX IF NOT EXISTS history_deletions_time_idx ON history_deletions (dele
 -- End of history.
 -- ============================================================================
 
+-- Version 2: icons are deleted only a grace period after the garbage collection first
+-- found them unreferenced (cached answers may still point at them); NULL while referenced.
+ALTER TABLE icons ADD COLUMN IF NOT EXISTS unreferenced_since timestamptz;
+CREATE INDEX IF NOT EXISTS icons_unreferenced_idx ON icons (unreferenced_since)
+    WHERE unreferenced_since IS NOT NULL;
+
 -- Record the version last: never lower it (re-applying an older file keeps the newer mark).
-INSERT INTO regindex_schema (singleton, version) VALUES (true, 1)
+INSERT INTO regindex_schema (singleton, version) VALUES (true, 2)
 ON CONFLICT (singleton) DO UPDATE SET version = GREATEST(regindex_schema.version, EXCLUDED.version);

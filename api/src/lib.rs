@@ -10,6 +10,7 @@ pub mod events;
 mod health;
 mod index_routes;
 pub mod metrics;
+mod profile_routes;
 pub mod stats_routes;
 pub mod web;
 
@@ -67,6 +68,7 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
     };
     Router::new()
         .merge(index_routes::routes())
+        .merge(profile_routes::routes())
         .merge(health::routes())
         .merge(web::routes())
         .with_state(state)
