@@ -172,8 +172,7 @@ fn fedora_profile() -> IndexProfile {
 async fn each_profile_option_shapes_the_answer() {
     let stack = Stack::start(|c| {
         c.icons.extract = true;
-        c.index_profiles
-            .insert("fedora".into(), fedora_profile());
+        c.index_profiles.insert("fedora".into(), fedora_profile());
         for (name, profile) in [
             (
                 "main-first",
@@ -251,7 +250,11 @@ async fn each_profile_option_shapes_the_answer() {
 
     // Priority: Calc amd64 is in main and in the mirror; the first pattern wins. The
     // mirror keeps Calc arm64, where it is alone.
-    let (_, main_first) = json(&stack, &format!("/profiles/main-first/index/static?{FLATPAKS}")).await;
+    let (_, main_first) = json(
+        &stack,
+        &format!("/profiles/main-first/index/static?{FLATPAKS}"),
+    )
+    .await;
     let mut expected: Vec<_> = all_flatpaks
         .iter()
         .filter(|(_, d)| *d != p.mirror_amd64)
@@ -264,13 +267,19 @@ async fn each_profile_option_shapes_the_answer() {
         &format!("/profiles/main-first/index/static?{FLATPAKS}&architecture=arm64"),
     )
     .await;
-    assert_eq!(images(&arm), [("mirror/calc".to_owned(), p.mirror_arm64.clone())]);
+    assert_eq!(
+        images(&arm),
+        [("mirror/calc".to_owned(), p.mirror_arm64.clone())]
+    );
     let (_, mirror_first) = json(
         &stack,
         &format!("/profiles/mirror-first/index/static?{FLATPAKS}&architecture=amd64"),
     )
     .await;
-    assert_eq!(names(&mirror_first), ["mirror/beta-notes", "mirror/calc", "other/maps"]);
+    assert_eq!(
+        names(&mirror_first),
+        ["mirror/beta-notes", "mirror/calc", "other/maps"]
+    );
     assert_eq!(
         images(&mirror_first)
             .iter()
@@ -280,15 +289,28 @@ async fn each_profile_option_shapes_the_answer() {
     );
 
     // Include / exclude.
-    let (_, include) = json(&stack, &format!("/profiles/include/index/static?{FLATPAKS}")).await;
-    assert_eq!(names(&include), ["main/calc", "mirror/beta-notes", "mirror/calc"]);
-    let (_, exclude) = json(&stack, &format!("/profiles/exclude/index/static?{FLATPAKS}")).await;
+    let (_, include) = json(
+        &stack,
+        &format!("/profiles/include/index/static?{FLATPAKS}"),
+    )
+    .await;
+    assert_eq!(
+        names(&include),
+        ["main/calc", "mirror/beta-notes", "mirror/calc"]
+    );
+    let (_, exclude) = json(
+        &stack,
+        &format!("/profiles/exclude/index/static?{FLATPAKS}"),
+    )
+    .await;
     assert_eq!(names(&exclude), ["main/calc", "mirror/calc"]);
 
     // Token type: on every Flatpak image, a GVariant holding the int32 1; not on others.
     let (_, token) = json(&stack, "/profiles/token/index/static?tag=latest").await;
     for image in image_objects(&token) {
-        let value = image["Labels"].get(TOKEN_TYPE_LABEL).and_then(Value::as_str);
+        let value = image["Labels"]
+            .get(TOKEN_TYPE_LABEL)
+            .and_then(Value::as_str);
         if image["Digest"] == p.plain.as_str() {
             assert_eq!(value, None);
         } else {
@@ -309,7 +331,10 @@ async fn each_profile_option_shapes_the_answer() {
         "/index/static?repository=main/calc&repository=main/fedora",
     )
     .await;
-    for (a, u) in image_objects(&annotated).iter().zip(image_objects(&unannotated)) {
+    for (a, u) in image_objects(&annotated)
+        .iter()
+        .zip(image_objects(&unannotated))
+    {
         assert_eq!(a["Labels"], u["Labels"]);
         let mut expected = u["Annotations"].as_object().unwrap().clone();
         for (k, v) in u["Labels"].as_object().unwrap() {
@@ -320,8 +345,14 @@ async fn each_profile_option_shapes_the_answer() {
         assert_eq!(a["Annotations"].as_object().unwrap(), &expected);
     }
     let calc = &image_objects(&annotated)[0];
-    assert_eq!(calc["Annotations"][FLATPAK_REF], "app/org.example.Calc/x86_64/stable");
-    assert!(calc["Annotations"][ICON_64].as_str().unwrap().starts_with("/icons/"));
+    assert_eq!(
+        calc["Annotations"][FLATPAK_REF],
+        "app/org.example.Calc/x86_64/stable"
+    );
+    assert!(calc["Annotations"][ICON_64]
+        .as_str()
+        .unwrap()
+        .starts_with("/icons/"));
     assert_eq!(calc["Annotations"]["name"], Value::Null);
 
     // Dynamic: same bytes, not cacheable; unknown profiles are unknown routes.
@@ -345,7 +376,10 @@ async fn each_profile_option_shapes_the_answer() {
     let body: Value = missing.json().await.unwrap();
     assert_eq!(body["error"], "not_found");
     // A bad query is refused as on /index/static.
-    let bad = stack.get("/profiles/fedora/index/static?nope=1").await.unwrap();
+    let bad = stack
+        .get("/profiles/fedora/index/static?nope=1")
+        .await
+        .unwrap();
     assert_eq!(bad.status(), 400);
 
     // And the protocol path still answers exactly as before.
@@ -416,17 +450,34 @@ async fn expanded_static_files_equal_the_live_profile_answers() {
         ]
     );
     let (_, amd64) = read("flatpak-latest-amd64.json");
-    assert_eq!(images(&amd64), [("main/calc".to_owned(), p.main_amd64.clone())]);
+    assert_eq!(
+        images(&amd64),
+        [("main/calc".to_owned(), p.main_amd64.clone())]
+    );
     let (_, arm64) = read("flatpak-latest-arm64.json");
-    assert_eq!(images(&arm64), [("mirror/calc".to_owned(), p.mirror_arm64.clone())]);
-    assert_eq!(arm64["Results"][0]["Lists"][0]["Images"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        images(&arm64),
+        [("mirror/calc".to_owned(), p.mirror_arm64.clone())]
+    );
+    assert_eq!(
+        arm64["Results"][0]["Lists"][0]["Images"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     for image in image_objects(&all) {
         assert_eq!(image["Labels"][TOKEN_TYPE_LABEL], TOKEN_TYPE_VALUE);
         assert_eq!(image["Annotations"][TOKEN_TYPE_LABEL], TOKEN_TYPE_VALUE);
-        assert_eq!(image["Annotations"][FLATPAK_REF], image["Labels"][FLATPAK_REF]);
+        assert_eq!(
+            image["Annotations"][FLATPAK_REF],
+            image["Labels"][FLATPAK_REF]
+        );
         assert_eq!(image["Annotations"][ICON_64], image["Labels"][ICON_64]);
     }
-    assert!(!images(&all).iter().any(|(_, d)| *d == p.beta || *d == p.other));
+    assert!(!images(&all)
+        .iter()
+        .any(|(_, d)| *d == p.beta || *d == p.other));
 
     // Byte for byte what the api answers for the same profile and query.
     for expanded in index.expand() {

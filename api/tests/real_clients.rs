@@ -80,6 +80,41 @@ async fn seeded(stack: &Stack) {
     }
 }
 
+/// `flatpak` with a throw-away HOME: its own user installation and remotes.
+struct FlatpakUser {
+    binary: PathBuf,
+    home: tempfile::TempDir,
+}
+
+impl FlatpakUser {
+    fn new(binary: &Path) -> Self {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(home.path().join("runtime")).unwrap();
+        Self {
+            binary: binary.to_path_buf(),
+            home,
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let h = self.home.path();
+        let mut command = Command::new(&self.binary);
+        command
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", h)
+            .env("XDG_DATA_HOME", h.join("data"))
+            .env("XDG_CONFIG_HOME", h.join("config"))
+            .env("XDG_CACHE_HOME", h.join("cache"))
+            .env("XDG_STATE_HOME", h.join("state"))
+            .env("XDG_RUNTIME_DIR", h.join("runtime"))
+            .env("FLATPAK_SYSTEM_DIR", h.join("system"))
+            .env("LANG", "C.UTF-8");
+        command
+    }
+}
+
 fn run(command: &mut Command) -> String {
     let output = command
         .output()
@@ -107,31 +142,9 @@ async fn flatpak_lists(flatpak: &Path, extract: bool) {
     let stack = Stack::start(|c| c.icons.extract = extract).await.unwrap();
     seeded(&stack).await;
 
-    let home = tempfile::tempdir().unwrap();
-    let env = |command: &mut Command| {
-        let h = home.path();
-        command
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", h)
-            .env("XDG_DATA_HOME", h.join("data"))
-            .env("XDG_CONFIG_HOME", h.join("config"))
-            .env("XDG_CACHE_HOME", h.join("cache"))
-            .env("XDG_STATE_HOME", h.join("state"))
-            .env("XDG_RUNTIME_DIR", h.join("runtime"))
-            .env("FLATPAK_SYSTEM_DIR", h.join("system"))
-            .env("LANG", "C.UTF-8");
-    };
-    std::fs::create_dir_all(home.path().join("runtime")).unwrap();
+    let user = FlatpakUser::new(flatpak);
     let url = format!("oci+{}", stack.base);
-    let flatpak_run = |args: &[&str]| {
-        let flatpak = flatpak.to_path_buf();
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let mut command = Command::new(flatpak);
-        command.args(&args);
-        env(&mut command);
-        run(&mut command)
-    };
+    let flatpak_run = |args: &[&str]| run(&mut user.command(args));
     flatpak_run(&[
         "remote-add",
         "--user",
@@ -387,5 +400,61 @@ async fn chromium_shows_the_icons_of_the_make_up_samples() {
             );
         }
     }
+    stack.stop().await.unwrap();
+}
+
+/// A Flatpak remote pointing at a profile (`oci+<api>/profiles/<name>`): the client lists
+/// what the profile keeps, with icon URLs and `Registry` resolved as for `/index/static`.
+/// (Whether the client then asks for a token, `force_flatpak_token`, shows only when
+/// installing, which needs a session bus and an authenticator: `api/tests/profiles.rs`
+/// decodes the label instead.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flatpak_uses_a_profile_as_its_remote() {
+    use regindex::config::{IndexProfile, RepositoryPattern};
+    let flatpak = require("flatpak", "flatpak");
+    let pattern = |s: &str| RepositoryPattern::new(s).unwrap();
+    let stack = Stack::start(|c| {
+        c.icons.extract = true;
+        c.index_profiles.insert(
+            "fedora".into(),
+            IndexProfile {
+                repository_include: vec![pattern("apps/.*")],
+                repository_exclude: vec![pattern("apps/notes")],
+                flatpak_annotations: true,
+                force_flatpak_token: true,
+                ..IndexProfile::default()
+            },
+        );
+    })
+    .await
+    .unwrap();
+    seeded(&stack).await;
+    let user = FlatpakUser::new(&flatpak);
+    let url = format!("oci+{}/profiles/fedora", stack.base);
+    run(&mut user.command(&["remote-add", "--user", "--no-gpg-verify", "fedora", &url]));
+    let listed = tokio::task::block_in_place(|| {
+        run(&mut user.command(&[
+            "remote-ls",
+            "--user",
+            "--arch=x86_64",
+            "--columns=ref",
+            "fedora",
+        ]))
+    });
+    let mut refs: Vec<&str> = listed
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    refs.sort();
+    // apps/notes is excluded; the plain container and the testing tag never matched.
+    assert_eq!(
+        refs,
+        [
+            "app/org.example.Calculator/x86_64/stable",
+            "app/org.example.Maps/x86_64/stable"
+        ],
+        "{listed}"
+    );
     stack.stop().await.unwrap();
 }
