@@ -375,7 +375,9 @@ mod tests {
                 ),
             ]
         };
-        let cases: &[(&[&str], &[(&str, &[&str])])] = &[
+        // (priority patterns, expected (repository, digests) left).
+        type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a [&'a str])]);
+        let cases: &[Case] = &[
             // main wins amd64; the mirror keeps arm64 (alone there) and its non-Flatpak.
             (
                 &["main/.*", "mirror/.*"],
@@ -495,7 +497,9 @@ mod tests {
 
     #[test]
     fn annotation_copy_table() {
-        let cases: &[(&[(&str, &str)], &[(&str, &str)], &[(&str, &str)])] = &[
+        // (labels, annotations before, annotations after).
+        type Pairs<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(Pairs, Pairs, Pairs)] = &[
             (&[], &[], &[]),
             (
                 &[
