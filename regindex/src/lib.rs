@@ -7,6 +7,7 @@
 pub mod bus;
 pub mod config;
 pub mod describe;
+mod error_chain;
 pub mod history;
 pub mod icons;
 pub mod index;
@@ -18,3 +19,5 @@ pub mod static_index;
 pub mod store;
 pub mod sync;
 pub mod telemetry;
+
+pub use error_chain::error_chain;

@@ -358,7 +358,29 @@ async fn repository_lock_is_exclusive_across_connections() {
             tx.commit().await.unwrap();
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The second one queues for the lock (PostgreSQL shows it waiting), and stays there.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .fetch_one(first.pool())
+        .await
+        .unwrap();
+        if waiting == 1 {
+            break;
+        }
+        assert!(
+            !waiter.is_finished(),
+            "second refetch of the same repository did not wait"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the second refetch never queued for the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
         !waiter.is_finished(),
         "second refetch of the same repository did not wait"

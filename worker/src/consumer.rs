@@ -231,7 +231,12 @@ impl Shared {
                 self.publisher
                     .publish(&message)
                     .await
-                    .map_err(|e| Failure::transient(format!("publishing refetches: {e}")))
+                    .map_err(|e| {
+                        Failure::transient(format!(
+                            "publishing refetches: {}",
+                            regindex::error_chain(&e)
+                        ))
+                    })
             })
             .buffer_unordered(FAN_OUT_IN_FLIGHT)
             .try_collect::<Vec<()>>()
