@@ -153,7 +153,7 @@ impl Scheduled {
                     .await
                     .map_err(|e| regindex::error_chain(&e))?;
                 if !due_in(last, self.period, started).is_zero() {
-                    return Ok(Round::NotDue);
+                    return Ok::<_, String>(Round::NotDue);
                 }
                 work().await?;
                 store
@@ -170,7 +170,9 @@ impl Scheduled {
                 Ok(Some(Ok(Round::Ran | Round::NotDue))) => continue,
                 Ok(Some(Err(reason))) => warn!(%job, %reason, "periodic job failed"),
                 Ok(None) => info!(%job, "periodic job skipped: another worker runs it"),
-                Err(e) => warn!(%job, error = %regindex::error_chain(&e), "periodic job not started: database"),
+                Err(e) => {
+                    warn!(%job, error = %regindex::error_chain(&e), "periodic job not started: database")
+                }
             }
             if !pause(retry_delay(self.period), stop).await {
                 return;
@@ -235,7 +237,10 @@ mod tests {
 
     #[test]
     fn a_recent_run_leaves_the_rest_of_the_interval() {
-        assert_eq!(due_in(Some(at(0)), HOUR, at(600)), Duration::from_secs(3000));
+        assert_eq!(
+            due_in(Some(at(0)), HOUR, at(600)),
+            Duration::from_secs(3000)
+        );
         assert_eq!(due_in(Some(at(0)), HOUR, at(0)), HOUR);
     }
 

@@ -323,7 +323,10 @@ async fn a_dropped_worker_leaves_its_messages_to_the_next_one() {
         });
         let first = start(config(&bus), slow.clone());
         publish_event(&bus, "registry.push.manifest", "apps/calc").await;
-        eventually("refetching now", || slow.started.load(Ordering::SeqCst) == 1).await;
+        eventually("refetching now", || {
+            slow.started.load(Ordering::SeqCst) == 1
+        })
+        .await;
         first.task.abort();
         let _ = first.task.await;
 

@@ -654,7 +654,11 @@ async fn the_scan_runs_at_start_up_unless_a_recent_one_is_recorded() {
         config.worker.scan_interval_secs = 3600;
         let first = stack
             .registry
-            .push_image("apps/first", Some("latest"), &ImageSpec::new("amd64").seed(400))
+            .push_image(
+                "apps/first",
+                Some("latest"),
+                &ImageSpec::new("amd64").seed(400),
+            )
             .await
             .unwrap();
 
@@ -671,7 +675,11 @@ async fn the_scan_runs_at_start_up_unless_a_recent_one_is_recorded() {
         // Restarted within the interval: no scan, the recorded one reported at once.
         let second = stack
             .registry
-            .push_image("apps/second", Some("latest"), &ImageSpec::new("amd64").seed(401))
+            .push_image(
+                "apps/second",
+                Some("latest"),
+                &ImageSpec::new("amd64").seed(401),
+            )
             .await
             .unwrap();
         let mark = stack.registry.log_mark().await.unwrap();
@@ -749,7 +757,10 @@ async fn a_refetch_against_a_closed_port_is_dead_lettered_with_the_cause() {
         let stack = Stack::start(bus, false).await;
         let mut config = stack.config.clone();
         // Nothing listens there.
-        config.registry.url = format!("http://127.0.0.1:{}", regindex_testkit::free_port().unwrap());
+        config.registry.url = format!(
+            "http://127.0.0.1:{}",
+            regindex_testkit::free_port().unwrap()
+        );
         config.amqp.max_attempts = 1;
         let worker = stack.start_worker_with(config);
         let body = serde_json::json!({ "repository": "apps/unreachable" }).to_string();

@@ -118,7 +118,9 @@ pub fn rabbitmqctl(args: &[&str]) -> String {
         .args(args)
         .output()
         .unwrap_or_else(|e| {
-            panic!("rabbitmqctl {args:?} cannot run ({e}): install rabbitmq-server (scripts/lib.sh)")
+            panic!(
+                "rabbitmqctl {args:?} cannot run ({e}): install rabbitmq-server (scripts/lib.sh)"
+            )
         });
     assert!(
         output.status.success(),

@@ -30,7 +30,10 @@ impl std::fmt::Display for PeriodicJob {
 
 impl Store {
     /// When `job` last succeeded (the start of that run); `None` if it never did.
-    pub async fn last_success(&self, job: PeriodicJob) -> Result<Option<DateTime<Utc>>, StoreError> {
+    pub async fn last_success(
+        &self,
+        job: PeriodicJob,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT last_success_at FROM periodic_jobs WHERE job = $1")
                 .bind(job.name())
