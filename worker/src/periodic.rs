@@ -1,6 +1,7 @@
 //! The periodic full scan and garbage collection. Each runs in one worker process at a
-//! time: the process that gets a PostgreSQL session advisory lock runs it, the others
-//! skip that round (the lock goes with the connection if the process dies).
+//! time: the process that gets a PostgreSQL session advisory lock
+//! ([`Store::exclusively`]) runs it, the others skip that round (the lock goes with the
+//! connection if the process dies).
 //!
 //! When a job last succeeded is kept in the database (`periodic_jobs`), so the schedule
 //! survives restarts: a worker that starts when a job is overdue, or never ran, runs it at
@@ -18,12 +19,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::metrics::WorkerMetrics;
-
-/// First key of the advisory locks (the two-key form, apart from the store's per-repository
-/// locks); the second key names the job.
-const LOCK_CLASS: i32 = 0x7267_6978; // "rgix"
-pub const SCAN_LOCK: i32 = 1;
-pub const GC_LOCK: i32 = 2;
 
 /// After a failed run, a database error, or a round another process held the lock for:
 /// look again this much later (or after the interval, if shorter).
@@ -58,7 +53,6 @@ pub async fn run(
         };
         let job = Scheduled {
             job: PeriodicJob::FullScan,
-            lock: SCAN_LOCK,
             period,
         };
         job.run(store, &stop, report, scan).await
@@ -72,7 +66,6 @@ pub async fn run(
         };
         let job = Scheduled {
             job: PeriodicJob::GarbageCollection,
-            lock: GC_LOCK,
             period,
         };
         job.run(store, &stop, |_, _| {}, collect).await
@@ -104,7 +97,6 @@ fn retry_delay(period: Duration) -> Duration {
 /// A job with its persisted schedule.
 struct Scheduled {
     job: PeriodicJob,
-    lock: i32,
     period: Duration,
 }
 
@@ -164,7 +156,7 @@ impl Scheduled {
             };
             let outcome = tokio::select! {
                 _ = stop.cancelled() => return,
-                outcome = exclusively(store, self.lock, round) => outcome,
+                outcome = store.exclusively(job, round) => outcome,
             };
             match outcome {
                 Ok(Some(Ok(Round::Ran | Round::NotDue))) => continue,
@@ -187,37 +179,6 @@ async fn pause(wait: Duration, stop: &CancellationToken) -> bool {
         _ = stop.cancelled() => false,
         _ = tokio::time::sleep(wait) => true,
     }
-}
-
-/// Runs `job` if this process gets the advisory lock `key`; `None` when another process
-/// (or task) holds it.
-pub async fn exclusively<T>(
-    store: &Store,
-    key: i32,
-    job: impl Future<Output = T>,
-) -> Result<Option<T>, sqlx::Error> {
-    let mut connection = store.pool().acquire().await?;
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
-        .bind(LOCK_CLASS)
-        .bind(key)
-        .fetch_one(&mut *connection)
-        .await?;
-    if !locked {
-        return Ok(None);
-    }
-    // The lock lives as long as the session: if this future is dropped mid-job (shutdown)
-    // or the unlock fails, the session ends instead of idling in the pool with the lock.
-    connection.close_on_drop();
-    let output = job.await;
-    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1, $2)")
-        .bind(LOCK_CLASS)
-        .bind(key)
-        .execute(&mut *connection)
-        .await;
-    if let Err(e) = unlocked {
-        warn!(error = %e, "advisory unlock failed; closing the connection");
-    }
-    Ok(Some(output))
 }
 
 #[cfg(test)]

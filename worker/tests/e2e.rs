@@ -535,7 +535,7 @@ async fn the_worker_process_scans_periodically_and_reports_it() {
 /// Scans and GC run in one worker process at a time: a second taker of the lock skips.
 #[tokio::test]
 async fn periodic_jobs_are_exclusive_across_processes() {
-    use regindex_worker::periodic::{exclusively, GC_LOCK, SCAN_LOCK};
+    use regindex::store::PeriodicJob::{FullScan, GarbageCollection};
     let db = TestDatabase::create().await.unwrap();
     let mut config = Config::default();
     config.database.url = db.url().into();
@@ -548,32 +548,57 @@ async fn periodic_jobs_are_exclusive_across_processes() {
     let holder = tokio::spawn({
         let store = store.clone();
         async move {
-            exclusively(&store, SCAN_LOCK, async move {
-                started.send(()).unwrap();
-                release_rx.await.unwrap();
-            })
-            .await
-            .unwrap()
+            store
+                .exclusively(FullScan, async move {
+                    started.send(()).unwrap();
+                    release_rx.await.unwrap();
+                })
+                .await
+                .unwrap()
         }
     });
     started_rx.await.unwrap();
     assert_eq!(
-        exclusively(&other, SCAN_LOCK, async { 1 }).await.unwrap(),
+        other.exclusively(FullScan, async { 1 }).await.unwrap(),
         None,
         "the scan is running elsewhere"
     );
     assert_eq!(
-        exclusively(&other, GC_LOCK, async { 2 }).await.unwrap(),
+        other
+            .exclusively(GarbageCollection, async { 2 })
+            .await
+            .unwrap(),
         Some(2),
         "another job is not blocked"
     );
     release.send(()).unwrap();
     assert_eq!(holder.await.unwrap(), Some(()));
     assert_eq!(
-        exclusively(&other, SCAN_LOCK, async { 3 }).await.unwrap(),
+        other.exclusively(FullScan, async { 3 }).await.unwrap(),
         Some(3),
         "released after the job"
     );
+
+    // A job dropped half-way (a worker shutting down) does not keep the lock.
+    let (started, started_rx) = tokio::sync::oneshot::channel();
+    let dropped = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .exclusively(FullScan, async move {
+                    started.send(()).unwrap();
+                    std::future::pending::<()>().await
+                })
+                .await
+        }
+    });
+    started_rx.await.unwrap();
+    dropped.abort();
+    let _ = dropped.await;
+    eventually("the dropped job's lock released", || async {
+        other.exclusively(FullScan, async { 4 }).await.unwrap()
+    })
+    .await;
 
     store.pool().close().await;
     other.pool().close().await;

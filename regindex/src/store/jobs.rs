@@ -1,5 +1,8 @@
-//! When the worker's periodic jobs last succeeded (table `periodic_jobs`): kept in the
-//! database so that a job's schedule survives restarts and is shared by every worker.
+//! The worker's periodic jobs: when each last succeeded (table `periodic_jobs`), kept in
+//! the database so that a job's schedule survives restarts and is shared by every worker,
+//! and the session advisory lock that lets one process at a time run it.
+
+use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
@@ -20,7 +23,19 @@ impl PeriodicJob {
             PeriodicJob::GarbageCollection => "gc",
         }
     }
+
+    /// Second key of its advisory lock.
+    fn lock_key(self) -> i32 {
+        match self {
+            PeriodicJob::FullScan => 1,
+            PeriodicJob::GarbageCollection => 2,
+        }
+    }
 }
+
+/// First key of the periodic jobs' advisory locks (the two-key form, apart from the
+/// one-key repository and migration locks); the second names the job.
+const LOCK_CLASS: i32 = 0x7267_6978; // "rgix"
 
 impl std::fmt::Display for PeriodicJob {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -59,5 +74,37 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Runs `job` if this process gets `which`'s advisory lock; `None` when another
+    /// process (or task) holds it.
+    pub async fn exclusively<T>(
+        &self,
+        which: PeriodicJob,
+        job: impl Future<Output = T>,
+    ) -> Result<Option<T>, StoreError> {
+        let mut connection = self.pool.acquire().await?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+            .bind(LOCK_CLASS)
+            .bind(which.lock_key())
+            .fetch_one(&mut *connection)
+            .await?;
+        if !locked {
+            return Ok(None);
+        }
+        // The lock lives as long as the session: if this future is dropped mid-job
+        // (shutdown) or the unlock fails, the session ends instead of idling in the pool
+        // with the lock held.
+        connection.close_on_drop();
+        let output = job.await;
+        let unlocked = sqlx::query("SELECT pg_advisory_unlock($1, $2)")
+            .bind(LOCK_CLASS)
+            .bind(which.lock_key())
+            .execute(&mut *connection)
+            .await;
+        if let Err(e) = unlocked {
+            tracing::warn!(job = %which, error = %e, "advisory unlock failed; closing the connection");
+        }
+        Ok(Some(output))
     }
 }
