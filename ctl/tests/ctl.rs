@@ -188,6 +188,79 @@ async fn trigger_reindex_publishes_a_compose_complete_or_a_refetch() {
     .await;
 }
 
+#[tokio::test]
+async fn trigger_reindex_publishes_an_update_complete_and_refuses_what_workers_ignore() {
+    TestBus::run(|bus| async move {
+        let said = stdout(&ctl(
+            &bus,
+            &[
+                "trigger-reindex",
+                "--update-nvr",
+                "eog-stable-4120261118083322.1",
+                "flatpak-runtime-f41-4120241101.1",
+                "--update-target",
+                "testing",
+            ],
+        ));
+        assert!(
+            said.contains("refetch the repositories holding these builds"),
+            "{said}"
+        );
+        let message = bus.get(&bus.config.work_queue, WAIT).await.expect("update");
+        assert_eq!(message.exchange, "amq.topic");
+        assert_eq!(
+            message.routing_key,
+            format!(
+                "org.fedoraproject.{}.bodhi.update.complete.testing",
+                bus.config.environment
+            )
+        );
+        assert_eq!(
+            headers::get_str(message.headers(), "fedora_messaging_schema").as_deref(),
+            Some("bodhi.update.complete.testing.v1")
+        );
+        let body: serde_json::Value = serde_json::from_slice(&message.body).unwrap();
+        assert_eq!(body["update"]["status"], "testing");
+        assert_eq!(body["update"]["content_type"], "flatpak");
+        assert_eq!(
+            body["update"]["builds"][1]["nvr"],
+            "flatpak-runtime-f41-4120241101.1"
+        );
+
+        // What the workers would ignore is refused, and nothing is published.
+        for args in [
+            &["trigger-reindex", "--ctype", "rpm"][..],
+            &[
+                "trigger-reindex",
+                "--ctype",
+                "rpm",
+                "--update-nvr",
+                "bash-5.2.37-1.fc41",
+            ],
+            &["trigger-reindex", "--update-nvr", "no_version_or_release"],
+        ] {
+            let refused = ctl(&bus, args);
+            assert!(!refused.status.success(), "{args:?}");
+            let said = String::from_utf8_lossy(&refused.stderr);
+            assert!(
+                said.contains("ignore") || said.contains("NVR"),
+                "{args:?}: {said}"
+            );
+        }
+        let off = Command::new(env!("CARGO_BIN_EXE_regindexctl"))
+            .args(["trigger-reindex"])
+            .env_remove("REGINDEX_CONFIG")
+            .env("REGINDEX_AMQP__ENVIRONMENT", &bus.config.environment)
+            .env("REGINDEX_BODHI__COMPOSE_COMPLETE", "off")
+            .output()
+            .unwrap();
+        assert!(!off.status.success());
+        assert!(String::from_utf8_lossy(&off.stderr).contains("bodhi.compose_complete is off"));
+        assert_eq!(bus.count(&bus.config.work_queue).await, 0);
+    })
+    .await;
+}
+
 #[test]
 fn an_unreachable_broker_is_a_clear_error() {
     let output = Command::new(env!("CARGO_BIN_EXE_regindexctl"))
@@ -202,6 +275,64 @@ fn an_unreachable_broker_is_a_clear_error() {
         stderr.contains("regindexctl: cannot connect to the broker"),
         "{stderr}"
     );
+}
+
+fn broker_definitions(amqp_url: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_regindexctl"))
+        .arg("broker-definitions")
+        .env_remove("REGINDEX_CONFIG")
+        .env("REGINDEX_AMQP__URL", amqp_url)
+        .output()
+        .expect("run regindexctl")
+}
+
+/// How an operator provisions a broker with a secret of their own: `broker-definitions`
+/// for an `amqp.url` with their user and password. Imported on the shared node (under
+/// scratch names, removed at the end), the password logs in and the topology matches the
+/// processes' declarations; the password is nowhere in the output in clear, each run salts
+/// it afresh, and the well-known guest/guest login is refused.
+#[tokio::test]
+async fn broker_definitions_provision_the_configured_login() {
+    let password = format!("pw-{}", uuid::Uuid::new_v4().simple());
+    let url = format!("amqp://operator:{password}@127.0.0.1:5672/index");
+    let text = stdout(&broker_definitions(&url));
+    assert!(!text.contains(&password), "{text}");
+    assert_ne!(
+        text,
+        stdout(&broker_definitions(&url)),
+        "a fresh salt each run"
+    );
+    let definitions: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let scratch = tokio::task::spawn_blocking(move || {
+        regindex_testkit::rabbitmq::ScratchDefinitions::import(&definitions)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let (user, vhost) = (
+        scratch.user("operator").unwrap(),
+        scratch.vhost("index").unwrap(),
+    );
+
+    let login = |password: &str| {
+        secrecy::SecretString::from(format!("amqp://{user}:{password}@127.0.0.1:5672/{vhost}"))
+    };
+    assert!(regindex::bus::connect(&login("wrong")).await.is_err());
+    let connection = regindex::bus::connect(&login(&password)).await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    regindex::bus::Topology::from_config(&regindex::config::Config::default())
+        .declare(&channel)
+        .await
+        .unwrap();
+    connection.close(0, "done").await.unwrap();
+    tokio::task::spawn_blocking(move || drop(scratch))
+        .await
+        .unwrap();
+
+    let refused = broker_definitions("amqp://guest:guest@127.0.0.1:5672/%2f");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("guest/guest"), "{stderr}");
 }
 
 /// `migrate` then `scan`, against a real registry and a fresh database.

@@ -4,6 +4,7 @@
 //! the registry client, the PostgreSQL store, the index query model, the RabbitMQ bus
 //! and the refetch/scan logic that ties the registry to the store.
 
+pub mod bodhi;
 pub mod bus;
 pub mod config;
 pub mod describe;

@@ -3,7 +3,11 @@
 //! - [`TestRegistry`]: a real `docker-registry` process on a free port, with image pushes
 //!   over the distribution API and the registry's own request log as ground truth.
 //! - [`TestDatabase`]: a fresh PostgreSQL database per test.
+//! - [`TcpProxy`]: a proxy in front of a real service that can stall (a network partition).
 //! - [`free_port`], [`unique_name`]: for anything else a test starts or names.
+//! - [`png`], [`ImageSpec::icons`]: real icons; [`samples`]: what `make up` pushes.
+//! - [`rabbitmq::ScratchDefinitions`]: RabbitMQ definitions imported under unique vhost and
+//!   user names on the shared node, removed afterwards.
 //!
 //! This crate must not depend on `regindex`: it is the independent side of every test.
 //!
@@ -43,19 +47,25 @@
 //! ```
 
 mod database;
+mod icon;
 mod image;
 mod oci_layout;
+mod proxy;
 mod push;
+pub mod rabbitmq;
 mod registry;
+pub mod samples;
 mod token;
 
 pub use database::TestDatabase;
+pub use icon::{png, png_data_uri, ICON_128_LABEL, ICON_64_LABEL};
 pub use image::{
     sha256_digest, BuiltImage, ImageFormat, ImageSpec, ListFormat, ALL_MANIFEST_TYPES,
     DOCKER_CONFIG, DOCKER_LAYER, DOCKER_LIST, DOCKER_MANIFEST, OCI_CONFIG, OCI_INDEX, OCI_LAYER,
     OCI_MANIFEST,
 };
 pub use oci_layout::OciLayout;
+pub use proxy::TcpProxy;
 pub use push::{PushedImage, PushedList};
 pub use registry::{
     LoggedRequest, NotificationEndpoint, TestRegistry, TestRegistryBuilder, TESTKIT_USER_AGENT,

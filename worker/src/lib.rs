@@ -1,7 +1,8 @@
-//! The regindex worker: consumes the work queue (registry events, Bodhi composes,
+//! The regindex worker: consumes the work queue (registry events, Bodhi updates and composes,
 //! internal refetches), refetches repositories into the store, retries with delays,
 //! dead-letters what keeps failing, and runs the periodic full scan and GC.
 
+mod bodhi;
 pub mod coalesce;
 pub mod consumer;
 pub mod dead_letters;

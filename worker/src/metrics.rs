@@ -28,6 +28,47 @@ pub struct WorkerMetrics {
     pub next_full_scan: IntGauge,
     pub amqp_connected: IntGauge,
     pub dead_letters: IntGauge,
+    pub bodhi: BodhiMetrics,
+}
+
+/// What Bodhi messages did (`regindex_worker_bodhi_*`).
+#[derive(Clone)]
+pub struct BodhiMetrics {
+    /// Per build and repository matched, by how (`regindex::bodhi::BuildMatch`), and
+    /// `none` per build that matched nothing.
+    pub build_matches: IntCounterVec,
+    /// Refetches requested, by trigger (`update`, `compose_recent`, `compose_changed`).
+    pub refetches: IntCounterVec,
+    /// Repositories a compose's warm pass checked.
+    pub warm_checked: prometheus::IntCounter,
+}
+
+impl BodhiMetrics {
+    fn new() -> Self {
+        Self {
+            build_matches: IntCounterVec::new(
+                Opts::new(
+                    "regindex_worker_bodhi_build_matches_total",
+                    "Repositories matched by the builds of Bodhi updates, by how",
+                ),
+                &["match"],
+            )
+            .expect("valid metric"),
+            refetches: IntCounterVec::new(
+                Opts::new(
+                    "regindex_worker_bodhi_refetches_total",
+                    "Repository refetches requested by Bodhi messages, by trigger",
+                ),
+                &["trigger"],
+            )
+            .expect("valid metric"),
+            warm_checked: prometheus::IntCounter::new(
+                "regindex_worker_bodhi_warm_checked_total",
+                "Repositories checked by the warm pass of a compose (tag lists and HEADs)",
+            )
+            .expect("valid metric"),
+        }
+    }
 }
 
 impl WorkerMetrics {
@@ -71,6 +112,7 @@ impl WorkerMetrics {
             "1 while consuming the work queue",
         )
         .expect("valid metric");
+        let bodhi = BodhiMetrics::new();
         for collector in [
             Box::new(messages.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(refetch_seconds.clone()),
@@ -78,6 +120,9 @@ impl WorkerMetrics {
             Box::new(amqp_connected.clone()),
             Box::new(next_full_scan.clone()),
             Box::new(dead_letters.clone()),
+            Box::new(bodhi.build_matches.clone()),
+            Box::new(bodhi.refetches.clone()),
+            Box::new(bodhi.warm_checked.clone()),
         ] {
             registry.register(collector).expect("unique metric");
         }
@@ -89,6 +134,7 @@ impl WorkerMetrics {
             next_full_scan,
             amqp_connected,
             dead_letters,
+            bodhi,
         }
     }
 

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use regindex::bus::dead_letters::DeadLetterQueue;
-use regindex::bus::testing::{rabbitmqctl, TestBus};
+use regindex::bus::testing::TestBus;
 use regindex::bus::{OutgoingMessage, Publisher};
 use regindex::config::Config;
 use regindex::model::RepositoryName;
+use regindex_testkit::rabbitmq::rabbitmqctl;
 use regindex_worker::index::Index;
 use regindex_worker::outcome::Failure;
 use regindex_worker::{Worker, WorkerMetrics};
@@ -235,10 +236,7 @@ async fn unparseable_messages_go_straight_to_the_dead_letter_queue() {
 }
 
 fn fixture(path: &str) -> serde_json::Value {
-    let full = format!(
-        "{}/../../shared/fixtures/{path}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let full = format!("{}/../fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_str(&std::fs::read_to_string(full).unwrap()).unwrap()
 }
 
@@ -289,6 +287,33 @@ async fn a_compose_complete_fans_out_one_refetch_per_repository() {
         eventually("rpm ignored", || counted(&worker.metrics, "ignored") == 1).await;
         assert_eq!(index.refetched().len(), 6);
         worker.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn with_compose_complete_off_a_compose_is_ignored() {
+    TestBus::run(|bus| async move {
+        let index = Arc::new(FakeIndex {
+            repositories: [RepositoryName::parse("apps/calc").unwrap()].into(),
+            ..FakeIndex::default()
+        });
+        let mut config = config(&bus);
+        config.bodhi.compose_complete = regindex::config::ComposeCompleteMode::Off;
+        let worker = start(config, index.clone());
+        let body = fixture("bodhi/compose-complete-fedora-messaging.json")["body"].to_string();
+        let topic = format!(
+            "{}.{}.bodhi.compose.complete",
+            bus.config.topic_prefix, bus.config.environment
+        );
+        publish(&bus, "amq.topic", &topic, &body).await;
+        eventually("compose ignored", || {
+            counted(&worker.metrics, "ignored") == 1
+        })
+        .await;
+        assert_eq!(counted(&worker.metrics, "processed"), 0);
+        worker.stop().await;
+        assert!(index.refetched().is_empty());
     })
     .await;
 }
@@ -355,11 +380,12 @@ fn close_connections_named(name: &str) {
         "--no-table-headers",
         "pid",
         "client_properties",
-    ]);
+    ])
+    .unwrap();
     let mut closed = false;
     for line in listing.lines().filter(|line| line.contains(name)) {
         let pid = line.split('\t').next().unwrap();
-        rabbitmqctl(&["close_connection", pid, "closed by a test"]);
+        rabbitmqctl(&["close_connection", pid, "closed by a test"]).unwrap();
         closed = true;
     }
     assert!(closed, "no connection named {name} in {listing}");

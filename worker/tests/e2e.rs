@@ -77,7 +77,9 @@ impl Stack {
             config.amqp.url.clone(),
             Some(Topology::new(&config.amqp)),
         ));
-        let app = events::router(EventsState::new(&config, publisher, ApiMetrics::new()));
+        let app = events::router(
+            EventsState::new(&config, publisher, ApiMetrics::new()).expect("webhook token"),
+        );
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
         let mut builder = TestRegistry::builder();

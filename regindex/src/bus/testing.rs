@@ -108,25 +108,3 @@ impl TestBus {
             .message_count()
     }
 }
-
-/// Runs `rabbitmqctl` with `args` against the local broker and returns its standard
-/// output. The test set-up installs it with the broker (`scripts/lib.sh`); tests run as
-/// root or as a user that may use it. Panics, naming the command, when it cannot run or
-/// fails: a test that needs it must not pass without it.
-pub fn rabbitmqctl(args: &[&str]) -> String {
-    let output = std::process::Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "rabbitmqctl {args:?} cannot run ({e}): install rabbitmq-server (scripts/lib.sh)"
-            )
-        });
-    assert!(
-        output.status.success(),
-        "rabbitmqctl {args:?} failed ({}): {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
