@@ -3,6 +3,7 @@
 //! - [`TestRegistry`]: a real `docker-registry` process on a free port, with image pushes
 //!   over the distribution API and the registry's own request log as ground truth.
 //! - [`TestDatabase`]: a fresh PostgreSQL database per test.
+//! - [`TcpProxy`]: a proxy in front of a real service that can stall (a network partition).
 //! - [`free_port`], [`unique_name`]: for anything else a test starts or names.
 //! - [`png`], [`ImageSpec::icons`]: real icons; [`samples`]: what `make up` pushes.
 //! - [`rabbitmq::ScratchDefinitions`]: RabbitMQ definitions imported under unique vhost and
@@ -49,6 +50,7 @@ mod database;
 mod icon;
 mod image;
 mod oci_layout;
+mod proxy;
 mod push;
 pub mod rabbitmq;
 mod registry;
@@ -63,6 +65,7 @@ pub use image::{
     OCI_MANIFEST,
 };
 pub use oci_layout::OciLayout;
+pub use proxy::TcpProxy;
 pub use push::{PushedImage, PushedList};
 pub use registry::{
     LoggedRequest, NotificationEndpoint, TestRegistry, TestRegistryBuilder, TESTKIT_USER_AGENT,
