@@ -113,35 +113,6 @@ CREATE TABLE IF NOT EXISTS repository_summaries (
 );
 CREATE INDEX IF NOT EXISTS repository_summaries_document_idx ON repository_summaries USING gin (document);
 
--- Version 3: tag_problems and repository_refetches (the fetch-first refetch, issue 8/9).
--- Tags a refetch could not use (an image config that is not JSON, a manifest that cannot
--- be parsed, ...), or used only in part (an image list with unusable entries), as of the
--- repository's last refetch: what `regindexctl problems`, the repository's web page and
--- the worker's `regindex_worker_tag_problems` gauge show. Keyed by repository name, not
--- id: a repository whose every tag is unusable has no `repositories` row. A refetch that
--- finds a tag still pointing at `digest` does not fetch it again; a tag that moves gets
--- a fresh look, and the row goes once the tag is usable or gone.
-CREATE TABLE IF NOT EXISTS tag_problems (
-    repository text NOT NULL,
-    tag text NOT NULL,
-    -- The manifest the tag points at.
-    digest text NOT NULL,
-    reason text NOT NULL,
-    -- true: the tag is indexed without the parts the reason names; false: not indexed.
-    partial boolean NOT NULL,
-    first_seen timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (repository, tag)
-);
-
--- Orders refetches of one repository: each takes a ticket before it lists the tags, and
--- writes only if no refetch with a later ticket (a later listing) has written already.
-CREATE SEQUENCE IF NOT EXISTS refetch_tickets;
-CREATE TABLE IF NOT EXISTS repository_refetches (
-    repository text PRIMARY KEY,
-    -- The ticket of the refetch whose listing the stored state shows.
-    ticket bigint NOT NULL
-);
-
 -- ============================================================================
 -- History: registry activity and statistics (regindex/src/history/, docs/history.md).
 -- Owned by the history feature; every statement is idempotent, nothing is dropped.
@@ -285,6 +256,49 @@ CREATE TABLE IF NOT EXISTS bodhi_update_repositories (
 CREATE INDEX IF NOT EXISTS bodhi_update_repositories_seen_idx
     ON bodhi_update_repositories (seen_at);
 
+-- Version 3: the worker's periodic jobs (full scan, garbage collection): when each last
+-- succeeded, so that their schedule survives restarts and is shared by every worker
+-- process. A worker that starts when a job is overdue (or never ran) runs it at once.
+CREATE TABLE IF NOT EXISTS periodic_jobs (
+    job text PRIMARY KEY,
+    last_success_at timestamptz NOT NULL
+);
+
+-- Version 4: icons are deleted only a grace period after the garbage collection first
+-- found them unreferenced (cached answers may still point at them); NULL while referenced.
+ALTER TABLE icons ADD COLUMN IF NOT EXISTS unreferenced_since timestamptz;
+CREATE INDEX IF NOT EXISTS icons_unreferenced_idx ON icons (unreferenced_since)
+    WHERE unreferenced_since IS NOT NULL;
+
+-- Version 5: tag_problems and repository_refetches (the fetch-first refetch, issue 8/9).
+-- Tags a refetch could not use (an image config that is not JSON, a manifest that cannot
+-- be parsed, ...), or used only in part (an image list with unusable entries), as of the
+-- repository's last refetch: what `regindexctl problems`, the repository's web page and
+-- the worker's `regindex_worker_tag_problems` gauge show. Keyed by repository name, not
+-- id: a repository whose every tag is unusable has no `repositories` row. A refetch that
+-- finds a tag still pointing at `digest` does not fetch it again; a tag that moves gets
+-- a fresh look, and the row goes once the tag is usable or gone.
+CREATE TABLE IF NOT EXISTS tag_problems (
+    repository text NOT NULL,
+    tag text NOT NULL,
+    -- The manifest the tag points at.
+    digest text NOT NULL,
+    reason text NOT NULL,
+    -- true: the tag is indexed without the parts the reason names; false: not indexed.
+    partial boolean NOT NULL,
+    first_seen timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (repository, tag)
+);
+
+-- Orders refetches of one repository: each takes a ticket before it lists the tags, and
+-- writes only if no refetch with a later ticket (a later listing) has written already.
+CREATE SEQUENCE IF NOT EXISTS refetch_tickets;
+CREATE TABLE IF NOT EXISTS repository_refetches (
+    repository text PRIMARY KEY,
+    -- The ticket of the refetch whose listing the stored state shows.
+    ticket bigint NOT NULL
+);
+
 -- Record the version last: never lower it (re-applying an older file keeps the newer mark).
-INSERT INTO regindex_schema (singleton, version) VALUES (true, 3)
+INSERT INTO regindex_schema (singleton, version) VALUES (true, 5)
 ON CONFLICT (singleton) DO UPDATE SET version = GREATEST(regindex_schema.version, EXCLUDED.version);

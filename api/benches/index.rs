@@ -193,6 +193,8 @@ async fn main() -> anyhow::Result<()> {
     let concurrency = config.worker.concurrency;
     let base = format!("http://{}", registry.host());
 
+    // The warm scan is what the periodic scan costs on an unchanged registry
+    // (worker.scan_interval_secs).
     for which in ["cold", "warm"] {
         let mark = registry.log_mark().await?;
         let summary = syncer.scan(concurrency, &NoProgress).await?;

@@ -12,7 +12,7 @@ use regindex::bus::testing::TestBus;
 use regindex::bus::topology::routing_key;
 use regindex::bus::{headers, BusError, OutgoingMessage, Publisher, Topology};
 use regindex::config::Config;
-use regindex_testkit::rabbitmq::ScratchDefinitions;
+use regindex_testkit::rabbitmq::{rabbitmqctl, ScratchDefinitions};
 use secrecy::SecretString;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -280,14 +280,6 @@ async fn dead_letters_list_show_replay_by_id_and_purge() {
 /// processes declare (RabbitMQ refuses a redeclaration with other arguments).
 #[tokio::test]
 async fn definitions_import_and_match_the_declared_topology() {
-    if std::process::Command::new("rabbitmqctl")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("rabbitmqctl not available: skipped");
-        return;
-    }
     TestBus::run(|bus| async move {
         bus.topology.delete(&bus.channel).await.unwrap();
         let file = tempfile::NamedTempFile::with_suffix(".json").unwrap();
@@ -302,16 +294,7 @@ async fn definitions_import_and_match_the_declared_topology() {
             std::os::unix::fs::PermissionsExt::from_mode(0o644),
         )
         .unwrap();
-        let status = std::process::Command::new("rabbitmqctl")
-            .arg("import_definitions")
-            .arg(file.path())
-            .output()
-            .unwrap();
-        assert!(
-            status.status.success(),
-            "{}",
-            String::from_utf8_lossy(&status.stderr)
-        );
+        rabbitmqctl(&["import_definitions", &file.path().to_string_lossy()]).unwrap();
         bus.topology.declare(&bus.channel).await.unwrap();
         let publisher = Publisher::new(bus.config.url.clone(), None);
         publisher.publish(&refetch(&bus, "a")).await.unwrap();
