@@ -3,6 +3,8 @@
 //! - [`TestRegistry`]: a real `docker-registry` process on a free port, with image pushes
 //!   over the distribution API and the registry's own request log as ground truth.
 //! - [`TestDatabase`]: a fresh PostgreSQL database per test.
+//! - [`PrivatePostgres`], [`PrivateRabbitMq`]: servers of a test's own, on free ports, for
+//!   outage tests (`stop()` / `start()`); never stop the shared ones on 5432 / 5672.
 //! - [`free_port`], [`unique_name`]: for anything else a test starts or names.
 //!
 //! This crate must not depend on `regindex`: it is the independent side of every test.
@@ -45,8 +47,11 @@
 mod database;
 mod image;
 mod oci_layout;
+mod private_postgres;
+mod private_rabbitmq;
 mod push;
 mod registry;
+mod service_user;
 mod token;
 
 pub use database::TestDatabase;
@@ -56,6 +61,8 @@ pub use image::{
     OCI_MANIFEST,
 };
 pub use oci_layout::OciLayout;
+pub use private_postgres::PrivatePostgres;
+pub use private_rabbitmq::PrivateRabbitMq;
 pub use push::{PushedImage, PushedList};
 pub use registry::{
     LoggedRequest, NotificationEndpoint, TestRegistry, TestRegistryBuilder, TESTKIT_USER_AGENT,
