@@ -4,6 +4,8 @@
 //!   over the distribution API and the registry's own request log as ground truth.
 //! - [`TestDatabase`]: a fresh PostgreSQL database per test.
 //! - [`TcpProxy`]: a proxy in front of a real service that can stall (a network partition).
+//! - [`PrivatePostgres`], [`PrivateRabbitMq`]: servers of a test's own, on free ports, for
+//!   outage tests (`stop()` / `start()`); never stop the shared ones on 5432 / 5672.
 //! - [`free_port`], [`unique_name`]: for anything else a test starts or names.
 //! - [`png`], [`ImageSpec::icons`]: real icons; [`samples`]: what `make up` pushes.
 //! - [`rabbitmq::ScratchDefinitions`]: RabbitMQ definitions imported under unique vhost and
@@ -51,10 +53,13 @@ mod icon;
 mod image;
 mod oci_layout;
 mod proxy;
+mod private_postgres;
+mod private_rabbitmq;
 mod push;
 pub mod rabbitmq;
 mod registry;
 pub mod samples;
+mod service_user;
 mod token;
 
 pub use database::TestDatabase;
@@ -66,6 +71,8 @@ pub use image::{
 };
 pub use oci_layout::OciLayout;
 pub use proxy::TcpProxy;
+pub use private_postgres::PrivatePostgres;
+pub use private_rabbitmq::PrivateRabbitMq;
 pub use push::{PushedImage, PushedList};
 pub use registry::{
     LoggedRequest, NotificationEndpoint, TestRegistry, TestRegistryBuilder, TESTKIT_USER_AGENT,
