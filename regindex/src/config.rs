@@ -91,6 +91,36 @@ pub struct AmqpConfig {
     pub max_attempts: u32,
     /// Unacknowledged messages the worker holds at once.
     pub prefetch: u16,
+    /// The type of every queue regindex declares (work, retry delays, dead letters,
+    /// history). Changing it on a broker that has the queues is not in-place: see
+    /// `regindexctl bus migrate`.
+    pub queue_type: QueueType,
+}
+
+/// `amqp.queue_type`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    /// One node holds the queue and its messages (RabbitMQ's default).
+    #[default]
+    Classic,
+    /// Replicated with Raft over the cluster's nodes; survives losing a minority of them.
+    Quorum,
+}
+
+impl QueueType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+        }
+    }
+}
+
+impl std::fmt::Display for QueueType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -404,6 +434,7 @@ impl Default for AmqpConfig {
             retry_delays_ms: vec![1_000, 5_000, 30_000, 120_000, 600_000],
             max_attempts: 8,
             prefetch: 64,
+            queue_type: QueueType::Classic,
         }
     }
 }

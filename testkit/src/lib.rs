@@ -52,9 +52,9 @@ mod database;
 mod icon;
 mod image;
 mod oci_layout;
-mod proxy;
 mod private_postgres;
 mod private_rabbitmq;
+mod proxy;
 mod push;
 pub mod rabbitmq;
 mod registry;
@@ -70,9 +70,9 @@ pub use image::{
     OCI_MANIFEST,
 };
 pub use oci_layout::OciLayout;
-pub use proxy::TcpProxy;
 pub use private_postgres::PrivatePostgres;
 pub use private_rabbitmq::PrivateRabbitMq;
+pub use proxy::TcpProxy;
 pub use push::{PushedImage, PushedList};
 pub use registry::{
     LoggedRequest, NotificationEndpoint, TestRegistry, TestRegistryBuilder, TESTKIT_USER_AGENT,

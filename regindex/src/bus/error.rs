@@ -20,6 +20,14 @@ pub enum BusError {
     /// and the broker would close the whole connection.
     #[error("message not publishable: {0}")]
     Unpublishable(String),
+    /// A queue exists with other arguments than this configuration declares it with.
+    #[error("queue {queue:?} exists with other arguments than amqp.queue_type {queue_type} declares (another queue type?); switch with `regindexctl bus migrate`: {source}")]
+    QueueMismatch {
+        queue: String,
+        queue_type: crate::config::QueueType,
+        #[source]
+        source: lapin::Error,
+    },
     #[error("no queue is bound for routing key {routing_key:?} on exchange {exchange:?}")]
     Unroutable {
         exchange: String,
