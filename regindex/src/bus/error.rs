@@ -28,6 +28,9 @@ pub enum BusError {
         #[source]
         source: lapin::Error,
     },
+    /// Messages were published straight to a queue between its last move and its deletion.
+    #[error("{messages} messages reached queue {queue:?} while it was being replaced and were deleted with it; stop every worker during `regindexctl bus migrate`")]
+    MigrationRace { queue: String, messages: u32 },
     #[error("no queue is bound for routing key {routing_key:?} on exchange {exchange:?}")]
     Unroutable {
         exchange: String,

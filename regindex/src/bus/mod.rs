@@ -9,6 +9,7 @@
 //! - [`headers`]: the headers the retry path and the dead-letter queue carry.
 //! - [`publisher`]: persistent, mandatory publishes that return once the broker confirmed.
 //! - [`dead_letters`]: list, show, replay and purge the dead-letter queue.
+//! - [`migrate`]: switch existing queues to another `amqp.queue_type`, keeping their messages.
 
 mod consumer;
 pub mod dead_letters;
@@ -17,6 +18,7 @@ mod error;
 pub mod fedora_messaging;
 pub mod headers;
 pub mod messages;
+pub mod migrate;
 pub mod publisher;
 pub mod republish;
 #[cfg(feature = "test-support")]
