@@ -198,7 +198,7 @@ async fn bus_migrate(config: &Config) -> Result<()> {
 }
 
 fn broker_definitions(config: &Config) -> Result<()> {
-    let login = BrokerLogin::from_url(config.amqp.url.expose_secret())?;
+    let login = BrokerLogin::from_url(config.amqp.url.first().expose_secret())?;
     // A fresh random salt per run (a v4 uuid's bytes come from the OS's generator).
     let random = uuid::Uuid::new_v4();
     let salt: [u8; 4] = random.as_bytes()[..4].try_into()?;

@@ -388,7 +388,7 @@ async fn compose_definitions_create_the_login_the_compose_file_uses() {
     // What the api does at start-up: declare the whole topology (RabbitMQ refuses a
     // redeclaration with other arguments), then publish with confirms.
     let config = Config::default();
-    let publisher = Publisher::new(url.clone(), Some(Topology::from_config(&config)));
+    let publisher = Publisher::new(url.clone().into(), Some(Topology::from_config(&config)));
     publisher
         .publish(&OutgoingMessage::json(
             &config.amqp.events_exchange,
