@@ -856,7 +856,11 @@ mod tests {
         assert_eq!(cfg.amqp.queue_type, QueueType::Quorum);
 
         let mut f = tempfile::NamedTempFile::with_suffix(".yaml").unwrap();
-        writeln!(f, "amqp:\n  url: amqp://u:p@a/v, amqp://u:p@b/v,amqp://u:p%2C@c/v").unwrap();
+        writeln!(
+            f,
+            "amqp:\n  url: amqp://u:p@a/v, amqp://u:p@b/v,amqp://u:p%2C@c/v"
+        )
+        .unwrap();
         let cfg = Config::load(Some(f.path())).unwrap();
         assert_eq!(
             urls(&cfg),
@@ -866,7 +870,11 @@ mod tests {
         assert!(!format!("{:?}", cfg.amqp).contains("u:p"), "never printed");
 
         let mut f = tempfile::NamedTempFile::with_suffix(".yaml").unwrap();
-        writeln!(f, "amqp:\n  url: [amqp://u:secret@a/v, 'http://u:secret@b/']").unwrap();
+        writeln!(
+            f,
+            "amqp:\n  url: [amqp://u:secret@a/v, 'http://u:secret@b/']"
+        )
+        .unwrap();
         let err = Config::load(Some(f.path())).unwrap_err().to_string();
         assert!(err.contains("URL number 2"), "{err}");
         assert!(!err.contains("secret"), "{err}");

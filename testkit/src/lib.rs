@@ -6,6 +6,7 @@
 //! - [`TcpProxy`]: a proxy in front of a real service that can stall (a network partition).
 //! - [`PrivatePostgres`], [`PrivateRabbitMq`]: servers of a test's own, on free ports, for
 //!   outage tests (`stop()` / `start()`); never stop the shared ones on 5432 / 5672.
+//! - [`RabbitMqCluster`]: several [`PrivateRabbitMq`] nodes joined into one cluster.
 //! - [`free_port`], [`unique_name`]: for anything else a test starts or names.
 //! - [`png`], [`ImageSpec::icons`]: real icons; [`samples`]: what `make up` pushes.
 //! - [`rabbitmq::ScratchDefinitions`]: RabbitMQ definitions imported under unique vhost and
@@ -57,6 +58,7 @@ mod private_rabbitmq;
 mod proxy;
 mod push;
 pub mod rabbitmq;
+mod rabbitmq_cluster;
 mod registry;
 pub mod samples;
 mod service_user;
@@ -74,6 +76,7 @@ pub use private_postgres::PrivatePostgres;
 pub use private_rabbitmq::PrivateRabbitMq;
 pub use proxy::TcpProxy;
 pub use push::{PushedImage, PushedList};
+pub use rabbitmq_cluster::RabbitMqCluster;
 pub use registry::{
     LoggedRequest, NotificationEndpoint, TestRegistry, TestRegistryBuilder, TESTKIT_USER_AGENT,
     TEST_PASSWORD, TEST_USERNAME,

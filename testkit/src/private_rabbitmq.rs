@@ -55,6 +55,16 @@ pub struct PrivateRabbitMq {
 impl PrivateRabbitMq {
     /// Starts a new node; it accepts AMQP clients on return.
     pub async fn new() -> anyhow::Result<Self> {
+        Self::create(None).await
+    }
+
+    /// A new node with this Erlang cookie (nodes of one cluster share one; see
+    /// [`crate::RabbitMqCluster`]).
+    pub async fn with_cookie(cookie: &str) -> anyhow::Result<Self> {
+        Self::create(Some(cookie)).await
+    }
+
+    async fn create(cookie: Option<&str>) -> anyhow::Result<Self> {
         let run_as = RunAs::service("rabbitmq")?;
         let dir = tempfile::Builder::new()
             .prefix("regindex-rabbitmq-")
@@ -78,6 +88,14 @@ impl PrivateRabbitMq {
         for (name, content) in files {
             let path = dir.path().join(name);
             std::fs::write(&path, content).with_context(|| format!("writing {name}"))?;
+            run_as.own(&path)?;
+        }
+        if let Some(cookie) = cookie {
+            // In HOME, where both the node and rabbitmqctl read it; Erlang refuses a
+            // cookie file that others can read.
+            let path = dir.path().join(".erlang.cookie");
+            std::fs::write(&path, cookie).context("writing the Erlang cookie")?;
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o400))?;
             run_as.own(&path)?;
         }
         run_as.own(dir.path())?;

@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
+use super::{connect_any, BusError, Topology};
+use crate::config::BrokerUrls;
 use backon::ExponentialBuilder;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, Consumer};
-use super::{connect_any, BusError, Topology};
-use crate::config::BrokerUrls;
 
 pub struct ConsumerSession {
     pub connection: Connection,

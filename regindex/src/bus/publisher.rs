@@ -169,8 +169,7 @@ impl Publisher {
         let mut result = Ok(());
         for _ in 0..tries {
             let channel = self.channel().await?;
-            result =
-                publish_with(&channel, exchange, routing_key, body, properties.clone()).await;
+            result = publish_with(&channel, exchange, routing_key, body, properties.clone()).await;
             match &result {
                 Ok(())
                 | Err(
