@@ -414,3 +414,32 @@ async fn compose_definitions_create_the_login_the_compose_file_uses() {
         .await
         .unwrap();
 }
+
+/// Measurement, not a test (docs/benchmarks.md): confirmed publishes per second, one at a
+/// time as the api publishes a webhook's events, to classic and to quorum queues on the
+/// local node.
+#[tokio::test]
+#[ignore = "measurement; run with --run-ignored only --no-capture"]
+async fn bench_confirmed_publish_rate_by_queue_type() {
+    const MESSAGES: usize = 2_000;
+    for queue_type in [QueueType::Classic, QueueType::Quorum] {
+        TestBus::run_on(queue_type, |bus| async move {
+            let publisher = Publisher::new(bus.config.url.clone(), None);
+            publisher.publish(&refetch(&bus, "warm-up")).await.unwrap();
+            let started = std::time::Instant::now();
+            for n in 0..MESSAGES {
+                publisher
+                    .publish(&refetch(&bus, &format!("r/{n}")))
+                    .await
+                    .unwrap();
+            }
+            let elapsed = started.elapsed();
+            eprintln!(
+                "{queue_type}: {MESSAGES} confirmed publishes in {elapsed:?}, {:.0}/s",
+                MESSAGES as f64 / elapsed.as_secs_f64()
+            );
+            publisher.close().await;
+        })
+        .await;
+    }
+}

@@ -50,11 +50,15 @@ pub struct Options {
     pub no_worker: bool,
     /// The registry does not notify the api.
     pub no_notifications: bool,
+    /// `amqp.queue_type` of the stack's queues.
+    pub queue_type: regindex::config::QueueType,
 }
 
 impl Stack {
     pub async fn start(options: Options) -> Self {
-        let bus = TestBus::new().await.expect("RabbitMQ on 127.0.0.1:5672");
+        let bus = TestBus::with_queue_type(options.queue_type)
+            .await
+            .expect("RabbitMQ on 127.0.0.1:5672");
         let db = TestDatabase::create()
             .await
             .expect("PostgreSQL on 127.0.0.1:5432");
