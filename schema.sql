@@ -256,6 +256,14 @@ CREATE TABLE IF NOT EXISTS bodhi_update_repositories (
 CREATE INDEX IF NOT EXISTS bodhi_update_repositories_seen_idx
     ON bodhi_update_repositories (seen_at);
 
+-- Version 3: the worker's periodic jobs (full scan, garbage collection): when each last
+-- succeeded, so that their schedule survives restarts and is shared by every worker
+-- process. A worker that starts when a job is overdue (or never ran) runs it at once.
+CREATE TABLE IF NOT EXISTS periodic_jobs (
+    job text PRIMARY KEY,
+    last_success_at timestamptz NOT NULL
+);
+
 -- Record the version last: never lower it (re-applying an older file keeps the newer mark).
-INSERT INTO regindex_schema (singleton, version) VALUES (true, 2)
+INSERT INTO regindex_schema (singleton, version) VALUES (true, 3)
 ON CONFLICT (singleton) DO UPDATE SET version = GREATEST(regindex_schema.version, EXCLUDED.version);

@@ -241,11 +241,17 @@ async fn scan(config: &Config) -> Result<ExitCode> {
     {
         syncer = syncer.with_observer(std::sync::Arc::new(backfill));
     }
+    let started = chrono::Utc::now();
     let summary = syncer
         .scan(config.worker.concurrency, &TerminalProgress::new())
         .await
         .context("scanning")?;
     println!("{summary}");
+    // Counts as the workers' periodic scan: theirs is due one interval after this one.
+    store
+        .record_success(regindex::store::PeriodicJob::FullScan, started)
+        .await
+        .context("recording the scan")?;
     write_static(syncer.store(), config).await?;
     for (repository, reason) in &summary.failed {
         eprintln!("failed: {repository}: {reason}");

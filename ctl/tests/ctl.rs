@@ -388,6 +388,12 @@ async fn migrate_then_scan_indexes_the_registry() {
         .unwrap();
     let latest = regindex::model::Tag::parse("latest").unwrap();
     assert_eq!(state.tags[&latest].as_str(), pushed.digest);
+    // It counts as the workers' periodic scan.
+    assert!(store
+        .last_success(regindex::store::PeriodicJob::FullScan)
+        .await
+        .unwrap()
+        .is_some());
     store.pool().close().await;
     db.drop().await.unwrap();
 }

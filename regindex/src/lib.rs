@@ -8,6 +8,7 @@ pub mod bodhi;
 pub mod bus;
 pub mod config;
 pub mod describe;
+mod error_chain;
 pub mod history;
 pub mod icons;
 pub mod index;
@@ -19,3 +20,5 @@ pub mod static_index;
 pub mod store;
 pub mod sync;
 pub mod telemetry;
+
+pub use error_chain::error_chain;

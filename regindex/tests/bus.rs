@@ -12,7 +12,7 @@ use regindex::bus::testing::TestBus;
 use regindex::bus::topology::routing_key;
 use regindex::bus::{headers, BusError, OutgoingMessage, Publisher, Topology};
 use regindex::config::{Config, QueueType};
-use regindex_testkit::rabbitmq::ScratchDefinitions;
+use regindex_testkit::rabbitmq::{rabbitmqctl, ScratchDefinitions};
 use secrecy::SecretString;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -332,16 +332,7 @@ async fn definitions_import_and_match_the_declared_topology(queue_type: QueueTyp
             std::os::unix::fs::PermissionsExt::from_mode(0o644),
         )
         .unwrap();
-        let status = std::process::Command::new("rabbitmqctl")
-            .arg("import_definitions")
-            .arg(file.path())
-            .output()
-            .unwrap();
-        assert!(
-            status.status.success(),
-            "{}",
-            String::from_utf8_lossy(&status.stderr)
-        );
+        rabbitmqctl(&["import_definitions", &file.path().to_string_lossy()]).unwrap();
         bus.topology.declare(&bus.channel).await.unwrap();
         let publisher = Publisher::new(bus.config.url.clone(), None);
         publisher.publish(&refetch(&bus, "a")).await.unwrap();

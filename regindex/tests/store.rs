@@ -358,7 +358,29 @@ async fn repository_lock_is_exclusive_across_connections() {
             tx.commit().await.unwrap();
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The second one queues for the lock (PostgreSQL shows it waiting), and stays there.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .fetch_one(first.pool())
+        .await
+        .unwrap();
+        if waiting == 1 {
+            break;
+        }
+        assert!(
+            !waiter.is_finished(),
+            "second refetch of the same repository did not wait"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the second refetch never queued for the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
         !waiter.is_finished(),
         "second refetch of the same repository did not wait"
@@ -713,4 +735,65 @@ async fn bodhi_builds_are_matched_by_labels_and_names() {
         .await
         .unwrap();
     assert_eq!(rows, 1, "older rows are deleted when new ones are recorded");
+}
+
+/// The periodic jobs' last successes: absent at first, kept across migrations, and a run
+/// that started earlier than the recorded one (finishing late) never moves it back.
+#[tokio::test]
+async fn periodic_job_successes_only_move_forward() {
+    use regindex::store::PeriodicJob::{FullScan, GarbageCollection};
+    let db = TestDb::new().await;
+    let store = db.migrated().await;
+    assert_eq!(store.last_success(FullScan).await.unwrap(), None);
+
+    // Whole microseconds: what PostgreSQL keeps.
+    let at = chrono::DateTime::from_timestamp(1_800_000_000, 123_456_000).unwrap();
+    store.record_success(FullScan, at).await.unwrap();
+    let earlier = at - chrono::Duration::hours(1);
+    store.record_success(FullScan, earlier).await.unwrap();
+    assert_eq!(store.last_success(FullScan).await.unwrap(), Some(at));
+    assert_eq!(store.last_success(GarbageCollection).await.unwrap(), None);
+
+    let later = at + chrono::Duration::seconds(1);
+    store.record_success(FullScan, later).await.unwrap();
+    store.migrate().await.unwrap();
+    assert_eq!(store.last_success(FullScan).await.unwrap(), Some(later));
+    store.pool().close().await;
+}
+
+/// A database of the previous schema version (no `periodic_jobs`) is refused until
+/// `migrate`, which adds what is missing and keeps the data.
+#[tokio::test]
+async fn migrate_upgrades_a_version_2_database() {
+    let db = TestDb::new().await;
+    let store = db.migrated().await;
+    write(&store, &repo("apps/app"), &app_state()).await;
+    sqlx::query("DROP TABLE periodic_jobs")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE regindex_schema SET version = 2")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let err = Store::connect(&db.config).await.err().unwrap();
+    assert!(
+        matches!(err, StoreError::SchemaOutdated { found: 2, .. }),
+        "{err}"
+    );
+    store.migrate().await.unwrap();
+    let upgraded = Store::connect(&db.config).await.unwrap();
+    assert_eq!(
+        upgraded
+            .last_success(regindex::store::PeriodicJob::FullScan)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        upgraded.load_repository(&repo("apps/app")).await.unwrap(),
+        app_state()
+    );
+    upgraded.pool().close().await;
+    store.pool().close().await;
 }

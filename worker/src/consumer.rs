@@ -269,10 +269,12 @@ impl Shared {
                     routing_key::REFETCH,
                     body,
                 );
-                self.publisher
-                    .publish(&message)
-                    .await
-                    .map_err(|e| Failure::transient(format!("publishing refetches: {e}")))
+                self.publisher.publish(&message).await.map_err(|e| {
+                    Failure::transient(format!(
+                        "publishing refetches: {}",
+                        regindex::error_chain(&e)
+                    ))
+                })
             })
             .buffer_unordered(FAN_OUT_IN_FLIGHT)
             .try_collect::<Vec<()>>()

@@ -5,6 +5,7 @@
 mod bodhi;
 pub mod coalesce;
 pub mod consumer;
+pub mod dead_letters;
 pub mod history;
 pub mod index;
 pub mod metrics;
@@ -82,6 +83,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
         metrics.clone(),
         stop.clone(),
     ));
+    let dead_letters = interval(config.worker.dead_letter_poll_secs).map(|every| {
+        tokio::spawn(dead_letters::watch(
+            config.amqp.clone(),
+            metrics.dead_letters.clone(),
+            every,
+            stop.clone(),
+        ))
+    });
     let history = if config.history.enabled && config.history.consume {
         let consumer = HistoryConsumer::new(
             config.clone(),
@@ -104,6 +113,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
         .await;
     stop.cancel();
     let _ = tokio::join!(serving, periodic, static_files);
+    if let Some(dead_letters) = dead_letters {
+        let _ = dead_letters.await;
+    }
     if let Some(history) = history {
         let _ = history.await;
     }

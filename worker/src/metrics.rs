@@ -25,7 +25,9 @@ pub struct WorkerMetrics {
     pub messages: IntCounterVec,
     pub refetch_seconds: Histogram,
     pub last_full_scan: IntGauge,
+    pub next_full_scan: IntGauge,
     pub amqp_connected: IntGauge,
+    pub dead_letters: IntGauge,
     pub bodhi: BodhiMetrics,
 }
 
@@ -92,7 +94,17 @@ impl WorkerMetrics {
         .expect("valid metric");
         let last_full_scan = IntGauge::new(
             "regindex_worker_last_full_scan_success_timestamp_seconds",
-            "Unix time of the last successful full scan",
+            "Unix time the last successful full scan (of any worker) started; 0: none yet",
+        )
+        .expect("valid metric");
+        let next_full_scan = IntGauge::new(
+            "regindex_worker_next_full_scan_timestamp_seconds",
+            "Unix time this worker runs the next full scan (unless another worker does)",
+        )
+        .expect("valid metric");
+        let dead_letters = IntGauge::new(
+            "regindex_worker_dead_letter_messages",
+            "Messages in the dead-letter queue (polled every worker.dead_letter_poll_secs)",
         )
         .expect("valid metric");
         let amqp_connected = IntGauge::new(
@@ -106,6 +118,8 @@ impl WorkerMetrics {
             Box::new(refetch_seconds.clone()),
             Box::new(last_full_scan.clone()),
             Box::new(amqp_connected.clone()),
+            Box::new(next_full_scan.clone()),
+            Box::new(dead_letters.clone()),
             Box::new(bodhi.build_matches.clone()),
             Box::new(bodhi.refetches.clone()),
             Box::new(bodhi.warm_checked.clone()),
@@ -117,7 +131,9 @@ impl WorkerMetrics {
             messages,
             refetch_seconds,
             last_full_scan,
+            next_full_scan,
             amqp_connected,
+            dead_letters,
             bodhi,
         }
     }

@@ -50,7 +50,14 @@ pub async fn connect(urls: impl Into<BrokerUrls>) -> Result<Connection, BusError
 }
 
 /// Opens a connection shown as `name` in the broker's connection list (operators can tell
-/// processes apart, and close one), to the first URL that answers, trying them in order
+/// processes apart, and close one), to the first of `urls` that answers.
+pub async fn connect_named(urls: &BrokerUrls, name: &str) -> Result<Connection, BusError> {
+    connect_any(urls, name, 0)
+        .await
+        .map(|(connection, _)| connection)
+}
+
+/// [`connect_named`], trying the URLs in order
 /// from number `start` (wrapping round). Returns the connection and the number of its URL.
 /// With several nodes, a node that is down costs a refused connection (or, black-holed,
 /// [`CONNECT_TIMEOUT`]) before the next is tried.
