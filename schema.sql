@@ -264,6 +264,12 @@ CREATE TABLE IF NOT EXISTS periodic_jobs (
     last_success_at timestamptz NOT NULL
 );
 
+-- Version 4: icons are deleted only a grace period after the garbage collection first
+-- found them unreferenced (cached answers may still point at them); NULL while referenced.
+ALTER TABLE icons ADD COLUMN IF NOT EXISTS unreferenced_since timestamptz;
+CREATE INDEX IF NOT EXISTS icons_unreferenced_idx ON icons (unreferenced_since)
+    WHERE unreferenced_since IS NOT NULL;
+
 -- Record the version last: never lower it (re-applying an older file keeps the newer mark).
-INSERT INTO regindex_schema (singleton, version) VALUES (true, 3)
+INSERT INTO regindex_schema (singleton, version) VALUES (true, 4)
 ON CONFLICT (singleton) DO UPDATE SET version = GREATEST(regindex_schema.version, EXCLUDED.version);

@@ -11,8 +11,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use regindex::index::Query;
-use regindex::render::render_index;
+use regindex::index::{IndexProfile, Query};
+use regindex::render::render_profile_index;
 
 use crate::cache::Rendered;
 use crate::conditional::{accepts_gzip, none_match};
@@ -26,7 +26,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Flavour {
+pub(crate) enum Flavour {
     Static,
     Dynamic,
 }
@@ -36,7 +36,7 @@ async fn index_static(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    serve(state, raw, headers, Flavour::Static).await
+    serve(state, raw, headers, Flavour::Static, None).await
 }
 
 async fn index_dynamic(
@@ -44,20 +44,28 @@ async fn index_dynamic(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    serve(state, raw, headers, Flavour::Dynamic).await
+    serve(state, raw, headers, Flavour::Dynamic, None).await
 }
 
-#[tracing::instrument(skip(state, raw, headers), fields(query))]
-async fn serve(
+/// Answers one index request; `profile` is `(name, profile)` for `/profiles/<name>/...`
+/// (`profile_routes`), `None` for the protocol's own paths.
+#[tracing::instrument(skip(state, raw, headers, profile), fields(query, profile))]
+pub(crate) async fn serve(
     state: AppState,
     raw: Option<String>,
     headers: HeaderMap,
     flavour: Flavour,
+    profile: Option<(&str, &IndexProfile)>,
 ) -> Result<Response, ApiError> {
     let query = Query::parse(raw.as_deref().unwrap_or(""))?;
-    let key = query.canonical();
+    let mut key = query.canonical();
     tracing::Span::current().record("query", key.as_str());
-    let rendered = rendered(&state, query, key).await?;
+    if let Some((name, _)) = profile {
+        tracing::Span::current().record("profile", name);
+        // A canonical query never starts with '@': profile answers get keys of their own.
+        key = format!("@{name}?{key}");
+    }
+    let rendered = rendered(&state, query, key, profile.map(|(_, p)| p)).await?;
 
     let cache_control = match flavour {
         Flavour::Static => format!("public, max-age={}", state.config.api.static_max_age_secs),
@@ -96,18 +104,26 @@ async fn serve(
 
 /// The rendered answer to `query` at the current data version: from the cache, or
 /// queried, built and compressed (off the executor) and cached.
-async fn rendered(state: &AppState, query: Query, key: String) -> Result<Arc<Rendered>, ApiError> {
+async fn rendered(
+    state: &AppState,
+    query: Query,
+    key: String,
+    profile: Option<&IndexProfile>,
+) -> Result<Arc<Rendered>, ApiError> {
+    let default_profile = IndexProfile::default();
+    let profile = profile.unwrap_or(&default_profile);
     // The snapshot read by `query_index` is at least this version, as the cache requires.
     let version = state.store.data_version().await?;
     state
         .cache
         .get_or_render(version, &key, || async {
             // The one rendering shared with the static index files (icon URLs included).
-            let rendered = render_index(
+            let rendered = render_profile_index(
                 &state.store,
                 &query,
                 state.config.public_registry_url(),
                 &state.config.icons,
+                profile,
             )
             .await?;
             let body = rendered.body;

@@ -11,6 +11,7 @@ pub mod events;
 mod health;
 mod index_routes;
 pub mod metrics;
+mod profile_routes;
 pub mod stats_routes;
 pub mod web;
 
@@ -62,6 +63,7 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
     with_fallbacks(
         Router::new()
             .merge(index_routes::routes())
+            .merge(profile_routes::routes())
             .merge(health::routes())
             .merge(web::routes())
             .with_state(state)

@@ -455,3 +455,67 @@ async fn chromium_shows_the_icons_of_the_make_up_samples() {
     }
     stack.stop().await.unwrap();
 }
+
+/// A Flatpak remote pointing at a profile (`oci+<api>/profiles/<name>`): the client lists
+/// what the profile keeps, with icon URLs and `Registry` resolved as for `/index/static`.
+/// (Whether the client then asks for a token, `force_flatpak_token`, shows only when
+/// installing, which needs a session bus and an authenticator: `api/tests/profiles.rs`
+/// decodes the label instead.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flatpak_uses_a_profile_as_its_remote() {
+    use regindex::config::{IndexProfile, RepositoryPattern};
+    let flatpak = require("flatpak", "flatpak");
+    let pattern = |s: &str| RepositoryPattern::new(s).unwrap();
+    let stack = Stack::start(|c| {
+        c.icons.extract = true;
+        c.index_profiles.insert(
+            "fedora".into(),
+            IndexProfile {
+                repository_include: vec![pattern("apps/.*")],
+                repository_exclude: vec![pattern("apps/notes")],
+                flatpak_annotations: true,
+                force_flatpak_token: true,
+                ..IndexProfile::default()
+            },
+        );
+    })
+    .await
+    .unwrap();
+    seeded(&stack).await;
+    let home = tempfile::tempdir().unwrap();
+    let url = format!("oci+{}/profiles/fedora", stack.base);
+    flatpak_in(
+        &flatpak,
+        home.path(),
+        &["remote-add", "--user", "--no-gpg-verify", "fedora", &url],
+    );
+    let listed = tokio::task::block_in_place(|| {
+        flatpak_in(
+            &flatpak,
+            home.path(),
+            &[
+                "remote-ls",
+                "--user",
+                "--arch=x86_64",
+                "--columns=ref",
+                "fedora",
+            ],
+        )
+    });
+    let mut refs: Vec<&str> = listed
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    refs.sort();
+    // apps/notes is excluded; the plain container and the testing tag never matched.
+    assert_eq!(
+        refs,
+        [
+            "app/org.example.Calculator/x86_64/stable",
+            "app/org.example.Maps/x86_64/stable"
+        ],
+        "{listed}"
+    );
+    stack.stop().await.unwrap();
+}

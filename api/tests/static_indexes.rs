@@ -20,6 +20,8 @@ async fn files_hold_what_index_static_answers() {
         required_annotations: vec![],
         architectures: vec!["amd64".into()],
         registry_url: None,
+        profile: None,
+        architecture_expand: vec![],
     };
     let containers = StaticIndexConfig {
         name: "containers".into(),
@@ -29,6 +31,8 @@ async fn files_hold_what_index_static_answers() {
         required_annotations: vec!["org.opencontainers.image.title".into()],
         architectures: vec![],
         registry_url: Some("https://registry.example.org/".into()),
+        profile: None,
+        architecture_expand: vec![],
     };
     let indexes = vec![flatpak_index.clone(), containers.clone()];
     let stack = Stack::start(move |c| {

@@ -159,9 +159,28 @@ async fn malformed_and_oversized_icons_are_left_alone() {
     stack.stop().await.unwrap();
 }
 
+/// Moves every unreferenced icon's mark back by `secs`: the clock of the grace period,
+/// without waiting a day.
+async fn age_unreferenced_icons(stack: &Stack, secs: u64) {
+    sqlx::query(
+        "UPDATE icons SET unreferenced_since = unreferenced_since - make_interval(secs => $1::double precision)
+         WHERE unreferenced_since IS NOT NULL",
+    )
+    .bind(secs as f64)
+    .execute(stack.store.pool())
+    .await
+    .unwrap();
+}
+
+async fn icon_status(stack: &Stack, url: &str) -> u16 {
+    stack.get(url).await.unwrap().status().as_u16()
+}
+
 #[tokio::test]
-async fn icons_no_image_carries_are_collected() {
-    let stack = Stack::start(|_| {}).await.unwrap();
+async fn icons_no_image_carries_are_collected_after_the_grace_period() {
+    let stack = Stack::start(|c| c.icons.extract = true).await.unwrap();
+    let grace = stack.config.icons.gc_grace_secs;
+    assert!(grace > stack.config.api.static_max_age_secs);
     let red = png([255, 0, 0], 64);
     let green = png([0, 255, 0], 64);
     let red_spec = ImageSpec::flatpak("org.example.A", "amd64").label(ICON_64, &data_uri(&red));
@@ -199,6 +218,23 @@ async fn icons_no_image_carries_are_collected() {
     expected.sort();
     assert_eq!(stored(&stack).await, expected);
 
+    // A live answer (cacheable for api.static_max_age_secs) points at the green icon.
+    let answer: serde_json::Value = stack
+        .get("/index/static?repository=apps/b")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let green_url = answer["Results"][0]["Images"][0]["Labels"][ICON_64]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(green_url, format!("/icons/{}.png", sha256_hex(&green)));
+    // Referenced icons are never collected, however old.
+    let summary = stack.store.gc().await.unwrap();
+    assert_eq!((summary.icons_removed, summary.icons_unreferenced), (0, 0));
+
     // apps/b now points at the red icon image, apps/a is deleted: green is unreferenced,
     // red is still carried by apps/a2 and apps/b.
     let pushed = stack
@@ -221,25 +257,81 @@ async fn icons_no_image_carries_are_collected() {
     for r in ["apps/a", "apps/b"] {
         stack.refetch(r).await.unwrap();
     }
+    // Found unreferenced: marked, not deleted. The answer cached above still resolves.
+    let summary = stack.store.gc().await.unwrap();
+    assert_eq!((summary.icons_removed, summary.icons_unreferenced), (0, 1));
+    assert_eq!(stored(&stack).await, expected);
+    assert_eq!(icon_status(&stack, &green_url).await, 200);
+    // Still within the grace period (one second short of it): kept.
+    age_unreferenced_icons(&stack, grace - 1).await;
+    let summary = stack.store.gc().await.unwrap();
+    assert_eq!((summary.icons_removed, summary.icons_unreferenced), (0, 0));
+    assert_eq!(icon_status(&stack, &green_url).await, 200);
+    // Past it: deleted.
+    age_unreferenced_icons(&stack, 2).await;
     let summary = stack.store.gc().await.unwrap();
     assert_eq!(summary.icons_removed, 1);
     assert_eq!(stored(&stack).await, vec![sha256_hex(&red)]);
+    assert_eq!(icon_status(&stack, &green_url).await, 404);
     assert_eq!(
-        stack
-            .get(&format!("/icons/{}.png", sha256_hex(&green)))
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
-    assert_eq!(
-        stack
-            .get(&format!("/icons/{}.png", sha256_hex(&red)))
-            .await
-            .unwrap()
-            .status(),
+        icon_status(&stack, &format!("/icons/{}.png", sha256_hex(&red))).await,
         200
     );
+    stack.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_icon_referenced_again_starts_its_grace_period_afresh() {
+    let stack = Stack::start(|_| {}).await.unwrap();
+    let grace = stack.config.icons.gc_grace_secs;
+    let blue = png([0, 0, 200], 64);
+    let spec = ImageSpec::flatpak("org.example.C", "amd64").label(ICON_64, &data_uri(&blue));
+    let pushed = stack
+        .registry
+        .push_image("apps/c", Some("latest"), &spec)
+        .await
+        .unwrap();
+    stack.refetch("apps/c").await.unwrap();
+    stack
+        .registry
+        .delete_manifest("apps/c", &pushed.digest)
+        .await
+        .unwrap();
+    stack.refetch("apps/c").await.unwrap();
+    assert_eq!(stack.store.gc().await.unwrap().icons_unreferenced, 1);
+    age_unreferenced_icons(&stack, grace - 10).await;
+    // Pushed again (another repository): the mark goes with the refetch that references it.
+    stack
+        .registry
+        .push_image("apps/c2", Some("latest"), &spec)
+        .await
+        .unwrap();
+    stack.refetch("apps/c2").await.unwrap();
+    let marked: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT unreferenced_since FROM icons WHERE sha256 = $1")
+            .bind(sha256_hex(&blue))
+            .fetch_one(stack.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(marked, None);
+    // Unreferenced once more: a new mark, so 20 s later (past the first mark's grace
+    // period) it is still kept.
+    let again = stack
+        .registry
+        .manifest_digest("apps/c2", "latest")
+        .await
+        .unwrap()
+        .unwrap();
+    stack
+        .registry
+        .delete_manifest("apps/c2", &again)
+        .await
+        .unwrap();
+    stack.refetch("apps/c2").await.unwrap();
+    assert_eq!(stack.store.gc().await.unwrap().icons_unreferenced, 1);
+    age_unreferenced_icons(&stack, 20).await;
+    let summary = stack.store.gc().await.unwrap();
+    assert_eq!(summary.icons_removed, 0);
     stack.stop().await.unwrap();
 }
 

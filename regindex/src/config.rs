@@ -11,6 +11,8 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use url::Url;
 
+pub use crate::index::{IndexProfile, RepositoryPattern};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration: {0}")]
@@ -41,6 +43,9 @@ pub struct Config {
     pub bodhi: BodhiConfig,
     /// Index files written to disk for serving from a CDN (regindexer style).
     pub static_indexes: Vec<StaticIndexConfig>,
+    /// Named answer transformations (flatpak-indexer's per-index options), used by
+    /// `static_indexes` entries and served live at `/profiles/<name>/index/...`.
+    pub index_profiles: BTreeMap<String, IndexProfile>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -392,7 +397,17 @@ pub struct IconsConfig {
     /// Prefix of icon URLs (`<base_url>/icons/<sha256>.png`). Unset: path-absolute
     /// `/icons/...`, which clients resolve against the index URL.
     pub base_url: Option<String>,
+    /// An icon no image carries any more is deleted by the garbage collection only this
+    /// long after it was first found unreferenced: answers cached by HTTP caches may still
+    /// point at it until their max-age ends. Must exceed `api.static_max_age_secs` and
+    /// `web.max_age_secs` by `ICON_GC_MARGIN`.
+    pub gc_grace_secs: u64,
 }
+
+/// What `icons.gc_grace_secs` must exceed the longest answer max-age by: an answer may be
+/// rendered from a snapshot taken just before the icon's last image went away (index
+/// queries time out after 10 s), and static index files are rewritten within seconds.
+pub const ICON_GC_MARGIN: Duration = Duration::from_secs(60);
 
 /// The HTML page at `/`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -434,6 +449,46 @@ pub struct StaticIndexConfig {
     /// `Registry` in this file; unset: the api's (`registry.public_url`).
     #[serde(default)]
     pub registry_url: Option<String>,
+    /// The `index_profiles` entry applied to this file; unset: none (the plain answer).
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// One file per architecture (flatpak-indexer's `architecture_expand`): `""` means all
+    /// architectures. `@ARCH@` in `name` and `output` becomes the architecture, `@-ARCH@`
+    /// becomes `-<arch>` (nothing for `""`). Excludes `architectures`.
+    #[serde(default)]
+    pub architecture_expand: Vec<String>,
+}
+
+impl StaticIndexConfig {
+    /// The files this entry stands for: itself, or one per `architecture_expand` entry
+    /// with `architectures` set and `@ARCH@` / `@-ARCH@` substituted.
+    pub fn expand(&self) -> Vec<StaticIndexConfig> {
+        if self.architecture_expand.is_empty() {
+            return vec![self.clone()];
+        }
+        self.architecture_expand
+            .iter()
+            .map(|arch| {
+                let dash_arch = if arch.is_empty() {
+                    String::new()
+                } else {
+                    format!("-{arch}")
+                };
+                let template = |s: &str| s.replace("@-ARCH@", &dash_arch).replace("@ARCH@", arch);
+                StaticIndexConfig {
+                    name: template(&self.name),
+                    output: PathBuf::from(template(&self.output.to_string_lossy())),
+                    architectures: if arch.is_empty() {
+                        vec![]
+                    } else {
+                        vec![arch.clone()]
+                    },
+                    architecture_expand: vec![],
+                    ..self.clone()
+                }
+            })
+            .collect()
+    }
 }
 
 impl Default for IconsConfig {
@@ -442,6 +497,7 @@ impl Default for IconsConfig {
             extract: false,
             max_bytes: 256 * 1024,
             base_url: None,
+            gc_grace_secs: 24 * 3600,
         }
     }
 }
@@ -682,36 +738,104 @@ impl Config {
                 ));
             }
         }
+        let longest_max_age = self.api.static_max_age_secs.max(self.web.max_age_secs);
+        if self.icons.gc_grace_secs <= longest_max_age + ICON_GC_MARGIN.as_secs() {
+            return Err(invalid(
+                "icons.gc_grace_secs",
+                format!(
+                    "must exceed the longest answer max-age ({longest_max_age} s, api.static_max_age_secs / web.max_age_secs) by more than {} s: cached answers may point at an icon that long",
+                    ICON_GC_MARGIN.as_secs()
+                ),
+            ));
+        }
+        for name in self.index_profiles.keys() {
+            let valid = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            if !valid {
+                return Err(invalid(
+                    "index_profiles",
+                    format!("profile name {name:?}: use letters, digits, '.', '_' and '-' (it is a URL path segment)"),
+                ));
+            }
+        }
+        self.validate_static_indexes()
+    }
+
+    fn validate_static_indexes(&self) -> Result<(), ConfigError> {
         let mut names = std::collections::BTreeSet::new();
+        let mut outputs = std::collections::BTreeSet::new();
         for index in &self.static_indexes {
-            if index.name.is_empty() {
-                return Err(invalid("static_indexes.name", "must not be empty"));
+            if let Some(profile) = &index.profile {
+                if !self.index_profiles.contains_key(profile) {
+                    return Err(invalid(
+                        "static_indexes.profile",
+                        format!(
+                            "index {:?}: no index_profiles entry {profile:?}",
+                            index.name
+                        ),
+                    ));
+                }
             }
-            if !names.insert(index.name.as_str()) {
+            if !index.architecture_expand.is_empty() && !index.architectures.is_empty() {
                 return Err(invalid(
-                    "static_indexes.name",
-                    format!("{:?} is used twice", index.name),
+                    "static_indexes.architecture_expand",
+                    format!(
+                        "index {:?}: set architectures or architecture_expand, not both",
+                        index.name
+                    ),
                 ));
             }
-            if index.output.as_os_str().is_empty() || index.output.file_name().is_none() {
-                return Err(invalid(
-                    "static_indexes.output",
-                    format!("index {:?}: must be a file path", index.name),
-                ));
+            for expanded in index.expand() {
+                Self::validate_static_index(&expanded, &mut names)?;
+                if !outputs.insert(expanded.output.clone()) {
+                    return Err(invalid(
+                        "static_indexes.output",
+                        format!(
+                            "{} is written twice (index {:?}); with architecture_expand, put @ARCH@ or @-ARCH@ in output",
+                            expanded.output.display(),
+                            index.name
+                        ),
+                    ));
+                }
             }
-            let empty = index
-                .tags
-                .iter()
-                .chain(&index.required_labels)
-                .chain(&index.required_annotations)
-                .chain(&index.architectures)
-                .any(|v| v.is_empty());
-            if empty {
-                return Err(invalid(
-                    "static_indexes",
-                    format!("index {:?}: tags, labels, annotations and architectures must not be empty strings", index.name),
-                ));
-            }
+        }
+        Ok(())
+    }
+
+    /// One static index file (after `architecture_expand`).
+    fn validate_static_index(
+        index: &StaticIndexConfig,
+        names: &mut std::collections::BTreeSet<String>,
+    ) -> Result<(), ConfigError> {
+        if index.name.is_empty() {
+            return Err(invalid("static_indexes.name", "must not be empty"));
+        }
+        if !names.insert(index.name.clone()) {
+            return Err(invalid(
+                "static_indexes.name",
+                format!("{:?} is used twice", index.name),
+            ));
+        }
+        if index.output.as_os_str().is_empty() || index.output.file_name().is_none() {
+            return Err(invalid(
+                "static_indexes.output",
+                format!("index {:?}: must be a file path", index.name),
+            ));
+        }
+        let empty = index
+            .tags
+            .iter()
+            .chain(&index.required_labels)
+            .chain(&index.required_annotations)
+            .chain(&index.architectures)
+            .any(|v| v.is_empty());
+        if empty {
+            return Err(invalid(
+                "static_indexes",
+                format!("index {:?}: tags, labels, annotations and architectures must not be empty strings", index.name),
+            ));
         }
         Ok(())
     }
@@ -1044,6 +1168,8 @@ mod tests {
             required_annotations: vec![],
             architectures: vec![],
             registry_url: None,
+            profile: None,
+            architecture_expand: vec![],
         };
         cfg.static_indexes = vec![index.clone(), index];
         assert!(cfg
@@ -1051,6 +1177,102 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("used twice"));
+    }
+
+    fn load_yaml(text: &str) -> Result<Config, ConfigError> {
+        let mut f = tempfile::NamedTempFile::with_suffix(".yaml").unwrap();
+        writeln!(f, "{text}").unwrap();
+        Config::load(Some(f.path()))
+    }
+
+    #[test]
+    fn index_profiles_load_with_compiled_patterns() {
+        let cfg = load_yaml(
+            "index_profiles:\n  fedora:\n    repository_include: ['apps/.*', 'flatpaks/.*']\n    repository_exclude: ['apps/beta-.*']\n    repository_priority: ['flatpaks/.*']\n    flatpak_annotations: true\n    force_flatpak_token: true\n  plain: {}\nstatic_indexes:\n  - name: fedora@-ARCH@\n    output: /tmp/x/flatpak@-ARCH@.json\n    profile: fedora\n    tags: [latest]\n    architecture_expand: ['', amd64, arm64]",
+        )
+        .unwrap();
+        let fedora = &cfg.index_profiles["fedora"];
+        assert!(fedora.repository_include[1].matches("flatpaks/calc"));
+        assert!(!fedora.repository_include[1].matches("flatpaks"));
+        assert_eq!(fedora.repository_exclude[0].as_str(), "apps/beta-.*");
+        assert!(fedora.flatpak_annotations && fedora.force_flatpak_token);
+        assert!(cfg.index_profiles["plain"].is_identity());
+        let expanded = cfg.static_indexes[0].expand();
+        let files: Vec<(String, String, Vec<String>)> = expanded
+            .iter()
+            .map(|i| {
+                (
+                    i.name.clone(),
+                    i.output.display().to_string(),
+                    i.architectures.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            files,
+            [
+                ("fedora".into(), "/tmp/x/flatpak.json".into(), vec![]),
+                (
+                    "fedora-amd64".into(),
+                    "/tmp/x/flatpak-amd64.json".into(),
+                    vec!["amd64".into()]
+                ),
+                (
+                    "fedora-arm64".into(),
+                    "/tmp/x/flatpak-arm64.json".into(),
+                    vec!["arm64".into()]
+                ),
+            ]
+        );
+        assert!(expanded.iter().all(|i| i.architecture_expand.is_empty()));
+    }
+
+    #[test]
+    fn bad_profiles_name_the_key() {
+        let err = load_yaml("index_profiles:\n  fedora:\n    repository_priority: ['apps/(']")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("index_profiles.fedora.repository_priority"),
+            "{err}"
+        );
+        assert!(err.contains("apps/("), "{err}");
+        let err = load_yaml("index_profiles:\n  fedora:\n    repository_priorty: []")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("repository_priorty"), "{err}");
+        let err = load_yaml("index_profiles:\n  'a/b': {}")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("index_profiles"), "{err}");
+        let err =
+            load_yaml("static_indexes:\n  - name: x\n    output: /tmp/x.json\n    profile: nope")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("static_indexes.profile") && err.contains("nope"),
+            "{err}"
+        );
+        let err = load_yaml("static_indexes:\n  - name: x@ARCH@\n    output: /tmp/x.json\n    architecture_expand: [amd64, arm64]")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("static_indexes.output"), "{err}");
+        let err = load_yaml("static_indexes:\n  - name: x@ARCH@\n    output: /tmp/x@ARCH@.json\n    architectures: [amd64]\n    architecture_expand: [amd64]")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("static_indexes.architecture_expand"), "{err}");
+    }
+
+    #[test]
+    fn icon_grace_exceeds_every_max_age() {
+        let mut cfg = Config::default();
+        cfg.icons.gc_grace_secs = cfg.api.static_max_age_secs + ICON_GC_MARGIN.as_secs();
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("icons.gc_grace_secs"), "{err}");
+        cfg.icons.gc_grace_secs += 1;
+        cfg.validate().unwrap();
+        cfg.web.max_age_secs = 10_000;
+        assert!(cfg.validate().is_err());
     }
 
     #[test]

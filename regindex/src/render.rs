@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::config::IconsConfig;
 use crate::icons;
-use crate::index::{build_response, ImageFields, IndexResponse, Query};
+use crate::index::{build_response, ImageFields, IndexProfile, IndexResponse, Query};
 use crate::store::{Store, StoreError};
 
 /// A rendered index response and the data version it was read at.
@@ -25,11 +25,26 @@ pub async fn render_index(
     registry: &str,
     icons: &IconsConfig,
 ) -> Result<RenderedIndex, StoreError> {
+    render_profile_index(store, query, registry, icons, &IndexProfile::default()).await
+}
+
+/// [`render_index`] with an index profile applied to the built response, before icon
+/// URLs are substituted (so copied icon annotations get URLs too). Static files and
+/// `/profiles/<name>/index/...` both come from here.
+pub async fn render_profile_index(
+    store: &Store,
+    query: &Query,
+    registry: &str,
+    icons: &IconsConfig,
+    profile: &IndexProfile,
+) -> Result<RenderedIndex, StoreError> {
     let snapshot = store.query_index(query).await?;
     let data_version = snapshot.data_version;
     let (query, registry, config) = (query.clone(), registry.to_owned(), icons.clone());
+    let profile = profile.clone();
     let (mut response, files) = blocking(move || {
-        let response = build_response(&registry, &query, snapshot.listings);
+        let mut response = build_response(&registry, &query, snapshot.listings);
+        profile.apply(&mut response);
         let files = if config.extract {
             icon_files(&response, config.max_bytes)
         } else {

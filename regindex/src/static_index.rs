@@ -13,8 +13,9 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use tracing::info;
 
 use crate::config::{Config, StaticIndexConfig};
+use crate::index::IndexProfile;
 use crate::index::{Query, QueryError};
-use crate::render::render_index;
+use crate::render::render_profile_index;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +26,8 @@ pub enum StaticIndexError {
         #[source]
         source: QueryError,
     },
+    #[error("static index {name:?}: no index profile {profile:?}")]
+    UnknownProfile { name: String, profile: String },
     #[error("static index {name:?}: {source}")]
     Store {
         name: String,
@@ -123,7 +126,8 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
     result.map(|()| true)
 }
 
-/// Renders and writes one static index.
+/// Renders and writes one static index file (an entry of `static_indexes` after
+/// [`StaticIndexConfig::expand`]).
 pub async fn write_static_index(
     store: &Store,
     config: &Config,
@@ -134,7 +138,21 @@ pub async fn write_static_index(
         .registry_url
         .as_deref()
         .unwrap_or_else(|| config.public_registry_url());
-    let rendered = render_index(store, &query, registry, &config.icons)
+    let default_profile = IndexProfile::default();
+    let profile = match &index.profile {
+        None => &default_profile,
+        // Checked at load (`Config::validate`); a hand-built configuration may not be.
+        Some(name) => {
+            config
+                .index_profiles
+                .get(name)
+                .ok_or_else(|| StaticIndexError::UnknownProfile {
+                    name: index.name.clone(),
+                    profile: name.clone(),
+                })?
+        }
+    };
+    let rendered = render_profile_index(store, &query, registry, &config.icons, profile)
         .await
         .map_err(|source| StaticIndexError::Store {
             name: index.name.clone(),
@@ -174,8 +192,8 @@ pub async fn write_static_indexes(
 ) -> Result<Vec<WrittenIndex>, StaticIndexError> {
     let mut written = Vec::new();
     let mut first_error = None;
-    for index in &config.static_indexes {
-        match write_static_index(store, config, index).await {
+    for index in config.static_indexes.iter().flat_map(|i| i.expand()) {
+        match write_static_index(store, config, &index).await {
             Ok(done) => written.push(done),
             Err(e) => {
                 tracing::warn!(error = %e, "static index not written");
@@ -202,6 +220,8 @@ mod tests {
             required_annotations: vec!["org.example/x y".into()],
             architectures: vec!["amd64".into()],
             registry_url: None,
+            profile: None,
+            architecture_expand: vec![],
         }
     }
 

@@ -59,6 +59,8 @@ async fn static_index_files_follow_refetches() {
         required_annotations: vec![],
         architectures: vec!["amd64".into()],
         registry_url: None,
+        profile: None,
+        architecture_expand: vec![],
     }];
     let store = Store::connect_unchecked(&config.database).await.unwrap();
     store.migrate().await.unwrap();

@@ -37,7 +37,9 @@ impl Store {
             summary.repositories_removed += removed.rows_affected();
             tx.commit().await?;
         }
-        summary.icons_removed = self.gc_icons().await?;
+        let icons = self.gc_icons().await?;
+        summary.icons_removed = icons.removed;
+        summary.icons_unreferenced = icons.unreferenced;
         Ok(summary)
     }
 }

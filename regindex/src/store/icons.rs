@@ -79,8 +79,33 @@ pub(super) async fn store_image_icons(
     .bind(&hashes)
     .execute(&mut *conn)
     .await?;
+    // Referenced again: the grace period starts afresh the next time the icon is
+    // unreferenced. After the rows above, so that a collection marking the icon
+    // concurrently (it holds the row until it commits; our foreign key check waited for
+    // it) is undone here. Rows locked in one order: refetches never deadlock on icons.
+    sqlx::query(
+        "UPDATE icons SET unreferenced_since = NULL WHERE sha256 IN (
+             SELECT sha256 FROM icons WHERE sha256 = ANY($1) AND unreferenced_since IS NOT NULL
+             ORDER BY sha256 FOR UPDATE)",
+    )
+    .bind(&icon_hashes)
+    .execute(&mut *conn)
+    .await?;
     Ok(by_hash.len())
 }
+
+/// What one icon collection did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IconGc {
+    /// Unreferenced for longer than the grace period: deleted.
+    pub removed: u64,
+    /// Found unreferenced for the first time: marked, deleted after the grace period.
+    pub unreferenced: u64,
+}
+
+/// SQL condition on icon `i`: no image carries it.
+const UNREFERENCED: &str =
+    "NOT EXISTS (SELECT 1 FROM manifest_icons mi WHERE mi.icon_sha256 = i.sha256)";
 
 impl Store {
     /// The icon named by its sha256 (lowercase hex).
@@ -106,20 +131,61 @@ impl Store {
         Ok(found.into_iter().collect())
     }
 
-    /// Deletes the icons no image carries any more; returns how many.
+    /// Collects icons no image carries any more, in two steps, so that an answer cached
+    /// while an icon was still referenced never points at a deleted icon:
     ///
-    /// An icon a refetch is attaching to an image right now is locked by that refetch's
-    /// foreign key check and skipped (`SKIP LOCKED`); it is reconsidered next time.
-    pub async fn gc_icons(&self) -> Result<u64, StoreError> {
-        let done = sqlx::query(
+    /// 1. an unreferenced icon is marked with the time it was first found so
+    ///    (`unreferenced_since`); a refetch that references it again clears the mark;
+    /// 2. an icon marked longer than the grace period ago (`icons.gc_grace_secs`) and still
+    ///    unreferenced is deleted.
+    ///
+    /// The mark is set after the icon's last image went away (and with it, by the same
+    /// transaction, the data version moved on), so the grace period counts from no earlier
+    /// than the last moment an answer could be rendered with the icon; it must exceed the
+    /// longest max-age of such answers (checked at configuration load).
+    ///
+    /// Icons a concurrent refetch is attaching are locked by its foreign key check and
+    /// skipped (`SKIP LOCKED`); they are reconsidered next time.
+    pub async fn gc_icons(&self) -> Result<IconGc, StoreError> {
+        let grace_secs = i64::try_from(self.icon_gc_grace.as_secs()).unwrap_or(i64::MAX);
+        let removed = sqlx::query(&format!(
             "DELETE FROM icons WHERE sha256 IN (
                  SELECT i.sha256 FROM icons i
-                 WHERE NOT EXISTS (SELECT 1 FROM manifest_icons mi WHERE mi.icon_sha256 = i.sha256)
-                 FOR UPDATE SKIP LOCKED)",
-        )
+                 WHERE i.unreferenced_since < clock_timestamp() - make_interval(secs => $1::double precision)
+                   AND {UNREFERENCED}
+                 FOR UPDATE SKIP LOCKED)"
+        ))
+        .bind(grace_secs as f64)
         .execute(&self.pool)
+        .await?
+        .rows_affected();
+        // Two statements in one transaction: the rows are locked first, and the second
+        // statement's fresh snapshot sees every reference committed before the lock (a
+        // single statement would judge references by a snapshot older than its locks).
+        let mut tx = self.pool.begin().await?;
+        let candidates: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT i.sha256 FROM icons i WHERE i.unreferenced_since IS NULL AND {UNREFERENCED}
+             ORDER BY i.sha256 FOR UPDATE SKIP LOCKED"
+        ))
+        .fetch_all(&mut *tx)
         .await?;
-        Ok(done.rows_affected())
+        let unreferenced = if candidates.is_empty() {
+            0
+        } else {
+            sqlx::query(&format!(
+                "UPDATE icons i SET unreferenced_since = clock_timestamp()
+                 WHERE i.sha256 = ANY($1) AND {UNREFERENCED}"
+            ))
+            .bind(&candidates)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+        };
+        tx.commit().await?;
+        Ok(IconGc {
+            removed,
+            unreferenced,
+        })
     }
 
     /// Extracts the icons of every stored image and rewrites every repository summary:

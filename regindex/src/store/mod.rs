@@ -24,7 +24,7 @@ mod summaries;
 mod web;
 
 pub use error::StoreError;
-pub use icons::StoredIcon;
+pub use icons::{IconGc, StoredIcon};
 pub use index_query::IndexSnapshot;
 pub use jobs::PeriodicJob;
 pub use search::SummaryHit;
@@ -39,7 +39,7 @@ use crate::config::DatabaseConfig;
 use crate::model::RepositoryName;
 
 /// The schema version `schema.sql` creates; `connect` requires exactly this.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// The schema, applied by `migrate`.
 const SCHEMA_SQL: &str = include_str!("../../../schema.sql");
@@ -58,6 +58,8 @@ pub struct Store {
     pool: sqlx::PgPool,
     /// Larger icons are not extracted (`icons.max_bytes`).
     icon_max_bytes: usize,
+    /// Unreferenced icons are kept this long (`icons.gc_grace_secs`).
+    icon_gc_grace: Duration,
 }
 
 /// What `RepositoryTx::replace` did.
@@ -80,8 +82,10 @@ pub struct GcSummary {
     pub repositories_removed: u64,
     /// Images and lists no tag reached.
     pub manifests_removed: u64,
-    /// Icons no image carries any more.
+    /// Icons unreferenced for longer than the grace period, deleted.
     pub icons_removed: u64,
+    /// Icons found unreferenced for the first time: deleted after the grace period.
+    pub icons_unreferenced: u64,
 }
 
 impl Store {
@@ -107,12 +111,15 @@ impl Store {
         Self {
             pool,
             icon_max_bytes: crate::config::IconsConfig::default().max_bytes,
+            icon_gc_grace: Duration::from_secs(crate::config::IconsConfig::default().gc_grace_secs),
         }
     }
 
-    /// Applies the `icons` configuration (the size limit of extracted icons).
+    /// Applies the `icons` configuration (the size limit of extracted icons, the grace
+    /// period of unreferenced ones).
     pub fn with_icons(mut self, icons: &crate::config::IconsConfig) -> Self {
         self.icon_max_bytes = icons.max_bytes;
+        self.icon_gc_grace = Duration::from_secs(icons.gc_grace_secs);
         self
     }
 
