@@ -46,3 +46,4 @@ bench: ## the benchmarks of docs/benchmarks.md
 
 compose-check: ## validate docker-compose.yml without a Docker engine
 	docker-compose -f docker-compose.yml config -q
+	docker-compose -f docker-compose.yml -f docker-compose.quorum.yml config -q

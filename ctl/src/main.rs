@@ -56,6 +56,16 @@ enum Command {
     /// Prints RabbitMQ definitions for provisioning the broker: the topology, the vhost and
     /// the user of `amqp.url` (password salted and hashed) with rights on that vhost only.
     BrokerDefinitions,
+    /// The broker's queues.
+    #[command(subcommand)]
+    Bus(BusCommand),
+}
+
+#[derive(Subcommand)]
+enum BusCommand {
+    /// Brings every queue to the configured `amqp.queue_type`, moving its messages into a
+    /// queue of the new type (stop the workers first; see docs/operations.md).
+    Migrate,
 }
 
 #[derive(Args)]
@@ -178,12 +188,35 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::TriggerReindex(args) => trigger(&config, args).await?,
         Command::BrokerDefinitions => broker_definitions(&config)?,
+        Command::Bus(BusCommand::Migrate) => bus_migrate(&config).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
+async fn bus_migrate(config: &Config) -> Result<()> {
+    use regindex::bus::migrate::Outcome;
+    let connection = regindex::bus::connect(&config.amqp.url).await?;
+    let topology = Topology::from_config(config);
+    let reports = regindex::bus::migrate::migrate(&connection, &topology)
+        .await
+        .context("migrating the queues (run again to resume)")?;
+    let queue_type = topology.queue_type;
+    for report in reports {
+        let what = match report.outcome {
+            Outcome::Unchanged => format!("already {queue_type}"),
+            Outcome::Created => format!("created ({queue_type})"),
+            Outcome::Migrated { messages } => {
+                format!("migrated to {queue_type}, {messages} messages")
+            }
+        };
+        println!("{}: {what}", report.queue);
+    }
+    let _ = connection.close(200, "done").await;
+    Ok(())
+}
+
 fn broker_definitions(config: &Config) -> Result<()> {
-    let login = BrokerLogin::from_url(config.amqp.url.expose_secret())?;
+    let login = BrokerLogin::from_url(config.amqp.url.first().expose_secret())?;
     // A fresh random salt per run (a v4 uuid's bytes come from the OS's generator).
     let random = uuid::Uuid::new_v4();
     let salt: [u8; 4] = random.as_bytes()[..4].try_into()?;

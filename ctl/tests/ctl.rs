@@ -7,15 +7,22 @@ use chrono::Utc;
 use regindex::bus::publisher::confirm_channel;
 use regindex::bus::republish::{self, Received};
 use regindex::bus::testing::TestBus;
-use regindex::bus::{headers, OutgoingMessage, Publisher};
+use regindex::bus::{headers, OutgoingMessage, Publisher, Topology};
+use regindex::config::QueueType;
 
 const WAIT: Duration = Duration::from_secs(5);
 
 /// Runs the binary with the test's queue names in the environment.
 fn ctl(bus: &TestBus, args: &[&str]) -> Output {
+    ctl_with(bus, args, &[])
+}
+
+/// [`ctl`] with more environment variables.
+fn ctl_with(bus: &TestBus, args: &[&str], env: &[(&str, &str)]) -> Output {
     let c = &bus.config;
     Command::new(env!("CARGO_BIN_EXE_regindexctl"))
         .args(args)
+        .envs(env.iter().copied())
         .env_remove("REGINDEX_CONFIG")
         .env("REGINDEX_AMQP__EVENTS_EXCHANGE", &c.events_exchange)
         .env("REGINDEX_AMQP__WORK_QUEUE", &c.work_queue)
@@ -417,4 +424,133 @@ async fn migrate_then_scan_indexes_the_registry() {
         .is_some());
     store.pool().close().await;
     db.drop().await.unwrap();
+}
+
+/// `regindexctl bus migrate` switches classic queues holding messages (work, delay,
+/// dead-letter, history) to quorum queues and back: every message is kept, with the
+/// routing key it was first published with, and a second run changes nothing.
+#[tokio::test]
+async fn bus_migrate_switches_the_queue_type_and_keeps_every_message() {
+    TestBus::run(|bus| async move {
+        let history = format!("{}.history", bus.config.work_queue);
+        let topology = |queue_type| {
+            let mut config = bus.config.clone();
+            config.queue_type = queue_type;
+            Topology::new(&config).with_history(&history)
+        };
+        topology(QueueType::Classic)
+            .declare(&bus.channel)
+            .await
+            .unwrap();
+        let publisher = Publisher::new(bus.config.url.clone(), None);
+        for repository in ["r/a", "r/b", "r/c"] {
+            let body = format!(r#"{{"repository":"{repository}"}}"#).into_bytes();
+            let push =
+                OutgoingMessage::json(&bus.config.events_exchange, "registry.push.manifest", body);
+            publisher.publish(&push).await.unwrap();
+        }
+        publisher.close().await;
+        // One dead letter (taken from the work queue), two waiting in the history queue.
+        let received = bus.get(&bus.config.work_queue, WAIT).await.unwrap();
+        let dead = republish::dead_letter(&bus.topology, &received, 3, "broken", Utc::now());
+        let channel = confirm_channel(&bus.connection).await.unwrap();
+        regindex::bus::publisher::republish_confirmed(&channel, &dead)
+            .await
+            .unwrap();
+        assert_eq!(
+            bus.get(&history, WAIT).await.unwrap().routing_key,
+            "registry.push.manifest"
+        );
+        let env = |queue_type: &'static str| {
+            [
+                ("REGINDEX_AMQP__QUEUE_TYPE", queue_type),
+                ("REGINDEX_HISTORY__QUEUE", history.as_str()),
+            ]
+        };
+
+        let out = stdout(&ctl_with(&bus, &["bus", "migrate"], &env("quorum")));
+        assert!(
+            out.contains(&format!(
+                "{}: migrated to quorum, 2 messages",
+                bus.config.work_queue
+            )),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!(
+                "{}: migrated to quorum, 1 messages",
+                bus.config.dead_letter_queue
+            )),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("{history}: migrated to quorum, 2 messages")),
+            "{out}"
+        );
+        // The broker accepts the quorum declarations now, and refuses a classic one.
+        let fresh = bus.connection.create_channel().await.unwrap();
+        topology(QueueType::Quorum).declare(&fresh).await.unwrap();
+        let mut classic = lapin::types::FieldTable::default();
+        classic.insert(
+            "x-queue-type".into(),
+            lapin::types::AMQPValue::LongString("classic".into()),
+        );
+        let durable = lapin::options::QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        let refused = fresh
+            .queue_declare(&bus.config.work_queue, durable, classic)
+            .await;
+        assert!(refused.is_err(), "the work queue is a quorum queue now");
+
+        // The api publishes to the new queues; running again changes nothing.
+        let publisher = Publisher::new(bus.config.url.clone(), Some(topology(QueueType::Quorum)));
+        let push = OutgoingMessage::json(
+            &bus.config.events_exchange,
+            "registry.push.manifest",
+            br#"{"repository":"r/d"}"#.to_vec(),
+        );
+        publisher.publish(&push).await.unwrap();
+        publisher.close().await;
+        let out = stdout(&ctl_with(&bus, &["bus", "migrate"], &env("quorum")));
+        assert!(
+            out.contains(&format!("{}: already quorum", bus.config.work_queue)),
+            "{out}"
+        );
+
+        // And back to classic, still with every message.
+        let out = stdout(&ctl_with(&bus, &["bus", "migrate"], &env("classic")));
+        assert!(
+            out.contains(&format!(
+                "{}: migrated to classic, 3 messages",
+                bus.config.work_queue
+            )),
+            "{out}"
+        );
+        let mut repositories = Vec::new();
+        while let Some(message) = bus.get(&bus.config.work_queue, Duration::ZERO).await {
+            assert_eq!(message.original_routing_key(), "registry.push.manifest");
+            assert_eq!(message.original_exchange(), bus.config.events_exchange);
+            repositories.push(String::from_utf8(message.body).unwrap());
+        }
+        repositories.sort();
+        assert_eq!(
+            repositories,
+            [
+                r#"{"repository":"r/b"}"#,
+                r#"{"repository":"r/c"}"#,
+                r#"{"repository":"r/d"}"#
+            ]
+        );
+        let letters = ctl_with(&bus, &["dlq", "list"], &env("classic"));
+        assert!(stdout(&letters).contains("broken"));
+        assert_eq!(bus.count(&history).await, 3);
+        assert_eq!(bus.count(&bus.config.dead_letter_queue).await, 1);
+        bus.channel
+            .queue_delete(&history, Default::default())
+            .await
+            .unwrap();
+    })
+    .await;
 }

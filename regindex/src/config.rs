@@ -78,7 +78,10 @@ pub struct DatabaseConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AmqpConfig {
-    pub url: SecretString,
+    /// One broker URL, or several (a list, or one string of URLs separated by commas) of
+    /// the nodes of one cluster: processes connect to the first that answers and move to
+    /// the next when theirs goes away.
+    pub url: BrokerUrls,
     /// Topic exchange the api publishes registry events to.
     pub events_exchange: String,
     /// Exchange Bodhi publishes to (fedora-messaging uses `amq.topic`).
@@ -96,6 +99,128 @@ pub struct AmqpConfig {
     pub max_attempts: u32,
     /// Unacknowledged messages the worker holds at once.
     pub prefetch: u16,
+    /// The type of every queue regindex declares (work, retry delays, dead letters,
+    /// history). Changing it on a broker that has the queues is not in-place: see
+    /// `regindexctl bus migrate`.
+    pub queue_type: QueueType,
+}
+
+/// `amqp.url`: the AMQP URLs of one broker's nodes, at least one, in order of preference.
+/// Never printed: they carry the password.
+#[derive(Clone, Deserialize)]
+#[serde(try_from = "UrlsInput")]
+pub struct BrokerUrls(Vec<SecretString>);
+
+/// A YAML string or list; a string may hold several URLs separated by commas (so that
+/// `REGINDEX_AMQP__URL=amqp://a,amqp://b` works), a comma in a password is written `%2C`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum UrlsInput {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl TryFrom<UrlsInput> for BrokerUrls {
+    type Error = String;
+
+    fn try_from(input: UrlsInput) -> Result<Self, String> {
+        let urls: Vec<String> = match input {
+            UrlsInput::One(text) => text.split(',').map(str::to_owned).collect(),
+            UrlsInput::Many(urls) => urls,
+        };
+        let urls: Vec<SecretString> = urls
+            .into_iter()
+            .map(|url| url.trim().to_owned())
+            .filter(|url| !url.is_empty())
+            .map(SecretString::from)
+            .collect();
+        if urls.is_empty() {
+            return Err("amqp.url: no URL given".into());
+        }
+        Ok(Self(urls))
+    }
+}
+
+impl BrokerUrls {
+    /// Every URL, in order; never empty.
+    pub fn all(&self) -> &[SecretString] {
+        &self.0
+    }
+
+    /// The first URL (e.g. for the login the broker definitions create).
+    pub fn first(&self) -> &SecretString {
+        &self.0[0]
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for BrokerUrls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BrokerUrls([REDACTED; {}])", self.0.len())
+    }
+}
+
+impl From<SecretString> for BrokerUrls {
+    fn from(url: SecretString) -> Self {
+        Self(vec![url])
+    }
+}
+
+impl From<&SecretString> for BrokerUrls {
+    fn from(url: &SecretString) -> Self {
+        Self(vec![url.clone()])
+    }
+}
+
+impl From<&BrokerUrls> for BrokerUrls {
+    fn from(urls: &BrokerUrls) -> Self {
+        urls.clone()
+    }
+}
+
+impl From<String> for BrokerUrls {
+    fn from(url: String) -> Self {
+        Self(vec![SecretString::from(url)])
+    }
+}
+
+impl From<Vec<String>> for BrokerUrls {
+    fn from(urls: Vec<String>) -> Self {
+        Self(urls.into_iter().map(SecretString::from).collect())
+    }
+}
+
+/// `amqp.queue_type`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    /// One node holds the queue and its messages (RabbitMQ's default).
+    #[default]
+    Classic,
+    /// Replicated with Raft over the cluster's nodes; survives losing a minority of them.
+    Quorum,
+}
+
+impl QueueType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+        }
+    }
+}
+
+impl std::fmt::Display for QueueType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -454,7 +579,7 @@ impl Default for DatabaseConfig {
 impl Default for AmqpConfig {
     fn default() -> Self {
         Self {
-            url: SecretString::from("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            url: BrokerUrls::from("amqp://guest:guest@127.0.0.1:5672/%2f".to_owned()),
             events_exchange: "regindex.events".into(),
             bodhi_exchange: "amq.topic".into(),
             work_queue: "regindex.work".into(),
@@ -464,6 +589,7 @@ impl Default for AmqpConfig {
             retry_delays_ms: vec![1_000, 5_000, 30_000, 120_000, 600_000],
             max_attempts: 8,
             prefetch: 64,
+            queue_type: QueueType::Classic,
         }
     }
 }
@@ -537,6 +663,20 @@ impl Config {
                 "registry.username",
                 "a password is set but no username",
             ));
+        }
+        if self.amqp.url.is_empty() {
+            return Err(invalid("amqp.url", "needs at least one URL"));
+        }
+        for (n, url) in self.amqp.url.all().iter().enumerate() {
+            use secrecy::ExposeSecret as _;
+            use std::str::FromStr as _;
+            // The error names the position only: the URL holds the password.
+            if lapin::uri::AMQPUri::from_str(url.expose_secret()).is_err() {
+                return Err(invalid(
+                    "amqp.url",
+                    format!("URL number {} is not a valid AMQP URL", n + 1),
+                ));
+            }
         }
         if self.amqp.retry_delays_ms.is_empty() {
             return Err(invalid("amqp.retry_delays_ms", "needs at least one delay"));
@@ -824,6 +964,57 @@ mod tests {
         let kept = config_env_vars(vars.into_iter());
         assert_eq!(kept.len(), 1);
         assert_eq!(kept["REGINDEX_REGISTRY__URL"], "http://r");
+    }
+
+    #[test]
+    fn amqp_url_takes_one_url_a_list_or_urls_separated_by_commas() {
+        use secrecy::ExposeSecret as _;
+        let urls = |cfg: &Config| -> Vec<String> {
+            cfg.amqp
+                .url
+                .all()
+                .iter()
+                .map(|u| u.expose_secret().to_owned())
+                .collect()
+        };
+        let mut f = tempfile::NamedTempFile::with_suffix(".yaml").unwrap();
+        writeln!(
+            f,
+            "amqp:\n  url: [amqp://u:p@a:5672/v, amqp://u:p@b:5672/v]\n  queue_type: quorum"
+        )
+        .unwrap();
+        let cfg = Config::load(Some(f.path())).unwrap();
+        assert_eq!(urls(&cfg), ["amqp://u:p@a:5672/v", "amqp://u:p@b:5672/v"]);
+        assert_eq!(cfg.amqp.queue_type, QueueType::Quorum);
+
+        let mut f = tempfile::NamedTempFile::with_suffix(".yaml").unwrap();
+        writeln!(
+            f,
+            "amqp:\n  url: amqp://u:p@a/v, amqp://u:p@b/v,amqp://u:p%2C@c/v"
+        )
+        .unwrap();
+        let cfg = Config::load(Some(f.path())).unwrap();
+        assert_eq!(
+            urls(&cfg),
+            ["amqp://u:p@a/v", "amqp://u:p@b/v", "amqp://u:p%2C@c/v"]
+        );
+        assert_eq!(Config::default().amqp.url.len(), 1);
+        assert!(!format!("{:?}", cfg.amqp).contains("u:p"), "never printed");
+
+        let mut f = tempfile::NamedTempFile::with_suffix(".yaml").unwrap();
+        writeln!(
+            f,
+            "amqp:\n  url: [amqp://u:secret@a/v, 'http://u:secret@b/']"
+        )
+        .unwrap();
+        let err = Config::load(Some(f.path())).unwrap_err().to_string();
+        assert!(err.contains("URL number 2"), "{err}");
+        assert!(!err.contains("secret"), "{err}");
+
+        let mut f = tempfile::NamedTempFile::with_suffix(".yaml").unwrap();
+        writeln!(f, "amqp:\n  queue_type: mirrored").unwrap();
+        let err = Config::load(Some(f.path())).unwrap_err().to_string();
+        assert!(err.contains("mirrored"), "{err}");
     }
 
     #[test]

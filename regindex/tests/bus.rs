@@ -11,11 +11,31 @@ use regindex::bus::republish::{self, Received};
 use regindex::bus::testing::TestBus;
 use regindex::bus::topology::routing_key;
 use regindex::bus::{headers, BusError, OutgoingMessage, Publisher, Topology};
-use regindex::config::Config;
+use regindex::config::{Config, QueueType};
 use regindex_testkit::rabbitmq::{rabbitmqctl, ScratchDefinitions};
 use secrecy::SecretString;
 
 const WAIT: Duration = Duration::from_secs(5);
+
+/// Runs the test function `$name(QueueType)` once on classic and once on quorum queues,
+/// as the tests `$name::classic` and `$name::quorum`.
+macro_rules! on_both_queue_types {
+    ($name:ident) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test]
+            async fn classic() {
+                super::$name(QueueType::Classic).await
+            }
+
+            #[tokio::test]
+            async fn quorum() {
+                super::$name(QueueType::Quorum).await
+            }
+        }
+    };
+}
 
 fn refetch(bus: &TestBus, repository: &str) -> OutgoingMessage {
     OutgoingMessage::json(
@@ -25,9 +45,9 @@ fn refetch(bus: &TestBus, repository: &str) -> OutgoingMessage {
     )
 }
 
-#[tokio::test]
-async fn declaring_the_topology_twice_is_idempotent() {
-    TestBus::run(|bus| async move {
+on_both_queue_types!(declaring_the_topology_twice_is_idempotent);
+async fn declaring_the_topology_twice_is_idempotent(queue_type: QueueType) {
+    TestBus::run_on(queue_type, |bus| async move {
         bus.topology.declare(&bus.channel).await.unwrap();
         bus.topology.declare(&bus.channel).await.unwrap();
         assert_eq!(bus.count(&bus.config.work_queue).await, 0);
@@ -35,9 +55,9 @@ async fn declaring_the_topology_twice_is_idempotent() {
     .await;
 }
 
-#[tokio::test]
-async fn published_messages_reach_the_work_queue_once_confirmed() {
-    TestBus::run(|bus| async move {
+on_both_queue_types!(published_messages_reach_the_work_queue_once_confirmed);
+async fn published_messages_reach_the_work_queue_once_confirmed(queue_type: QueueType) {
+    TestBus::run_on(queue_type, |bus| async move {
         let publisher = Publisher::new(bus.config.url.clone(), Some(bus.topology.clone()));
         publisher
             .publish(&refetch(&bus, "apps/calc"))
@@ -129,9 +149,9 @@ async fn an_unreachable_broker_is_an_error_not_a_hang() {
     );
 }
 
-#[tokio::test]
-async fn retried_messages_come_back_after_the_delay_with_their_attempts() {
-    TestBus::run(|bus| async move {
+on_both_queue_types!(retried_messages_come_back_after_the_delay_with_their_attempts);
+async fn retried_messages_come_back_after_the_delay_with_their_attempts(queue_type: QueueType) {
+    TestBus::run_on(queue_type, |bus| async move {
         let publisher = Publisher::new(bus.config.url.clone(), None);
         publisher
             .publish(&refetch(&bus, "apps/calc"))
@@ -172,6 +192,24 @@ async fn retried_messages_come_back_after_the_delay_with_their_attempts() {
     .await;
 }
 
+/// Switching the queue type is not in-place: a process configured for quorum queues that
+/// finds classic ones says which queue and how to switch, instead of a bare channel error.
+#[tokio::test]
+async fn a_queue_of_another_type_is_a_clear_error() {
+    TestBus::run(|bus| async move {
+        let mut quorum = bus.config.clone();
+        quorum.queue_type = QueueType::Quorum;
+        let channel = bus.connection.create_channel().await.unwrap();
+        let error = Topology::new(&quorum).declare(&channel).await.unwrap_err();
+        assert!(
+            matches!(&error, BusError::QueueMismatch { queue, .. } if queue == &bus.config.work_queue),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("regindexctl bus migrate"), "{error}");
+    })
+    .await;
+}
+
 /// Puts `n` refetch messages in the dead-letter queue; returns their ids in order.
 async fn dead_letter_some(bus: &TestBus, repositories: &[&str]) -> Vec<String> {
     let publisher = Publisher::new(bus.config.url.clone(), None);
@@ -206,9 +244,9 @@ impl ConfirmChannel for TestBus {
     }
 }
 
-#[tokio::test]
-async fn dead_letters_list_show_replay_by_id_and_purge() {
-    TestBus::run(|bus| async move {
+on_both_queue_types!(dead_letters_list_show_replay_by_id_and_purge);
+async fn dead_letters_list_show_replay_by_id_and_purge(queue_type: QueueType) {
+    TestBus::run_on(queue_type, |bus| async move {
         let ids = dead_letter_some(&bus, &["r/a", "r/b", "r/c", "r/d"]).await;
         let dlq = DeadLetterQueue::open(&bus.connection, bus.topology.clone())
             .await
@@ -276,11 +314,11 @@ async fn dead_letters_list_show_replay_by_id_and_purge() {
     .await;
 }
 
+on_both_queue_types!(definitions_import_and_match_the_declared_topology);
 /// `bus-config/definitions.json`'s format imports, and what it creates is what the
 /// processes declare (RabbitMQ refuses a redeclaration with other arguments).
-#[tokio::test]
-async fn definitions_import_and_match_the_declared_topology() {
-    TestBus::run(|bus| async move {
+async fn definitions_import_and_match_the_declared_topology(queue_type: QueueType) {
+    TestBus::run_on(queue_type, |bus| async move {
         bus.topology.delete(&bus.channel).await.unwrap();
         let file = tempfile::NamedTempFile::with_suffix(".json").unwrap();
         std::fs::write(
@@ -341,7 +379,7 @@ async fn compose_definitions_create_the_login_the_compose_file_uses() {
     // What the api does at start-up: declare the whole topology (RabbitMQ refuses a
     // redeclaration with other arguments), then publish with confirms.
     let config = Config::default();
-    let publisher = Publisher::new(url.clone(), Some(Topology::from_config(&config)));
+    let publisher = Publisher::new(url.clone().into(), Some(Topology::from_config(&config)));
     publisher
         .publish(&OutgoingMessage::json(
             &config.amqp.events_exchange,
@@ -366,4 +404,33 @@ async fn compose_definitions_create_the_login_the_compose_file_uses() {
     tokio::task::spawn_blocking(move || drop(scratch))
         .await
         .unwrap();
+}
+
+/// Measurement, not a test (docs/benchmarks.md): confirmed publishes per second, one at a
+/// time as the api publishes a webhook's events, to classic and to quorum queues on the
+/// local node.
+#[tokio::test]
+#[ignore = "measurement; run with --run-ignored only --no-capture"]
+async fn bench_confirmed_publish_rate_by_queue_type() {
+    const MESSAGES: usize = 2_000;
+    for queue_type in [QueueType::Classic, QueueType::Quorum] {
+        TestBus::run_on(queue_type, |bus| async move {
+            let publisher = Publisher::new(bus.config.url.clone(), None);
+            publisher.publish(&refetch(&bus, "warm-up")).await.unwrap();
+            let started = std::time::Instant::now();
+            for n in 0..MESSAGES {
+                publisher
+                    .publish(&refetch(&bus, &format!("r/{n}")))
+                    .await
+                    .unwrap();
+            }
+            let elapsed = started.elapsed();
+            eprintln!(
+                "{queue_type}: {MESSAGES} confirmed publishes in {elapsed:?}, {:.0}/s",
+                MESSAGES as f64 / elapsed.as_secs_f64()
+            );
+            publisher.close().await;
+        })
+        .await;
+    }
 }

@@ -5,6 +5,9 @@
 //! - [`TestDatabase`]: a fresh PostgreSQL database per test.
 //! - [`RegistryGate`]: an HTTP forwarder that holds chosen registry requests until released.
 //! - [`TcpProxy`]: a proxy in front of a real service that can stall (a network partition).
+//! - [`PrivatePostgres`], [`PrivateRabbitMq`]: servers of a test's own, on free ports, for
+//!   outage tests (`stop()` / `start()`); never stop the shared ones on 5432 / 5672.
+//! - [`RabbitMqCluster`]: several [`PrivateRabbitMq`] nodes joined into one cluster.
 //! - [`free_port`], [`unique_name`]: for anything else a test starts or names.
 //! - [`png`], [`ImageSpec::icons`]: real icons; [`samples`]: what `make up` pushes.
 //! - [`rabbitmq::ScratchDefinitions`]: RabbitMQ definitions imported under unique vhost and
@@ -52,11 +55,15 @@ mod gate;
 mod icon;
 mod image;
 mod oci_layout;
+mod private_postgres;
+mod private_rabbitmq;
 mod proxy;
 mod push;
 pub mod rabbitmq;
+mod rabbitmq_cluster;
 mod registry;
 pub mod samples;
+mod service_user;
 mod token;
 
 pub use database::TestDatabase;
@@ -68,8 +75,11 @@ pub use image::{
     OCI_MANIFEST,
 };
 pub use oci_layout::OciLayout;
+pub use private_postgres::PrivatePostgres;
+pub use private_rabbitmq::PrivateRabbitMq;
 pub use proxy::TcpProxy;
 pub use push::{PushedImage, PushedList};
+pub use rabbitmq_cluster::RabbitMqCluster;
 pub use registry::{
     LoggedRequest, NotificationEndpoint, TestRegistry, TestRegistryBuilder, TESTKIT_USER_AGENT,
     TEST_PASSWORD, TEST_USERNAME,

@@ -312,3 +312,110 @@ fn unique_names_differ() {
     assert!(unique_name("queue").starts_with("queue-"));
     assert_ne!(free_port().unwrap(), 0);
 }
+
+#[tokio::test]
+async fn private_postgres_stops_and_starts_with_its_data() {
+    let mut pg = PrivatePostgres::new().await.unwrap();
+    let url = pg.create_database("outage").await.unwrap();
+    assert_eq!(url, format!("postgres://postgres@{}/outage", pg.host()));
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("CREATE TABLE kept (v int); INSERT INTO kept VALUES (7)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+
+    pg.stop().await.unwrap();
+    assert!(!pg.is_running());
+    // The open session was terminated, and new connections are refused.
+    assert!(sqlx::query("SELECT 1").execute(&mut conn).await.is_err());
+    assert!(sqlx::PgConnection::connect(&url).await.is_err());
+
+    pg.start().await.unwrap();
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    let v: i32 = sqlx::query_scalar("SELECT v FROM kept")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(v, 7);
+    let _ = conn.close().await;
+    assert!(
+        pg.log().contains("database system is ready"),
+        "{}",
+        pg.log()
+    );
+}
+
+#[tokio::test]
+async fn private_postgres_takes_settings() {
+    let pg = PrivatePostgres::with_settings(&[("max_connections", "7")])
+        .await
+        .unwrap();
+    let mut conn = sqlx::PgConnection::connect(&pg.url("postgres"))
+        .await
+        .unwrap();
+    let max: String = sqlx::query_scalar("SHOW max_connections")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(max, "7");
+    assert!(PrivatePostgres::with_settings(&[("work_mem", "'")])
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn private_rabbitmq_stops_and_starts_with_its_data() {
+    let mut broker = PrivateRabbitMq::new().await.unwrap();
+    assert_eq!(
+        broker.amqp_url(),
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", broker.port())
+    );
+    assert!(amqp_answers(broker.port()).await);
+    let queue = unique_name("testkit-private");
+    let definitions = serde_json::json!({
+        "queues": [{"name": queue, "vhost": "/", "durable": true, "auto_delete": false, "arguments": {}}]
+    });
+    broker
+        .import_definitions(&definitions.to_string())
+        .await
+        .unwrap();
+
+    broker.stop().await.unwrap();
+    assert!(!broker.is_running());
+    assert!(
+        !amqp_answers(broker.port()).await,
+        "stopped: nothing listens"
+    );
+    assert!(broker.ctl(&["list_queues"]).await.is_err());
+
+    broker.start().await.unwrap();
+    assert!(amqp_answers(broker.port()).await);
+    let queues = broker.ctl(&["list_queues", "name", "-q"]).await.unwrap();
+    assert!(
+        queues.lines().any(|l| l.trim() == queue),
+        "durable queue kept: {queues}"
+    );
+
+    broker.kill().await;
+    assert!(
+        !amqp_answers(broker.port()).await,
+        "killed: nothing listens"
+    );
+    broker.start().await.unwrap();
+    assert!(amqp_answers(broker.port()).await);
+}
+
+/// Whether something on `port` answers the AMQP 0-9-1 header with a method frame.
+async fn amqp_answers(port: u16) -> bool {
+    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    if stream.write_all(b"AMQP\x00\x00\x09\x01").await.is_err() {
+        return false;
+    }
+    let mut first = [0u8; 1];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut first)).await,
+        Ok(Ok(_)) if first[0] == 1
+    )
+}

@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use regindex::bus::dead_letters::DeadLetterQueue;
 use regindex::bus::testing::TestBus;
 use regindex::bus::{OutgoingMessage, Publisher};
-use regindex::config::Config;
+use regindex::config::{Config, QueueType};
 use regindex::model::RepositoryName;
 use regindex_testkit::rabbitmq::rabbitmqctl;
 use regindex_worker::index::Index;
@@ -19,6 +19,26 @@ use regindex_worker::{Worker, WorkerMetrics};
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(10);
+
+/// Runs the test function `$name(QueueType)` once on classic and once on quorum queues,
+/// as the tests `$name::classic` and `$name::quorum`.
+macro_rules! on_both_queue_types {
+    ($name:ident) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test]
+            async fn classic() {
+                super::$name(QueueType::Classic).await
+            }
+
+            #[tokio::test]
+            async fn quorum() {
+                super::$name(QueueType::Quorum).await
+            }
+        }
+    };
+}
 
 /// Records refetches; fails them while `failing` holds a failure.
 #[derive(Default)]
@@ -128,9 +148,11 @@ fn counted(metrics: &WorkerMetrics, outcome: &str) -> u64 {
     metrics.messages.with_label_values(&[outcome]).get()
 }
 
-#[tokio::test]
-async fn events_for_one_repository_coalesce_into_one_refetch_and_are_all_acked() {
-    TestBus::run(|bus| async move {
+on_both_queue_types!(events_for_one_repository_coalesce_into_one_refetch_and_are_all_acked);
+async fn events_for_one_repository_coalesce_into_one_refetch_and_are_all_acked(
+    queue_type: QueueType,
+) {
+    TestBus::run_on(queue_type, |bus| async move {
         let index = Arc::new(FakeIndex::default());
         let mut config = config(&bus);
         config.worker.coalesce_ms = 300;
@@ -155,9 +177,13 @@ async fn events_for_one_repository_coalesce_into_one_refetch_and_are_all_acked()
     .await;
 }
 
-#[tokio::test]
-async fn transient_failures_retry_then_dead_letter_with_reason_attempts_and_routing_key() {
-    TestBus::run(|bus| async move {
+on_both_queue_types!(
+    transient_failures_retry_then_dead_letter_with_reason_attempts_and_routing_key
+);
+async fn transient_failures_retry_then_dead_letter_with_reason_attempts_and_routing_key(
+    queue_type: QueueType,
+) {
+    TestBus::run_on(queue_type, |bus| async move {
         let index = Arc::new(FakeIndex::default());
         *index.failing.lock().unwrap() = Some(Failure::transient("registry answered 503"));
         let worker = start(config(&bus), index.clone()); // max_attempts 3, delays 100 and 200 ms
@@ -210,9 +236,9 @@ async fn a_retry_succeeds_once_the_cause_is_gone() {
     .await;
 }
 
-#[tokio::test]
-async fn unparseable_messages_go_straight_to_the_dead_letter_queue() {
-    TestBus::run(|bus| async move {
+on_both_queue_types!(unparseable_messages_go_straight_to_the_dead_letter_queue);
+async fn unparseable_messages_go_straight_to_the_dead_letter_queue(queue_type: QueueType) {
+    TestBus::run_on(queue_type, |bus| async move {
         let index = Arc::new(FakeIndex::default());
         let worker = start(config(&bus), index.clone());
         publish_event(&bus, "regindex.refetch", "NOT VALID").await;
@@ -341,9 +367,9 @@ async fn graceful_shutdown_finishes_the_work_in_flight() {
     .await;
 }
 
-#[tokio::test]
-async fn a_dropped_worker_leaves_its_messages_to_the_next_one() {
-    TestBus::run(|bus| async move {
+on_both_queue_types!(a_dropped_worker_leaves_its_messages_to_the_next_one);
+async fn a_dropped_worker_leaves_its_messages_to_the_next_one(queue_type: QueueType) {
+    TestBus::run_on(queue_type, |bus| async move {
         let slow = Arc::new(FakeIndex {
             refetch_time: Duration::from_secs(30),
             ..FakeIndex::default()

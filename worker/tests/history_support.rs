@@ -52,11 +52,15 @@ pub struct Options {
     pub no_notifications: bool,
     /// `worker.coalesce_ms`; 50 when `None`.
     pub coalesce_ms: Option<u64>,
+    /// `amqp.queue_type` of the stack's queues.
+    pub queue_type: regindex::config::QueueType,
 }
 
 impl Stack {
     pub async fn start(options: Options) -> Self {
-        let bus = TestBus::new().await.expect("RabbitMQ on 127.0.0.1:5672");
+        let bus = TestBus::with_queue_type(options.queue_type)
+            .await
+            .expect("RabbitMQ on 127.0.0.1:5672");
         let db = TestDatabase::create()
             .await
             .expect("PostgreSQL on 127.0.0.1:5432");

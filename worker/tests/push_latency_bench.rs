@@ -82,7 +82,15 @@ async fn push_to_queryable_latency() {
     let pushes = env("LATENCY_BENCH_PUSHES", 100);
     let rate = env("LATENCY_BENCH_RATE", 5).max(1);
     let repos = env("LATENCY_BENCH_REPOS", pushes).max(1);
-    Stack::run(options(), |s| async move {
+    let queue_type = match std::env::var("LATENCY_BENCH_QUEUE_TYPE").as_deref() {
+        Ok("quorum") => regindex::config::QueueType::Quorum,
+        _ => regindex::config::QueueType::Classic,
+    };
+    let options = Options {
+        queue_type,
+        ..options()
+    };
+    Stack::run(options, |s| async move {
         let mut ticks = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
         let mut waits = Vec::new();
         for i in 0..pushes {
@@ -112,7 +120,7 @@ async fn push_to_queryable_latency() {
         }
         latencies.sort();
         println!(
-            "push-to-queryable latency, {pushes} pushes at {rate}/s over {repos} repositories: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            "push-to-queryable latency, {queue_type} queues, {pushes} pushes at {rate}/s over {repos} repositories: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
             percentile_ms(&latencies, 0.5),
             percentile_ms(&latencies, 0.99),
             percentile_ms(&latencies, 1.0),

@@ -4,13 +4,12 @@
 
 use std::time::Duration;
 
+use super::{connect_any, BusError, Topology};
+use crate::config::BrokerUrls;
 use backon::ExponentialBuilder;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, Consumer};
-use secrecy::SecretString;
-
-use super::{connect_named, BusError, Topology};
 
 pub struct ConsumerSession {
     pub connection: Connection,
@@ -20,15 +19,16 @@ pub struct ConsumerSession {
 
 impl ConsumerSession {
     /// `name` labels the connection (and, with a random suffix, the consumer tag) in the
-    /// broker's management views.
+    /// broker's management views. Connects to the first node of `urls` that answers (a
+    /// consumer that lost its node thus resumes on another).
     pub async fn open(
-        url: &SecretString,
+        urls: &BrokerUrls,
         name: &str,
         topology: &Topology,
         queue: &str,
         prefetch: u16,
     ) -> Result<Self, BusError> {
-        let connection = connect_named(url, &format!("{name} {queue}")).await?;
+        let (connection, _) = connect_any(urls, &format!("{name} {queue}"), 0).await?;
         let channel = connection
             .create_channel()
             .await

@@ -112,11 +112,16 @@ pub fn compose_amqp_url() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::config::{Config, QueueType};
 
     const BUS_CONFIG_DEFINITIONS: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../bus-config/definitions.json"
+    );
+    /// The same with `amqp.queue_type: quorum`.
+    const BUS_CONFIG_QUORUM_DEFINITIONS: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../bus-config/definitions-quorum.json"
     );
 
     /// Fixed so that the committed file is reproducible; `regindexctl broker-definitions`
@@ -179,22 +184,26 @@ mod tests {
         assert!(!value.to_string().contains("\"pw\""), "no clear password");
     }
 
-    /// `bus-config/definitions.json`: the default topology with docker-compose.yml's login.
-    /// Regenerate it with `REGINDEX_BLESS=1 cargo nextest run -p regindex definitions`.
+    /// `bus-config/definitions.json`: the default topology with docker-compose.yml's login;
+    /// `bus-config/definitions-quorum.json`: the same with quorum queues.
+    /// Regenerate them with `REGINDEX_BLESS=1 cargo nextest run -p regindex definitions`.
     #[test]
     fn bus_config_definitions_match_the_topology_and_the_compose_login() {
         let login = BrokerLogin::from_url(&compose_amqp_url()).unwrap();
         assert_ne!(login.vhost, "/", "compose gets its own vhost");
-        let generated = definitions(
-            &Topology::from_config(&Config::default()),
-            &login,
-            COMPOSE_SALT,
-        );
-        let text = serde_json::to_string_pretty(&generated).unwrap() + "\n";
-        if std::env::var_os("REGINDEX_BLESS").is_some() {
-            std::fs::write(BUS_CONFIG_DEFINITIONS, &text).unwrap();
+        for (queue_type, path) in [
+            (QueueType::Classic, BUS_CONFIG_DEFINITIONS),
+            (QueueType::Quorum, BUS_CONFIG_QUORUM_DEFINITIONS),
+        ] {
+            let mut config = Config::default();
+            config.amqp.queue_type = queue_type;
+            let generated = definitions(&Topology::from_config(&config), &login, COMPOSE_SALT);
+            let text = serde_json::to_string_pretty(&generated).unwrap() + "\n";
+            if std::env::var_os("REGINDEX_BLESS").is_some() {
+                std::fs::write(path, &text).unwrap();
+            }
+            let on_disk = std::fs::read_to_string(path).unwrap_or_default();
+            assert_eq!(on_disk, text, "{path} is stale");
         }
-        let on_disk = std::fs::read_to_string(BUS_CONFIG_DEFINITIONS).unwrap();
-        assert_eq!(on_disk, text, "bus-config/definitions.json is stale");
     }
 }

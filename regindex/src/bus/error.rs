@@ -20,6 +20,17 @@ pub enum BusError {
     /// and the broker would close the whole connection.
     #[error("message not publishable: {0}")]
     Unpublishable(String),
+    /// A queue exists with other arguments than this configuration declares it with.
+    #[error("queue {queue:?} exists with other arguments than amqp.queue_type {queue_type} declares (another queue type?); switch with `regindexctl bus migrate`: {source}")]
+    QueueMismatch {
+        queue: String,
+        queue_type: crate::config::QueueType,
+        #[source]
+        source: lapin::Error,
+    },
+    /// Messages were published straight to a queue between its last move and its deletion.
+    #[error("{messages} messages reached queue {queue:?} while it was being replaced and were deleted with it; stop every worker during `regindexctl bus migrate`")]
+    MigrationRace { queue: String, messages: u32 },
     #[error("no queue is bound for routing key {routing_key:?} on exchange {exchange:?}")]
     Unroutable {
         exchange: String,

@@ -13,12 +13,12 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, FieldArray, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection};
-use secrecy::SecretString;
 use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
 use super::republish::Republish;
-use super::{connect, BusError, Topology};
+use super::{connect_any, BusError, Topology};
+use crate::config::BrokerUrls;
 
 /// How long the broker may take to confirm one message.
 pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
@@ -97,21 +97,34 @@ impl OutgoingMessage {
 }
 
 /// Publishes on one confirm-mode channel, (re)connecting on demand.
+///
+/// With several broker URLs (the nodes of a cluster), a publish that fails because the
+/// connection went away is sent again once through another node. A message is only ever
+/// reported published once a node confirmed it; the retry may store it twice (when the
+/// lost node had stored it but its confirm was lost), which every consumer tolerates.
 pub struct Publisher {
-    url: SecretString,
+    urls: BrokerUrls,
     /// Declared on every (re)connection, so the first publish after a broker reset
     /// finds its queues.
     topology: Option<Topology>,
-    channel: Mutex<Option<(Connection, Channel)>>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    channel: Option<(Connection, Channel)>,
+    /// The URL number to try first on the next connection: the one in use, or the next
+    /// after it failed.
+    node: usize,
 }
 
 impl Publisher {
     /// A publisher that does not connect until the first publish.
-    pub fn new(url: SecretString, topology: Option<Topology>) -> Self {
+    pub fn new(urls: BrokerUrls, topology: Option<Topology>) -> Self {
         Self {
-            url,
+            urls,
             topology,
-            channel: Mutex::new(None),
+            state: Mutex::new(State::default()),
         }
     }
 
@@ -151,16 +164,31 @@ impl Publisher {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<(), BusError> {
-        let channel = self.channel().await?;
-        let result = publish_with(&channel, exchange, routing_key, body, properties).await;
-        if let Err(e) = &result {
-            if !matches!(
-                e,
-                BusError::Unroutable { .. } | BusError::Nacked { .. } | BusError::Unpublishable(_)
-            ) {
-                // The channel may be dead: start afresh on the next publish.
-                warn!(error = %e, "publish failed; reconnecting on the next publish");
-                self.channel.lock().await.take();
+        // Another node is only worth a try when there is one.
+        let tries = if self.urls.len() > 1 { 2 } else { 1 };
+        let mut result = Ok(());
+        for _ in 0..tries {
+            let channel = self.channel().await?;
+            result = publish_with(&channel, exchange, routing_key, body, properties.clone()).await;
+            match &result {
+                Ok(())
+                | Err(
+                    BusError::Unroutable { .. }
+                    | BusError::Nacked { .. }
+                    | BusError::Unpublishable(_),
+                ) => return result,
+                Err(e) => {
+                    // The channel may be dead: start afresh, on the next node.
+                    warn!(error = %e, "publish failed; reconnecting");
+                    let mut state = self.state.lock().await;
+                    if state.channel.take().is_some() {
+                        state.node = (state.node + 1) % self.urls.len();
+                    }
+                    // A confirm that never came already used the caller's time.
+                    if matches!(e, BusError::Timeout(_)) {
+                        return result;
+                    }
+                }
             }
         }
         result
@@ -168,26 +196,29 @@ impl Publisher {
 
     /// Closes the connection (when shutting down).
     pub async fn close(&self) {
-        if let Some((connection, _)) = self.channel.lock().await.take() {
+        if let Some((connection, _)) = self.state.lock().await.channel.take() {
             let _ = connection.close(200, "shutting down").await;
         }
     }
 
     async fn channel(&self) -> Result<Channel, BusError> {
-        let mut guard = self.channel.lock().await;
-        if let Some((connection, channel)) = guard.as_ref() {
+        let mut state = self.state.lock().await;
+        if let Some((connection, channel)) = state.channel.as_ref() {
             if connection.status().connected() && channel.status().connected() {
                 return Ok(channel.clone());
             }
+            // Lost (the node went away): prefer the next node.
+            state.node = (state.node + 1) % self.urls.len();
         }
-        guard.take();
+        state.channel = None;
         debug!("connecting to the broker");
-        let connection = connect(&self.url).await?;
+        let (connection, node) = connect_any(&self.urls, "regindex", state.node).await?;
+        state.node = node;
         let channel = confirm_channel(&connection).await?;
         if let Some(topology) = &self.topology {
             topology.declare(&channel).await?;
         }
-        *guard = Some((connection, channel.clone()));
+        state.channel = Some((connection, channel.clone()));
         Ok(channel)
     }
 }

@@ -115,6 +115,15 @@ pub fn replay(topology: &Topology, received: &Received, replayed_at: DateTime<Ut
     }
 }
 
+/// Into `queue` unchanged but for its origin, recorded in headers (migrating queues).
+pub fn moved(received: &Received, queue: &str) -> Republish {
+    Republish {
+        queue: queue.to_owned(),
+        body: received.body.clone(),
+        properties: properties(received, with_origin(received)),
+    }
+}
+
 /// The message's headers with the original exchange and routing key recorded (only once:
 /// a retried message's delivery routing key is the work queue's name).
 fn with_origin(received: &Received) -> FieldTable {

@@ -13,7 +13,7 @@ use lapin::{Channel, Connection};
 
 use super::republish::Received;
 use super::{connect, BusError, Topology};
-use crate::config::AmqpConfig;
+use crate::config::{AmqpConfig, QueueType};
 
 /// A uniquely named topology on the local broker.
 pub struct TestBus {
@@ -24,8 +24,13 @@ pub struct TestBus {
 }
 
 impl TestBus {
-    /// Unique names, short retry delays; declared.
+    /// Unique names, short retry delays, classic queues; declared.
     pub async fn new() -> Result<Self, BusError> {
+        Self::with_queue_type(QueueType::Classic).await
+    }
+
+    /// Unique names, short retry delays, queues of `queue_type`; declared.
+    pub async fn with_queue_type(queue_type: QueueType) -> Result<Self, BusError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let id = &id[..12];
         let config = AmqpConfig {
@@ -35,6 +40,7 @@ impl TestBus {
             environment: format!("test{id}"),
             retry_delays_ms: vec![100, 200],
             max_attempts: 3,
+            queue_type,
             ..AmqpConfig::default()
         };
         let topology = Topology::new(&config);
@@ -58,7 +64,20 @@ impl TestBus {
         F: FnOnce(Arc<TestBus>) -> Fut,
         Fut: Future<Output = ()>,
     {
-        let bus = Arc::new(Self::new().await.expect("RabbitMQ on 127.0.0.1:5672"));
+        Self::run_on(QueueType::Classic, test).await
+    }
+
+    /// [`TestBus::run`] with queues of `queue_type`.
+    pub async fn run_on<F, Fut>(queue_type: QueueType, test: F)
+    where
+        F: FnOnce(Arc<TestBus>) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let bus = Arc::new(
+            Self::with_queue_type(queue_type)
+                .await
+                .expect("RabbitMQ on 127.0.0.1:5672"),
+        );
         let outcome = AssertUnwindSafe(test(bus.clone())).catch_unwind().await;
         bus.cleanup().await;
         if let Err(panic) = outcome {

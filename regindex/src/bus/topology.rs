@@ -17,7 +17,7 @@ use lapin::{Channel, ExchangeKind};
 use serde_json::json;
 
 use super::BusError;
-use crate::config::{AmqpConfig, Config};
+use crate::config::{AmqpConfig, Config, QueueType};
 
 /// Routing keys regindex publishes and binds.
 pub mod routing_key {
@@ -82,6 +82,8 @@ pub struct Topology {
     pub bindings: Vec<Binding>,
     /// The activity history's queue (bound to every registry event), when history is on.
     pub history_queue: Option<String>,
+    /// The type of every queue above.
+    pub queue_type: QueueType,
 }
 
 impl Topology {
@@ -156,6 +158,7 @@ impl Topology {
             retry_delays_ms: config.retry_delays_ms.clone(),
             bindings,
             history_queue: None,
+            queue_type: config.queue_type,
         }
     }
 
@@ -201,7 +204,7 @@ impl Topology {
             channel
                 .queue_declare(&queue, durable_queue(), arguments)
                 .await
-                .map_err(BusError::amqp("declaring a queue"))?;
+                .map_err(|source| declare_error(&queue, self.queue_type, source))?;
         }
         for binding in &self.bindings {
             channel
@@ -239,23 +242,30 @@ impl Topology {
         Ok(())
     }
 
-    /// Every queue with its declaration arguments.
-    fn queues(&self) -> Vec<(String, FieldTable)> {
+    /// Every queue with its declaration arguments, the work queue first and the delay
+    /// queues (which dead-letter into it) last.
+    pub fn queues(&self) -> Vec<(String, FieldTable)> {
+        let plain = queue_arguments(self.queue_type);
         let mut queues = vec![
-            (self.work_queue.clone(), FieldTable::default()),
-            (self.dead_letter_queue.clone(), FieldTable::default()),
+            (self.work_queue.clone(), plain.clone()),
+            (self.dead_letter_queue.clone(), plain.clone()),
         ];
+        if let Some(history) = &self.history_queue {
+            queues.push((history.clone(), plain));
+        }
         for delay in &self.delay_queues {
             queues.push((delay.name.clone(), self.delay_queue_arguments(delay)));
-        }
-        if let Some(history) = &self.history_queue {
-            queues.push((history.clone(), FieldTable::default()));
         }
         queues
     }
 
+    /// The bindings of `queue`.
+    pub fn bindings_of<'a>(&'a self, queue: &'a str) -> impl Iterator<Item = &'a Binding> + 'a {
+        self.bindings.iter().filter(move |b| b.queue == queue)
+    }
+
     fn delay_queue_arguments(&self, delay: &DelayQueue) -> FieldTable {
-        let mut arguments = FieldTable::default();
+        let mut arguments = queue_arguments(self.queue_type);
         arguments.insert(
             "x-message-ttl".into(),
             AMQPValue::LongLongInt(i64::try_from(delay.delay_ms).unwrap_or(i64::MAX)),
@@ -265,6 +275,16 @@ impl Topology {
             "x-dead-letter-routing-key".into(),
             long_string(&self.work_queue),
         );
+        if self.queue_type == QueueType::Quorum {
+            // A quorum queue dead-letters at most once by default: a message expiring while
+            // the work queue's leader changes would be lost. At-least-once keeps it until the
+            // work queue confirms it, and RabbitMQ requires reject-publish overflow for that.
+            arguments.insert(
+                "x-dead-letter-strategy".into(),
+                long_string("at-least-once"),
+            );
+            arguments.insert("x-overflow".into(), long_string("reject-publish"));
+        }
         arguments
     }
 
@@ -306,6 +326,41 @@ impl Topology {
             .collect();
         json!({"exchanges": exchanges, "queues": queues, "bindings": bindings})
     }
+}
+
+/// The arguments every queue of `queue_type` carries. Classic queues carry none, as
+/// before the setting existed, so that existing deployments declare them unchanged.
+pub fn queue_arguments(queue_type: QueueType) -> FieldTable {
+    let mut arguments = FieldTable::default();
+    if queue_type == QueueType::Quorum {
+        arguments.insert("x-queue-type".into(), long_string("quorum"));
+    }
+    arguments
+}
+
+/// A queue declaration refused with PRECONDITION_FAILED exists with other arguments,
+/// typically another `amqp.queue_type`: say so, and how to switch.
+fn declare_error(queue: &str, queue_type: QueueType, source: lapin::Error) -> BusError {
+    if is_precondition_failed(&source) {
+        BusError::QueueMismatch {
+            queue: queue.to_owned(),
+            queue_type,
+            source,
+        }
+    } else {
+        BusError::Amqp {
+            context: "declaring a queue",
+            source,
+        }
+    }
+}
+
+/// The broker closed the channel with 406 PRECONDITION_FAILED.
+pub(crate) fn is_precondition_failed(error: &lapin::Error) -> bool {
+    matches!(
+        error,
+        lapin::Error::ProtocolError(e) if e.get_id() == 406
+    )
 }
 
 /// `<work queue>.retry.<delay>ms`.
