@@ -3,8 +3,14 @@
 //! Both give the same bytes for the same data and query, whatever the parameter order;
 //! they differ only in caching headers. Bodies come from the response cache when the
 //! data version has not moved.
+//!
+//! When the database cannot answer (down, or too slow), a query answered before gets
+//! that last answer, marked stale (`Warning: 110`, `X-Regindex-Stale: true`, `Age`), as
+//! long as it is younger than `api.stale_if_error_secs`; other queries get 503. Neither
+//! waits for the pool while the database monitor knows the database is down.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -57,11 +63,20 @@ async fn serve(
     let query = Query::parse(raw.as_deref().unwrap_or(""))?;
     let key = query.canonical();
     tracing::Span::current().record("query", key.as_str());
-    let rendered = rendered(&state, query, key).await?;
+    let (rendered, stale_age) = match answer(&state, query, &key).await? {
+        Answer::Fresh(rendered) => (rendered, None),
+        Answer::Stale(rendered, age) => (rendered, Some(age)),
+    };
 
-    let cache_control = match flavour {
-        Flavour::Static => format!("public, max-age={}", state.config.api.static_max_age_secs),
-        Flavour::Dynamic => "no-store".to_owned(),
+    let stale_if_error = state.config.api.stale_if_error_secs;
+    let cache_control = match (flavour, stale_age) {
+        (Flavour::Static, None) => format!(
+            "public, max-age={}, stale-if-error={stale_if_error}",
+            state.config.api.static_max_age_secs
+        ),
+        // Caches in front may keep it, but must ask again before reusing it.
+        (Flavour::Static, Some(_)) => format!("public, max-age=0, stale-if-error={stale_if_error}"),
+        (Flavour::Dynamic, _) => "no-store".to_owned(),
     };
     let gzip = accepts_gzip(header_str(&headers, header::ACCEPT_ENCODING));
     let etag = if gzip {
@@ -73,6 +88,14 @@ async fn serve(
     response_headers.insert(header::CACHE_CONTROL, header_value(&cache_control)?);
     response_headers.insert(header::ETAG, header_value(etag)?);
     response_headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    if let Some(age) = stale_age {
+        response_headers.insert(
+            header::WARNING,
+            HeaderValue::from_static("110 - \"Response is Stale\""),
+        );
+        response_headers.insert(STALE_HEADER, HeaderValue::from_static("true"));
+        response_headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
+    }
 
     // The client's copy is current when it names either encoding of this body.
     if none_match(
@@ -92,6 +115,46 @@ async fn serve(
         rendered.json.clone()
     };
     Ok((StatusCode::OK, response_headers, body).into_response())
+}
+
+/// Marks an answer given from before a database outage.
+pub const STALE_HEADER: header::HeaderName = header::HeaderName::from_static("x-regindex-stale");
+
+enum Answer {
+    Fresh(Arc<Rendered>),
+    /// The last good answer, confirmed current this long ago.
+    Stale(Arc<Rendered>, Duration),
+}
+
+/// The current answer, or the last good one when the database cannot answer.
+async fn answer(state: &AppState, query: Query, key: &str) -> Result<Answer, ApiError> {
+    let max_stale = Duration::from_secs(state.config.api.stale_if_error_secs);
+    let fresh = match &state.database {
+        // Known down: do not queue up for the pool.
+        Some(monitor) if monitor.is_down() => Err(ApiError::DatabaseUnavailable),
+        // Not known down: ask, but stop waiting once the monitor finds it down.
+        Some(monitor) => tokio::select! {
+            result = rendered(state, query, key.to_owned()) => result,
+            () = monitor.wait_down() => Err(ApiError::DatabaseUnavailable),
+        },
+        None => rendered(state, query, key.to_owned()).await,
+    };
+    match fresh {
+        Ok(rendered) => Ok(Answer::Fresh(rendered)),
+        Err(e) if e.is_unavailable() => match state.cache.last_good(key, max_stale) {
+            Some((rendered, age)) => {
+                // A known outage was logged by the monitor; other failures were not.
+                if matches!(e, ApiError::DatabaseUnavailable) {
+                    tracing::debug!(?age, "database down: serving the last good answer");
+                } else {
+                    tracing::warn!(error = %e, ?age, "query failed: serving the last good answer");
+                }
+                Ok(Answer::Stale(rendered, age))
+            }
+            None => Err(e),
+        },
+        Err(e) => Err(e),
+    }
 }
 
 /// The rendered answer to `query` at the current data version: from the cache, or

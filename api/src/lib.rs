@@ -5,6 +5,7 @@
 
 mod cache;
 mod conditional;
+pub mod database;
 pub mod error;
 pub mod events;
 mod health;
@@ -17,8 +18,10 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use axum::Router;
+use regindex::bus::Publisher;
 use regindex::config::Config;
-use regindex::store::Store;
+use regindex::store::{DatabaseMonitor, Store};
+use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
 pub use cache::ResponseCache;
@@ -30,6 +33,11 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Store,
     pub cache: Arc<ResponseCache>,
+    /// Whether the database answers (`run` starts one). Without it, requests find out
+    /// for themselves, each waiting up to the pool's acquire timeout.
+    pub database: Option<DatabaseMonitor>,
+    /// The webhook publisher, whose broker connection `/readyz` reports.
+    pub publisher: Option<Arc<Publisher>>,
 }
 
 impl AppState {
@@ -38,7 +46,19 @@ impl AppState {
             config,
             store,
             cache: Arc::new(ResponseCache::default()),
+            database: None,
+            publisher: None,
         }
+    }
+
+    pub fn with_database_monitor(mut self, monitor: DatabaseMonitor) -> Self {
+        self.database = Some(monitor);
+        self
+    }
+
+    pub fn with_publisher(mut self, publisher: Arc<Publisher>) -> Self {
+        self.publisher = Some(publisher);
+        self
     }
 }
 
@@ -77,16 +97,20 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         .layer(TraceLayer::new_for_http())
 }
 
-/// Connects to the database, serves on `config.api.listen` until SIGTERM or Ctrl-C, and
-/// lets requests in flight finish.
+/// Serves on `config.api.listen` until SIGTERM or Ctrl-C, and lets requests in flight
+/// finish. It does not wait for the database: until it answers, `/readyz` says so and
+/// the index answers 503 (see `database`).
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let store = Store::connect(&config.database)
-        .await
-        .context("connecting to the database")?
-        .with_icons(&config.icons);
+    let store = database::store(&config).context("database configuration")?;
+    let stop = CancellationToken::new();
+    let _stop_monitor = stop.clone().drop_guard();
+    let monitor = database::monitor(&store, stop);
     let listen = config.api.listen;
-    let ingest = ingest_routes(&config).await;
-    let state = AppState::new(Arc::new(config), store);
+    let publisher = publisher(&config);
+    let ingest = ingest_routes(&config, publisher.clone()).await;
+    let state = AppState::new(Arc::new(config), store)
+        .with_database_monitor(monitor)
+        .with_publisher(publisher);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
@@ -102,20 +126,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 /// `POST /events` and `/metrics`. The broker connection is opened now to declare the
 /// topology early, but the api also starts without it: the index is served from the
 /// database, and webhooks answer 503 (the registry resends them) until the broker is back.
-async fn ingest_routes(config: &Config) -> Router {
-    // The whole topology, history queue included: with history on, pulls are published
-    // for it and would be unroutable (dropped) without it.
-    let topology = regindex::bus::Topology::from_config(config);
-    let publisher = Arc::new(regindex::bus::Publisher::new(
-        config.amqp.url.clone(),
-        Some(topology),
-    ));
+async fn ingest_routes(config: &Config, publisher: Arc<Publisher>) -> Router {
     if let Err(e) = publisher.ensure_connected().await {
         tracing::warn!(error = %e, "broker unreachable at start-up; POST /events answers 503 until it is back");
     }
     let metrics = metrics::ApiMetrics::new();
     events::router(events::EventsState::new(config, publisher, metrics.clone()))
         .merge(metrics::router(metrics))
+}
+
+/// The webhook publisher. It declares the whole topology, history queue included: with
+/// history on, pulls are published for it and would be unroutable (dropped) without it.
+fn publisher(config: &Config) -> Arc<Publisher> {
+    let topology = regindex::bus::Topology::from_config(config);
+    Arc::new(Publisher::new(config.amqp.url.clone(), Some(topology)))
 }
 
 async fn shutdown_signal() {

@@ -1,4 +1,4 @@
-//! The worker's Prometheus metrics and its `/metrics` + `/healthz` endpoint.
+//! The worker's Prometheus metrics and its `/metrics`, `/healthz` and `/readyz` endpoint.
 
 use std::net::SocketAddr;
 
@@ -26,6 +26,7 @@ pub struct WorkerMetrics {
     pub refetch_seconds: Histogram,
     pub last_full_scan: IntGauge,
     pub amqp_connected: IntGauge,
+    pub database_up: IntGauge,
 }
 
 impl WorkerMetrics {
@@ -59,11 +60,17 @@ impl WorkerMetrics {
             "1 while consuming the work queue",
         )
         .expect("valid metric");
+        let database_up = IntGauge::new(
+            "regindex_worker_database_up",
+            "1 while the database answers with the schema this build needs",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(messages.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(refetch_seconds.clone()),
             Box::new(last_full_scan.clone()),
             Box::new(amqp_connected.clone()),
+            Box::new(database_up.clone()),
         ] {
             registry.register(collector).expect("unique metric");
         }
@@ -73,6 +80,7 @@ impl WorkerMetrics {
             refetch_seconds,
             last_full_scan,
             amqp_connected,
+            database_up,
         }
     }
 
@@ -90,7 +98,8 @@ impl Default for WorkerMetrics {
 pub fn router(metrics: WorkerMetrics) -> Router {
     Router::new()
         .route("/metrics", get(serve_metrics))
-        .route("/healthz", get(healthz))
+        .route("/healthz", get(health))
+        .route("/readyz", get(health))
         .with_state(metrics)
 }
 
@@ -113,13 +122,23 @@ async fn serve_metrics(State(metrics): State<WorkerMetrics>) -> axum::http::Resp
     regindex::telemetry::metrics_response(&metrics.registry)
 }
 
-/// 200 while consuming, 503 while (re)connecting to the broker.
-async fn healthz(State(metrics): State<WorkerMetrics>) -> impl IntoResponse {
-    let connected = metrics.amqp_connected.get() == 1;
-    let status = if connected {
-        StatusCode::OK
+/// `/healthz` and `/readyz`: 200 while the worker can do its work (it consumes the work
+/// queue and the database answers), else 503; the body says which part is missing. The
+/// worker serves no traffic, so both questions have one answer; it is 503 while the
+/// worker waits for its dependencies at start-up, too.
+async fn health(State(metrics): State<WorkerMetrics>) -> impl IntoResponse {
+    let consuming = metrics.amqp_connected.get() == 1;
+    let database = metrics.database_up.get() == 1;
+    let (status, word) = if consuming && database {
+        (StatusCode::OK, "ok")
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
     };
-    (status, Json(json!({"amqp_connected": connected})))
+    let body = json!({
+        "status": word,
+        "database": if database { "up" } else { "down" },
+        "work_queue": if consuming { "consuming" } else { "not_consuming" },
+        "amqp_connected": consuming,
+    });
+    (status, Json(body))
 }
