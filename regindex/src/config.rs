@@ -126,7 +126,7 @@ pub struct WorkerConfig {
     pub gc_interval_secs: u64,
     /// How long events for one repository are gathered before refetching it.
     pub coalesce_ms: u64,
-    /// `/metrics`, `/healthz` of the worker.
+    /// `/metrics`, `/healthz` and `/readyz` of the worker.
     pub metrics_listen: SocketAddr,
 }
 
