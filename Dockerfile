@@ -7,7 +7,8 @@ RUN cargo build --release --locked --bins \
     && cp target/release/regindex-api target/release/regindex-worker target/release/regindexctl /out/
 
 FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+# curl: docker-compose.yml's healthchecks probe /readyz and /healthz with it.
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 regindex
 COPY --from=build /out/ /usr/local/bin/

@@ -18,7 +18,7 @@ const WAIT: Duration = Duration::from_secs(2);
 
 fn fixture(name: &str) -> Value {
     let path = format!(
-        "{}/../../shared/fixtures/webhooks/{name}.json",
+        "{}/../fixtures/webhooks/{name}.json",
         env!("CARGO_MANIFEST_DIR")
     );
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{flatpak_app, Stack};
+use regindex_testkit::samples::{push_samples, SAMPLES};
 use regindex_testkit::ImageSpec;
 
 /// Applications pushed for the clients, with the colour of their icons.
@@ -225,14 +226,44 @@ fn find_square(
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chromium_renders_the_front_page_with_titles_and_icons() {
-    let chromium = require("chromium", "chromium");
-    let stack = Stack::start(|_| {}).await.unwrap();
-    seeded(&stack).await;
+/// Headless Chromium with a throw-away profile.
+struct Chromium {
+    binary: PathBuf,
+    profile: tempfile::TempDir,
+}
 
-    let profile = tempfile::tempdir().unwrap();
-    let flags = |command: &mut Command| {
+/// A decoded screenshot.
+struct Screenshot {
+    path: PathBuf,
+    pixels: Vec<u8>,
+    width: usize,
+    height: usize,
+    channels: usize,
+}
+
+impl Screenshot {
+    fn has_square(&self, rgb: [u8; 3], min: usize) -> bool {
+        find_square(
+            &self.pixels,
+            self.width,
+            self.height,
+            self.channels,
+            rgb,
+            min,
+        )
+    }
+}
+
+impl Chromium {
+    fn new() -> Self {
+        Self {
+            binary: require("chromium", "chromium"),
+            profile: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.binary);
         command.args([
             "--headless",
             "--no-sandbox",
@@ -244,15 +275,49 @@ async fn chromium_renders_the_front_page_with_titles_and_icons() {
             "--force-device-scale-factor=1",
             "--virtual-time-budget=5000",
         ]);
-        command.arg(format!("--user-data-dir={}", profile.path().display()));
-    };
+        command.arg(format!("--user-data-dir={}", self.profile.path().display()));
+        command
+    }
 
-    let dom = tokio::task::block_in_place(|| {
-        let mut command = Command::new(&chromium);
-        flags(&mut command);
-        command.arg("--dump-dom").arg(format!("{}/", stack.base));
-        run(&mut command)
-    });
+    fn dump_dom(&self, url: &str) -> String {
+        tokio::task::block_in_place(|| run(self.command().arg("--dump-dom").arg(url)))
+    }
+
+    /// A 1000x1200 screenshot of `url`, kept as `target/test-artifacts/<name>`.
+    fn screenshot(&self, url: &str, name: &str) -> Screenshot {
+        let path = artifacts_dir().join(name);
+        let _ = std::fs::remove_file(&path);
+        tokio::task::block_in_place(|| {
+            run(self
+                .command()
+                .arg(format!("--screenshot={}", path.display()))
+                .arg("--window-size=1000,1200")
+                .arg(url))
+        });
+        let decoder =
+            png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap()));
+        let mut reader = decoder.read_info().unwrap();
+        let mut pixels = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut pixels).unwrap();
+        let channels = info.color_type.samples();
+        assert!(channels >= 3, "{:?}", info.color_type);
+        Screenshot {
+            path,
+            pixels,
+            width: info.width as usize,
+            height: info.height as usize,
+            channels,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_renders_the_front_page_with_titles_and_icons() {
+    let chromium = Chromium::new();
+    let stack = Stack::start(|_| {}).await.unwrap();
+    seeded(&stack).await;
+
+    let dom = chromium.dump_dom(&format!("{}/", stack.base));
     for (repository, app_id, _) in APPS {
         assert!(
             dom.contains(&format!(">{app_id}</a>")),
@@ -264,39 +329,63 @@ async fn chromium_renders_the_front_page_with_titles_and_icons() {
         );
     }
 
-    let screenshot = artifacts_dir().join("web-front-page.png");
-    let _ = std::fs::remove_file(&screenshot);
-    tokio::task::block_in_place(|| {
-        let mut command = Command::new(&chromium);
-        flags(&mut command);
-        command
-            .arg(format!("--screenshot={}", screenshot.display()))
-            .arg("--window-size=1000,1200")
-            .arg(format!("{}/", stack.base));
-        run(&mut command)
-    });
-    let decoder = png::Decoder::new(std::io::BufReader::new(
-        std::fs::File::open(&screenshot).unwrap(),
-    ));
-    let mut reader = decoder.read_info().unwrap();
-    let mut pixels = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut pixels).unwrap();
-    let channels = info.color_type.samples();
-    assert!(channels >= 3, "{:?}", info.color_type);
+    let screenshot = chromium.screenshot(&format!("{}/", stack.base), "web-front-page.png");
     // Each app's icon (a solid square of its colour) is on screen, at least 40 px wide.
     for (repository, _, rgb) in APPS {
         assert!(
-            find_square(
-                &pixels,
-                info.width as usize,
-                info.height as usize,
-                channels,
-                rgb,
-                40
-            ),
+            screenshot.has_square(rgb, 40),
             "icon of {repository} (rgb {rgb:?}) not visible in {}",
-            screenshot.display()
+            screenshot.path.display()
         );
+    }
+    stack.stop().await.unwrap();
+}
+
+/// What a newcomer sees after `make up`: the samples `regindex-seed` pushes (with skopeo)
+/// show their icons, and every image on the page is served and decodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_shows_the_icons_of_the_make_up_samples() {
+    let chromium = Chromium::new();
+    require("skopeo", "skopeo");
+    let stack = Stack::start(|_| {}).await.unwrap();
+    let host = stack.registry.host();
+    tokio::task::spawn_blocking(move || push_samples(&host))
+        .await
+        .unwrap()
+        .unwrap();
+    for sample in &SAMPLES {
+        stack.refetch(sample.repository).await.unwrap();
+    }
+
+    let page = stack.get("/").await.unwrap().text().await.unwrap();
+    let sources: Vec<&str> = page
+        .split("<img class=\"icon\" src=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    let with_icons = SAMPLES.iter().filter(|s| s.icon_rgb.is_some()).count();
+    assert_eq!(sources.len(), with_icons, "{page}");
+    for source in sources {
+        let response = stack.get(source).await.unwrap();
+        assert_eq!(response.status(), 200, "{source}");
+        let bytes = response.bytes().await.unwrap();
+        let mut reader = png::Decoder::new(&bytes[..]).read_info().unwrap();
+        let mut pixels = vec![0; reader.output_buffer_size()];
+        reader
+            .next_frame(&mut pixels)
+            .unwrap_or_else(|e| panic!("{source} does not decode: {e}"));
+    }
+
+    let screenshot = chromium.screenshot(&format!("{}/", stack.base), "web-make-up-samples.png");
+    for sample in &SAMPLES {
+        if let Some(rgb) = sample.icon_rgb {
+            assert!(
+                screenshot.has_square(rgb, 40),
+                "icon of {} (rgb {rgb:?}) not visible in {}",
+                sample.repository,
+                screenshot.path.display()
+            );
+        }
     }
     stack.stop().await.unwrap();
 }

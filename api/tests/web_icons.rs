@@ -291,3 +291,82 @@ async fn backfill_extracts_icons_of_images_stored_without_them() {
     assert_eq!(labels[ICON_64], format!("/icons/{}.png", sha256_hex(&teal)));
     stack.stop().await.unwrap();
 }
+
+/// The `<li class="card">` of `repository` on a page.
+fn card<'a>(page: &'a str, repository: &str) -> &'a str {
+    page.split("<li class=\"card\">")
+        .find(|card| card.contains(&format!("href=\"/repository/{repository}\"")))
+        .unwrap_or_else(|| panic!("no card for {repository} in:\n{page}"))
+}
+
+/// Magic bytes are not an image. The 8-byte PNG signature alone (what the sample images
+/// carried) and a PNG cut inside its pixel data are neither stored nor served: the page
+/// shows the placeholder and index answers keep the label as pushed. A real PNG next to
+/// them is stored, linked and served.
+#[tokio::test]
+async fn only_real_images_are_stored_served_and_shown() {
+    let stack = Stack::start(|c| c.icons.extract = true).await.unwrap();
+    let signature_only = b"\x89PNG\r\n\x1a\n".to_vec();
+    let real = png([200, 40, 40], 64);
+    // Header intact, pixel data cut short.
+    let cut = real[..real.len() - 100].to_vec();
+    let pushed = [
+        ("apps/signature", "org.example.Signature", &signature_only),
+        ("apps/cut", "org.example.Cut", &cut),
+        ("apps/real", "org.example.Real", &real),
+    ];
+    for (repository, app_id, icon) in pushed {
+        let spec = ImageSpec::flatpak(app_id, "amd64").label(ICON_64, &data_uri(icon));
+        stack
+            .registry
+            .push_image(repository, Some("latest"), &spec)
+            .await
+            .unwrap();
+        stack.refetch(repository).await.unwrap();
+    }
+    // A broken 128 px icon beside a real 64 px one: the page falls back to the 64 px one.
+    let spec = ImageSpec::flatpak("org.example.Fallback", "amd64")
+        .label(ICON_128, &data_uri(&signature_only))
+        .label(ICON_64, &data_uri(&real));
+    stack
+        .registry
+        .push_image("apps/fallback", Some("latest"), &spec)
+        .await
+        .unwrap();
+    stack.refetch("apps/fallback").await.unwrap();
+
+    let stored: Vec<String> = sqlx::query_scalar("SELECT sha256 FROM icons")
+        .fetch_all(stack.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(stored, [sha256_hex(&real)]);
+
+    let page = stack.get("/").await.unwrap().text().await.unwrap();
+    for (repository, _, icon) in &pushed[..2] {
+        let path = format!("/icons/{}.png", sha256_hex(icon));
+        assert_eq!(stack.get(&path).await.unwrap().status(), 404, "{path}");
+        let card = card(&page, repository);
+        assert!(
+            card.contains("class=\"noicon\"") && !card.contains("<img"),
+            "{card}"
+        );
+        let labels = labels_of(&stack, repository, &stack.config.icons).await;
+        assert_eq!(labels[ICON_64], data_uri(icon), "{repository}");
+    }
+
+    let path = format!("/icons/{}.png", sha256_hex(&real));
+    for repository in ["apps/real", "apps/fallback"] {
+        assert!(
+            card(&page, repository).contains(&format!("src=\"{path}\"")),
+            "{repository}: {page}"
+        );
+    }
+    let response = stack.get(&path).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "image/png");
+    let served = response.bytes().await.unwrap();
+    assert_eq!(&served[..], &real[..]);
+    let labels = labels_of(&stack, "apps/real", &stack.config.icons).await;
+    assert_eq!(labels[ICON_64], path);
+    stack.stop().await.unwrap();
+}

@@ -1,4 +1,4 @@
-//! `regindexctl`: schema, one-off scans, dead letters, reindex triggers.
+//! `regindexctl`: schema, one-off scans, dead letters, reindex triggers, broker definitions.
 
 mod display;
 
@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use regindex::bus::dead_letters::{DeadLetterQueue, Filter};
+use regindex::bus::definitions::{self, BrokerLogin};
 use regindex::bus::messages::RefetchRequest;
 use regindex::bus::topology::routing_key;
 use regindex::bus::{fedora_messaging, OutgoingMessage, Publisher, Topology};
@@ -17,6 +18,7 @@ use regindex::model::RepositoryName;
 use regindex::registry::RegistryClient;
 use regindex::store::Store;
 use regindex::sync::{Syncer, TerminalProgress};
+use secrecy::ExposeSecret;
 
 #[derive(Parser)]
 #[command(name = "regindexctl", about = "regindex operations")]
@@ -48,6 +50,9 @@ enum Command {
         #[arg(long, default_value = "flatpak")]
         ctype: String,
     },
+    /// Prints RabbitMQ definitions for provisioning the broker: the topology, the vhost and
+    /// the user of `amqp.url` (password salted and hashed) with rights on that vhost only.
+    BrokerDefinitions,
 }
 
 #[derive(Subcommand)]
@@ -131,8 +136,19 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::TriggerReindex { repository, ctype } => {
             trigger(&config, repository, &ctype).await?
         }
+        Command::BrokerDefinitions => broker_definitions(&config)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn broker_definitions(config: &Config) -> Result<()> {
+    let login = BrokerLogin::from_url(config.amqp.url.expose_secret())?;
+    // A fresh random salt per run (a v4 uuid's bytes come from the OS's generator).
+    let random = uuid::Uuid::new_v4();
+    let salt: [u8; 4] = random.as_bytes()[..4].try_into()?;
+    let value = definitions::definitions(&Topology::from_config(config), &login, salt);
+    println!("{}", serde_json::to_string_pretty(&value)?);
+    Ok(())
 }
 
 async fn write_static(store: &Store, config: &Config) -> Result<()> {

@@ -204,6 +204,64 @@ fn an_unreachable_broker_is_a_clear_error() {
     );
 }
 
+fn broker_definitions(amqp_url: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_regindexctl"))
+        .arg("broker-definitions")
+        .env_remove("REGINDEX_CONFIG")
+        .env("REGINDEX_AMQP__URL", amqp_url)
+        .output()
+        .expect("run regindexctl")
+}
+
+/// How an operator provisions a broker with a secret of their own: `broker-definitions`
+/// for an `amqp.url` with their user and password. Imported on the shared node (under
+/// scratch names, removed at the end), the password logs in and the topology matches the
+/// processes' declarations; the password is nowhere in the output in clear, each run salts
+/// it afresh, and the well-known guest/guest login is refused.
+#[tokio::test]
+async fn broker_definitions_provision_the_configured_login() {
+    let password = format!("pw-{}", uuid::Uuid::new_v4().simple());
+    let url = format!("amqp://operator:{password}@127.0.0.1:5672/index");
+    let text = stdout(&broker_definitions(&url));
+    assert!(!text.contains(&password), "{text}");
+    assert_ne!(
+        text,
+        stdout(&broker_definitions(&url)),
+        "a fresh salt each run"
+    );
+    let definitions: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let scratch = tokio::task::spawn_blocking(move || {
+        regindex_testkit::rabbitmq::ScratchDefinitions::import(&definitions)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let (user, vhost) = (
+        scratch.user("operator").unwrap(),
+        scratch.vhost("index").unwrap(),
+    );
+
+    let login = |password: &str| {
+        secrecy::SecretString::from(format!("amqp://{user}:{password}@127.0.0.1:5672/{vhost}"))
+    };
+    assert!(regindex::bus::connect(&login("wrong")).await.is_err());
+    let connection = regindex::bus::connect(&login(&password)).await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    regindex::bus::Topology::from_config(&regindex::config::Config::default())
+        .declare(&channel)
+        .await
+        .unwrap();
+    connection.close(0, "done").await.unwrap();
+    tokio::task::spawn_blocking(move || drop(scratch))
+        .await
+        .unwrap();
+
+    let refused = broker_definitions("amqp://guest:guest@127.0.0.1:5672/%2f");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("guest/guest"), "{stderr}");
+}
+
 /// `migrate` then `scan`, against a real registry and a fresh database.
 #[tokio::test]
 async fn migrate_then_scan_indexes_the_registry() {

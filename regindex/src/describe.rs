@@ -37,8 +37,9 @@ pub struct Summary {
     pub description: String,
     /// The Flatpak application or runtime id (`org.gnome.Calculator`), when a Flatpak.
     pub flatpak_id: Option<String>,
-    /// The preferred icon's label value (a data URI or URL), 128 px before 64 px.
-    pub icon: Option<String>,
+    /// Icon label values (data URIs or URLs) of the first image that has any, 128 px
+    /// before 64 px: the first one that is a usable icon is shown.
+    pub icons: Vec<String>,
 }
 
 /// The id part of a Flatpak ref: `app/org.gnome.Calculator/x86_64/stable` gives
@@ -108,22 +109,21 @@ pub fn summarize<'a, D: Described + 'a>(
     let mut title = None;
     let mut description = None;
     let mut flatpak = None;
-    let mut icon = None;
+    let mut icons: Vec<&str> = Vec::new();
     for image in images {
         let maps = [image.annotations(), image.labels()];
         title = title.or_else(|| lookup(&maps, &TITLE_KEYS));
         description = description.or_else(|| lookup(&maps, &DESCRIPTION_KEYS));
         flatpak = flatpak.or_else(|| lookup(&maps, &["org.flatpak.ref"]).and_then(flatpak_id));
-        icon = icon.or_else(|| {
-            lookup(
-                &maps,
-                &[
-                    "org.freedesktop.appstream.icon-128",
-                    "org.freedesktop.appstream.icon-64",
-                ],
-            )
-        });
-        if title.is_some() && description.is_some() && flatpak.is_some() && icon.is_some() {
+        if icons.is_empty() {
+            for key in [
+                "org.freedesktop.appstream.icon-128",
+                "org.freedesktop.appstream.icon-64",
+            ] {
+                icons.extend(lookup(&maps, &[key]));
+            }
+        }
+        if title.is_some() && description.is_some() && flatpak.is_some() && !icons.is_empty() {
             break;
         }
     }
@@ -132,7 +132,7 @@ pub fn summarize<'a, D: Described + 'a>(
         title: truncate(title, MAX_TITLE_CHARS),
         description: truncate(description.unwrap_or(""), MAX_DESCRIPTION_CHARS),
         flatpak_id: flatpak.map(str::to_owned),
-        icon: icon.map(str::to_owned),
+        icons: icons.into_iter().map(str::to_owned).collect(),
     }
 }
 
@@ -214,7 +214,7 @@ mod tests {
         let summary = summarize("apps/calculator", [&img]);
         assert_eq!(summary.title, "org.gnome.Calculator");
         assert_eq!(summary.flatpak_id.as_deref(), Some("org.gnome.Calculator"));
-        assert_eq!(summary.icon.as_deref(), Some("data:128"));
+        assert_eq!(summary.icons, ["data:128", "data:64"]);
         assert_eq!(summary.description, "");
 
         let bare = image(&[("name", "   ")], &[]);

@@ -7,12 +7,16 @@
 //! against the index URL and fetches it through its HTTP cache.
 //!
 //! Nothing here trusts the label: the media type of the URI must agree with the magic bytes
-//! of the payload, the payload must be valid base64 and not larger than the configured
-//! limit. A value that fails any check is not an icon and is returned unchanged.
+//! of the payload, the payload must be valid base64, not larger than the configured limit,
+//! and a real image of icon dimensions ([`image`]). A value that fails any check is not an
+//! icon and is returned unchanged.
+
+mod image;
 
 use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 
+pub use self::image::{Check, Dimensions, MAX_SIDE_PX};
 use crate::model::StringMap;
 
 /// The label / annotation keys that hold icons.
@@ -106,6 +110,13 @@ pub enum IconError {
     TooLarge { size: usize, max: usize },
     #[error("the payload's magic bytes do not match {declared}")]
     WrongMagic { declared: &'static str },
+    #[error("the payload is not a valid {format} image: {reason}")]
+    NotAnImage {
+        format: &'static str,
+        reason: String,
+    },
+    #[error("the image is {width}x{height} pixels; icons are 1 to {max} pixels a side")]
+    BadDimensions { width: u32, height: u32, max: u32 },
 }
 
 /// A decoded, validated icon.
@@ -115,6 +126,7 @@ pub struct Icon {
     pub bytes: Vec<u8>,
     /// Lowercase hex sha256 of `bytes`: the icon's name.
     pub sha256: String,
+    pub dimensions: Dimensions,
 }
 
 impl Icon {
@@ -132,8 +144,10 @@ pub fn is_data_uri(value: &str) -> bool {
 }
 
 /// Parses `data:<type>[;params];base64,<payload>` into a validated icon of at most
-/// `max_bytes` decoded bytes.
-pub fn parse_data_uri(value: &str, max_bytes: usize) -> Result<Icon, IconError> {
+/// `max_bytes` decoded bytes. `check` says how much of the image is verified: the icons
+/// that are stored pass [`Check::Full`]; [`Check::Header`] is enough to find which stored
+/// icon a value names.
+pub fn parse_data_uri(value: &str, max_bytes: usize, check: Check) -> Result<Icon, IconError> {
     if !is_data_uri(value) {
         return Err(IconError::NotDataUri);
     }
@@ -186,11 +200,13 @@ pub fn parse_data_uri(value: &str, max_bytes: usize) -> Result<Icon, IconError> 
             declared: format.content_type(),
         });
     }
+    let dimensions = image::check(format, &bytes, check)?;
     let sha256 = hex::encode(Sha256::digest(&bytes));
     Ok(Icon {
         format,
         bytes,
         sha256,
+        dimensions,
     })
 }
 
@@ -214,8 +230,9 @@ pub fn parse_file_name(name: &str) -> Option<(String, IconFormat)> {
     Some((hash.to_owned(), IconFormat::from_extension(extension)?))
 }
 
-/// The icons of one label or annotation map, each with the key it came from. Values that
-/// are not valid icons are skipped and handed to `on_error` (for logging).
+/// The icons of one label or annotation map, each with the key it came from, fully
+/// checked ([`Check::Full`]): what is stored. Values that are not valid icons are skipped
+/// and handed to `on_error` (for logging).
 pub fn extract(
     map: &StringMap,
     max_bytes: usize,
@@ -227,7 +244,7 @@ pub fn extract(
         if !is_data_uri(value) {
             continue; // already a URL: nothing to extract, and nothing wrong
         }
-        match parse_data_uri(value, max_bytes) {
+        match parse_data_uri(value, max_bytes, Check::Full) {
             Ok(icon) => icons.push((key, icon)),
             Err(e) => on_error(key, &e),
         }
@@ -250,7 +267,7 @@ pub fn rewrite(map: &mut StringMap, mut resolve: impl FnMut(&str) -> Option<Stri
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A complete 1x1 PNG.
@@ -269,7 +286,7 @@ mod tests {
     #[test]
     fn parses_a_png_data_uri() {
         let uri = format!("data:image/png;base64,{}", b64(PNG_1X1));
-        let icon = parse_data_uri(&uri, 1024).unwrap();
+        let icon = parse_data_uri(&uri, 1024, Check::Full).unwrap();
         assert_eq!(icon.format, IconFormat::Png);
         assert_eq!(icon.bytes, PNG_1X1);
         assert_eq!(icon.sha256, hex::encode(Sha256::digest(PNG_1X1)));
@@ -281,7 +298,10 @@ mod tests {
         let encoded = b64(PNG_1X1);
         let (a, b) = encoded.split_at(20);
         let uri = format!("DATA:Image/PNG;charset=binary;BASE64,{a}\n{b}");
-        assert_eq!(parse_data_uri(&uri, 1024).unwrap().bytes, PNG_1X1);
+        assert_eq!(
+            parse_data_uri(&uri, 1024, Check::Full).unwrap().bytes,
+            PNG_1X1
+        );
     }
 
     #[test]
@@ -310,36 +330,69 @@ mod tests {
             ),
         ];
         for (uri, expected) in cases {
-            assert_eq!(parse_data_uri(&uri, 1024).unwrap_err(), expected, "{uri}");
+            assert_eq!(
+                parse_data_uri(&uri, 1024, Check::Full).unwrap_err(),
+                expected,
+                "{uri}"
+            );
         }
         assert!(matches!(
-            parse_data_uri("data:image/png;base64,!!!not base64!!!", 1024),
+            parse_data_uri("data:image/png;base64,!!!not base64!!!", 1024, Check::Full),
             Err(IconError::BadBase64(_))
         ));
         assert!(matches!(
-            parse_data_uri("data:", 1024),
+            parse_data_uri("data:", 1024, Check::Full),
             Err(IconError::MissingComma)
         ));
         // Multi-byte characters right after the prefix must not panic.
-        assert!(parse_data_uri("dat\u{e9}:x", 1024).is_err());
-        assert!(parse_data_uri("", 1024).is_err());
+        assert!(parse_data_uri("dat\u{e9}:x", 1024, Check::Full).is_err());
+        assert!(parse_data_uri("", 1024, Check::Full).is_err());
+    }
+
+    /// What sample images carried: the 8-byte PNG signature and nothing else. Its magic
+    /// bytes are right; it is still not an image.
+    #[test]
+    fn rejects_the_png_signature_alone() {
+        let uri = "data:image/png;base64,iVBORw0KGgo=";
+        for check in [Check::Header, Check::Full] {
+            assert!(
+                matches!(
+                    parse_data_uri(uri, 1024, check),
+                    Err(IconError::NotAnImage {
+                        format: "image/png",
+                        ..
+                    })
+                ),
+                "{check:?}"
+            );
+        }
+        let mut labels = StringMap::new();
+        labels.insert(ICON_KEYS[0].into(), uri.into());
+        let mut errors = Vec::new();
+        assert!(extract(&labels, 1024, |_, e| errors.push(e.to_string())).is_empty());
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].starts_with("the payload is not a valid image/png image"),
+            "{}",
+            errors[0]
+        );
     }
 
     #[test]
     fn rejects_oversized_icons() {
         let uri = format!("data:image/png;base64,{}", b64(PNG_1X1));
         assert_eq!(
-            parse_data_uri(&uri, PNG_1X1.len() - 1).unwrap_err(),
+            parse_data_uri(&uri, PNG_1X1.len() - 1, Check::Full).unwrap_err(),
             IconError::TooLarge {
                 size: PNG_1X1.len(),
                 max: PNG_1X1.len() - 1
             }
         );
-        assert!(parse_data_uri(&uri, PNG_1X1.len()).is_ok());
+        assert!(parse_data_uri(&uri, PNG_1X1.len(), Check::Full).is_ok());
         // Far over the limit: refused before decoding.
         let huge = format!("data:image/png;base64,{}", "A".repeat(4_000_000));
         assert!(matches!(
-            parse_data_uri(&huge, 1024),
+            parse_data_uri(&huge, 1024, Check::Full),
             Err(IconError::TooLarge { .. })
         ));
     }
@@ -400,7 +453,7 @@ mod tests {
 
         let mut rewritten = labels.clone();
         rewrite(&mut rewritten, |value| {
-            parse_data_uri(value, 1024)
+            parse_data_uri(value, 1024, Check::Full)
                 .ok()
                 .map(|icon| icon_url(None, &icon.file_name()))
         });

@@ -64,7 +64,8 @@ async fn blocking<T: Send + 'static>(
 
 /// Each distinct icon data URI of `response` with the file name of its icon (`None`
 /// when it is not a valid icon). The same icon appears in every image of an app (all
-/// arches, all tags): each distinct value is decoded and hashed once.
+/// arches, all tags): each distinct value is decoded and hashed once. Only the header is
+/// checked here: a URL is only given for a stored icon, and those were checked fully.
 fn icon_files(response: &IndexResponse, max_bytes: usize) -> HashMap<String, Option<String>> {
     let mut files: HashMap<String, Option<String>> = HashMap::new();
     let mut visit = |image: &ImageFields| {
@@ -72,7 +73,7 @@ fn icon_files(response: &IndexResponse, max_bytes: usize) -> HashMap<String, Opt
             for key in icons::ICON_KEYS {
                 if let Some(value) = map.get(key) {
                     if icons::is_data_uri(value) && !files.contains_key(value) {
-                        let file = icons::parse_data_uri(value, max_bytes)
+                        let file = icons::parse_data_uri(value, max_bytes, icons::Check::Header)
                             .ok()
                             .map(|icon| icon.file_name());
                         files.insert(value.clone(), file);

@@ -5,10 +5,15 @@ use std::time::Duration;
 
 use chrono::Utc;
 use regindex::bus::dead_letters::{DeadLetterQueue, Filter};
+use regindex::bus::definitions::{self, BrokerLogin};
 use regindex::bus::publisher::republish_confirmed;
 use regindex::bus::republish::{self, Received};
 use regindex::bus::testing::TestBus;
-use regindex::bus::{headers, BusError, OutgoingMessage, Publisher};
+use regindex::bus::topology::routing_key;
+use regindex::bus::{headers, BusError, OutgoingMessage, Publisher, Topology};
+use regindex::config::Config;
+use regindex_testkit::rabbitmq::ScratchDefinitions;
+use secrecy::SecretString;
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -245,7 +250,7 @@ async fn definitions_import_and_match_the_declared_topology() {
         let file = tempfile::NamedTempFile::with_suffix(".json").unwrap();
         std::fs::write(
             file.path(),
-            serde_json::to_vec(&bus.topology.definitions()).unwrap(),
+            serde_json::to_vec(&bus.topology.definitions("/")).unwrap(),
         )
         .unwrap();
         // rabbitmqctl hands the path to the broker, which runs as another user.
@@ -271,4 +276,68 @@ async fn definitions_import_and_match_the_declared_topology() {
         publisher.close().await;
     })
     .await;
+}
+
+/// docker-compose.yml's RabbitMQ loads `bus-config/definitions.json` at boot, and then
+/// creates neither `guest` nor `/`: the definitions must create the vhost and user of the
+/// compose file's `REGINDEX_AMQP__URL`. Imported on the shared node under unique vhost and
+/// user names (removed at the end; `/` and `guest` are never touched), the compose password
+/// logs in, the api's own declarations match the imported topology, and a publish reaches
+/// the work queue.
+#[tokio::test]
+async fn compose_definitions_create_the_login_the_compose_file_uses() {
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../bus-config/definitions.json"
+    );
+    let definitions: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    let compose_url = definitions::compose_amqp_url();
+    let login = BrokerLogin::from_url(&compose_url).unwrap();
+    let scratch = tokio::task::spawn_blocking(move || ScratchDefinitions::import(&definitions))
+        .await
+        .unwrap()
+        .unwrap();
+
+    // The compose URL with its password, pointed at the scratch names on this node.
+    let mut url = url::Url::parse(&compose_url).unwrap();
+    url.set_host(Some("127.0.0.1")).unwrap();
+    let user = scratch
+        .user(&login.user)
+        .expect("the definitions create the compose user");
+    url.set_username(user).unwrap();
+    let vhost = scratch
+        .vhost(&login.vhost)
+        .expect("the definitions create the compose vhost");
+    url.set_path(&format!("/{vhost}"));
+    let url = SecretString::from(url.to_string());
+
+    // What the api does at start-up: declare the whole topology (RabbitMQ refuses a
+    // redeclaration with other arguments), then publish with confirms.
+    let config = Config::default();
+    let publisher = Publisher::new(url.clone(), Some(Topology::from_config(&config)));
+    publisher
+        .publish(&OutgoingMessage::json(
+            &config.amqp.events_exchange,
+            routing_key::REFETCH,
+            br#"{"repository":"apps/calc"}"#.to_vec(),
+        ))
+        .await
+        .unwrap();
+    publisher.close().await;
+    let connection = regindex::bus::connect(&url).await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let got = channel
+        .basic_get(
+            &config.amqp.work_queue,
+            lapin::options::BasicGetOptions { no_ack: true },
+        )
+        .await
+        .unwrap()
+        .expect("the refetch is in the work queue");
+    assert_eq!(got.delivery.data, br#"{"repository":"apps/calc"}"#);
+    connection.close(0, "done").await.unwrap();
+    tokio::task::spawn_blocking(move || drop(scratch))
+        .await
+        .unwrap();
 }

@@ -102,7 +102,9 @@ impl ImageSpec {
 
     /// A Flatpak application image as Fedora builds them: `org.flatpak.ref`,
     /// `org.flatpak.metadata` and appstream labels. `arch` may be Go-style (`amd64`) or
-    /// Flatpak-style (`x86_64`).
+    /// Flatpak-style (`x86_64`). Its `icon-64` is the 8-byte PNG signature and nothing
+    /// else, which is not an image (nothing is extracted); [`ImageSpec::icons`] gives it
+    /// real ones.
     pub fn flatpak(app_id: &str, arch: &str) -> Self {
         let (go_arch, flatpak_arch) = arch_names(arch);
         let mut labels = BTreeMap::new();
@@ -143,6 +145,13 @@ impl ImageSpec {
     pub fn label(mut self, key: &str, value: &str) -> Self {
         self.labels.insert(key.into(), value.into());
         self
+    }
+
+    /// Real 64 px and 128 px PNG icons (`icon-64`, `icon-128`): solid squares of `rgb`.
+    pub fn icons(self, rgb: [u8; 3]) -> Self {
+        use crate::icon::{png, png_data_uri, ICON_128_LABEL, ICON_64_LABEL};
+        self.label(ICON_64_LABEL, &png_data_uri(&png(rgb, 64)))
+            .label(ICON_128_LABEL, &png_data_uri(&png(rgb, 128)))
     }
 
     pub fn annotation(mut self, key: &str, value: &str) -> Self {

@@ -6,6 +6,9 @@
 //! - [`PrivatePostgres`], [`PrivateRabbitMq`]: servers of a test's own, on free ports, for
 //!   outage tests (`stop()` / `start()`); never stop the shared ones on 5432 / 5672.
 //! - [`free_port`], [`unique_name`]: for anything else a test starts or names.
+//! - [`png`], [`ImageSpec::icons`]: real icons; [`samples`]: what `make up` pushes.
+//! - [`rabbitmq::ScratchDefinitions`]: RabbitMQ definitions imported under unique vhost and
+//!   user names on the shared node, removed afterwards.
 //!
 //! This crate must not depend on `regindex`: it is the independent side of every test.
 //!
@@ -45,16 +48,20 @@
 //! ```
 
 mod database;
+mod icon;
 mod image;
 mod oci_layout;
 mod private_postgres;
 mod private_rabbitmq;
 mod push;
+pub mod rabbitmq;
 mod registry;
+pub mod samples;
 mod service_user;
 mod token;
 
 pub use database::TestDatabase;
+pub use icon::{png, png_data_uri, ICON_128_LABEL, ICON_64_LABEL};
 pub use image::{
     sha256_digest, BuiltImage, ImageFormat, ImageSpec, ListFormat, ALL_MANIFEST_TYPES,
     DOCKER_CONFIG, DOCKER_LAYER, DOCKER_LIST, DOCKER_MANIFEST, OCI_CONFIG, OCI_INDEX, OCI_LAYER,

@@ -92,70 +92,13 @@ pub fn app(store: Store, config: Arc<Config>) -> axum::Router {
     regindex_api::router(regindex_api::AppState::new(config, store))
 }
 
-/// A real `size`x`size` RGB PNG filled with one colour (uncompressed deflate blocks).
+/// A real `size`x`size` RGB PNG filled with one colour.
 pub fn png(rgb: [u8; 3], size: u32) -> Vec<u8> {
-    fn crc32(bytes: &[u8]) -> u32 {
-        let mut crc = 0xffff_ffffu32;
-        for &b in bytes {
-            crc ^= u32::from(b);
-            for _ in 0..8 {
-                crc = if crc & 1 != 0 {
-                    (crc >> 1) ^ 0xedb8_8320
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        !crc
-    }
-    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        let mut body = kind.to_vec();
-        body.extend_from_slice(data);
-        out.extend_from_slice(&body);
-        out.extend_from_slice(&crc32(&body).to_be_bytes());
-    }
-    let mut raw = Vec::new();
-    for _ in 0..size {
-        // Filter type 0 (None) for every row.
-        raw.extend_from_slice(&[0]);
-        for _ in 0..size {
-            raw.extend_from_slice(&rgb);
-        }
-    }
-    let mut zlib = vec![0x78, 0x01];
-    let blocks: Vec<&[u8]> = raw.chunks(65_535).collect();
-    for (i, block) in blocks.iter().enumerate() {
-        zlib.push(u8::from(i + 1 == blocks.len()));
-        let len = block.len() as u16;
-        zlib.extend_from_slice(&len.to_le_bytes());
-        zlib.extend_from_slice(&(!len).to_le_bytes());
-        zlib.extend_from_slice(block);
-    }
-    let (mut a, mut b) = (1u32, 0u32);
-    for &byte in &raw {
-        a = (a + u32::from(byte)) % 65_521;
-        b = (b + a) % 65_521;
-    }
-    zlib.extend_from_slice(&((b << 16) | a).to_be_bytes());
-
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut ihdr = Vec::new();
-    ihdr.extend_from_slice(&size.to_be_bytes());
-    ihdr.extend_from_slice(&size.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    chunk(&mut out, b"IHDR", &ihdr);
-    chunk(&mut out, b"IDAT", &zlib);
-    chunk(&mut out, b"IEND", &[]);
-    out
+    regindex_testkit::png(rgb, size)
 }
 
 pub fn data_uri(png: &[u8]) -> String {
-    use base64::Engine as _;
-    format!(
-        "data:image/png;base64,{}",
-        base64::engine::general_purpose::STANDARD.encode(png)
-    )
+    regindex_testkit::png_data_uri(png)
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -166,13 +109,6 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// A Flatpak application image with real 64px and 128px icons of colour `rgb`.
 pub fn flatpak_app(app_id: &str, arch: &str, rgb: [u8; 3]) -> regindex_testkit::ImageSpec {
     regindex_testkit::ImageSpec::flatpak(app_id, arch)
-        .label(
-            "org.freedesktop.appstream.icon-64",
-            &data_uri(&png(rgb, 64)),
-        )
-        .label(
-            "org.freedesktop.appstream.icon-128",
-            &data_uri(&png(rgb, 128)),
-        )
+        .icons(rgb)
         .label("org.flatpak.installed-size", "4096000")
 }

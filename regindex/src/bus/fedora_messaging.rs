@@ -71,7 +71,7 @@ mod tests {
     fn matches_the_captured_fedora_messaging_message() {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/fixtures/bodhi/compose-complete-fedora-messaging.json"
+            "/../fixtures/bodhi/compose-complete-fedora-messaging.json"
         );
         let fixture: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();

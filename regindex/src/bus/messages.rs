@@ -370,7 +370,7 @@ mod tests {
 
     fn fixture(path: &str) -> serde_json::Value {
         let full = format!(
-            "{}/../../shared/fixtures/{path}",
+            "{}/../fixtures/{path}",
             env!("CARGO_MANIFEST_DIR")
         );
         let text = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"));

@@ -2,6 +2,8 @@
 //!
 //! - [`topology`]: every exchange, queue and binding, named from [`crate::config::AmqpConfig`]
 //!   and declared idempotently by each process at start-up (mirrored in `bus-config/`).
+//! - [`definitions`]: the topology with the vhost and user `amqp.url` logs in with, as
+//!   RabbitMQ definitions for provisioning a broker.
 //! - [`messages`]: pure parsing of what arrives (registry webhooks, Bodhi messages, internal
 //!   refetches) into the events the api publishes and the work items the worker runs.
 //! - [`headers`]: the headers the retry path and the dead-letter queue carry.
@@ -10,6 +12,7 @@
 
 mod consumer;
 pub mod dead_letters;
+pub mod definitions;
 mod error;
 pub mod fedora_messaging;
 pub mod headers;

@@ -219,7 +219,7 @@ mod tests {
 
     fn fixture(name: &str) -> RegistryEvent {
         let path = format!(
-            "{}/../../shared/fixtures/webhooks/{name}.json",
+            "{}/../fixtures/webhooks/{name}.json",
             env!("CARGO_MANIFEST_DIR")
         );
         let fixture: serde_json::Value =

@@ -41,12 +41,19 @@ pub(super) fn preferred_images(mut paths: Vec<TagPath>) -> Vec<i64> {
         .collect()
 }
 
-/// The `icon` column: the stored icon's file name for a valid data URI, an http(s) URL as
-/// it is, nothing otherwise.
-pub(super) fn icon_column(value: Option<&str>, max_bytes: usize) -> Option<String> {
-    let value = value?;
+/// The `icon` column: of the candidates in order, the first that is a valid data URI (as
+/// the stored icon's file name: checked as fully as the icons that are stored, so the page
+/// never links an icon that is not) or an http(s) URL (as it is); nothing otherwise (the
+/// page shows its placeholder).
+pub(super) fn icon_column(candidates: &[String], max_bytes: usize) -> Option<String> {
+    candidates
+        .iter()
+        .find_map(|value| usable_icon(value, max_bytes))
+}
+
+fn usable_icon(value: &str, max_bytes: usize) -> Option<String> {
     if icons::is_data_uri(value) {
-        return icons::parse_data_uri(value, max_bytes)
+        return icons::parse_data_uri(value, max_bytes, icons::Check::Full)
             .ok()
             .map(|icon| icon.file_name());
     }
@@ -62,7 +69,7 @@ impl RepositoryTx {
         max_bytes: usize,
     ) -> Result<(), StoreError> {
         let summary = self.summarize(repository_id).await?;
-        let icon = icon_column(summary.icon.as_deref(), max_bytes);
+        let icon = icon_column(&summary.icons, max_bytes);
         sqlx::query(
             "INSERT INTO repository_summaries (repository_id, name, title, description, flatpak_id, icon)
              VALUES ($1, $2, $3, $4, $5, $6)
@@ -202,22 +209,32 @@ mod tests {
     }
 
     #[test]
-    fn icon_column_keeps_valid_icons_and_urls_only() {
+    fn icon_column_takes_the_first_valid_icon_or_url() {
         use base64::Engine as _;
-        let png = b"\x89PNG\r\n\x1a\nrest";
-        let uri = format!(
-            "data:image/png;base64,{}",
-            base64::engine::general_purpose::STANDARD.encode(png)
-        );
-        let file = icon_column(Some(&uri), 1024).unwrap();
+        let data_uri = |bytes: &[u8]| {
+            format!(
+                "data:image/png;base64,{}",
+                base64::engine::general_purpose::STANDARD.encode(bytes)
+            )
+        };
+        let column = |values: &[&str], max_bytes| {
+            let values: Vec<String> = values.iter().map(|v| (*v).to_owned()).collect();
+            icon_column(&values, max_bytes)
+        };
+        let uri = data_uri(crate::icons::tests::PNG_1X1);
+        let file = column(&[&uri], 1024).unwrap();
         assert!(file.ends_with(".png") && file.len() == 68, "{file}");
-        assert_eq!(icon_column(Some(&uri), 4), None);
+        assert_eq!(column(&[&uri], 4), None);
+        // PNG magic bytes with no image behind them: not an icon, the next one is taken.
+        let signature_only = data_uri(b"\x89PNG\r\n\x1a\nrest");
+        assert_eq!(column(&[&signature_only], 1024), None);
+        assert_eq!(column(&[&signature_only, &uri], 1024), Some(file));
         assert_eq!(
-            icon_column(Some("https://example.org/i.png"), 1024).as_deref(),
+            column(&["https://example.org/i.png"], 1024).as_deref(),
             Some("https://example.org/i.png")
         );
-        assert_eq!(icon_column(Some("javascript:alert(1)"), 1024), None);
-        assert_eq!(icon_column(Some("data:image/png;base64,@@"), 1024), None);
-        assert_eq!(icon_column(None, 1024), None);
+        assert_eq!(column(&["javascript:alert(1)"], 1024), None);
+        assert_eq!(column(&["data:image/png;base64,@@"], 1024), None);
+        assert_eq!(column(&[], 1024), None);
     }
 }
