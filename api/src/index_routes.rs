@@ -68,16 +68,12 @@ async fn serve(
         Answer::Stale(rendered, age) => (rendered, Some(age)),
     };
 
-    let stale_if_error = state.config.api.stale_if_error_secs;
-    let cache_control = match (flavour, stale_age) {
-        (Flavour::Static, None) => format!(
-            "public, max-age={}, stale-if-error={stale_if_error}",
-            state.config.api.static_max_age_secs
-        ),
-        // Caches in front may keep it, but must ask again before reusing it.
-        (Flavour::Static, Some(_)) => format!("public, max-age=0, stale-if-error={stale_if_error}"),
-        (Flavour::Dynamic, _) => "no-store".to_owned(),
-    };
+    let cache_control = cache_control(
+        flavour,
+        stale_age.is_some(),
+        state.config.api.static_max_age_secs,
+        state.config.api.stale_if_error_secs,
+    );
     let gzip = accepts_gzip(header_str(&headers, header::ACCEPT_ENCODING));
     let etag = if gzip {
         &rendered.gzip_etag
@@ -117,8 +113,27 @@ async fn serve(
     Ok((StatusCode::OK, response_headers, body).into_response())
 }
 
+/// `Cache-Control` of an index answer. Fresh static answers may be reused for
+/// `max_age` and, by caches that know `stale-if-error`, during errors; a stale one may be
+/// kept but must be asked for again before reuse. Dynamic answers are never stored.
+fn cache_control(flavour: Flavour, stale: bool, max_age: u64, stale_if_error: u64) -> String {
+    match (flavour, stale) {
+        (Flavour::Static, false) => {
+            format!("public, max-age={max_age}, stale-if-error={stale_if_error}")
+        }
+        (Flavour::Static, true) => format!("public, max-age=0, stale-if-error={stale_if_error}"),
+        (Flavour::Dynamic, _) => "no-store".to_owned(),
+    }
+}
+
+/// An index answer taking longer than this makes the database monitor probe at once,
+/// so that a request waiting on a database that just went away is answered from the
+/// last good answers within about this long. Uncached answers of 250 images take about
+/// 10 ms, cached ones a few (docs/benchmarks.md), so healthy traffic rarely asks.
+const SLOW_ANSWER: Duration = Duration::from_millis(200);
+
 /// Marks an answer given from before a database outage.
-pub const STALE_HEADER: header::HeaderName = header::HeaderName::from_static("x-regindex-stale");
+const STALE_HEADER: header::HeaderName = header::HeaderName::from_static("x-regindex-stale");
 
 enum Answer {
     Fresh(Arc<Rendered>),
@@ -132,11 +147,20 @@ async fn answer(state: &AppState, query: Query, key: &str) -> Result<Answer, Api
     let fresh = match &state.database {
         // Known down: do not queue up for the pool.
         Some(monitor) if monitor.is_down() => Err(ApiError::DatabaseUnavailable),
-        // Not known down: ask, but stop waiting once the monitor finds it down.
-        Some(monitor) => tokio::select! {
-            result = rendered(state, query, key.to_owned()) => result,
-            () = monitor.wait_down() => Err(ApiError::DatabaseUnavailable),
-        },
+        // Not known down: ask, but stop waiting once the monitor finds it down, and ask
+        // the monitor to look when the answer is slow in coming.
+        Some(monitor) => {
+            let slow = async {
+                tokio::time::sleep(SLOW_ANSWER).await;
+                monitor.check_now();
+                std::future::pending().await
+            };
+            tokio::select! {
+                result = rendered(state, query, key.to_owned()) => result,
+                () = monitor.wait_down() => Err(ApiError::DatabaseUnavailable),
+                result = slow => result,
+            }
+        }
         None => rendered(state, query, key.to_owned()).await,
     };
     match fresh {
@@ -188,4 +212,27 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
 fn header_value(value: &str) -> Result<HeaderValue, ApiError> {
     HeaderValue::from_str(value)
         .map_err(|e| ApiError::Internal(format!("header value {value:?}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_control_of_fresh_stale_and_dynamic_answers() {
+        assert_eq!(
+            cache_control(Flavour::Static, false, 300, 86_400),
+            "public, max-age=300, stale-if-error=86400"
+        );
+        assert_eq!(
+            cache_control(Flavour::Static, true, 300, 86_400),
+            "public, max-age=0, stale-if-error=86400"
+        );
+        for stale in [false, true] {
+            assert_eq!(
+                cache_control(Flavour::Dynamic, stale, 300, 86_400),
+                "no-store"
+            );
+        }
+    }
 }

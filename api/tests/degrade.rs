@@ -475,3 +475,93 @@ fn capture(stream: tokio::process::ChildStderr) -> Arc<Mutex<String>> {
     });
     text
 }
+
+fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index].as_secs_f64() * 1e3
+}
+
+/// Times `count` requests of `path`, each expected to answer `status`; sorted.
+async fn timed(api: &RunningApi, path: &str, status: u16, count: usize) -> Vec<Duration> {
+    let mut times = Vec::with_capacity(count);
+    for _ in 0..count {
+        let started = Instant::now();
+        let answer = api.get(path, &[]).await;
+        times.push(started.elapsed());
+        assert_eq!(answer.status, status, "{path}");
+    }
+    times.sort();
+    times
+}
+
+/// Benchmark (docs/benchmarks.md): answer times of the index during a database outage,
+/// with the default pool acquire timeout (5 s).
+///
+/// ```sh
+/// cargo nextest run --release -p regindex-api --test degrade outage_answer_times \
+///     --run-ignored ignored-only --no-capture    # OUTAGE_BENCH_ROUNDS=5
+/// ```
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "benchmark: run explicitly (docs/benchmarks.md)"]
+async fn outage_answer_times() {
+    let rounds: usize = std::env::var("OUTAGE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    const REQUESTS: usize = 200;
+    let mut pg = PrivatePostgres::new().await.unwrap();
+    let url = pg.create_database("regindex").await.unwrap();
+    migrate(&url).await;
+    let _registry = index_an_app(&url).await;
+    let api = RunningApi::start(config(url)).await;
+    let report = |what: &str, times: &[Duration]| {
+        println!(
+            "{what}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} requests",
+            percentile_ms(times, 0.5),
+            percentile_ms(times, 0.99),
+            percentile_ms(times, 1.0),
+            times.len()
+        );
+    };
+
+    let mut first = Vec::new();
+    for round in 0..rounds {
+        eventually("a fresh answer", || async {
+            let answer = api.get(QUERY, &[]).await;
+            (answer.status == 200 && answer.header("x-regindex-stale").is_none()).then_some(())
+        })
+        .await;
+        if round == 0 {
+            report(
+                "database up, cached answer",
+                &timed(&api, QUERY, 200, REQUESTS).await,
+            );
+        }
+        pg.stop().await.unwrap();
+        let started = Instant::now();
+        let answer = api.get(QUERY, &[]).await;
+        first.push(started.elapsed());
+        assert_eq!(answer.header("x-regindex-stale"), Some("true"));
+        if round == 0 {
+            eventually("the outage to be known", || async {
+                (api.get("/readyz", &[]).await.json()["detail"]["database"] == "down").then_some(())
+            })
+            .await;
+            report(
+                "database down, stale answer",
+                &timed(&api, QUERY, 200, REQUESTS).await,
+            );
+            report(
+                "database down, query never answered before (503)",
+                &timed(&api, "/index/static?tag=never", 503, REQUESTS).await,
+            );
+        }
+        pg.start().await.unwrap();
+    }
+    first.sort();
+    report(
+        "first request right after the database stopped (stale answer)",
+        &first,
+    );
+    api.stop();
+}

@@ -231,10 +231,7 @@ async fn unparseable_messages_go_straight_to_the_dead_letter_queue() {
 }
 
 fn fixture(path: &str) -> serde_json::Value {
-    let full = format!(
-        "{}/../fixtures/{path}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let full = format!("{}/../fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_str(&std::fs::read_to_string(full).unwrap()).unwrap()
 }
 

@@ -369,10 +369,7 @@ mod tests {
     use super::*;
 
     fn fixture(path: &str) -> serde_json::Value {
-        let full = format!(
-            "{}/../fixtures/{path}",
-            env!("CARGO_MANIFEST_DIR")
-        );
+        let full = format!("{}/../fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"));
         serde_json::from_str(&text).unwrap()
     }

@@ -5,12 +5,13 @@
 //! not an outage, and a probe must not wait out the pool's acquire timeout. It reads the
 //! schema version, so "up" means "reachable, and the schema this build needs is there".
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder as _, ExponentialBuilder};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection as _, PgConnection};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -20,6 +21,8 @@ use super::{check_schema, StoreError};
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// A probe that takes longer counts as a failure (an unreachable host may not refuse).
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Probes asked for with [`DatabaseMonitor::check_now`] come at most this often.
+const MIN_PROBE_GAP: Duration = Duration::from_millis(100);
 
 /// What the last probe found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +42,7 @@ pub enum Availability {
 pub struct DatabaseMonitor {
     state: watch::Receiver<Availability>,
     target: String,
+    check: Arc<Notify>,
 }
 
 impl DatabaseMonitor {
@@ -46,8 +50,26 @@ impl DatabaseMonitor {
     pub fn spawn(options: PgConnectOptions, stop: CancellationToken) -> Self {
         let target = target(&options);
         let (sender, state) = watch::channel(Availability::Unknown);
-        tokio::spawn(probe_loop(options, target.clone(), sender, stop));
-        Self { state, target }
+        let check = Arc::new(Notify::new());
+        tokio::spawn(probe_loop(
+            options,
+            target.clone(),
+            sender,
+            check.clone(),
+            stop,
+        ));
+        Self {
+            state,
+            target,
+            check,
+        }
+    }
+
+    /// Probes now rather than at the next interval (e.g. when a query takes unusually
+    /// long: the database may just have gone). Requests made while a probe is due are
+    /// merged into one.
+    pub fn check_now(&self) {
+        self.check.notify_one();
     }
 
     /// `PostgreSQL at <host>:<port> (database <name>)`, for messages.
@@ -114,12 +136,14 @@ async fn probe_loop(
     options: PgConnectOptions,
     target: String,
     sender: watch::Sender<Availability>,
+    check: Arc<Notify>,
     stop: CancellationToken,
 ) {
     let mut connection: Option<PgConnection> = None;
     let mut backoff = retry_backoff();
     let mut failures: u32 = 0;
     loop {
+        let probed_at = tokio::time::Instant::now();
         let outcome =
             match tokio::time::timeout(PROBE_TIMEOUT, probe(&mut connection, &options)).await {
                 Ok(outcome) => outcome,
@@ -157,10 +181,14 @@ async fn probe_loop(
                 delay
             }
         };
+        let next = tokio::time::Instant::now() + delay;
         tokio::select! {
             () = stop.cancelled() => break,
             () = sender.closed() => break,
-            () = tokio::time::sleep(delay) => {}
+            () = tokio::time::sleep_until(next) => {}
+            () = check.notified() => {
+                tokio::time::sleep_until((probed_at + MIN_PROBE_GAP).min(next)).await;
+            }
         }
     }
     if let Some(connection) = connection {
