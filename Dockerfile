@@ -15,5 +15,6 @@ COPY --from=build /out/ /usr/local/bin/
 COPY config.example.yaml /etc/regindex/config.yaml
 ENV REGINDEX_CONFIG=/etc/regindex/config.yaml
 USER regindex
-EXPOSE 8080 9091
+# 8080: api (public), 8081: api operator surface (stats, metrics), 9091: worker metrics
+EXPOSE 8080 8081 9091
 CMD ["regindex-api"]

@@ -24,16 +24,22 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-# Publishes a fedora-messaging bodhi.compose.complete to amq.topic, as Bodhi does after
-# a container/flatpak compose: the worker reindexes every repository.
+# regindexctl: the release binary `make up` built, when there is one (no debug build of
+# several minutes on a fresh machine); otherwise built and run by cargo.
+CTL_RELEASE := $(or $(CARGO_TARGET_DIR),target)/release/regindexctl
+CTL = REGINDEX_CONFIG=$(CURDIR)/config.example.yaml $(if $(wildcard $(CTL_RELEASE)),$(CTL_RELEASE),$(CARGO) run -q -p regindexctl --)
+
+# Publishes, on amq.topic as Bodhi does: a bodhi.compose.complete (container/flatpak), or
+# with NVR="name-version-release ..." a bodhi.update.complete.stable for those builds;
+# REPOSITORY=name refetches one repository.
 trigger-reindex:
-	REGINDEX_CONFIG=$(CURDIR)/config.example.yaml $(CARGO) run -q -p regindexctl -- trigger-reindex $(if $(REPOSITORY),--repository $(REPOSITORY))
+	$(CTL) trigger-reindex $(if $(REPOSITORY),--repository $(REPOSITORY)) $(if $(NVR),--update-nvr $(NVR))
 
 scan:
-	REGINDEX_CONFIG=$(CURDIR)/config.example.yaml $(CARGO) run -q -p regindexctl -- scan
+	$(CTL) scan
 
 dlq:
-	REGINDEX_CONFIG=$(CURDIR)/config.example.yaml $(CARGO) run -q -p regindexctl -- dlq list
+	$(CTL) dlq list
 
 bench: ## the benchmarks of docs/benchmarks.md
 	scripts/bench.sh

@@ -246,6 +246,24 @@ CREATE INDEX IF NOT EXISTS history_deletions_time_idx ON history_deletions (dele
 -- End of history.
 -- ============================================================================
 
+-- Version 2: repositories Bodhi update messages named, refetched first after a compose
+-- (bodhi.recent_update_secs; older rows are deleted when new ones are recorded).
+CREATE TABLE IF NOT EXISTS bodhi_update_repositories (
+    repository text PRIMARY KEY,
+    update_alias text NOT NULL,
+    seen_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS bodhi_update_repositories_seen_idx
+    ON bodhi_update_repositories (seen_at);
+
+-- Version 3: the worker's periodic jobs (full scan, garbage collection): when each last
+-- succeeded, so that their schedule survives restarts and is shared by every worker
+-- process. A worker that starts when a job is overdue (or never ran) runs it at once.
+CREATE TABLE IF NOT EXISTS periodic_jobs (
+    job text PRIMARY KEY,
+    last_success_at timestamptz NOT NULL
+);
+
 -- Record the version last: never lower it (re-applying an older file keeps the newer mark).
-INSERT INTO regindex_schema (singleton, version) VALUES (true, 1)
+INSERT INTO regindex_schema (singleton, version) VALUES (true, 3)
 ON CONFLICT (singleton) DO UPDATE SET version = GREATEST(regindex_schema.version, EXCLUDED.version);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Brings up a complete local regindex: PostgreSQL, RabbitMQ, a docker-registry on :5000
-# whose notifications go to the api, the api on :8080 and the worker; pushes sample
+# whose notifications go to the api, the api on :8080 (operator endpoints: /stats,
+# /metrics on :8081) and the worker; pushes sample
 # images (a Flatpak-like app, a plain image, a multi-arch list) and waits until they
 # are queryable. State and logs live in .dev/; `make down` stops everything.
 set -euo pipefail
@@ -10,6 +11,7 @@ cd "$(dirname "$0")/.."
 DEV=.dev
 REGISTRY_PORT=${REGISTRY_PORT:-5000}
 API_PORT=${API_PORT:-8080}
+OPERATOR_PORT=${OPERATOR_PORT:-8081}
 export DEV_WEBHOOK_TOKEN=${DEV_WEBHOOK_TOKEN:-dev-token}
 mkdir -p "$DEV/registry-data"
 
@@ -58,6 +60,7 @@ YAML
 export REGINDEX_CONFIG=$PWD/config.example.yaml
 export REGINDEX_REGISTRY__URL=http://127.0.0.1:$REGISTRY_PORT
 export REGINDEX_API__LISTEN=127.0.0.1:$API_PORT
+export REGINDEX_API__OPERATOR_LISTEN=127.0.0.1:$OPERATOR_PORT
 export REGINDEX_API__WEBHOOK_TOKEN=$DEV_WEBHOOK_TOKEN
 export REGINDEX_DATABASE__URL=postgres://postgres@127.0.0.1:5432/regindex
 
@@ -67,6 +70,7 @@ wait_port "$REGISTRY_PORT" docker-registry
 start api "$BIN/regindex-api"
 start worker "$BIN/regindex-worker"
 wait_port "$API_PORT" regindex-api
+wait_port "$OPERATOR_PORT" "regindex-api (operator)"
 
 log "pushing sample images"
 "$BIN/regindex-seed" --registry "http://127.0.0.1:$REGISTRY_PORT"
@@ -79,6 +83,7 @@ cat <<MSG
 regindex is up.
   Flatpak query:  curl '$QUERY'
   Web page:       http://127.0.0.1:$API_PORT/
+  Operator:       http://127.0.0.1:$OPERATOR_PORT/stats/counts  /metrics  /openapi.json
   Registry:       http://127.0.0.1:$REGISTRY_PORT/v2/_catalog
   Push an image:  skopeo copy --dest-tls-verify=false ... docker://127.0.0.1:$REGISTRY_PORT/NAME:TAG
   Logs:           $DEV/*.log        Stop: make down

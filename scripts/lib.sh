@@ -18,6 +18,9 @@ ensure_packages() {
     command -v flatpak >/dev/null 2>&1 || missing+=(flatpak)
     command -v chromium >/dev/null 2>&1 || missing+=(chromium)
     command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+    # The broker, and rabbitmqctl that the bus tests use to import definitions and to
+    # close connections (tests run as root, which rabbitmqctl accepts).
+    command -v rabbitmqctl >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmqctl ] || missing+=(rabbitmq-server)
     if [ "${#missing[@]}" -gt 0 ]; then
         log "installing ${missing[*]}"
         as_root apt-get update -qq

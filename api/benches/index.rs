@@ -4,9 +4,9 @@
 //!
 //! Pushes 500 repositories × 4 tags (2 images each: `latest`, `1`, `1.0` on one, `0.9` on
 //! the other; every other repository is a Flatpak app) to a real docker-registry, then
-//! measures a cold scan, a warm scan, the uncached Flatpak query, and requests/second and
-//! latency of `/index/static` on the 200 and 304 paths over HTTP. Sizes: BENCH_REPOS,
-//! BENCH_SECONDS, BENCH_CONNECTIONS.
+//! measures a cold scan and a warm scan (time and registry requests), the uncached Flatpak
+//! query, and requests/second and latency of `/index/static` on the 200 and 304 paths over
+//! HTTP. Sizes: BENCH_REPOS, BENCH_SECONDS, BENCH_CONNECTIONS.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -87,6 +87,25 @@ async fn load(
     )
 }
 
+/// The registry requests since `mark`, by kind (from its access log).
+async fn requests(registry: &TestRegistry, mark: usize) -> anyhow::Result<String> {
+    let logged = registry.requests_since(mark).await?;
+    let count = |f: &dyn Fn(&regindex_testkit::LoggedRequest) -> bool| {
+        logged.iter().filter(|r| f(r)).count()
+    };
+    let catalog = count(&|r| r.path().ends_with("/_catalog"));
+    let tag_lists = count(&|r| r.path().ends_with("/tags/list"));
+    let heads = count(&|r| r.method == "HEAD" && r.is_manifest());
+    let manifests = count(&|r| r.is_manifest_get());
+    let blobs = count(&|r| r.is_blob_get());
+    Ok(format!(
+        "{} in all: {catalog} catalog pages, {tag_lists} tag lists, {heads} manifest HEADs, \
+         {manifests} manifest GETs, {blobs} blob GETs, {} others",
+        logged.len(),
+        logged.len() - catalog - tag_lists - heads - manifests - blobs
+    ))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let repos = env_or("BENCH_REPOS", 500);
@@ -140,10 +159,15 @@ async fn main() -> anyhow::Result<()> {
     let syncer = Syncer::new(RegistryClient::new(&config.registry)?, store.clone());
     let concurrency = config.worker.concurrency;
 
+    let mark = registry.log_mark().await?;
     let cold = syncer.scan(concurrency, &NoProgress).await?;
     println!("cold scan: {cold}");
+    println!("  registry requests: {}", requests(&registry, mark).await?);
+    // What the periodic scan costs on an unchanged registry (worker.scan_interval_secs).
+    let mark = registry.log_mark().await?;
     let warm = syncer.scan(concurrency, &NoProgress).await?;
     println!("warm scan: {warm}");
+    println!("  registry requests: {}", requests(&registry, mark).await?);
 
     let config = Arc::new(config);
     // Uncached: a fresh api state per request, so every answer comes from PostgreSQL.

@@ -2,11 +2,16 @@
 //!
 //! The answer is 200 only once the broker has confirmed every published event. Any
 //! other answer makes the registry resend the same request later, so a broker outage
-//! (503) delays events but never loses them. Pulls and mounts are published only when
-//! `api.publish_pulls` is set; events nothing is bound to and the index does not need
-//! (blob pushes, pulls without a history queue) are counted as ignored.
+//! (503, within `api.publish_timeout_ms`) delays events but never loses them. Pulls and
+//! mounts are published only when `api.publish_pulls` is set; events nothing is bound to
+//! and the index does not need (blob pushes, pulls without a history queue) are counted
+//! as ignored. So is an event with an unusable value (a name clients could not pull, an
+//! id too long for AMQP): it is skipped alone, and the rest of the request goes on.
+//! Several events of one request for one repository make one refetch (see
+//! [`deliveries`]); the history still gets each.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -14,9 +19,9 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use regindex::bus::messages::{parse_envelope, RegistryEvent};
+use regindex::bus::messages::{deliveries, parse_envelope, Delivery, RegistryEvent, SkippedEvent};
 use regindex::bus::{BusError, OutgoingMessage, Publisher};
-use regindex::config::Config;
+use regindex::config::{Config, ConfigError, WebhookAuth};
 use secrecy::ExposeSecret;
 use serde::Serialize;
 use serde_json::json;
@@ -41,27 +46,41 @@ struct Inner {
     publisher: Arc<Publisher>,
     exchange: String,
     /// SHA-256 of the expected bearer token: comparing fixed-length hashes in constant
-    /// time leaks neither the token nor its length.
+    /// time leaks neither the token nor its length. `None` only with `api.webhook_auth: none`.
     token_sha256: Option<[u8; 32]>,
     body_limit_bytes: usize,
     publish_pulls: bool,
+    /// The history queue exists: coalesced copies of events are published for it.
+    history: bool,
+    /// Host (and path) clients pull from: `<pull_host>/<name>` must fit 255 characters.
+    pull_host: String,
+    publish_timeout: Duration,
     metrics: ApiMetrics,
 }
 
 impl EventsState {
-    pub fn new(config: &Config, publisher: Arc<Publisher>, metrics: ApiMetrics) -> Self {
-        Self(Arc::new(Inner {
+    /// Fails when `api.webhook_token` is missing and `api.webhook_auth` is not `none`:
+    /// the endpoint is never open by accident.
+    pub fn new(
+        config: &Config,
+        publisher: Arc<Publisher>,
+        metrics: ApiMetrics,
+    ) -> Result<Self, ConfigError> {
+        let token_sha256 = match config.api.webhook_auth()? {
+            WebhookAuth::Bearer(token) => Some(sha256(token.expose_secret().as_bytes())),
+            WebhookAuth::Open => None,
+        };
+        Ok(Self(Arc::new(Inner {
             publisher,
             exchange: config.amqp.events_exchange.clone(),
-            token_sha256: config
-                .api
-                .webhook_token
-                .as_ref()
-                .map(|token| sha256(token.expose_secret().as_bytes())),
+            token_sha256,
             body_limit_bytes: config.api.body_limit_bytes,
             publish_pulls: config.api.publish_pulls,
+            history: config.history.enabled,
+            pull_host: config.pull_host(),
+            publish_timeout: config.api.publish_timeout(),
             metrics,
-        }))
+        })))
     }
 }
 
@@ -172,8 +191,15 @@ async fn handle(state: &Inner, headers: &HeaderMap, body: Body) -> Result<Publis
         published: 0,
         ignored: 0,
     };
-    let mut to_publish = Vec::new();
+    let mut wanted = Vec::new();
     for event in events {
+        let event = event.and_then(|event| {
+            event
+                .repository
+                .check_reference_length(&state.pull_host)
+                .map_err(SkippedEvent::from)?;
+            Ok(event)
+        });
         match event {
             Ok(event) => {
                 state
@@ -182,7 +208,7 @@ async fn handle(state: &Inner, headers: &HeaderMap, body: Body) -> Result<Publis
                     .with_label_values(&[event.action.as_str()])
                     .inc();
                 if event.action.changes_registry() || state.publish_pulls {
-                    to_publish.push(event);
+                    wanted.push(event);
                 } else {
                     ignore(state, &mut outcome, "pull_or_mount");
                 }
@@ -198,15 +224,38 @@ async fn handle(state: &Inner, headers: &HeaderMap, body: Body) -> Result<Publis
             }
         }
     }
-    let results =
-        futures::future::join_all(to_publish.iter().map(|event| publish(state, event))).await;
-    for (event, result) in to_publish.iter().zip(results) {
+    let mut to_publish = Vec::new();
+    for (event, delivery) in wanted.iter().zip(deliveries(&wanted)) {
+        match delivery {
+            Delivery::HistoryOnly if !state.history => ignore(state, &mut outcome, "coalesced"),
+            delivery => to_publish.push((event, delivery)),
+        }
+    }
+    let publishing = futures::future::join_all(
+        to_publish
+            .iter()
+            .map(|(event, delivery)| publish(state, event, *delivery)),
+    );
+    // Answer (503) before the registry's notification timeout: otherwise it gives up and
+    // resends the request while this one may still be published.
+    let results = tokio::time::timeout(state.publish_timeout, publishing)
+        .await
+        .map_err(|_| BusError::Timeout("publishing the webhook's events"))?;
+    for ((event, delivery), result) in to_publish.iter().zip(results) {
         match result {
             Ok(()) => outcome.published += 1,
             // Nothing is bound to it and the index does not need it (blob pushes; pulls
             // without a history queue): not an error, or the registry would resend it forever.
-            Err(BusError::Unroutable { .. }) if !event.needs_refetch() => {
+            Err(BusError::Unroutable { .. })
+                if !event.needs_refetch() || *delivery == Delivery::HistoryOnly =>
+            {
                 ignore(state, &mut outcome, "unroutable")
+            }
+            // A value AMQP cannot carry: this event alone is dropped (logged), so one
+            // odd notification cannot block the registry's queue.
+            Err(BusError::Unpublishable(reason)) => {
+                warn!(repository = %event.repository, %reason, "webhook event not publishable");
+                ignore(state, &mut outcome, "unpublishable")
             }
             Err(e) => return Err(e.into()),
         }
@@ -223,8 +272,8 @@ fn ignore(state: &Inner, outcome: &mut Published, reason: &str) {
     outcome.ignored += 1;
 }
 
-async fn publish(state: &Inner, event: &RegistryEvent) -> Result<(), BusError> {
-    let routing_key = event.routing_key();
+async fn publish(state: &Inner, event: &RegistryEvent, delivery: Delivery) -> Result<(), BusError> {
+    let routing_key = event.routing_key_for(delivery);
     let span = info_span!(
         "publish_event",
         repository = %event.repository,
@@ -307,6 +356,9 @@ mod tests {
             token_sha256: token.map(|t| sha256(t.as_bytes())),
             body_limit_bytes: 10,
             publish_pulls: false,
+            history: true,
+            pull_host: "registry.example.org".into(),
+            publish_timeout: Duration::from_secs(3),
             metrics: ApiMetrics::new(),
         }
     }

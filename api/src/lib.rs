@@ -1,7 +1,8 @@
 //! The regindex API: serves the registry index protocol from the database only, so any
 //! number of instances can run side by side.
 //!
-//! Routes live in files named after what they serve; `router` merges them.
+//! Routes live in files named after what they serve. Two listeners: `router` merges the
+//! public ones (`api.listen`), `operator_router` the operator ones (`api.operator_listen`).
 
 mod cache;
 mod conditional;
@@ -14,12 +15,13 @@ pub mod metrics;
 pub mod stats_routes;
 pub mod web;
 
+use std::future::IntoFuture as _;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use axum::Router;
 use regindex::bus::Publisher;
-use regindex::config::Config;
+use regindex::config::{ApiConfig, Config, WebhookAuth};
 use regindex::store::{DatabaseMonitor, Store};
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
@@ -33,7 +35,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Store,
     pub cache: Arc<ResponseCache>,
-    /// Whether the database answers (`run` starts one). Without it, requests find out
+    /// Whether the database answers (`serve` starts one). Without it, requests find out
     /// for themselves, each waiting up to the pool's acquire timeout.
     pub database: Option<DatabaseMonitor>,
     /// The webhook publisher, whose broker connection `/readyz` reports.
@@ -68,16 +70,30 @@ impl axum::extract::FromRef<AppState> for web::WebState {
     }
 }
 
-/// All routes. Unknown paths answer 404 and wrong methods 405, both as JSON. Other route
-/// sets join with `.merge(...)` before the fallbacks; they must not set fallbacks.
+/// The public routes (index protocol, health, web pages, icons, search). Unknown paths
+/// answer 404 and wrong methods 405, both as JSON. Other route sets join with
+/// `.merge(...)` before the fallbacks; they must not set fallbacks.
 pub fn router(state: AppState) -> Router {
     router_with(state, Router::new())
 }
 
-/// `router` plus route sets that carry their own state (the webhook endpoint, `/metrics`).
+/// `router` plus route sets that carry their own state (the webhook endpoint).
 pub fn router_with(state: AppState, extra: Router) -> Router {
-    // History statistics and /openapi.json (their own state). The configuration was
-    // validated at load, so the aliases parse; should they not, the rest still serves.
+    with_fallbacks(
+        Router::new()
+            .merge(index_routes::routes())
+            .merge(health::routes())
+            .merge(web::routes())
+            .with_state(state)
+            .merge(extra),
+    )
+}
+
+/// The operator routes: history statistics, `/openapi.json` and `/metrics`, served on
+/// `api.operator_listen` only (statistics name clients; see docs/operations.md).
+pub fn operator_router(state: &AppState, metrics: metrics::ApiMetrics) -> Router {
+    // The configuration was validated at load, so the aliases parse; should they not,
+    // the metrics still serve.
     let stats = match stats_routes::StatsState::new(&state.config, &state.store) {
         Ok(stats) => stats_routes::router(stats),
         Err(e) => {
@@ -85,54 +101,128 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
             Router::new()
         }
     };
-    Router::new()
-        .merge(index_routes::routes())
-        .merge(health::routes())
-        .merge(web::routes())
-        .with_state(state)
-        .merge(stats)
-        .merge(extra)
+    with_http_metrics(
+        with_fallbacks(stats.merge(metrics::router(metrics.clone()))),
+        metrics,
+    )
+}
+
+fn with_fallbacks(routes: Router) -> Router {
+    routes
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(TraceLayer::new_for_http())
 }
 
-/// Serves on `config.api.listen` until SIGTERM or Ctrl-C, and lets requests in flight
-/// finish. It does not wait for the database: until it answers, `/readyz` says so and
-/// the index answers 503 (see `database`).
+/// Counts and times every request of `routes` (see [`metrics::track`]).
+pub fn with_http_metrics(routes: Router, metrics: metrics::ApiMetrics) -> Router {
+    routes.layer(axum::middleware::from_fn_with_state(
+        metrics,
+        metrics::track,
+    ))
+}
+
+/// The api's two sockets: `api.listen` (public) and `api.operator_listen`.
+pub struct Listeners {
+    pub public: tokio::net::TcpListener,
+    pub operator: tokio::net::TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(config: &ApiConfig) -> anyhow::Result<Self> {
+        let bind = |addr| async move {
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))
+        };
+        Ok(Self {
+            public: bind(config.listen).await?,
+            operator: bind(config.operator_listen).await?,
+        })
+    }
+}
+
+/// Binds `api.listen` and `api.operator_listen` and serves until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    // Refuse a configuration without webhook authentication before touching anything.
+    config
+        .api
+        .webhook_auth()
+        .context("webhook authentication")?;
+    let listeners = Listeners::bind(&config.api).await?;
+    serve(config, listeners, shutdown_signal()).await
+}
+
+/// Serves the public and the operator routes on `listeners` until `shutdown` completes,
+/// then lets requests in flight finish. It does not wait for the database: until it
+/// answers, `/readyz` says so and the index answers 503 (see `database`).
+pub async fn serve(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let auth = config
+        .api
+        .webhook_auth()
+        .context("webhook authentication")?;
+    if matches!(auth, WebhookAuth::Open) {
+        tracing::warn!(
+            listen = %config.api.listen,
+            "api.webhook_auth is none: POST /events accepts notifications from anyone who can reach the api"
+        );
+    }
     let store = database::store(&config).context("database configuration")?;
-    let stop = CancellationToken::new();
-    let _stop_monitor = stop.clone().drop_guard();
-    let monitor = database::monitor(&store, stop);
-    let listen = config.api.listen;
+    let stop_monitor = CancellationToken::new();
+    let _stop_monitor = stop_monitor.clone().drop_guard();
+    let monitor = database::monitor(&store, stop_monitor);
+    let metrics = metrics::ApiMetrics::new();
     let publisher = publisher(&config);
-    let ingest = ingest_routes(&config, publisher.clone()).await;
+    let ingest = ingest_routes(&config, publisher.clone(), metrics.clone()).await?;
     let state = AppState::new(Arc::new(config), store)
         .with_database_monitor(monitor)
         .with_publisher(publisher);
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding {listen}"))?;
-    tracing::info!(%listen, "regindex api listening");
-    axum::serve(listener, router_with(state, ingest))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving")?;
+    let public = with_http_metrics(router_with(state.clone(), ingest), metrics.clone());
+    let operator = operator_router(&state, metrics);
+    let (public_addr, operator_addr) = (
+        listeners.public.local_addr()?,
+        listeners.operator.local_addr()?,
+    );
+    tracing::info!(listen = %public_addr, operator = %operator_addr, "regindex api listening");
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let stopped = |mut stopping: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopping.wait_for(|stop| *stop).await;
+    };
+    tokio::try_join!(
+        axum::serve(listeners.public, public)
+            .with_graceful_shutdown(stopped(stopping.clone()))
+            .into_future(),
+        axum::serve(listeners.operator, operator)
+            .with_graceful_shutdown(stopped(stopping))
+            .into_future(),
+    )
+    .context("serving")?;
     tracing::info!("regindex api stopped");
     Ok(())
 }
 
-/// `POST /events` and `/metrics`. The broker connection is opened now to declare the
-/// topology early, but the api also starts without it: the index is served from the
-/// database, and webhooks answer 503 (the registry resends them) until the broker is back.
-async fn ingest_routes(config: &Config, publisher: Arc<Publisher>) -> Router {
+/// `POST /events`. The broker connection is opened now to declare the topology early,
+/// but the api also starts without it: the index is served from the database, and
+/// webhooks answer 503 (the registry resends them) until the broker is back.
+async fn ingest_routes(
+    config: &Config,
+    publisher: Arc<Publisher>,
+    metrics: metrics::ApiMetrics,
+) -> anyhow::Result<Router> {
     if let Err(e) = publisher.ensure_connected().await {
         tracing::warn!(error = %e, "broker unreachable at start-up; POST /events answers 503 until it is back");
     }
-    let metrics = metrics::ApiMetrics::new();
-    events::router(events::EventsState::new(config, publisher, metrics.clone()))
-        .merge(metrics::router(metrics))
+    let events =
+        events::EventsState::new(config, publisher, metrics).context("webhook authentication")?;
+    Ok(events::router(events))
 }
 
 /// The webhook publisher. It declares the whole topology, history queue included: with

@@ -3,7 +3,7 @@
 //! that reports the database and the broker. Outages use private PostgreSQL and
 //! RabbitMQ servers (testkit), never the shared ones.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture as _};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,7 +14,8 @@ use regindex::model::RepositoryName;
 use regindex::registry::RegistryClient;
 use regindex::store::Store;
 use regindex::sync::Syncer;
-use regindex_api::AppState;
+use regindex_api::metrics::ApiMetrics;
+use regindex_api::{AppState, Listeners};
 use regindex_testkit::{
     free_port, ImageSpec, PrivatePostgres, PrivateRabbitMq, TestDatabase, TestRegistry,
 };
@@ -65,7 +66,7 @@ impl Answer {
     }
 }
 
-/// `regindex_api::run` (the wiring of the binary) on a free port.
+/// `regindex_api::serve` (the wiring of the binary) on free ports.
 struct RunningApi {
     base: String,
     client: reqwest::Client,
@@ -73,16 +74,24 @@ struct RunningApi {
 }
 
 impl RunningApi {
-    async fn start(mut config: Config) -> Self {
-        let port = free_port().unwrap();
-        config.api.listen = ([127, 0, 0, 1], port).into();
+    async fn start(config: Config) -> Self {
+        let bind = || tokio::net::TcpListener::bind("127.0.0.1:0");
+        let listeners = Listeners {
+            public: bind().await.unwrap(),
+            operator: bind().await.unwrap(),
+        };
+        let base = format!("http://{}", listeners.public.local_addr().unwrap());
         let api = Self {
-            base: format!("http://127.0.0.1:{port}"),
+            base,
             client: reqwest::Client::builder()
                 .timeout(CLIENT_TIMEOUT)
                 .build()
                 .unwrap(),
-            task: tokio::spawn(regindex_api::run(config)),
+            task: tokio::spawn(regindex_api::serve(
+                config,
+                listeners,
+                std::future::pending(),
+            )),
         };
         eventually("the api to listen", || async {
             api.try_get("/healthz", &[]).await.ok()
@@ -210,24 +219,35 @@ async fn api_sessions_are_read_only_and_every_read_path_is_time_limited() {
     .await
     .unwrap();
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = regindex_api::router(AppState::new(Arc::new(config), store.clone()));
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let state = AppState::new(Arc::new(config), store.clone());
+    let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let operator = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", public.local_addr().unwrap());
+    let operator_base = format!("http://{}", operator.local_addr().unwrap());
+    let servers = [
+        tokio::spawn(axum::serve(public, regindex_api::router(state.clone())).into_future()),
+        tokio::spawn(
+            axum::serve(
+                operator,
+                regindex_api::operator_router(&state, ApiMetrics::new()),
+            )
+            .into_future(),
+        ),
+    ];
     // Generous: a time-limited path answers within ~300 ms; an unlimited one never.
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
     let icon = format!("/icons/{}.png", "a".repeat(64));
-    for path in [
-        QUERY,
-        "/index/dynamic?tag=latest",
-        "/",
-        "/repository/apps/calc",
-        "/v1/search?q=calc",
-        icon.as_str(),
-        "/stats/counts",
+    for (base, path) in [
+        (&base, QUERY),
+        (&base, "/index/dynamic?tag=latest"),
+        (&base, "/"),
+        (&base, "/repository/apps/calc"),
+        (&base, "/v1/search?q=calc"),
+        (&base, icon.as_str()),
+        (&operator_base, "/stats/counts"),
     ] {
         let response = client
             .get(format!("{base}{path}"))
@@ -259,7 +279,9 @@ async fn api_sessions_are_read_only_and_every_read_path_is_time_limited() {
             .status(),
         200
     );
-    server.abort();
+    for server in servers {
+        server.abort();
+    }
     store.pool().close().await;
     db.drop().await.unwrap();
 }
@@ -350,6 +372,10 @@ async fn the_api_binary_waits_for_the_database_at_start_up() {
             .env_remove("REGINDEX_CONFIG")
             .env("REGINDEX_DATABASE__URL", &url)
             .env("REGINDEX_API__LISTEN", format!("127.0.0.1:{port}"))
+            .env(
+                "REGINDEX_API__OPERATOR_LISTEN",
+                format!("127.0.0.1:{}", free_port().unwrap()),
+            )
             .env("REGINDEX_API__WEBHOOK_TOKEN", "secret")
             .env("REGINDEX_API__PUBLISH_PULLS", "false")
             .env("REGINDEX_HISTORY__ENABLED", "false")

@@ -37,8 +37,8 @@ impl App {
             Some(Topology::new(&config.amqp)),
         ));
         let metrics = ApiMetrics::new();
-        let app = events::router(EventsState::new(&config, publisher, metrics.clone()))
-            .merge(metrics::router(metrics));
+        let events = EventsState::new(&config, publisher, metrics.clone()).expect("webhook token");
+        let app = events::router(events).merge(metrics::router(metrics));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -285,6 +285,7 @@ async fn refused_requests_publish_nothing() {
 async fn an_unreachable_broker_is_a_503_so_the_registry_retries() {
     let mut config = Config::default();
     config.amqp.url = "amqp://guest:guest@127.0.0.1:1/%2f".to_owned().into();
+    config.api.webhook_token = Some(TOKEN.to_owned().into());
     let app = App::spawn(config).await;
     let response = app.post_fixture("manifest-push-oci").await;
     assert_eq!(response.status(), 503);
@@ -311,8 +312,8 @@ async fn the_api_router_serves_events_metrics_and_json_fallbacks() {
             Some(Topology::new(&config.amqp)),
         ));
         let metrics = ApiMetrics::new();
-        let ingest = events::router(EventsState::new(&config, publisher, metrics.clone()))
-            .merge(metrics::router(metrics));
+        let events = EventsState::new(&config, publisher, metrics.clone()).unwrap();
+        let ingest = events::router(events).merge(metrics::router(metrics));
         let state = regindex_api::AppState::new(Arc::new(config), store.clone());
         let app = regindex_api::router_with(state, ingest);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -365,6 +366,7 @@ async fn the_api_runs_without_the_broker() {
     config.api.webhook_token = Some("secret".to_owned().into()); // the fixtures' token
     let port = regindex_testkit::free_port().unwrap();
     config.api.listen = ([127, 0, 0, 1], port).into();
+    config.api.operator_listen = ([127, 0, 0, 1], regindex_testkit::free_port().unwrap()).into();
     let store = regindex::store::Store::connect_unchecked(&config.database)
         .await
         .unwrap();

@@ -108,30 +108,8 @@ async fn flatpak_lists(flatpak: &Path, extract: bool) {
     seeded(&stack).await;
 
     let home = tempfile::tempdir().unwrap();
-    let env = |command: &mut Command| {
-        let h = home.path();
-        command
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", h)
-            .env("XDG_DATA_HOME", h.join("data"))
-            .env("XDG_CONFIG_HOME", h.join("config"))
-            .env("XDG_CACHE_HOME", h.join("cache"))
-            .env("XDG_STATE_HOME", h.join("state"))
-            .env("XDG_RUNTIME_DIR", h.join("runtime"))
-            .env("FLATPAK_SYSTEM_DIR", h.join("system"))
-            .env("LANG", "C.UTF-8");
-    };
-    std::fs::create_dir_all(home.path().join("runtime")).unwrap();
     let url = format!("oci+{}", stack.base);
-    let flatpak_run = |args: &[&str]| {
-        let flatpak = flatpak.to_path_buf();
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let mut command = Command::new(flatpak);
-        command.args(&args);
-        env(&mut command);
-        run(&mut command)
-    };
+    let flatpak_run = |args: &[&str]| flatpak_in(flatpak, home.path(), args);
     flatpak_run(&[
         "remote-add",
         "--user",
@@ -194,6 +172,94 @@ async fn flatpak_lists(flatpak: &Path, extract: bool) {
             "{details}"
         );
     }
+    stack.stop().await.unwrap();
+}
+
+/// Runs `flatpak` with a private home (user and system installations under `home`).
+fn flatpak_in(flatpak: &Path, home: &Path, args: &[&str]) -> String {
+    std::fs::create_dir_all(home.join("runtime")).unwrap();
+    let mut command = Command::new(flatpak);
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_CACHE_HOME", home.join("cache"))
+        .env("XDG_STATE_HOME", home.join("state"))
+        .env("XDG_RUNTIME_DIR", home.join("runtime"))
+        .env("FLATPAK_SYSTEM_DIR", home.join("system"))
+        .env("LANG", "C.UTF-8");
+    run(&mut command)
+}
+
+/// Fedora's registry tags what is in Bodhi's testing repository `testing` (and stable
+/// `latest`); a remote whose URL ends in `#testing` asks the index for `tag=testing`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_testing_remote_lists_the_testing_set() {
+    let flatpak = require("flatpak", "flatpak");
+    let stack = Stack::start(|_| {}).await.unwrap();
+    seeded(&stack).await;
+    // An update of the calculator in testing: its new build is tagged `testing` only.
+    let update = flatpak_app("org.example.Calculator", "amd64", [231, 31, 61]).seed(7);
+    stack
+        .registry
+        .push_image("apps/calculator", Some("testing"), &update)
+        .await
+        .unwrap();
+    stack.refetch("apps/calculator").await.unwrap();
+
+    let home = tempfile::tempdir().unwrap();
+    let list = |remote: &str| {
+        let listed = tokio::task::block_in_place(|| {
+            flatpak_in(
+                &flatpak,
+                home.path(),
+                &[
+                    "remote-ls",
+                    "--user",
+                    "--arch=x86_64",
+                    "--columns=ref",
+                    remote,
+                ],
+            )
+        });
+        let mut refs: Vec<String> = listed
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect();
+        refs.sort();
+        refs
+    };
+    for (name, url) in [
+        ("stable", format!("oci+{}", stack.base)),
+        ("testing", format!("oci+{}#testing", stack.base)),
+    ] {
+        flatpak_in(
+            &flatpak,
+            home.path(),
+            &["remote-add", "--user", "--no-gpg-verify", name, &url],
+        );
+    }
+    assert_eq!(
+        list("testing"),
+        [
+            "app/org.example.Calculator/x86_64/stable",
+            "app/org.example.Testing/x86_64/stable"
+        ]
+    );
+    assert_eq!(list("stable").len(), APPS.len());
+    // The index was asked for the testing set.
+    let response = stack
+        .get("/index/static?label%3Aorg.flatpak.ref%3Aexists=1&architecture=amd64&os=linux&tag=testing")
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("org.example.Testing") && !body.contains("org.example.Notes"));
     stack.stop().await.unwrap();
 }
 

@@ -8,12 +8,14 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{ArgGroup, Args, Parser, Subcommand};
+use regindex::bodhi::{Nvr, UpdateTarget};
 use regindex::bus::dead_letters::{DeadLetterQueue, Filter};
 use regindex::bus::definitions::{self, BrokerLogin};
+use regindex::bus::fedora_messaging::{self, UpdateSpec};
 use regindex::bus::messages::RefetchRequest;
 use regindex::bus::topology::routing_key;
-use regindex::bus::{fedora_messaging, OutgoingMessage, Publisher, Topology};
-use regindex::config::Config;
+use regindex::bus::{OutgoingMessage, Publisher, Topology};
+use regindex::config::{ComposeCompleteMode, Config};
 use regindex::model::RepositoryName;
 use regindex::registry::RegistryClient;
 use regindex::store::Store;
@@ -41,18 +43,41 @@ enum Command {
     /// The dead-letter queue.
     #[command(subcommand)]
     Dlq(DlqCommand),
-    /// Asks the workers to reindex everything (as a Bodhi compose would), or one repository.
-    TriggerReindex {
-        /// Refetch only this repository (an internal `regindex.refetch` message).
-        #[arg(long)]
-        repository: Option<String>,
-        /// The compose type of the compose-complete message (`container` or `flatpak` reindex).
-        #[arg(long, default_value = "flatpak")]
-        ctype: String,
-    },
+    /// Asks the workers to reindex: what a Bodhi compose or update message asks, or one
+    /// repository.
+    TriggerReindex(TriggerArgs),
     /// Prints RabbitMQ definitions for provisioning the broker: the topology, the vhost and
     /// the user of `amqp.url` (password salted and hashed) with rights on that vhost only.
     BrokerDefinitions,
+}
+
+#[derive(Args)]
+struct TriggerArgs {
+    /// Refetch only this repository (an internal `regindex.refetch` message).
+    #[arg(long, conflicts_with = "update_nvr")]
+    repository: Option<String>,
+    /// Publish a `bodhi.update.complete` for these builds (Koji NVRs), as Bodhi does when an
+    /// update reaches stable or testing: the workers refetch the repositories holding them.
+    #[arg(long = "update-nvr", value_name = "NVR", num_args = 1..)]
+    update_nvr: Vec<String>,
+    /// With --update-nvr: the repository the update reached.
+    #[arg(long, value_enum, default_value = "stable")]
+    update_target: Target,
+    /// With --update-nvr: the update's alias.
+    #[arg(long, default_value = "REGINDEXCTL-UPDATE")]
+    update_alias: String,
+    /// With --update-nvr: the Bodhi release (`F41F` flatpaks, `F41C` containers).
+    #[arg(long, default_value = "F41F")]
+    update_release: String,
+    /// The content type: `flatpak` or `container` (workers ignore any other).
+    #[arg(long, default_value = "flatpak")]
+    ctype: String,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Target {
+    Stable,
+    Testing,
 }
 
 #[derive(Subcommand)]
@@ -133,9 +158,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             write_static(&store, &config).await?;
         }
         Command::Dlq(command) => dlq(&config, command).await?,
-        Command::TriggerReindex { repository, ctype } => {
-            trigger(&config, repository, &ctype).await?
-        }
+        Command::TriggerReindex(args) => trigger(&config, args).await?,
         Command::BrokerDefinitions => broker_definitions(&config)?,
     }
     Ok(ExitCode::SUCCESS)
@@ -185,11 +208,17 @@ async fn scan(config: &Config) -> Result<ExitCode> {
     {
         syncer = syncer.with_observer(std::sync::Arc::new(backfill));
     }
+    let started = chrono::Utc::now();
     let summary = syncer
         .scan(config.worker.concurrency, &TerminalProgress::new())
         .await
         .context("scanning")?;
     println!("{summary}");
+    // Counts as the workers' periodic scan: theirs is due one interval after this one.
+    store
+        .record_success(regindex::store::PeriodicJob::FullScan, started)
+        .await
+        .context("recording the scan")?;
     write_static(syncer.store(), config).await?;
     for (repository, reason) in &summary.failed {
         eprintln!("failed: {repository}: {reason}");
@@ -266,29 +295,76 @@ fn confirm(question: &str) -> Result<bool> {
     Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
-async fn trigger(config: &Config, repository: Option<String>, ctype: &str) -> Result<()> {
+/// What `trigger-reindex` publishes, and what it tells the operator the workers will do.
+struct Trigger {
+    message: OutgoingMessage,
+    effect: String,
+}
+
+/// Builds the message, or refuses one the workers would only ignore.
+fn plan_trigger(config: &Config, args: &TriggerArgs) -> Result<Trigger> {
+    if let Some(name) = &args.repository {
+        let repository = RepositoryName::parse(name)?;
+        let body = serde_json::to_vec(&RefetchRequest { repository })?;
+        return Ok(Trigger {
+            message: OutgoingMessage::json(
+                &config.amqp.events_exchange,
+                routing_key::REFETCH,
+                body,
+            ),
+            effect: format!("refetch of {name} requested"),
+        });
+    }
+    let ctype = args.ctype.as_str();
+    if !matches!(ctype, "container" | "flatpak") {
+        bail!("workers ignore {ctype:?} Bodhi messages (only container and flatpak content is in the registry): nothing published");
+    }
+    if !args.update_nvr.is_empty() {
+        let builds = args
+            .update_nvr
+            .iter()
+            .map(|nvr| Nvr::parse(nvr))
+            .collect::<Result<Vec<_>, _>>()?;
+        let target = match args.update_target {
+            Target::Stable => UpdateTarget::Stable,
+            Target::Testing => UpdateTarget::Testing,
+        };
+        let spec = UpdateSpec {
+            target,
+            alias: &args.update_alias,
+            release: &args.update_release,
+            content_type: ctype,
+            builds: &builds,
+        };
+        let message = fedora_messaging::update_complete(&config.amqp, "regindexctl", &spec);
+        let effect = format!(
+            "{ctype} update {} ({} builds) published on {}: the workers refetch the repositories holding these builds",
+            args.update_alias,
+            builds.len(),
+            message.routing_key
+        );
+        return Ok(Trigger { message, effect });
+    }
+    if config.bodhi.compose_complete == ComposeCompleteMode::Off {
+        bail!("bodhi.compose_complete is off in this configuration: the workers ignore compose messages, nothing published (use --update-nvr or --repository)");
+    }
+    let message =
+        fedora_messaging::compose_complete(&config.amqp, "regindexctl", "regindexctl", ctype);
+    let effect = format!(
+        "{ctype} compose-complete published on {}: the workers refetch the repositories of recent updates, then check every repository (tag lists and HEADs) and refetch those that changed",
+        message.routing_key
+    );
+    Ok(Trigger { message, effect })
+}
+
+async fn trigger(config: &Config, args: TriggerArgs) -> Result<()> {
+    let Trigger { message, effect } = plan_trigger(config, &args)?;
     let publisher = Publisher::new(config.amqp.url.clone(), Some(Topology::new(&config.amqp)));
-    let message = match &repository {
-        Some(name) => {
-            let repository = RepositoryName::parse(name)?;
-            let body = serde_json::to_vec(&RefetchRequest { repository })?;
-            OutgoingMessage::json(&config.amqp.events_exchange, routing_key::REFETCH, body)
-        }
-        None => {
-            fedora_messaging::compose_complete(&config.amqp, "regindexctl", "regindexctl", ctype)
-        }
-    };
     publisher
         .publish(&message)
         .await
         .with_context(|| format!("publishing {} to {}", message.routing_key, message.exchange))?;
     publisher.close().await;
-    match repository {
-        Some(name) => println!("refetch of {name} requested"),
-        None => println!(
-            "{ctype} compose-complete published on {}: every repository will be refetched",
-            message.routing_key
-        ),
-    }
+    println!("{effect}");
     Ok(())
 }

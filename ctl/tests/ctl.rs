@@ -188,6 +188,79 @@ async fn trigger_reindex_publishes_a_compose_complete_or_a_refetch() {
     .await;
 }
 
+#[tokio::test]
+async fn trigger_reindex_publishes_an_update_complete_and_refuses_what_workers_ignore() {
+    TestBus::run(|bus| async move {
+        let said = stdout(&ctl(
+            &bus,
+            &[
+                "trigger-reindex",
+                "--update-nvr",
+                "eog-stable-4120261118083322.1",
+                "flatpak-runtime-f41-4120241101.1",
+                "--update-target",
+                "testing",
+            ],
+        ));
+        assert!(
+            said.contains("refetch the repositories holding these builds"),
+            "{said}"
+        );
+        let message = bus.get(&bus.config.work_queue, WAIT).await.expect("update");
+        assert_eq!(message.exchange, "amq.topic");
+        assert_eq!(
+            message.routing_key,
+            format!(
+                "org.fedoraproject.{}.bodhi.update.complete.testing",
+                bus.config.environment
+            )
+        );
+        assert_eq!(
+            headers::get_str(message.headers(), "fedora_messaging_schema").as_deref(),
+            Some("bodhi.update.complete.testing.v1")
+        );
+        let body: serde_json::Value = serde_json::from_slice(&message.body).unwrap();
+        assert_eq!(body["update"]["status"], "testing");
+        assert_eq!(body["update"]["content_type"], "flatpak");
+        assert_eq!(
+            body["update"]["builds"][1]["nvr"],
+            "flatpak-runtime-f41-4120241101.1"
+        );
+
+        // What the workers would ignore is refused, and nothing is published.
+        for args in [
+            &["trigger-reindex", "--ctype", "rpm"][..],
+            &[
+                "trigger-reindex",
+                "--ctype",
+                "rpm",
+                "--update-nvr",
+                "bash-5.2.37-1.fc41",
+            ],
+            &["trigger-reindex", "--update-nvr", "no_version_or_release"],
+        ] {
+            let refused = ctl(&bus, args);
+            assert!(!refused.status.success(), "{args:?}");
+            let said = String::from_utf8_lossy(&refused.stderr);
+            assert!(
+                said.contains("ignore") || said.contains("NVR"),
+                "{args:?}: {said}"
+            );
+        }
+        let off = Command::new(env!("CARGO_BIN_EXE_regindexctl"))
+            .args(["trigger-reindex"])
+            .env_remove("REGINDEX_CONFIG")
+            .env("REGINDEX_AMQP__ENVIRONMENT", &bus.config.environment)
+            .env("REGINDEX_BODHI__COMPOSE_COMPLETE", "off")
+            .output()
+            .unwrap();
+        assert!(!off.status.success());
+        assert!(String::from_utf8_lossy(&off.stderr).contains("bodhi.compose_complete is off"));
+        assert_eq!(bus.count(&bus.config.work_queue).await, 0);
+    })
+    .await;
+}
+
 #[test]
 fn an_unreachable_broker_is_a_clear_error() {
     let output = Command::new(env!("CARGO_BIN_EXE_regindexctl"))
@@ -308,6 +381,12 @@ async fn migrate_then_scan_indexes_the_registry() {
         .unwrap();
     let latest = regindex::model::Tag::parse("latest").unwrap();
     assert_eq!(state.tags[&latest].as_str(), pushed.digest);
+    // It counts as the workers' periodic scan.
+    assert!(store
+        .last_success(regindex::store::PeriodicJob::FullScan)
+        .await
+        .unwrap()
+        .is_some());
     store.pool().close().await;
     db.drop().await.unwrap();
 }

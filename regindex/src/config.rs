@@ -37,6 +37,8 @@ pub struct Config {
     pub history: HistoryConfig,
     pub icons: IconsConfig,
     pub web: WebConfig,
+    /// How Bodhi's update and compose messages are handled.
+    pub bodhi: BodhiConfig,
     /// Index files written to disk for serving from a CDN (regindexer style).
     pub static_indexes: Vec<StaticIndexConfig>,
 }
@@ -97,11 +99,22 @@ pub struct AmqpConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
+    /// The public surface: index, icons, web page, search, `POST /events`, health.
     pub listen: SocketAddr,
+    /// The operator surface: `/stats/*`, `/metrics`, `/openapi.json`. Loopback by default:
+    /// statistics name clients (addresses, accounts) and must not be public.
+    pub operator_listen: SocketAddr,
     /// `Cache-Control: max-age` of `/index/static`.
     pub static_max_age_secs: u64,
-    /// When set, `POST /events` requires `Authorization: Bearer <token>`.
+    /// `POST /events` requires `Authorization: Bearer <webhook_token>` unless
+    /// `webhook_auth` is `none`; the api refuses to start without a token otherwise.
     pub webhook_token: Option<SecretString>,
+    pub webhook_auth: WebhookAuthMode,
+    /// How long a webhook request may wait for the broker (connecting, publishing and
+    /// confirming all its events) before it is answered 503. Keep it below the registry's
+    /// notification `timeout`, or the registry gives up and resends while the api still
+    /// publishes.
+    pub publish_timeout_ms: u64,
     pub body_limit_bytes: usize,
     /// Also publish pull, mount and blob events. The activity history consumes them, so
     /// this is on by default and requires `history.enabled` (nothing else would consume
@@ -113,6 +126,25 @@ pub struct ApiConfig {
     /// `stale-if-error` of `/index/static`, and how long the api keeps serving an answer
     /// from before a database outage.
     pub stale_if_error_secs: u64,
+}
+
+/// `api.webhook_auth`: whether `POST /events` checks a bearer token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookAuthMode {
+    /// `Authorization: Bearer <api.webhook_token>`; the token is required.
+    #[default]
+    Token,
+    /// Anyone who reaches the port can post events (a warning is logged at start-up).
+    None,
+}
+
+/// How `POST /events` authenticates, parsed from `api.webhook_auth` and `api.webhook_token`.
+#[derive(Debug, Clone)]
+pub enum WebhookAuth {
+    Bearer(SecretString),
+    /// The operator opted out explicitly (`api.webhook_auth: none`).
+    Open,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -128,6 +160,45 @@ pub struct WorkerConfig {
     pub coalesce_ms: u64,
     /// `/metrics`, `/healthz` and `/readyz` of the worker.
     pub metrics_listen: SocketAddr,
+    /// How often the dead-letter queue's depth is read for `/metrics`; 0 disables it.
+    pub dead_letter_poll_secs: u64,
+}
+
+/// Bodhi messages (see `docs/operations.md`, "Bodhi updates and composes").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BodhiConfig {
+    /// What a container/flatpak `bodhi.compose.complete` does.
+    pub compose_complete: ComposeCompleteMode,
+    /// Repositories that update messages of this many seconds back named are refetched
+    /// first after a compose.
+    pub recent_update_secs: u64,
+}
+
+/// `bodhi.compose_complete`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComposeCompleteMode {
+    /// Refetch the repositories of recent updates, then check every other repository with
+    /// one warm pass (tag lists and HEADs) and refetch those that changed.
+    Full,
+    /// Ignore compose messages: update messages, webhooks and the periodic scan suffice.
+    Off,
+}
+
+impl Default for BodhiConfig {
+    fn default() -> Self {
+        Self {
+            compose_complete: ComposeCompleteMode::Full,
+            recent_update_secs: 24 * 3600,
+        }
+    }
+}
+
+impl BodhiConfig {
+    pub fn recent_update_window(&self) -> Duration {
+        Duration::from_secs(self.recent_update_secs)
+    }
 }
 
 /// Registry activity history and statistics (see `docs/history.md`).
@@ -353,8 +424,11 @@ impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             listen: ([127, 0, 0, 1], 8080).into(),
+            operator_listen: ([127, 0, 0, 1], 8081).into(),
             static_max_age_secs: 300,
             webhook_token: None,
+            webhook_auth: WebhookAuthMode::Token,
+            publish_timeout_ms: 3_000,
             body_limit_bytes: 1 << 20,
             publish_pulls: true,
             statement_timeout_ms: 10_000,
@@ -367,10 +441,14 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
             concurrency: 8,
-            scan_interval_secs: 6 * 3600,
+            // A webhook the registry lost is repaired by the next scan: 30 min plus the
+            // scan (seconds at 500 repositories, docs/benchmarks.md) stays within 1 h
+            // even when one scan fails and is retried.
+            scan_interval_secs: 30 * 60,
             gc_interval_secs: 3600,
             coalesce_ms: 200,
             metrics_listen: ([127, 0, 0, 1], 9091).into(),
+            dead_letter_poll_secs: 15,
         }
     }
 }
@@ -453,6 +531,7 @@ impl Config {
                 "must differ from amqp.work_queue",
             ));
         }
+        self.api.validate()?;
         self.history.validate(self.api.publish_pulls)?;
         Ok(())
     }
@@ -550,6 +629,55 @@ impl Config {
             .public_url
             .as_deref()
             .unwrap_or(&self.registry.url)
+    }
+}
+
+impl ApiConfig {
+    /// How `POST /events` authenticates. Only the api needs a token, so this is checked
+    /// when the api starts rather than in [`Config::validate`], which every binary runs.
+    pub fn webhook_auth(&self) -> Result<WebhookAuth, ConfigError> {
+        use secrecy::ExposeSecret as _;
+        let token = self
+            .webhook_token
+            .as_ref()
+            .filter(|t| !t.expose_secret().trim().is_empty());
+        match (self.webhook_auth, token) {
+            (WebhookAuthMode::Token, Some(token)) => Ok(WebhookAuth::Bearer(token.clone())),
+            (WebhookAuthMode::Token, None) => Err(invalid(
+                "api.webhook_token",
+                "required: set it (REGINDEX_API__WEBHOOK_TOKEN) and send it from the registry \
+                 as `Authorization: Bearer <token>`, or set api.webhook_auth: none to accept \
+                 webhooks from anyone who can reach api.listen",
+            )),
+            (WebhookAuthMode::None, _) => Ok(WebhookAuth::Open),
+        }
+    }
+
+    pub fn publish_timeout(&self) -> Duration {
+        Duration::from_millis(self.publish_timeout_ms)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.webhook_auth == WebhookAuthMode::None && self.webhook_token.is_some() {
+            return Err(invalid(
+                "api.webhook_auth",
+                "is none but api.webhook_token is set: remove one of them",
+            ));
+        }
+        if self.publish_timeout_ms == 0 {
+            return Err(invalid("api.publish_timeout_ms", "must be at least 1"));
+        }
+        let (public, operator) = (self.listen, self.operator_listen);
+        let overlapping_ips = public.ip() == operator.ip()
+            || public.ip().is_unspecified()
+            || operator.ip().is_unspecified();
+        if public.port() == operator.port() && overlapping_ips {
+            return Err(invalid(
+                "api.operator_listen",
+                "must differ from api.listen: the operator surface is not public",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -669,6 +797,27 @@ mod tests {
     }
 
     #[test]
+    fn bodhi_section() {
+        let mut f = tempfile::NamedTempFile::with_suffix(".yaml").unwrap();
+        writeln!(
+            f,
+            "bodhi:\n  compose_complete: off\n  recent_update_secs: 60"
+        )
+        .unwrap();
+        let cfg = Config::load(Some(f.path())).unwrap();
+        assert_eq!(cfg.bodhi.compose_complete, ComposeCompleteMode::Off);
+        assert_eq!(cfg.bodhi.recent_update_window(), Duration::from_secs(60));
+        assert_eq!(
+            Config::default().bodhi.compose_complete,
+            ComposeCompleteMode::Full
+        );
+        let mut f = tempfile::NamedTempFile::with_suffix(".yaml").unwrap();
+        writeln!(f, "bodhi:\n  compose_complete: sometimes").unwrap();
+        let err = Config::load(Some(f.path())).unwrap_err().to_string();
+        assert!(err.contains("sometimes"), "{err}");
+    }
+
+    #[test]
     fn the_dead_letter_queue_is_not_the_work_queue() {
         let mut cfg = Config::default();
         cfg.amqp.dead_letter_queue = cfg.amqp.work_queue.clone();
@@ -742,6 +891,70 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("used twice"));
+    }
+
+    #[test]
+    fn the_webhook_token_is_required_unless_opted_out() {
+        let mut api = ApiConfig::default();
+        let err = api.webhook_auth().unwrap_err().to_string();
+        assert!(err.contains("api.webhook_token"), "{err}");
+        assert!(err.contains("webhook_auth: none"), "{err}");
+        api.webhook_token = Some(SecretString::from("  "));
+        assert!(api.webhook_auth().is_err(), "a blank token is no token");
+        api.webhook_token = Some(SecretString::from("s3cret"));
+        assert!(matches!(api.webhook_auth(), Ok(WebhookAuth::Bearer(_))));
+
+        let mut f = tempfile::NamedTempFile::with_suffix(".yaml").unwrap();
+        writeln!(f, "api:\n  webhook_auth: none").unwrap();
+        let cfg = Config::load(Some(f.path())).unwrap();
+        assert!(matches!(cfg.api.webhook_auth(), Ok(WebhookAuth::Open)));
+
+        let mut cfg = Config::default();
+        cfg.api.webhook_auth = WebhookAuthMode::None;
+        cfg.api.webhook_token = Some(SecretString::from("s3cret"));
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("api.webhook_auth"), "{err}");
+    }
+
+    #[test]
+    fn the_operator_listener_is_apart_and_private_by_default() {
+        let cfg = Config::default();
+        assert!(cfg.api.operator_listen.ip().is_loopback());
+        assert_ne!(cfg.api.operator_listen, cfg.api.listen);
+        for operator in ["127.0.0.1:8080", "0.0.0.0:8080"] {
+            let mut cfg = Config::default();
+            cfg.api.operator_listen = operator.parse().unwrap();
+            let err = cfg.validate().unwrap_err().to_string();
+            assert!(err.contains("api.operator_listen"), "{operator}: {err}");
+        }
+    }
+
+    /// The rule of docs/operations.md: the api answers a webhook (200 or 503) before the
+    /// registry gives up on it, so the registry never resends a request still being
+    /// published. Every registry configuration this repository ships or recommends must
+    /// leave the default publish timeout room.
+    #[test]
+    fn publish_timeout_is_below_every_shipped_registry_notification_timeout() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let publish = ApiConfig::default().publish_timeout();
+        for file in ["README.md", "deploy/registry.yml", "scripts/dev-up.sh"] {
+            let text = std::fs::read_to_string(root.join(file)).unwrap();
+            let timeouts: Vec<Duration> = text
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("timeout:"))
+                .map(|v| {
+                    let secs = v.trim().strip_suffix('s').expect("timeout in seconds");
+                    Duration::from_secs(secs.parse().expect("whole seconds"))
+                })
+                .collect();
+            assert!(!timeouts.is_empty(), "{file} names no notification timeout");
+            for timeout in timeouts {
+                assert!(
+                    publish + Duration::from_secs(1) <= timeout,
+                    "{file}: registry timeout {timeout:?} leaves no room for the api's {publish:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //! the registry client, the PostgreSQL store, the index query model, the RabbitMQ bus
 //! and the refetch/scan logic that ties the registry to the store.
 
+pub mod bodhi;
 pub mod bus;
 pub mod config;
 pub mod describe;
+mod error_chain;
 pub mod history;
 pub mod icons;
 pub mod index;
@@ -18,3 +20,5 @@ pub mod static_index;
 pub mod store;
 pub mod sync;
 pub mod telemetry;
+
+pub use error_chain::error_chain;

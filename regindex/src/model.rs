@@ -102,7 +102,10 @@ static REPOSITORY_RE: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 impl RepositoryName {
+    /// docker-registry 2.8 answers 500 for longer names (its `NameTotalLengthMax`).
     pub const MAX_LEN: usize = 255;
+    /// The distribution spec: clients limit `<registry host>/<name>` to this many characters.
+    pub const MAX_REFERENCE_LEN: usize = 255;
 
     pub fn parse(s: &str) -> Result<Self, InvalidValue> {
         if s.is_empty() {
@@ -122,6 +125,22 @@ impl RepositoryName {
     }
 }
 string_newtype!(RepositoryName);
+
+impl RepositoryName {
+    /// Whether clients can pull this name from `host` (`registry.example.org[:port][/path]`):
+    /// the distribution spec says they limit `<host>/<name>` to 255 characters, so a
+    /// longer name can be pushed to some registries but never pulled.
+    pub fn check_reference_length(&self, host: &str) -> Result<(), InvalidValue> {
+        if host.len() + 1 + self.0.len() > Self::MAX_REFERENCE_LEN {
+            return Err(invalid(
+                "repository name",
+                &self.0,
+                "too long: <registry host>/<name> must not exceed 255 characters",
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// A tag (`latest`, `1.2-3`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -282,6 +301,16 @@ mod tests {
         ] {
             assert!(RepositoryName::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn reference_length_counts_the_host() {
+        let host = "registry.example.org"; // 20 characters, + '/' = 21
+        let fits = RepositoryName::parse(&"a".repeat(234)).unwrap();
+        assert!(fits.check_reference_length(host).is_ok());
+        let long = RepositoryName::parse(&"a".repeat(235)).unwrap();
+        let err = long.check_reference_length(host).unwrap_err();
+        assert!(err.reason.contains("255"), "{err}");
     }
 
     #[test]

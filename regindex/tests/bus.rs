@@ -12,7 +12,7 @@ use regindex::bus::testing::TestBus;
 use regindex::bus::topology::routing_key;
 use regindex::bus::{headers, BusError, OutgoingMessage, Publisher, Topology};
 use regindex::config::Config;
-use regindex_testkit::rabbitmq::ScratchDefinitions;
+use regindex_testkit::rabbitmq::{rabbitmqctl, ScratchDefinitions};
 use secrecy::SecretString;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -70,6 +70,49 @@ async fn unroutable_messages_are_errors() {
         assert!(matches!(err, BusError::Unroutable { .. }), "{err}");
         // The publisher still works afterwards.
         publisher.publish(&refetch(&bus, "a")).await.unwrap();
+        publisher.close().await;
+    })
+    .await;
+}
+
+/// An AMQP short string holds 255 bytes; lapin does not check, so a longer value used to
+/// corrupt the frame and RabbitMQ closed the connection, failing everything in flight.
+#[tokio::test]
+async fn values_too_long_for_amqp_never_reach_the_broker() {
+    TestBus::run(|bus| async move {
+        let publisher = Publisher::new(bus.config.url.clone(), Some(bus.topology.clone()));
+        let mut long_id = refetch(&bus, "apps/long-id");
+        long_id.message_id = Some("i".repeat(300));
+        publisher.publish(&long_id).await.unwrap();
+        let got = bus
+            .get(&bus.config.work_queue, WAIT)
+            .await
+            .expect("message");
+        let id = got.message_id().unwrap();
+        assert!(id.starts_with("sha256:") && id.len() <= 255, "{id}");
+
+        let mut long_key = refetch(&bus, "apps/long-key");
+        long_key.routing_key = "k".repeat(300);
+        let err = publisher.publish(&long_key).await.unwrap_err();
+        assert!(matches!(err, BusError::Unpublishable(_)), "{err}");
+        let mut long_header = refetch(&bus, "apps/long-header");
+        long_header.headers.insert(
+            "h".into(),
+            lapin::types::AMQPValue::ShortString("v".repeat(300).into()),
+        );
+        let err = publisher.publish(&long_header).await.unwrap_err();
+        assert!(matches!(err, BusError::Unpublishable(_)), "{err}");
+
+        // The connection is intact.
+        publisher
+            .publish(&refetch(&bus, "apps/after"))
+            .await
+            .unwrap();
+        let got = bus
+            .get(&bus.config.work_queue, WAIT)
+            .await
+            .expect("message");
+        assert_eq!(got.body, br#"{"repository":"apps/after"}"#);
         publisher.close().await;
     })
     .await;
@@ -237,14 +280,6 @@ async fn dead_letters_list_show_replay_by_id_and_purge() {
 /// processes declare (RabbitMQ refuses a redeclaration with other arguments).
 #[tokio::test]
 async fn definitions_import_and_match_the_declared_topology() {
-    if std::process::Command::new("rabbitmqctl")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("rabbitmqctl not available: skipped");
-        return;
-    }
     TestBus::run(|bus| async move {
         bus.topology.delete(&bus.channel).await.unwrap();
         let file = tempfile::NamedTempFile::with_suffix(".json").unwrap();
@@ -259,16 +294,7 @@ async fn definitions_import_and_match_the_declared_topology() {
             std::os::unix::fs::PermissionsExt::from_mode(0o644),
         )
         .unwrap();
-        let status = std::process::Command::new("rabbitmqctl")
-            .arg("import_definitions")
-            .arg(file.path())
-            .output()
-            .unwrap();
-        assert!(
-            status.status.success(),
-            "{}",
-            String::from_utf8_lossy(&status.stderr)
-        );
+        rabbitmqctl(&["import_definitions", &file.path().to_string_lossy()]).unwrap();
         bus.topology.declare(&bus.channel).await.unwrap();
         let publisher = Publisher::new(bus.config.url.clone(), None);
         publisher.publish(&refetch(&bus, "a")).await.unwrap();

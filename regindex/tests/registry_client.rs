@@ -269,6 +269,40 @@ async fn unknown_things_are_not_found() {
     assert!(matches!(err, RegistryError::NotFound { .. }), "{err}");
 }
 
+/// docker-registry 2.8.2 stores names up to 255 characters and answers any longer one
+/// with a 500 (`UNKNOWN`, its invalid-name error as detail) on every route. Retrying that
+/// cannot help: it is a permanent error, which the worker dead-letters at once.
+#[tokio::test]
+async fn names_the_registry_refuses_are_permanent_errors() {
+    let registry = TestRegistry::new().await.unwrap();
+    let client = client(&registry, 100);
+    let longest = "a".repeat(RepositoryName::MAX_LEN);
+    registry
+        .push_image(&longest, Some("latest"), &ImageSpec::new("amd64"))
+        .await
+        .unwrap();
+    assert_eq!(client.tags(&repo(&longest)).await.unwrap().len(), 1);
+
+    let too_long = "a".repeat(RepositoryName::MAX_LEN + 1);
+    assert!(
+        RepositoryName::parse(&too_long).is_err(),
+        "refused before any request"
+    );
+    for path in ["tags/list", "manifests/latest"] {
+        let url = format!("{}/v2/{too_long}/{path}", registry.url());
+        let response = reqwest::get(url).await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.bytes().await.unwrap();
+        assert_eq!(status, 500, "{path}: {}", String::from_utf8_lossy(&body));
+        let err = RegistryError::from_answer(status, &body, "repository aaa...");
+        assert!(
+            matches!(err, RegistryError::NameRefused { .. }),
+            "{path}: {err}"
+        );
+        assert!(!err.is_transient(), "{path}");
+    }
+}
+
 #[tokio::test]
 async fn repository_with_all_tags_deleted_has_no_tags() {
     let registry = TestRegistry::new().await.unwrap();

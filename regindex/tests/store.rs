@@ -359,7 +359,29 @@ async fn repository_lock_is_exclusive_across_connections() {
             tx.commit().await.unwrap();
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The second one queues for the lock (PostgreSQL shows it waiting), and stays there.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .fetch_one(first.pool())
+        .await
+        .unwrap();
+        if waiting == 1 {
+            break;
+        }
+        assert!(
+            !waiter.is_finished(),
+            "second refetch of the same repository did not wait"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the second refetch never queued for the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
         !waiter.is_finished(),
         "second refetch of the same repository did not wait"
@@ -588,5 +610,191 @@ async fn index_query_timing() {
         start.elapsed(),
         snapshot.listings.len()
     );
+    store.pool().close().await;
+}
+
+/// A repository holding one image tagged `latest`.
+fn single(n: u8, labels: &[(&str, &str)]) -> RepositoryState {
+    let image = image(n, "amd64", labels);
+    RepositoryState {
+        tags: [(t("latest"), image.digest.clone())].into(),
+        images: [(image.digest.clone(), image)].into(),
+        ..RepositoryState::default()
+    }
+}
+
+#[tokio::test]
+async fn bodhi_builds_are_matched_by_labels_and_names() {
+    use regindex::bodhi::{BuildMatch, Nvr};
+    let db = TestDb::new().await;
+    let store = db.migrated().await;
+    let osbs = |component: &str, release: &str, name: &str| {
+        vec![
+            ("com.redhat.component", component.to_owned()),
+            ("version", "1.0".to_owned()),
+            ("release", release.to_owned()),
+            ("name", name.to_owned()),
+        ]
+    };
+    let labels = |pairs: &[(&str, String)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    };
+    for (n, repository, pairs) in [
+        // The build itself, whose `name` label names another repository.
+        (
+            1,
+            "mirror/cockpit",
+            labels(&osbs("cockpit-container", "3", "fedora/cockpit")),
+        ),
+        // An earlier build of the component.
+        (
+            2,
+            "fedora/cockpit",
+            labels(&osbs("cockpit-container", "2", "fedora/cockpit")),
+        ),
+        // Named after the NVR's name, no labels.
+        (3, "tools/cockpit-container", vec![]),
+        // Unrelated, with a component whose name contains the other's.
+        (
+            4,
+            "fedora/cockpit-ws",
+            labels(&osbs("cockpit-container-ws", "3", "fedora/cockpit-ws")),
+        ),
+        // A `name` label that is no repository name is skipped.
+        (5, "odd/labels", labels(&osbs("odd", "1", "Not A Name"))),
+    ] {
+        let pairs: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        write(&store, &repo(repository), &single(n, &pairs)).await;
+    }
+    let mut found = store
+        .build_matches(&Nvr::parse("cockpit-container-1.0-3").unwrap())
+        .await
+        .unwrap();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            (repo("fedora/cockpit"), BuildMatch::NameLabel),
+            (repo("fedora/cockpit"), BuildMatch::Component),
+            (repo("mirror/cockpit"), BuildMatch::LabelNvr),
+            (repo("mirror/cockpit"), BuildMatch::Component),
+            (repo("tools/cockpit-container"), BuildMatch::RepositoryName),
+        ]
+    );
+    assert!(store
+        .build_matches(&Nvr::parse("odd-1.0-1").unwrap())
+        .await
+        .unwrap()
+        .iter()
+        .all(|(r, _)| r == &repo("odd/labels")));
+    assert!(store
+        .build_matches(&Nvr::parse("nothing_like_it-1-1").unwrap())
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Stored tags for the warm pass.
+    let tags = store.stored_tags().await.unwrap();
+    assert_eq!(tags.len(), 5);
+    assert_eq!(tags[&repo("fedora/cockpit")], [(t("latest"), d(2))].into());
+
+    // Recent updates: most recent first, re-recording moves a repository up, the window
+    // forgets.
+    let window = Duration::from_secs(3600);
+    store
+        .record_update_repositories("U-1", &[repo("a"), repo("b")], window)
+        .await
+        .unwrap();
+    store
+        .record_update_repositories("U-2", &[repo("a")], window)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.recent_update_repositories(window).await.unwrap(),
+        [repo("a"), repo("b")]
+    );
+    sqlx::query("UPDATE bodhi_update_repositories SET seen_at = now() - interval '2 hours' WHERE repository = 'b'")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.recent_update_repositories(window).await.unwrap(),
+        [repo("a")]
+    );
+    store
+        .record_update_repositories("U-3", &[], window)
+        .await
+        .unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM bodhi_update_repositories")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, 1, "older rows are deleted when new ones are recorded");
+}
+
+/// The periodic jobs' last successes: absent at first, kept across migrations, and a run
+/// that started earlier than the recorded one (finishing late) never moves it back.
+#[tokio::test]
+async fn periodic_job_successes_only_move_forward() {
+    use regindex::store::PeriodicJob::{FullScan, GarbageCollection};
+    let db = TestDb::new().await;
+    let store = db.migrated().await;
+    assert_eq!(store.last_success(FullScan).await.unwrap(), None);
+
+    // Whole microseconds: what PostgreSQL keeps.
+    let at = chrono::DateTime::from_timestamp(1_800_000_000, 123_456_000).unwrap();
+    store.record_success(FullScan, at).await.unwrap();
+    let earlier = at - chrono::Duration::hours(1);
+    store.record_success(FullScan, earlier).await.unwrap();
+    assert_eq!(store.last_success(FullScan).await.unwrap(), Some(at));
+    assert_eq!(store.last_success(GarbageCollection).await.unwrap(), None);
+
+    let later = at + chrono::Duration::seconds(1);
+    store.record_success(FullScan, later).await.unwrap();
+    store.migrate().await.unwrap();
+    assert_eq!(store.last_success(FullScan).await.unwrap(), Some(later));
+    store.pool().close().await;
+}
+
+/// A database of the previous schema version (no `periodic_jobs`) is refused until
+/// `migrate`, which adds what is missing and keeps the data.
+#[tokio::test]
+async fn migrate_upgrades_a_version_2_database() {
+    let db = TestDb::new().await;
+    let store = db.migrated().await;
+    write(&store, &repo("apps/app"), &app_state()).await;
+    sqlx::query("DROP TABLE periodic_jobs")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE regindex_schema SET version = 2")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let err = Store::connect(&db.config).await.err().unwrap();
+    assert!(
+        matches!(err, StoreError::SchemaOutdated { found: 2, .. }),
+        "{err}"
+    );
+    store.migrate().await.unwrap();
+    let upgraded = Store::connect(&db.config).await.unwrap();
+    assert_eq!(
+        upgraded
+            .last_success(regindex::store::PeriodicJob::FullScan)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        upgraded.load_repository(&repo("apps/app")).await.unwrap(),
+        app_state()
+    );
+    upgraded.pool().close().await;
     store.pool().close().await;
 }

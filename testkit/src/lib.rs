@@ -5,6 +5,7 @@
 //! - [`TestDatabase`]: a fresh PostgreSQL database per test.
 //! - [`PrivatePostgres`], [`PrivateRabbitMq`]: servers of a test's own, on free ports, for
 //!   outage tests (`stop()` / `start()`); never stop the shared ones on 5432 / 5672.
+//! - [`TcpProxy`]: a proxy in front of a real service that can stall (a network partition).
 //! - [`free_port`], [`unique_name`]: for anything else a test starts or names.
 //! - [`png`], [`ImageSpec::icons`]: real icons; [`samples`]: what `make up` pushes.
 //! - [`rabbitmq::ScratchDefinitions`]: RabbitMQ definitions imported under unique vhost and
@@ -53,6 +54,7 @@ mod image;
 mod oci_layout;
 mod private_postgres;
 mod private_rabbitmq;
+mod proxy;
 mod push;
 pub mod rabbitmq;
 mod registry;
@@ -70,6 +72,7 @@ pub use image::{
 pub use oci_layout::OciLayout;
 pub use private_postgres::PrivatePostgres;
 pub use private_rabbitmq::PrivateRabbitMq;
+pub use proxy::TcpProxy;
 pub use push::{PushedImage, PushedList};
 pub use registry::{
     LoggedRequest, NotificationEndpoint, TestRegistry, TestRegistryBuilder, TESTKIT_USER_AGENT,

@@ -40,6 +40,8 @@ pub struct NotificationEndpoint {
     pub backoff: Duration,
     /// Failures before the endpoint is considered down (only affects its metrics/logging).
     pub threshold: u32,
+    /// How long the registry waits for an answer before it resends; the README's 5 s by
+    /// default, which the api's publish timeout (3 s) stays below.
     pub timeout: Duration,
     /// `notifications.events.includereferences`.
     pub include_references: bool,
@@ -56,7 +58,7 @@ impl NotificationEndpoint {
             bearer_token: None,
             backoff: Duration::from_millis(500),
             threshold: 3,
-            timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(5),
             include_references: false,
             ignored_actions: Vec::new(),
             ignored_media_types: Vec::new(),

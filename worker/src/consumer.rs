@@ -18,7 +18,7 @@ use regindex::bus::messages::{self, RefetchRequest, WorkItem};
 use regindex::bus::republish::{self, Received};
 use regindex::bus::topology::routing_key;
 use regindex::bus::{self as bus, BusError, OutgoingMessage, Publisher, Topology};
-use regindex::config::Config;
+use regindex::config::{BodhiConfig, ComposeCompleteMode, Config};
 use regindex::model::RepositoryName;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -45,12 +45,15 @@ pub struct Worker {
 }
 
 /// Everything the handlers share.
-struct Shared {
-    index: Arc<dyn Index>,
+pub(crate) struct Shared {
+    pub(crate) index: Arc<dyn Index>,
     publisher: Publisher,
     topology: Topology,
     max_attempts: u32,
-    metrics: WorkerMetrics,
+    pub(crate) metrics: WorkerMetrics,
+    pub(crate) bodhi: BodhiConfig,
+    /// Repositories a warm pass checks at once.
+    pub(crate) concurrency: usize,
 }
 
 type Session = bus::ConsumerSession;
@@ -75,6 +78,8 @@ impl Worker {
             topology,
             max_attempts: self.config.amqp.max_attempts,
             metrics: self.metrics.clone(),
+            bodhi: self.config.bodhi.clone(),
+            concurrency: self.config.worker.concurrency,
         });
         let tracker = TaskTracker::new();
         let kill = CancellationToken::new();
@@ -181,22 +186,29 @@ impl Shared {
         async move {
             match item {
                 Ok(WorkItem::Refetch(repository)) => coalescer.submit(repository, delivery),
+                Ok(WorkItem::ReindexAll { source })
+                    if self.bodhi.compose_complete == ComposeCompleteMode::Off =>
+                {
+                    info!(%source, "ignored: bodhi.compose_complete is off");
+                    if ack(&delivery).await {
+                        self.metrics.count(counted::IGNORED);
+                    }
+                }
                 Ok(WorkItem::ReindexAll { source }) => {
-                    info!(%source, "reindexing everything");
-                    let (shared, kill) = (self.clone(), kill.clone());
-                    let work = async move {
-                        let result = shared.fan_out().await;
-                        shared.settle(delivery, result).await;
-                    };
-                    tracker.spawn(
-                        async move {
-                            tokio::select! {
-                                _ = kill.cancelled() => {}
-                                _ = work => {}
-                            }
-                        }
-                        .instrument(tracing::Span::current()),
+                    info!(%source, "reindexing after a compose");
+                    let shared = self.clone();
+                    self.spawn_settled(
+                        delivery,
+                        tracker,
+                        kill,
+                        async move { shared.compose().await },
                     );
+                }
+                Ok(WorkItem::Update(update)) => {
+                    let shared = self.clone();
+                    self.spawn_settled(delivery, tracker, kill, async move {
+                        shared.update(&update).await
+                    });
                 }
                 Ok(WorkItem::Ignore(reason)) => {
                     info!(%reason, "ignored");
@@ -214,10 +226,39 @@ impl Shared {
         .await
     }
 
-    /// Publishes one `regindex.refetch` per repository, each confirmed: the refetches are
-    /// spread over every worker process, and no message is held for a whole scan.
-    async fn fan_out(&self) -> Result<(), Failure> {
-        let repositories = self.index.repositories().await?;
+    /// Runs `work` for a message that is not one repository's, then settles the message
+    /// with its result; stops at once when the worker is dropped (the broker redelivers).
+    fn spawn_settled(
+        self: &Arc<Self>,
+        delivery: Delivery,
+        tracker: &TaskTracker,
+        kill: &CancellationToken,
+        work: impl std::future::Future<Output = Result<(), Failure>> + Send + 'static,
+    ) {
+        let (shared, kill) = (self.clone(), kill.clone());
+        let work = async move {
+            let result = work.await;
+            shared.settle(delivery, result).await;
+        };
+        tracker.spawn(
+            async move {
+                tokio::select! {
+                    _ = kill.cancelled() => {}
+                    _ = work => {}
+                }
+            }
+            .instrument(tracing::Span::current()),
+        );
+    }
+
+    /// Publishes one `regindex.refetch` per repository, each confirmed, and returns how
+    /// many: the refetches are spread over every worker process (and coalesced with other
+    /// events for the same repository), and no message is held for a whole scan.
+    pub(crate) async fn publish_refetches(
+        &self,
+        repositories: impl IntoIterator<Item = RepositoryName>,
+    ) -> Result<usize, Failure> {
+        let repositories: Vec<RepositoryName> = repositories.into_iter().collect();
         let count = repositories.len();
         stream::iter(repositories)
             .map(|repository| async move {
@@ -228,16 +269,17 @@ impl Shared {
                     routing_key::REFETCH,
                     body,
                 );
-                self.publisher
-                    .publish(&message)
-                    .await
-                    .map_err(|e| Failure::transient(format!("publishing refetches: {e}")))
+                self.publisher.publish(&message).await.map_err(|e| {
+                    Failure::transient(format!(
+                        "publishing refetches: {}",
+                        regindex::error_chain(&e)
+                    ))
+                })
             })
             .buffer_unordered(FAN_OUT_IN_FLIGHT)
             .try_collect::<Vec<()>>()
             .await?;
-        info!(repositories = count, "reindex fanned out");
-        Ok(())
+        Ok(count)
     }
 
     /// Acks on success; otherwise republishes to retry or dead-letter (confirmed), then acks.

@@ -1,9 +1,11 @@
-//! The regindex worker: consumes the work queue (registry events, Bodhi composes,
+//! The regindex worker: consumes the work queue (registry events, Bodhi updates and composes,
 //! internal refetches), refetches repositories into the store, retries with delays,
 //! dead-letters what keeps failing, and runs the periodic full scan and GC.
 
+mod bodhi;
 pub mod coalesce;
 pub mod consumer;
+pub mod dead_letters;
 pub mod history;
 pub mod index;
 pub mod metrics;
@@ -96,6 +98,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
         metrics.clone(),
         stop.clone(),
     ));
+    let dead_letters = interval(config.worker.dead_letter_poll_secs).map(|every| {
+        tokio::spawn(dead_letters::watch(
+            config.amqp.clone(),
+            metrics.dead_letters.clone(),
+            every,
+            stop.clone(),
+        ))
+    });
     let history = if config.history.enabled && config.history.consume {
         let consumer = HistoryConsumer::new(
             config.clone(),
@@ -118,6 +128,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
         .await;
     stop.cancel();
     let _ = tokio::join!(serving, reporting, periodic, static_files);
+    if let Some(dead_letters) = dead_letters {
+        let _ = dead_letters.await;
+    }
     if let Some(history) = history {
         let _ = history.await;
     }

@@ -25,8 +25,51 @@ pub struct WorkerMetrics {
     pub messages: IntCounterVec,
     pub refetch_seconds: Histogram,
     pub last_full_scan: IntGauge,
+    pub next_full_scan: IntGauge,
     pub amqp_connected: IntGauge,
     pub database_up: IntGauge,
+    pub dead_letters: IntGauge,
+    pub bodhi: BodhiMetrics,
+}
+
+/// What Bodhi messages did (`regindex_worker_bodhi_*`).
+#[derive(Clone)]
+pub struct BodhiMetrics {
+    /// Per build and repository matched, by how (`regindex::bodhi::BuildMatch`), and
+    /// `none` per build that matched nothing.
+    pub build_matches: IntCounterVec,
+    /// Refetches requested, by trigger (`update`, `compose_recent`, `compose_changed`).
+    pub refetches: IntCounterVec,
+    /// Repositories a compose's warm pass checked.
+    pub warm_checked: prometheus::IntCounter,
+}
+
+impl BodhiMetrics {
+    fn new() -> Self {
+        Self {
+            build_matches: IntCounterVec::new(
+                Opts::new(
+                    "regindex_worker_bodhi_build_matches_total",
+                    "Repositories matched by the builds of Bodhi updates, by how",
+                ),
+                &["match"],
+            )
+            .expect("valid metric"),
+            refetches: IntCounterVec::new(
+                Opts::new(
+                    "regindex_worker_bodhi_refetches_total",
+                    "Repository refetches requested by Bodhi messages, by trigger",
+                ),
+                &["trigger"],
+            )
+            .expect("valid metric"),
+            warm_checked: prometheus::IntCounter::new(
+                "regindex_worker_bodhi_warm_checked_total",
+                "Repositories checked by the warm pass of a compose (tag lists and HEADs)",
+            )
+            .expect("valid metric"),
+        }
+    }
 }
 
 impl WorkerMetrics {
@@ -52,7 +95,17 @@ impl WorkerMetrics {
         .expect("valid metric");
         let last_full_scan = IntGauge::new(
             "regindex_worker_last_full_scan_success_timestamp_seconds",
-            "Unix time of the last successful full scan",
+            "Unix time the last successful full scan (of any worker) started; 0: none yet",
+        )
+        .expect("valid metric");
+        let next_full_scan = IntGauge::new(
+            "regindex_worker_next_full_scan_timestamp_seconds",
+            "Unix time this worker runs the next full scan (unless another worker does)",
+        )
+        .expect("valid metric");
+        let dead_letters = IntGauge::new(
+            "regindex_worker_dead_letter_messages",
+            "Messages in the dead-letter queue (polled every worker.dead_letter_poll_secs)",
         )
         .expect("valid metric");
         let amqp_connected = IntGauge::new(
@@ -65,12 +118,18 @@ impl WorkerMetrics {
             "1 while the database answers with the schema this build needs",
         )
         .expect("valid metric");
+        let bodhi = BodhiMetrics::new();
         for collector in [
             Box::new(messages.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(refetch_seconds.clone()),
             Box::new(last_full_scan.clone()),
             Box::new(amqp_connected.clone()),
             Box::new(database_up.clone()),
+            Box::new(next_full_scan.clone()),
+            Box::new(dead_letters.clone()),
+            Box::new(bodhi.build_matches.clone()),
+            Box::new(bodhi.refetches.clone()),
+            Box::new(bodhi.warm_checked.clone()),
         ] {
             registry.register(collector).expect("unique metric");
         }
@@ -79,8 +138,11 @@ impl WorkerMetrics {
             messages,
             refetch_seconds,
             last_full_scan,
+            next_full_scan,
             amqp_connected,
             database_up,
+            dead_letters,
+            bodhi,
         }
     }
 

@@ -27,10 +27,12 @@ impl Failure {
 }
 
 impl From<&SyncError> for Failure {
+    /// The reason carries the whole cause chain ("error sending request ...: Connection
+    /// refused"): it is what an operator reads in the dead-letter queue.
     fn from(error: &SyncError) -> Self {
         Self {
             transient: error.is_transient(),
-            reason: error.to_string(),
+            reason: regindex::error_chain(error),
         }
     }
 }

@@ -1,25 +1,31 @@
 //! The periodic full scan and garbage collection. Each runs in one worker process at a
-//! time: the process that gets a PostgreSQL session advisory lock runs it, the others
-//! skip that round (the lock goes with the connection if the process dies).
+//! time: the process that gets a PostgreSQL session advisory lock
+//! ([`Store::exclusively`]) runs it, the others skip that round (the lock goes with the
+//! connection if the process dies).
+//!
+//! When a job last succeeded is kept in the database (`periodic_jobs`), so the schedule
+//! survives restarts: a worker that starts when a job is overdue, or never ran, runs it at
+//! once, and one that starts a minute after the last run waits for the rest of the
+//! interval. Redeploying workers more often than the interval therefore never postpones
+//! the scan that repairs lost webhooks.
 
 use std::future::Future;
 use std::time::Duration;
 
-use regindex::store::Store;
+use chrono::{DateTime, Utc};
+use regindex::store::{PeriodicJob, Store};
 use regindex::sync::{NoProgress, Syncer};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::metrics::WorkerMetrics;
 
-/// First key of the advisory locks (the two-key form, apart from the store's per-repository
-/// locks); the second key names the job.
-const LOCK_CLASS: i32 = 0x7267_6978; // "rgix"
-pub const SCAN_LOCK: i32 = 1;
-pub const GC_LOCK: i32 = 2;
+/// After a failed run, a database error, or a round another process held the lock for:
+/// look again this much later (or after the interval, if shorter).
+pub const RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// Scans every `scan_interval` and collects garbage every `gc_interval` (`None`: never),
-/// first one interval after start-up, until `stop`.
+/// counted from the last success any worker recorded, until `stop`.
 pub async fn run(
     syncer: Syncer,
     concurrency: usize,
@@ -28,83 +34,186 @@ pub async fn run(
     metrics: WorkerMetrics,
     stop: CancellationToken,
 ) {
+    let store = syncer.store();
     let scan = async {
         let Some(period) = scan_interval else { return };
-        every(period, &stop, || async {
-            match exclusively(
-                syncer.store(),
-                SCAN_LOCK,
-                syncer.scan(concurrency, &NoProgress),
-            )
-            .await
-            {
-                Ok(Some(Ok(summary))) => {
-                    info!(%summary, "full scan done");
-                    metrics.last_full_scan.set(chrono::Utc::now().timestamp());
-                }
-                Ok(Some(Err(e))) => warn!(error = %e, "full scan failed"),
-                Ok(None) => info!("full scan skipped: another worker runs it"),
-                Err(e) => warn!(error = %e, "full scan not started: database"),
-            }
-        })
-        .await
+        let report = |last: Option<DateTime<Utc>>, next: DateTime<Utc>| {
+            metrics
+                .last_full_scan
+                .set(last.map_or(0, |last| last.timestamp()));
+            metrics.next_full_scan.set(next.timestamp());
+        };
+        let scan = || async {
+            let summary = syncer
+                .scan(concurrency, &NoProgress)
+                .await
+                .map_err(|e| regindex::error_chain(&e))?;
+            info!(%summary, "full scan done");
+            Ok(())
+        };
+        let job = Scheduled {
+            job: PeriodicJob::FullScan,
+            period,
+        };
+        job.run(store, &stop, report, scan).await
     };
     let gc = async {
         let Some(period) = gc_interval else { return };
-        every(period, &stop, || async {
-            match exclusively(syncer.store(), GC_LOCK, syncer.store().gc()).await {
-                Ok(Some(Ok(summary))) => info!(?summary, "garbage collected"),
-                Ok(Some(Err(e))) => warn!(error = %e, "garbage collection failed"),
-                Ok(None) => info!("garbage collection skipped: another worker runs it"),
-                Err(e) => warn!(error = %e, "garbage collection not started: database"),
-            }
-        })
-        .await
+        let collect = || async {
+            let summary = store.gc().await.map_err(|e| regindex::error_chain(&e))?;
+            info!(?summary, "garbage collected");
+            Ok(())
+        };
+        let job = Scheduled {
+            job: PeriodicJob::GarbageCollection,
+            period,
+        };
+        job.run(store, &stop, |_, _| {}, collect).await
     };
     tokio::join!(scan, gc);
 }
 
-async fn every<F, Fut>(period: Duration, stop: &CancellationToken, mut job: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = ticks.tick() => job().await,
+/// How long to wait before running a job that last succeeded at `last` (`None`: never):
+/// nothing when it is due. Never more than `period`, so that a last run stamped in the
+/// future (a clock set wrong) cannot hold the job back for longer.
+pub fn due_in(last: Option<DateTime<Utc>>, period: Duration, now: DateTime<Utc>) -> Duration {
+    let Some(last) = last else {
+        return Duration::ZERO;
+    };
+    let due = chrono::Duration::from_std(period)
+        .ok()
+        .and_then(|period| last.checked_add_signed(period));
+    match due {
+        Some(due) => (due - now).to_std().unwrap_or(Duration::ZERO).min(period),
+        None => period,
+    }
+}
+
+/// The retry delay: [`RETRY_AFTER`], or the interval when that is shorter.
+fn retry_delay(period: Duration) -> Duration {
+    RETRY_AFTER.min(period)
+}
+
+/// A job with its persisted schedule.
+struct Scheduled {
+    job: PeriodicJob,
+    period: Duration,
+}
+
+/// What one round did.
+enum Round {
+    Ran,
+    /// Another process ran it since this one looked.
+    NotDue,
+}
+
+impl Scheduled {
+    /// Until `stop`: waits until the job is due, runs it under its lock, records the
+    /// success. `report(last success, next run)` whenever the schedule was read.
+    async fn run<F, Fut>(
+        &self,
+        store: &Store,
+        stop: &CancellationToken,
+        report: impl Fn(Option<DateTime<Utc>>, DateTime<Utc>),
+        mut work: F,
+    ) where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<(), String>>,
+    {
+        let job = self.job;
+        loop {
+            let wait = match store.last_success(job).await {
+                Ok(last) => {
+                    let now = Utc::now();
+                    let wait = due_in(last, self.period, now);
+                    report(last, now + wait);
+                    wait
+                }
+                Err(e) => {
+                    warn!(%job, error = %regindex::error_chain(&e), "cannot read when the job last ran");
+                    retry_delay(self.period)
+                }
+            };
+            if !pause(wait, stop).await {
+                return;
+            }
+            let started = Utc::now();
+            let round = async {
+                // Another process may have run it while this one waited.
+                let last = store
+                    .last_success(job)
+                    .await
+                    .map_err(|e| regindex::error_chain(&e))?;
+                if !due_in(last, self.period, started).is_zero() {
+                    return Ok::<_, String>(Round::NotDue);
+                }
+                work().await?;
+                store
+                    .record_success(job, started)
+                    .await
+                    .map_err(|e| format!("recording the success: {}", regindex::error_chain(&e)))?;
+                Ok(Round::Ran)
+            };
+            let outcome = tokio::select! {
+                _ = stop.cancelled() => return,
+                outcome = store.exclusively(job, round) => outcome,
+            };
+            match outcome {
+                Ok(Some(Ok(Round::Ran | Round::NotDue))) => continue,
+                Ok(Some(Err(reason))) => warn!(%job, %reason, "periodic job failed"),
+                Ok(None) => info!(%job, "periodic job skipped: another worker runs it"),
+                Err(e) => {
+                    warn!(%job, error = %regindex::error_chain(&e), "periodic job not started: database")
+                }
+            }
+            if !pause(retry_delay(self.period), stop).await {
+                return;
+            }
         }
     }
 }
 
-/// Runs `job` if this process gets the advisory lock `key`; `None` when another process
-/// (or task) holds it.
-pub async fn exclusively<T>(
-    store: &Store,
-    key: i32,
-    job: impl Future<Output = T>,
-) -> Result<Option<T>, sqlx::Error> {
-    let mut connection = store.pool().acquire().await?;
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
-        .bind(LOCK_CLASS)
-        .bind(key)
-        .fetch_one(&mut *connection)
-        .await?;
-    if !locked {
-        return Ok(None);
+/// Sleeps `wait`; false when `stop` came first.
+async fn pause(wait: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = stop.cancelled() => false,
+        _ = tokio::time::sleep(wait) => true,
     }
-    let output = job.await;
-    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1, $2)")
-        .bind(LOCK_CLASS)
-        .bind(key)
-        .execute(&mut *connection)
-        .await;
-    if let Err(e) = unlocked {
-        // The lock lives as long as the session: closing this connection releases it.
-        warn!(error = %e, "advisory unlock failed; dropping the connection");
-        let _ = connection.detach();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
     }
-    Ok(Some(output))
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn a_job_that_never_ran_is_due_at_once() {
+        assert_eq!(due_in(None, HOUR, at(0)), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_recent_run_leaves_the_rest_of_the_interval() {
+        assert_eq!(
+            due_in(Some(at(0)), HOUR, at(600)),
+            Duration::from_secs(3000)
+        );
+        assert_eq!(due_in(Some(at(0)), HOUR, at(0)), HOUR);
+    }
+
+    #[test]
+    fn an_overdue_job_is_due_at_once() {
+        assert_eq!(due_in(Some(at(0)), HOUR, at(3600)), Duration::ZERO);
+        assert_eq!(due_in(Some(at(0)), HOUR, at(86_400)), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_run_stamped_in_the_future_waits_one_interval_at_most() {
+        assert_eq!(due_in(Some(at(86_400)), HOUR, at(0)), HOUR);
+        assert_eq!(due_in(Some(DateTime::<Utc>::MAX_UTC), HOUR, at(0)), HOUR);
+    }
 }

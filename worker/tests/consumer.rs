@@ -2,6 +2,7 @@
 //! do (the end-to-end tests in `e2e.rs` use the real registry and store).
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use regindex::bus::testing::TestBus;
 use regindex::bus::{OutgoingMessage, Publisher};
 use regindex::config::Config;
 use regindex::model::RepositoryName;
+use regindex_testkit::rabbitmq::rabbitmqctl;
 use regindex_worker::index::Index;
 use regindex_worker::outcome::Failure;
 use regindex_worker::{Worker, WorkerMetrics};
@@ -21,6 +23,8 @@ const WAIT: Duration = Duration::from_secs(10);
 /// Records refetches; fails them while `failing` holds a failure.
 #[derive(Default)]
 struct FakeIndex {
+    /// Refetches begun (finished or not).
+    started: AtomicUsize,
     refetched: Mutex<Vec<String>>,
     failing: Mutex<Option<Failure>>,
     repositories: BTreeSet<RepositoryName>,
@@ -36,6 +40,7 @@ impl FakeIndex {
 impl Index for FakeIndex {
     fn refetch<'a>(&'a self, repository: &'a RepositoryName) -> BoxFuture<'a, Result<(), Failure>> {
         Box::pin(async move {
+            self.started.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(self.refetch_time).await;
             self.refetched.lock().unwrap().push(repository.to_string());
             match self.failing.lock().unwrap().clone() {
@@ -287,6 +292,33 @@ async fn a_compose_complete_fans_out_one_refetch_per_repository() {
 }
 
 #[tokio::test]
+async fn with_compose_complete_off_a_compose_is_ignored() {
+    TestBus::run(|bus| async move {
+        let index = Arc::new(FakeIndex {
+            repositories: [RepositoryName::parse("apps/calc").unwrap()].into(),
+            ..FakeIndex::default()
+        });
+        let mut config = config(&bus);
+        config.bodhi.compose_complete = regindex::config::ComposeCompleteMode::Off;
+        let worker = start(config, index.clone());
+        let body = fixture("bodhi/compose-complete-fedora-messaging.json")["body"].to_string();
+        let topic = format!(
+            "{}.{}.bodhi.compose.complete",
+            bus.config.topic_prefix, bus.config.environment
+        );
+        publish(&bus, "amq.topic", &topic, &body).await;
+        eventually("compose ignored", || {
+            counted(&worker.metrics, "ignored") == 1
+        })
+        .await;
+        assert_eq!(counted(&worker.metrics, "processed"), 0);
+        worker.stop().await;
+        assert!(index.refetched().is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn graceful_shutdown_finishes_the_work_in_flight() {
     TestBus::run(|bus| async move {
         let index = Arc::new(FakeIndex {
@@ -295,9 +327,10 @@ async fn graceful_shutdown_finishes_the_work_in_flight() {
         });
         let worker = start(config(&bus), index.clone());
         publish_event(&bus, "registry.push.manifest", "apps/calc").await;
-        eventually("consuming", || worker.metrics.amqp_connected.get() == 1).await;
-        // Past the coalescing window: the 500 ms refetch is in flight.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        eventually("the 500 ms refetch in flight", || {
+            index.started.load(Ordering::SeqCst) == 1
+        })
+        .await;
         let metrics = worker.metrics.clone();
         worker.stop().await;
         assert_eq!(counted(&metrics, "processed"), 1);
@@ -315,7 +348,10 @@ async fn a_dropped_worker_leaves_its_messages_to_the_next_one() {
         });
         let first = start(config(&bus), slow.clone());
         publish_event(&bus, "registry.push.manifest", "apps/calc").await;
-        tokio::time::sleep(Duration::from_millis(300)).await; // refetching now
+        eventually("refetching now", || {
+            slow.started.load(Ordering::SeqCst) == 1
+        })
+        .await;
         first.task.abort();
         let _ = first.task.await;
 
@@ -336,33 +372,23 @@ async fn a_dropped_worker_leaves_its_messages_to_the_next_one() {
 }
 
 /// Closes the broker connections whose client-provided name is `name` (as an operator or a
-/// broker restart would); false when `rabbitmqctl` is not available.
-fn close_connections_named(name: &str) -> bool {
-    let Ok(listing) = std::process::Command::new("rabbitmqctl")
-        .args([
-            "list_connections",
-            "-q",
-            "--no-table-headers",
-            "pid",
-            "client_properties",
-        ])
-        .output()
-    else {
-        return false;
-    };
-    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+/// broker restart would).
+fn close_connections_named(name: &str) {
+    let listing = rabbitmqctl(&[
+        "list_connections",
+        "-q",
+        "--no-table-headers",
+        "pid",
+        "client_properties",
+    ])
+    .unwrap();
     let mut closed = false;
     for line in listing.lines().filter(|line| line.contains(name)) {
         let pid = line.split('\t').next().unwrap();
-        let status = std::process::Command::new("rabbitmqctl")
-            .args(["close_connection", pid, "closed by a test"])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        rabbitmqctl(&["close_connection", pid, "closed by a test"]).unwrap();
         closed = true;
     }
     assert!(closed, "no connection named {name} in {listing}");
-    true
 }
 
 #[tokio::test]
@@ -376,10 +402,7 @@ async fn the_worker_reconnects_when_its_connection_drops() {
         })
         .await;
 
-        if !close_connections_named(&format!("regindex-worker {}", bus.config.work_queue)) {
-            eprintln!("rabbitmqctl not available: skipped");
-            return worker.stop().await;
-        }
+        close_connections_named(&format!("regindex-worker {}", bus.config.work_queue));
         publish_event(&bus, "regindex.refetch", "r/two").await;
         eventually("processed after reconnecting", || {
             counted(&worker.metrics, "processed") == 2

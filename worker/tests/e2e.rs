@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use regindex::bus::dead_letters::{DeadLetterQueue, Filter};
 use regindex::bus::testing::TestBus;
-use regindex::bus::{fedora_messaging, Publisher, Topology};
+use regindex::bus::topology::routing_key;
+use regindex::bus::{fedora_messaging, OutgoingMessage, Publisher, Topology};
 use regindex::config::Config;
 use regindex::model::{Digest, RepositoryName, RepositoryState, Tag};
 use regindex::registry::RegistryClient;
-use regindex::store::Store;
+use regindex::store::{PeriodicJob, Store};
 use regindex::sync::Syncer;
 use regindex_api::events::{self, EventsState};
 use regindex_api::metrics::ApiMetrics;
@@ -76,7 +77,9 @@ impl Stack {
             config.amqp.url.clone(),
             Some(Topology::new(&config.amqp)),
         ));
-        let app = events::router(EventsState::new(&config, publisher, ApiMetrics::new()));
+        let app = events::router(
+            EventsState::new(&config, publisher, ApiMetrics::new()).expect("webhook token"),
+        );
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
         let mut builder = TestRegistry::builder();
@@ -534,7 +537,7 @@ async fn the_worker_process_scans_periodically_and_reports_it() {
 /// Scans and GC run in one worker process at a time: a second taker of the lock skips.
 #[tokio::test]
 async fn periodic_jobs_are_exclusive_across_processes() {
-    use regindex_worker::periodic::{exclusively, GC_LOCK, SCAN_LOCK};
+    use regindex::store::PeriodicJob::{FullScan, GarbageCollection};
     let db = TestDatabase::create().await.unwrap();
     let mut config = Config::default();
     config.database.url = db.url().into();
@@ -547,34 +550,272 @@ async fn periodic_jobs_are_exclusive_across_processes() {
     let holder = tokio::spawn({
         let store = store.clone();
         async move {
-            exclusively(&store, SCAN_LOCK, async move {
-                started.send(()).unwrap();
-                release_rx.await.unwrap();
-            })
-            .await
-            .unwrap()
+            store
+                .exclusively(FullScan, async move {
+                    started.send(()).unwrap();
+                    release_rx.await.unwrap();
+                })
+                .await
+                .unwrap()
         }
     });
     started_rx.await.unwrap();
     assert_eq!(
-        exclusively(&other, SCAN_LOCK, async { 1 }).await.unwrap(),
+        other.exclusively(FullScan, async { 1 }).await.unwrap(),
         None,
         "the scan is running elsewhere"
     );
     assert_eq!(
-        exclusively(&other, GC_LOCK, async { 2 }).await.unwrap(),
+        other
+            .exclusively(GarbageCollection, async { 2 })
+            .await
+            .unwrap(),
         Some(2),
         "another job is not blocked"
     );
     release.send(()).unwrap();
     assert_eq!(holder.await.unwrap(), Some(()));
     assert_eq!(
-        exclusively(&other, SCAN_LOCK, async { 3 }).await.unwrap(),
+        other.exclusively(FullScan, async { 3 }).await.unwrap(),
         Some(3),
         "released after the job"
     );
 
+    // A job dropped half-way (a worker shutting down) does not keep the lock.
+    let (started, started_rx) = tokio::sync::oneshot::channel();
+    let dropped = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .exclusively(FullScan, async move {
+                    started.send(()).unwrap();
+                    std::future::pending::<()>().await
+                })
+                .await
+        }
+    });
+    started_rx.await.unwrap();
+    dropped.abort();
+    let _ = dropped.await;
+    eventually("the dropped job's lock released", || async {
+        other.exclusively(FullScan, async { 4 }).await.unwrap()
+    })
+    .await;
+
     store.pool().close().await;
     other.pool().close().await;
     db.drop().await.unwrap();
+}
+
+/// A whole worker process (`regindex_worker::run`) with its `/metrics`.
+struct WorkerProcess {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), regindex_worker::WorkerError>>,
+    metrics_url: String,
+}
+
+impl WorkerProcess {
+    fn start(mut config: Config) -> Self {
+        config.worker.metrics_listen =
+            ([127, 0, 0, 1], regindex_testkit::free_port().unwrap()).into();
+        let metrics_url = format!("http://{}/metrics", config.worker.metrics_listen);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(regindex_worker::run(config, shutdown.clone()));
+        Self {
+            shutdown,
+            task,
+            metrics_url,
+        }
+    }
+
+    /// A gauge or counter without labels, once `/metrics` answers.
+    async fn metric(&self, name: &str) -> Option<i64> {
+        let text = reqwest::get(&self.metrics_url)
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let line = text
+            .lines()
+            .find(|line| line.split(' ').next() == Some(name))?;
+        line.rsplit(' ').next()?.parse().ok()
+    }
+
+    /// Waits until the metric `name` is `expected`.
+    async fn reports(&self, name: &str, expected: i64) {
+        eventually(&format!("{name} is {expected}"), || async {
+            (self.metric(name).await == Some(expected)).then_some(())
+        })
+        .await
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("worker stops")
+            .expect("worker task")
+            .expect("worker ran");
+    }
+}
+
+const LAST_SCAN: &str = "regindex_worker_last_full_scan_success_timestamp_seconds";
+const NEXT_SCAN: &str = "regindex_worker_next_full_scan_timestamp_seconds";
+
+/// The last full scan, as the store recorded it.
+async fn recorded_scan(store: &Store) -> Option<chrono::DateTime<chrono::Utc>> {
+    store.last_success(PeriodicJob::FullScan).await.unwrap()
+}
+
+/// The schedule of the full scan is kept in PostgreSQL: a worker scans at start-up when no
+/// scan (or only an old one) is recorded, not when a recent one is, and reports the
+/// recorded time from the start.
+#[tokio::test]
+async fn the_scan_runs_at_start_up_unless_a_recent_one_is_recorded() {
+    TestBus::run(|bus| async move {
+        // No webhooks: only a scan can find the images.
+        let stack = Stack::start(bus, false).await;
+        let mut config = stack.config.clone();
+        // Far longer than the test: only a start-up scan can happen.
+        config.worker.scan_interval_secs = 3600;
+        let first = stack
+            .registry
+            .push_image(
+                "apps/first",
+                Some("latest"),
+                &ImageSpec::new("amd64").seed(400),
+            )
+            .await
+            .unwrap();
+
+        // Never scanned: the first worker scans at once.
+        let worker = WorkerProcess::start(config.clone());
+        stack
+            .converges("apps/first", &[("latest", &first.digest)])
+            .await;
+        let scanned = eventually("the scan is recorded", || recorded_scan(&stack.store)).await;
+        worker.reports(LAST_SCAN, scanned.timestamp()).await;
+        worker.reports(NEXT_SCAN, scanned.timestamp() + 3600).await;
+        worker.stop().await;
+
+        // Restarted within the interval: no scan, the recorded one reported at once.
+        let second = stack
+            .registry
+            .push_image(
+                "apps/second",
+                Some("latest"),
+                &ImageSpec::new("amd64").seed(401),
+            )
+            .await
+            .unwrap();
+        let mark = stack.registry.log_mark().await.unwrap();
+        let worker = WorkerProcess::start(config.clone());
+        worker.reports(LAST_SCAN, scanned.timestamp()).await;
+        // The next scan is scheduled an interval after the recorded one: the decision is made.
+        worker.reports(NEXT_SCAN, scanned.timestamp() + 3600).await;
+        let requests = stack.registry.requests_since(mark).await.unwrap();
+        assert!(
+            requests.is_empty(),
+            "the restarted worker asked the registry: {requests:?}"
+        );
+        assert!(stack.stored("apps/second").await.tags.is_empty());
+        assert_eq!(recorded_scan(&stack.store).await, Some(scanned));
+        worker.stop().await;
+
+        // The recorded scan is older than the interval: the next worker scans at once.
+        sqlx::query("UPDATE periodic_jobs SET last_success_at = now() - interval '2 days'")
+            .execute(stack.store.pool())
+            .await
+            .unwrap();
+        let worker = WorkerProcess::start(config);
+        stack
+            .converges("apps/second", &[("latest", &second.digest)])
+            .await;
+        let rescanned = eventually("the new scan is recorded", || async {
+            recorded_scan(&stack.store).await.filter(|at| *at > scanned)
+        })
+        .await;
+        worker.reports(LAST_SCAN, rescanned.timestamp()).await;
+        worker.stop().await;
+        stack.finish().await;
+    })
+    .await;
+}
+
+/// `/metrics` reports how many messages wait in the dead-letter queue, as the broker
+/// counts them: a purge brings it back to 0.
+#[tokio::test]
+async fn the_dead_letter_queue_depth_is_exported() {
+    TestBus::run(|bus| async move {
+        let stack = Stack::start(bus, false).await;
+        let mut config = stack.config.clone();
+        config.worker.dead_letter_poll_secs = 1;
+        let worker = WorkerProcess::start(config);
+        const DEPTH: &str = "regindex_worker_dead_letter_messages";
+        worker.reports(DEPTH, 0).await;
+
+        // Not a refetch request: dead-lettered at once.
+        let publisher = Publisher::new(stack.config.amqp.url.clone(), None);
+        let message = OutgoingMessage::json(
+            &stack.config.amqp.events_exchange,
+            routing_key::REFETCH,
+            b"not json".to_vec(),
+        );
+        publisher.publish(&message).await.unwrap();
+        publisher.close().await;
+        worker.reports(DEPTH, 1).await;
+
+        let dlq = DeadLetterQueue::open(&stack.bus.connection, stack.bus.topology.clone())
+            .await
+            .unwrap();
+        assert_eq!(dlq.purge().await.unwrap(), 1);
+        worker.reports(DEPTH, 0).await;
+        worker.stop().await;
+        stack.finish().await;
+    })
+    .await;
+}
+
+/// A dead letter says why the request failed, down to the operating system's words.
+#[tokio::test]
+async fn a_refetch_against_a_closed_port_is_dead_lettered_with_the_cause() {
+    TestBus::run(|bus| async move {
+        let stack = Stack::start(bus, false).await;
+        let mut config = stack.config.clone();
+        // Nothing listens there.
+        config.registry.url = format!(
+            "http://127.0.0.1:{}",
+            regindex_testkit::free_port().unwrap()
+        );
+        config.amqp.max_attempts = 1;
+        let worker = stack.start_worker_with(config);
+        let body = serde_json::json!({ "repository": "apps/unreachable" }).to_string();
+        let publisher = Publisher::new(stack.config.amqp.url.clone(), None);
+        let message = OutgoingMessage::json(
+            &stack.config.amqp.events_exchange,
+            routing_key::REFETCH,
+            body.into_bytes(),
+        );
+        publisher.publish(&message).await.unwrap();
+        publisher.close().await;
+        eventually("dead-lettered", || async {
+            (worker.counted("dead_lettered") == 1).then_some(())
+        })
+        .await;
+        let dlq = DeadLetterQueue::open(&stack.bus.connection, stack.bus.topology.clone())
+            .await
+            .unwrap();
+        let letters = dlq.list().await.unwrap();
+        assert_eq!(letters.len(), 1);
+        let reason = &letters[0].reason;
+        assert!(reason.contains("apps/unreachable"), "{reason}");
+        assert!(
+            reason.to_lowercase().contains("connection refused"),
+            "the reason names the cause: {reason}"
+        );
+        worker.stop().await;
+        stack.finish().await;
+    })
+    .await;
 }

@@ -14,12 +14,8 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use lapin::options::QueueDeleteOptions;
 use regindex::bus::testing::TestBus;
-use regindex::bus::{Publisher, Topology};
 use regindex::config::Config;
 use regindex::store::Store;
-use regindex_api::events::{self, EventsState};
-use regindex_api::metrics::ApiMetrics;
-use regindex_api::stats_routes::{self, StatsState};
 use regindex_testkit::{
     free_port, NotificationEndpoint, TestDatabase, TestRegistry, TestRegistryBuilder,
 };
@@ -33,7 +29,10 @@ pub struct Stack {
     pub bus: TestBus,
     pub db: Option<TestDatabase>,
     pub config: Config,
+    /// The api's public listener (`POST /events`).
     pub api: SocketAddr,
+    /// The api's operator listener (`/stats`, `/openapi.json`).
+    pub operator: SocketAddr,
     pub registry: TestRegistry,
     pub store: Store,
     pub http: reqwest::Client,
@@ -61,6 +60,8 @@ impl Stack {
             .expect("PostgreSQL on 127.0.0.1:5432");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let api = listener.local_addr().unwrap();
+        let operator_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let operator = operator_listener.local_addr().unwrap();
 
         let mut builder: TestRegistryBuilder = TestRegistry::builder();
         if !options.no_notifications {
@@ -104,19 +105,18 @@ impl Stack {
         let store = Store::connect_unchecked(&config.database).await.unwrap();
         store.migrate().await.unwrap();
 
-        // The api as the binary wires it: events (publishing with the whole topology,
-        // history queue included) and the statistics.
-        let publisher = Arc::new(Publisher::new(
-            config.amqp.url.clone(),
-            Some(Topology::from_config(&config)),
-        ));
-        publisher.ensure_connected().await.unwrap();
-        let app = events::router(EventsState::new(&config, publisher, ApiMetrics::new())).merge(
-            stats_routes::router(StatsState::new(&config, &store).unwrap()),
-        );
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-
         let shutdown = CancellationToken::new();
+        // The api as the binary runs it: events on the public listener, the statistics on
+        // the operator one.
+        let listeners = regindex_api::Listeners {
+            public: listener,
+            operator: operator_listener,
+        };
+        tokio::spawn(regindex_api::serve(
+            config.clone(),
+            listeners,
+            shutdown.clone().cancelled_owned(),
+        ));
         let worker = (!options.no_worker).then(|| {
             let (config, shutdown) = (config.clone(), shutdown.clone());
             tokio::spawn(async move { regindex_worker::run(config, shutdown).await.unwrap() })
@@ -126,6 +126,7 @@ impl Stack {
             db: Some(db),
             config,
             api,
+            operator,
             registry,
             store,
             http: reqwest::Client::new(),
@@ -172,11 +173,11 @@ impl Stack {
         self.registry.host()
     }
 
-    /// `GET` on the api; panics unless 200.
+    /// `GET` on the api's operator listener; panics unless 200.
     pub async fn get(&self, path_and_query: &str) -> Value {
         let response = self
             .http
-            .get(format!("http://{}{path_and_query}", self.api))
+            .get(format!("http://{}{path_and_query}", self.operator))
             .send()
             .await
             .unwrap();
@@ -186,10 +187,11 @@ impl Stack {
         body
     }
 
+    /// `GET` on the api's operator listener.
     pub async fn get_status(&self, path_and_query: &str) -> (u16, Value) {
         let response = self
             .http
-            .get(format!("http://{}{path_and_query}", self.api))
+            .get(format!("http://{}{path_and_query}", self.operator))
             .send()
             .await
             .unwrap();

@@ -87,7 +87,48 @@ impl Stack {
     }
 }
 
-/// The api as `regindex-api` serves it.
+/// `regindex_api::serve` as the binary runs it, on two free loopback ports: the public
+/// listener and the operator one. The configuration's own addresses are not bound.
+pub struct RunningApi {
+    /// `http://127.0.0.1:<port>` of `api.listen`.
+    pub public: String,
+    /// `http://127.0.0.1:<port>` of `api.operator_listen`.
+    pub operator: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningApi {
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        let public = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let operator = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let (public_url, operator_url) = (
+            format!("http://{}", public.local_addr()?),
+            format!("http://{}", operator.local_addr()?),
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let listeners = regindex_api::Listeners { public, operator };
+        let task = tokio::spawn(regindex_api::serve(config, listeners, async move {
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            public: public_url,
+            operator: operator_url,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// Stops it (requests in flight finish) and returns how `serve` ended.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await?
+    }
+}
+
+/// The public routes as `regindex-api` serves them.
 pub fn app(store: Store, config: Arc<Config>) -> axum::Router {
     regindex_api::router(regindex_api::AppState::new(config, store))
 }

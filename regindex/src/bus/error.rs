@@ -16,6 +16,10 @@ pub enum BusError {
         exchange: String,
         routing_key: String,
     },
+    /// Refused before sending: a value too long for its AMQP field would corrupt the frame,
+    /// and the broker would close the whole connection.
+    #[error("message not publishable: {0}")]
+    Unpublishable(String),
     #[error("no queue is bound for routing key {routing_key:?} on exchange {exchange:?}")]
     Unroutable {
         exchange: String,

@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::topology::routing_key;
+use crate::bodhi::{Nvr, UpdateComplete, UpdateTarget};
 use crate::model::{media_type, Digest, InvalidValue, RepositoryName, Tag};
 
 /// A message that cannot be understood; it goes straight to the dead-letter queue.
@@ -126,6 +127,16 @@ impl RegistryEvent {
         routing_key::registry(self.action.as_str(), self.kind.as_str())
     }
 
+    /// The routing key for `delivery`.
+    pub fn routing_key_for(&self, delivery: Delivery) -> String {
+        match delivery {
+            Delivery::Full => self.routing_key(),
+            Delivery::HistoryOnly => {
+                routing_key::registry_coalesced(self.action.as_str(), self.kind.as_str())
+            }
+        }
+    }
+
     /// The worker acts on it (the work queue is bound to its routing key).
     pub fn needs_refetch(&self) -> bool {
         matches!(
@@ -134,6 +145,38 @@ impl RegistryEvent {
         )
     }
 }
+
+/// Where one event of a notification is published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// `registry.<action>.<kind>`: the history, and the work queue when it needs a refetch.
+    Full,
+    /// An earlier event of the same notification already makes the worker refetch this
+    /// repository: published on [`routing_key::registry_coalesced`], which only the
+    /// history receives.
+    HistoryOnly,
+}
+
+/// How to publish the events of one notification: the first event of each repository
+/// that needs a refetch goes to the work queue, the repository's later ones only to the
+/// history. One refetch reads the registry after every event of the request happened,
+/// so it covers them all; a burst of 10,000 events makes one message per repository.
+pub fn deliveries(events: &[RegistryEvent]) -> Vec<Delivery> {
+    let mut refetched = std::collections::HashSet::new();
+    events
+        .iter()
+        .map(|event| {
+            if event.needs_refetch() && !refetched.insert(&event.repository) {
+                Delivery::HistoryOnly
+            } else {
+                Delivery::Full
+            }
+        })
+        .collect()
+}
+
+/// Longest event id kept: it becomes the AMQP `message-id`, a short string.
+pub const MAX_EVENT_ID_BYTES: usize = 255;
 
 /// Why one event of an envelope was not published.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -218,6 +261,7 @@ fn normalise(event: WireEvent) -> Result<RegistryEvent, SkippedEvent> {
         "mount" => Action::Mount,
         _ => return Err(SkippedEvent::UnknownAction(event.action)),
     };
+    let id = present(event.id).map(check_event_id).transpose()?;
     let target = event.target;
     let repository = RepositoryName::parse(&target.repository)?;
     let digest = present(target.digest)
@@ -244,7 +288,7 @@ fn normalise(event: WireEvent) -> Result<RegistryEvent, SkippedEvent> {
         })
         .collect();
     Ok(RegistryEvent {
-        id: present(event.id),
+        id,
         timestamp: present(event.timestamp),
         action,
         kind,
@@ -261,6 +305,23 @@ fn normalise(event: WireEvent) -> Result<RegistryEvent, SkippedEvent> {
             host: present(event.request.host),
         },
         references,
+    })
+}
+
+/// The id becomes the AMQP `message-id` (a short string, at most 255 bytes) and appears in
+/// logs: a longer one or one with control characters is refused, not cut.
+fn check_event_id(id: String) -> Result<String, InvalidValue> {
+    let reason = if id.len() > MAX_EVENT_ID_BYTES {
+        "longer than 255 bytes"
+    } else if id.chars().any(char::is_control) {
+        "contains control characters"
+    } else {
+        return Ok(id);
+    };
+    Err(InvalidValue {
+        kind: "event id",
+        value: id.chars().take(64).collect(),
+        reason,
     })
 }
 
@@ -284,6 +345,8 @@ pub enum WorkItem {
     /// Something changed everywhere (a Bodhi container/flatpak compose): refetch every
     /// repository.
     ReindexAll { source: String },
+    /// A Bodhi update reached stable or testing: refetch the repositories of its builds.
+    Update(UpdateComplete),
     /// Nothing to do; acknowledged and logged with the reason.
     Ignore(String),
 }
@@ -307,10 +370,54 @@ struct ComposeComplete {
 /// Fedmsg (ZeroMQ era) wraps the body: `{"topic": ..., "msg": {...}}`.
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum BodhiBody {
-    Legacy { topic: String, msg: ComposeComplete },
-    Current(ComposeComplete),
+enum BodhiBody<T> {
+    Legacy { topic: String, msg: T },
+    Current(T),
 }
+
+impl<T> BodhiBody<T> {
+    /// The topic (the envelope's, or the routing key) and the message.
+    fn open(self, routing_key: &str) -> (String, T) {
+        match self {
+            BodhiBody::Legacy { topic, msg } => (topic, msg),
+            BodhiBody::Current(msg) => (routing_key.to_owned(), msg),
+        }
+    }
+}
+
+/// A Bodhi update message body (bodhi-messages `UpdateCompleteStableV1` /
+/// `UpdateCompleteTestingV1`: `{"update": UpdateV1, "agent": ...}`). Bodhi sends the whole
+/// update; only what regindex uses is read.
+#[derive(Deserialize)]
+struct UpdateMessage {
+    update: WireUpdate,
+}
+
+#[derive(Deserialize)]
+struct WireUpdate {
+    alias: String,
+    builds: Vec<WireBuild>,
+    release: WireRelease,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    request: Option<String>,
+    #[serde(default)]
+    content_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireBuild {
+    nvr: String,
+}
+
+#[derive(Deserialize)]
+struct WireRelease {
+    name: String,
+}
+
+/// Longest alias or release name kept (they are only logged and recorded).
+const MAX_UPDATE_FIELD: usize = 200;
 
 /// Decodes a delivery. `routing_key` is the original one (see
 /// [`super::headers::original_routing_key`]).
@@ -329,6 +436,9 @@ pub fn decode(routing_key: &str, body: &[u8]) -> Result<WorkItem, MessageError> 
     if is_bodhi_compose_topic(routing_key) {
         return decode_compose(routing_key, body);
     }
+    if let Some(target) = bodhi_update_target(routing_key) {
+        return decode_update(routing_key, target, body);
+    }
     Err(MessageError::UnknownRoutingKey(routing_key.to_owned()))
 }
 
@@ -341,11 +451,69 @@ fn is_bodhi_compose_topic(key: &str) -> bool {
     .any(|topic| key == *topic || key.ends_with(&format!(".{topic}")))
 }
 
-fn decode_compose(routing_key: &str, body: &[u8]) -> Result<WorkItem, MessageError> {
-    let (topic, compose) = match serde_json::from_slice(body)? {
-        BodhiBody::Legacy { topic, msg } => (topic, msg),
-        BodhiBody::Current(compose) => (routing_key.to_owned(), compose),
+fn bodhi_update_target(key: &str) -> Option<UpdateTarget> {
+    let is = |topic: &str| key == topic || key.ends_with(&format!(".{topic}"));
+    if is(routing_key::BODHI_UPDATE_COMPLETE_STABLE) {
+        Some(UpdateTarget::Stable)
+    } else if is(routing_key::BODHI_UPDATE_COMPLETE_TESTING) {
+        Some(UpdateTarget::Testing)
+    } else {
+        None
+    }
+}
+
+/// An update message. A build with an unusable NVR is left out alone (with the reason in
+/// `skipped_builds`); an update of other content than containers or flatpaks is ignored.
+fn decode_update(
+    routing_key: &str,
+    target: UpdateTarget,
+    body: &[u8],
+) -> Result<WorkItem, MessageError> {
+    let (topic, message) =
+        serde_json::from_slice::<BodhiBody<UpdateMessage>>(body)?.open(routing_key);
+    let wire = message.update;
+    let bounded = |s: String| s.chars().take(MAX_UPDATE_FIELD).collect::<String>();
+    let mut builds = Vec::new();
+    let mut skipped_builds = Vec::new();
+    for build in wire.builds {
+        match Nvr::parse(&build.nvr) {
+            Ok(nvr) => builds.push(nvr),
+            Err(e) => skipped_builds.push(e.to_string()),
+        }
+    }
+    let update = UpdateComplete {
+        topic,
+        target,
+        alias: bounded(wire.alias),
+        release: bounded(wire.release.name),
+        status: wire.status.map(bounded),
+        request: wire.request.map(bounded),
+        content_type: wire.content_type.map(bounded),
+        builds,
+        skipped_builds,
     };
+    if !update.touches_registry() {
+        return Ok(WorkItem::Ignore(format!(
+            "{}: {:?} update {} does not touch the registry",
+            update.topic,
+            update.content_type.as_deref().unwrap_or_default(),
+            update.alias
+        )));
+    }
+    if update.builds.is_empty() {
+        return Ok(WorkItem::Ignore(format!(
+            "{}: update {} names no usable build ({})",
+            update.topic,
+            update.alias,
+            update.skipped_builds.join("; ")
+        )));
+    }
+    Ok(WorkItem::Update(update))
+}
+
+fn decode_compose(routing_key: &str, body: &[u8]) -> Result<WorkItem, MessageError> {
+    let (topic, compose) =
+        serde_json::from_slice::<BodhiBody<ComposeComplete>>(body)?.open(routing_key);
     let ctype = compose.ctype.as_deref().unwrap_or("");
     if !compose.success {
         return Ok(WorkItem::Ignore(format!(
@@ -460,6 +628,57 @@ mod tests {
     }
 
     #[test]
+    fn event_ids_fit_an_amqp_short_string() {
+        let event = |id: &str| {
+            format!(r#"{{"id":"{id}","action":"delete","target":{{"repository":"a","tag":"x"}}}}"#)
+        };
+        let body = format!(
+            r#"{{"events":[{},{},{}]}}"#,
+            event(&"i".repeat(256)),
+            event(&"i".repeat(255)),
+            event("a\\u0007b")
+        );
+        let events = parse_envelope(body.as_bytes()).unwrap();
+        assert!(matches!(&events[0], Err(SkippedEvent::Invalid(e)) if e.kind == "event id"));
+        assert_eq!(
+            events[1].as_ref().unwrap().id.as_deref().map(str::len),
+            Some(255)
+        );
+        assert!(events[2].is_err(), "control characters");
+    }
+
+    #[test]
+    fn one_refetch_per_repository_and_notification() {
+        let body = br#"{"events":[
+            {"action":"push","target":{"mediaType":"application/vnd.oci.image.manifest.v1+json","repository":"a","tag":"1","digest":"sha256:7bdd2ae44a165c15bce2833726ea6a9b0998cab5c147a621eb4aa9db2ed93864"}},
+            {"action":"pull","target":{"mediaType":"application/vnd.oci.image.manifest.v1+json","repository":"a","tag":"1"}},
+            {"action":"push","target":{"mediaType":"application/vnd.oci.image.manifest.v1+json","repository":"b","tag":"1"}},
+            {"action":"delete","target":{"repository":"a","tag":"1"}},
+            {"action":"push","target":{"mediaType":"application/vnd.oci.image.manifest.v1+json","repository":"a","tag":"2"}}
+        ]}"#;
+        let events: Vec<RegistryEvent> = parse_envelope(body)
+            .unwrap()
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        use Delivery::{Full, HistoryOnly};
+        let deliveries = deliveries(&events);
+        assert_eq!(deliveries, [Full, Full, Full, HistoryOnly, HistoryOnly]);
+        let keys: Vec<String> = events
+            .iter()
+            .zip(&deliveries)
+            .map(|(e, d)| e.routing_key_for(*d))
+            .collect();
+        assert_eq!(keys[3], "registry.coalesced.delete.tag");
+        // Were a coalesced copy ever delivered to the worker, it would do nothing.
+        let body = serde_json::to_vec(&events[4]).unwrap();
+        assert!(matches!(
+            decode(&keys[4], &body).unwrap(),
+            WorkItem::Ignore(_)
+        ));
+    }
+
+    #[test]
     fn malformed_envelopes_are_errors() {
         assert!(parse_envelope(b"{").is_err());
         assert!(parse_envelope(br#"{"event": []}"#).is_err());
@@ -540,10 +759,82 @@ mod tests {
         );
     }
 
+    fn update(item: WorkItem) -> UpdateComplete {
+        match item {
+            WorkItem::Update(update) => update,
+            other => panic!("not an update: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bodhi_update_complete_stable_fedora_messaging() {
+        let message = fixture("bodhi/update-complete-stable-fedora-messaging.json");
+        let key = message["routing_key"].as_str().unwrap();
+        let body = serde_json::to_vec(&message["body"]).unwrap();
+        let update = update(decode(key, &body).unwrap());
+        assert_eq!(update.target, UpdateTarget::Stable);
+        assert_eq!(update.alias, "FEDORA-FLATPAK-2026-4f3c8d2a1b");
+        assert_eq!(update.release, "F41F");
+        assert_eq!(update.content_type.as_deref(), Some("flatpak"));
+        assert_eq!(update.status.as_deref(), Some("stable"));
+        assert_eq!(update.request, None);
+        let nvrs: Vec<String> = update.builds.iter().map(|b| b.to_string()).collect();
+        assert_eq!(
+            nvrs,
+            [
+                "eog-stable-4120261118083322.1",
+                "gnome-calculator-stable-4120261118091504.1"
+            ]
+        );
+        assert_eq!(update.builds[1].name(), "gnome-calculator");
+    }
+
+    #[test]
+    fn bodhi_update_complete_testing_legacy_fedmsg() {
+        let message = fixture("bodhi/update-complete-testing-fedmsg-legacy.json");
+        let body = serde_json::to_vec(&message).unwrap();
+        let key = message["topic"].as_str().unwrap();
+        let update = update(decode(key, &body).unwrap());
+        assert_eq!(update.target, UpdateTarget::Testing);
+        assert_eq!(update.topic, key);
+        assert_eq!(update.content_type.as_deref(), Some("container"));
+        assert_eq!(update.builds[0].name(), "fedora-toolbox");
+        assert_eq!(update.builds[0].version(), "41");
+    }
+
+    #[test]
+    fn bodhi_updates_of_other_content_or_without_builds_are_ignored() {
+        let key = "org.fedoraproject.prod.bodhi.update.complete.stable";
+        let rpm = br#"{"update":{"alias":"FEDORA-2026-1","builds":[{"nvr":"bash-5.2.37-1.fc41"}],"release":{"name":"F41"},"request":null,"status":"stable","user":{"name":"u"},"content_type":"rpm"}}"#;
+        match decode(key, rpm).unwrap() {
+            WorkItem::Ignore(reason) => assert!(reason.contains("\"rpm\""), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        let bad = br#"{"update":{"alias":"A","builds":[{"nvr":"no dashes"}],"release":{"name":"F41C"},"content_type":"container"}}"#;
+        match decode(key, bad).unwrap() {
+            WorkItem::Ignore(reason) => assert!(reason.contains("no usable build"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        // One bad NVR is left out; the others go on. No content type: treated as maybe ours.
+        let mixed = br#"{"update":{"alias":"A","builds":[{"nvr":"x y"},{"nvr":"app-1-2"}],"release":{"name":"F41C"}}}"#;
+        let mixed = update(decode(key, mixed).unwrap());
+        assert_eq!(mixed.builds.len(), 1);
+        assert_eq!(mixed.skipped_builds.len(), 1);
+        assert!(
+            decode(key, br#"{"update":{"alias":"A"}}"#).is_err(),
+            "builds and release are required"
+        );
+        assert!(decode(key, b"[]").is_err());
+    }
+
     #[test]
     fn unknown_routing_keys_are_errors() {
         assert!(matches!(
             decode("something.else", b"{}"),
+            Err(MessageError::UnknownRoutingKey(_))
+        ));
+        assert!(matches!(
+            decode("org.fedoraproject.prod.bodhi.update.request.stable", b"{}"),
             Err(MessageError::UnknownRoutingKey(_))
         ));
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::Utc;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::publisher_confirm::Confirmation;
-use lapin::types::{FieldTable, ShortString};
+use lapin::types::{AMQPValue, FieldArray, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection};
 use secrecy::SecretString;
 use tokio::sync::Mutex;
@@ -22,6 +22,25 @@ use super::{connect, BusError, Topology};
 
 /// How long the broker may take to confirm one message.
 pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest AMQP short string: names, routing keys, most properties, header names. lapin
+/// writes the length in one byte without checking it, so a longer value corrupts the
+/// frame and the broker closes the connection with everything in flight on it.
+pub const MAX_SHORT_STRING_BYTES: usize = 255;
+
+/// The `message-id` for `id`: itself when it fits a short string, else `sha256:<hex>` of
+/// it, so an id stays stable (a resent notification keeps its message id).
+pub fn message_id(id: &str) -> String {
+    if id.len() <= MAX_SHORT_STRING_BYTES {
+        id.to_owned()
+    } else {
+        use sha2::Digest as _;
+        format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(id.as_bytes()))
+        )
+    }
+}
 
 /// A message to publish.
 #[derive(Debug, Clone)]
@@ -58,7 +77,8 @@ impl OutgoingMessage {
     pub fn properties(&self) -> BasicProperties {
         let message_id = self
             .message_id
-            .clone()
+            .as_deref()
+            .map(message_id)
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let mut properties = BasicProperties::default()
             .with_delivery_mode(2)
@@ -134,7 +154,10 @@ impl Publisher {
         let channel = self.channel().await?;
         let result = publish_with(&channel, exchange, routing_key, body, properties).await;
         if let Err(e) = &result {
-            if !matches!(e, BusError::Unroutable { .. } | BusError::Nacked { .. }) {
+            if !matches!(
+                e,
+                BusError::Unroutable { .. } | BusError::Nacked { .. } | BusError::Unpublishable(_)
+            ) {
                 // The channel may be dead: start afresh on the next publish.
                 warn!(error = %e, "publish failed; reconnecting on the next publish");
                 self.channel.lock().await.take();
@@ -216,6 +239,7 @@ pub async fn publish_with(
     body: &[u8],
     properties: BasicProperties,
 ) -> Result<(), BusError> {
+    check_short_strings(exchange, routing_key, &properties)?;
     let options = BasicPublishOptions {
         mandatory: true,
         ..BasicPublishOptions::default()
@@ -242,5 +266,119 @@ pub async fn publish_with(
             exchange,
             routing_key,
         }),
+    }
+}
+
+/// Refuses a message whose short strings do not fit (see [`MAX_SHORT_STRING_BYTES`]), so
+/// that one bad value fails alone instead of taking the connection down.
+pub fn check_short_strings(
+    exchange: &str,
+    routing_key: &str,
+    properties: &BasicProperties,
+) -> Result<(), BusError> {
+    let check = |field: &str, value: &str| {
+        if value.len() > MAX_SHORT_STRING_BYTES {
+            Err(BusError::Unpublishable(format!(
+                "{field} is {} bytes, more than {MAX_SHORT_STRING_BYTES}",
+                value.len()
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    check("exchange", exchange)?;
+    check("routing key", routing_key)?;
+    let p = properties;
+    for (field, value) in [
+        ("content-type", p.content_type()),
+        ("content-encoding", p.content_encoding()),
+        ("correlation-id", p.correlation_id()),
+        ("reply-to", p.reply_to()),
+        ("expiration", p.expiration()),
+        ("message-id", p.message_id()),
+        ("type", p.kind()),
+        ("user-id", p.user_id()),
+        ("app-id", p.app_id()),
+        ("cluster-id", p.cluster_id()),
+    ] {
+        if let Some(value) = value {
+            check(field, value.as_str())?;
+        }
+    }
+    if let Some(headers) = p.headers() {
+        check_table(headers)?;
+    }
+    Ok(())
+}
+
+fn check_table(table: &FieldTable) -> Result<(), BusError> {
+    for (name, value) in table.inner() {
+        if name.as_str().len() > MAX_SHORT_STRING_BYTES {
+            return Err(BusError::Unpublishable(format!(
+                "a header name is {} bytes, more than {MAX_SHORT_STRING_BYTES}",
+                name.as_str().len()
+            )));
+        }
+        check_value(name.as_str(), value)?;
+    }
+    Ok(())
+}
+
+fn check_value(name: &str, value: &AMQPValue) -> Result<(), BusError> {
+    match value {
+        AMQPValue::ShortString(s) if s.as_str().len() > MAX_SHORT_STRING_BYTES => {
+            Err(BusError::Unpublishable(format!(
+                "header {name:?} is a short string of {} bytes",
+                s.as_str().len()
+            )))
+        }
+        AMQPValue::FieldTable(table) => check_table(table),
+        AMQPValue::FieldArray(array) => check_array(name, array),
+        _ => Ok(()),
+    }
+}
+
+fn check_array(name: &str, array: &FieldArray) -> Result<(), BusError> {
+    array
+        .as_slice()
+        .iter()
+        .try_for_each(|value| check_value(name, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_message_ids_are_hashed_stably() {
+        assert_eq!(message_id("abc"), "abc");
+        let long = "i".repeat(300);
+        assert_eq!(message_id(&long), message_id(&long));
+        assert!(message_id(&long).starts_with("sha256:"));
+        assert!(message_id(&long).len() <= MAX_SHORT_STRING_BYTES);
+        let mut message = OutgoingMessage::json("e", "k", Vec::new());
+        message.message_id = Some(long);
+        let properties = message.properties();
+        check_short_strings("e", "k", &properties).unwrap();
+    }
+
+    #[test]
+    fn oversized_short_strings_are_refused() {
+        let long = "x".repeat(256);
+        let plain = BasicProperties::default();
+        assert!(check_short_strings(&long, "k", &plain).is_err());
+        assert!(check_short_strings("e", &long, &plain).is_err());
+        let typed = BasicProperties::default().with_type(ShortString::from(long.clone()));
+        assert!(check_short_strings("e", "k", &typed).is_err());
+        let mut inner = FieldTable::default();
+        inner.insert("v".into(), AMQPValue::ShortString(long.clone().into()));
+        let mut headers = FieldTable::default();
+        headers.insert("nested".into(), AMQPValue::FieldTable(inner));
+        let nested = BasicProperties::default().with_headers(headers);
+        assert!(check_short_strings("e", "k", &nested).is_err());
+        let mut headers = FieldTable::default();
+        headers.insert("fine".into(), AMQPValue::LongString(long.into()));
+        let fine = BasicProperties::default().with_headers(headers);
+        check_short_strings("e", "k", &fine).unwrap();
     }
 }

@@ -34,10 +34,21 @@ pub mod routing_key {
     /// Bodhi topics (after `<topic_prefix>.<environment>.`).
     pub const BODHI_COMPOSE_COMPLETE: &str = "bodhi.compose.complete";
     pub const BODHI_MASHTASK_COMPLETE: &str = "bodhi.mashtask.complete";
+    /// An update's builds reached the stable / testing repository (bodhi-messages
+    /// `UpdateCompleteStableV1`, `UpdateCompleteTestingV1`).
+    pub const BODHI_UPDATE_COMPLETE_STABLE: &str = "bodhi.update.complete.stable";
+    pub const BODHI_UPDATE_COMPLETE_TESTING: &str = "bodhi.update.complete.testing";
 
     /// `registry.<action>.<kind>`.
     pub fn registry(action: &str, kind: &str) -> String {
         format!("{REGISTRY_PREFIX}{action}.{kind}")
+    }
+
+    /// `registry.coalesced.<action>.<kind>`: an event whose refetch another event of the
+    /// same notification already asks for. `registry.#` (the history) matches it; the
+    /// work queue's bindings (`registry.push.manifest`, `registry.delete.#`) do not.
+    pub fn registry_coalesced(action: &str, kind: &str) -> String {
+        format!("{REGISTRY_PREFIX}coalesced.{action}.{kind}")
     }
 }
 
@@ -119,6 +130,14 @@ impl Topology {
             bind(
                 &config.bodhi_exchange,
                 bodhi_topic(routing_key::BODHI_MASHTASK_COMPLETE),
+            ),
+            bind(
+                &config.bodhi_exchange,
+                bodhi_topic(routing_key::BODHI_UPDATE_COMPLETE_STABLE),
+            ),
+            bind(
+                &config.bodhi_exchange,
+                bodhi_topic(routing_key::BODHI_UPDATE_COMPLETE_TESTING),
             ),
         ];
         let delays: BTreeSet<u64> = config.retry_delays_ms.iter().copied().collect();
@@ -341,6 +360,8 @@ mod tests {
                 ("e", "regindex.refetch"),
                 ("amq.topic", "org.example.stg.bodhi.compose.complete"),
                 ("amq.topic", "org.example.stg.bodhi.mashtask.complete"),
+                ("amq.topic", "org.example.stg.bodhi.update.complete.stable"),
+                ("amq.topic", "org.example.stg.bodhi.update.complete.testing"),
             ]
         );
         let delays: Vec<&str> = topology

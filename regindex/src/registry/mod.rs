@@ -252,7 +252,7 @@ impl RegistryClient {
             follow_redirects: false,
         };
         let (response, permit) = self.send(&request).await?;
-        let response = check_status(response, &what)?;
+        let response = check_status(response, &what).await?;
         drop(permit);
         let content_type = header_str(&response, CONTENT_TYPE).map(manifest::essence);
         let digest =
@@ -298,7 +298,7 @@ impl RegistryClient {
             follow_redirects: false,
         };
         let (response, _permit) = self.send(&request).await?;
-        let response = check_status(response, &what)?;
+        let response = check_status(response, &what).await?;
         let content_type = header_str(&response, CONTENT_TYPE)
             .map(manifest::essence)
             .unwrap_or_default();
@@ -355,7 +355,7 @@ impl RegistryClient {
             follow_redirects: true,
         };
         let (response, _permit) = self.send(&request).await?;
-        let response = check_status(response, &what)?;
+        let response = check_status(response, &what).await?;
         let bytes = self
             .read_limited(response, MAX_CONFIG_BLOB_BYTES, &what, "blob")
             .await?;
@@ -401,7 +401,7 @@ impl RegistryClient {
                 follow_redirects: false,
             };
             let (response, permit) = self.send(&request).await?;
-            let response = check_status(response, what)?;
+            let response = check_status(response, what).await?;
             let link = header_str(&response, LINK)
                 .and_then(next_link)
                 .map(str::to_owned);
@@ -650,23 +650,23 @@ fn header_str(response: &Response, name: impl reqwest::header::AsHeaderName) -> 
 }
 
 /// Maps the status of a response to the error it means, if any.
-fn check_status(response: Response, what: &str) -> Result<Response, RegistryError> {
+async fn check_status(mut response: Response, what: &str) -> Result<Response, RegistryError> {
     let status = response.status();
     if status.is_success() {
         return Ok(response);
     }
-    let what = what.to_owned();
-    Err(match status {
-        StatusCode::NOT_FOUND => RegistryError::NotFound { what },
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => RegistryError::Unauthorized {
-            what,
-            detail: format!("registry answered {status}"),
-        },
-        _ => RegistryError::Status {
-            what,
-            status: status.as_u16(),
-        },
-    })
+    // The error body says whether retrying can help (a name the registry refuses).
+    let mut body = Vec::new();
+    while body.len() < error::MAX_ERROR_BODY_BYTES {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = error::MAX_ERROR_BODY_BYTES - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    Err(RegistryError::from_answer(status.as_u16(), &body, what))
 }
 
 /// The string array `field` of a list page; `null` or missing is empty (docker-registry
@@ -724,8 +724,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn status_mapping() {
+    #[tokio::test]
+    async fn status_mapping() {
         let response = |status: u16| -> Response {
             http::Response::builder()
                 .status(status)
@@ -734,16 +734,19 @@ mod tests {
                 .into()
         };
         assert!(matches!(
-            check_status(response(404), "x"),
+            check_status(response(404), "x").await,
             Err(RegistryError::NotFound { .. })
         ));
         assert!(matches!(
-            check_status(response(403), "x"),
+            check_status(response(403), "x").await,
             Err(RegistryError::Unauthorized { .. })
         ));
-        let err = check_status(response(503), "x").unwrap_err();
+        let err = check_status(response(503), "x").await.unwrap_err();
         assert!(err.is_transient());
-        assert!(!check_status(response(400), "x").unwrap_err().is_transient());
-        assert!(check_status(response(200), "x").is_ok());
+        assert!(!check_status(response(400), "x")
+            .await
+            .unwrap_err()
+            .is_transient());
+        assert!(check_status(response(200), "x").await.is_ok());
     }
 }

@@ -5,13 +5,17 @@
 //!
 //! Files: `replace.rs` (a repository's refetch transaction), `plan.rs` (its pure
 //! decisions), `gc.rs`, `index_query.rs` (the SQL side of index queries), `load.rs`
-//! (reading a repository back), `rows.rs` (decoding stored values).
+//! (reading a repository back), `rows.rs` (decoding stored values), `bodhi.rs` (build
+//! matches and recent updates for Bodhi messages), `jobs.rs` (when the worker's periodic
+//! jobs last succeeded, and their locks).
 
 pub mod availability;
+mod bodhi;
 mod error;
 mod gc;
 mod icons;
 mod index_query;
+mod jobs;
 mod load;
 mod plan;
 mod replace;
@@ -24,6 +28,7 @@ pub use availability::{Availability, DatabaseMonitor};
 pub use error::StoreError;
 pub use icons::StoredIcon;
 pub use index_query::IndexSnapshot;
+pub use jobs::PeriodicJob;
 pub use search::SummaryHit;
 pub use web::{RepositoryContents, RepositorySummary};
 
@@ -37,7 +42,7 @@ use crate::config::DatabaseConfig;
 use crate::model::RepositoryName;
 
 /// The schema version `schema.sql` creates; `connect` requires exactly this.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// The schema, applied by `migrate`.
 const SCHEMA_SQL: &str = include_str!("../../../schema.sql");
