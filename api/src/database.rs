@@ -6,6 +6,7 @@
 //! what it waits for until the database (with the right schema) answers.
 
 use regindex::config::Config;
+use regindex::store::availability::PROBE_TIMEOUT;
 use regindex::store::{Availability, DatabaseMonitor, SessionSettings, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
@@ -29,9 +30,12 @@ pub fn monitor(store: &Store, stop: CancellationToken) -> DatabaseMonitor {
     DatabaseMonitor::spawn(store.connect_options(), stop)
 }
 
-/// What `/readyz` says of the database: `Ok` when the last probe succeeded.
-pub fn readiness(monitor: &DatabaseMonitor) -> Result<(), String> {
-    match monitor.current() {
+/// What `/readyz` says of the database: `Ok` when the last probe succeeded. Right after
+/// start-up, it waits for the first probe (a few milliseconds when the database
+/// answers) rather than calling a healthy api not ready.
+pub async fn readiness(monitor: &DatabaseMonitor) -> Result<(), String> {
+    let known = tokio::time::timeout(PROBE_TIMEOUT, monitor.known()).await;
+    match known.unwrap_or(Availability::Unknown) {
         Availability::Up => Ok(()),
         Availability::Unknown => Err(format!("{}: not reached yet", monitor.target())),
         Availability::Down { reason } => Err(reason),

@@ -52,7 +52,7 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
 /// From the monitor when one runs (no waiting), else by asking the pool.
 async fn database_readiness(state: &AppState) -> Result<(), String> {
     match &state.database {
-        Some(monitor) => database::readiness(monitor),
+        Some(monitor) => database::readiness(monitor).await,
         None => state.store.ping().await.map_err(|e| e.to_string()),
     }
 }

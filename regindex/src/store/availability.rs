@@ -96,6 +96,20 @@ impl DatabaseMonitor {
         state
     }
 
+    /// The state once the first probe has answered (at once after that).
+    pub async fn known(&self) -> Availability {
+        let mut state = self.state.clone();
+        let known = match state
+            .wait_for(|s| !matches!(s, Availability::Unknown))
+            .await
+        {
+            Ok(known) => known.clone(),
+            // The loop stopped before its first probe.
+            Err(_) => Availability::Unknown,
+        };
+        known
+    }
+
     /// Returns once a probe succeeded (at once if the last one did).
     pub async fn wait_up(&self) {
         let mut state = self.state.clone();
