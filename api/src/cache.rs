@@ -1,16 +1,21 @@
 //! In-memory cache of rendered index bodies, keyed by (data version, canonical query).
 //!
-//! A repeated query costs one `SELECT version FROM data_version` and a map lookup; the
-//! body, its gzip form and the ETags are computed once per version and query. When the
-//! data version moves on, everything older is dropped at once (it can never be served
-//! again). Size is bounded in entries and bytes; the oldest entries go first.
+//! The body, its gzip form and the ETags are computed once per version and query;
+//! concurrent misses for the same (version, query) wait for that one render
+//! (single-flight). When the data version moves on, every older body stops being served
+//! as current at once.
 //!
 //! Apart from that, the cache remembers the last answer it gave to each query, whatever
 //! its version, and when that answer was last confirmed current: while the database is
-//! unreachable, that is what the api serves (marked stale) instead of an error. It has
-//! the same bounds; bodies still current are shared with the main entries, not copied.
+//! unreachable, that is what the api serves (marked stale) instead of an error.
+//!
+//! Memory is bounded by one byte budget (`api.cache_bytes`) and an entry count, over
+//! both kinds of body: a query's current body and its last good one are usually the same
+//! allocation and then count once; after a data change, the last good body counts until
+//! the query is rendered again. Beyond the bounds, the least recently used queries go
+//! first, current and last good body together.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -23,10 +28,6 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::OnceCell;
 
 pub const DEFAULT_MAX_ENTRIES: usize = 1024;
-/// A Flatpak answer is typically well under 1 MiB (gzip included); a few distinct queries
-/// (one per architecture and tag) make most of the traffic.
-pub const DEFAULT_MAX_BYTES: usize = 64 << 20;
-
 /// One rendered answer in both encodings. ETags are strong and differ per encoding (the
 /// bytes differ); both derive from the hash of the JSON body.
 #[derive(Debug)]
@@ -68,40 +69,108 @@ pub struct ResponseCache {
     inner: Mutex<Inner>,
 }
 
-/// One cache entry; empty while its first request renders it. Later requests for the
-/// same query wait for that render instead of querying the database themselves, which
-/// matters right after a data change, when every client's next request misses at once.
+/// A query's body at one version; empty while its first request renders it. Later
+/// requests for the same query wait for that render instead of querying the database
+/// themselves, which matters right after a data change, when every client's next
+/// request misses at once.
 type Slot = Arc<OnceCell<Arc<Rendered>>>;
 
 #[derive(Debug, Default)]
 struct Inner {
     version: i64,
-    entries: HashMap<String, Slot>,
-    /// Filled entries in insertion order, for eviction.
-    order: VecDeque<String>,
+    entries: HashMap<String, Entry>,
+    /// Keys by last use (a tick from `clock`), least recent first.
+    lru: BTreeMap<u64, String>,
+    clock: u64,
+    /// Sum of the entries' `charged`.
     bytes: usize,
-    last_good: LastGood,
 }
 
-/// The last answer served for each query, for serving during an outage.
 #[derive(Debug, Default)]
-struct LastGood {
-    answers: HashMap<String, Remembered>,
-    /// Keys in first-remembered order, for eviction.
-    order: VecDeque<String>,
-    bytes: usize,
+struct Entry {
+    /// The body at `Inner::version`; `None` once the version moved on.
+    current: Option<Slot>,
+    /// The last answer served as current, for serving during an outage.
+    last_good: Option<Remembered>,
+    /// Tick of the last use (its key in `Inner::lru`).
+    used: u64,
+    /// Bytes this entry holds, counted in `Inner::bytes`.
+    charged: usize,
+}
+
+impl Entry {
+    /// Bytes held, each distinct body once.
+    fn size(&self) -> usize {
+        let last_good = self.last_good.as_ref().map(|r| &r.rendered);
+        let current = self.current.as_ref().and_then(|slot| slot.get());
+        let shared = matches!((current, last_good), (Some(a), Some(b)) if Arc::ptr_eq(a, b));
+        last_good.map_or(0, |r| r.size()) + current.filter(|_| !shared).map_or(0, |r| r.size())
+    }
 }
 
 #[derive(Debug)]
 struct Remembered {
     rendered: Arc<Rendered>,
+    /// The data version it was rendered for: an older render finishing late must not
+    /// replace a newer last good answer.
+    version: i64,
     /// When this answer was last served as current.
     confirmed: Instant,
 }
 
+impl Inner {
+    /// Marks `key` as just used.
+    fn touch(&mut self, key: &str) {
+        self.clock += 1;
+        let tick = self.clock;
+        if let Some(entry) = self.entries.get_mut(key) {
+            self.lru.remove(&entry.used);
+            entry.used = tick;
+            self.lru.insert(tick, key.to_owned());
+        }
+    }
+
+    /// Recounts `key`'s bytes after a change, dropping the entry when it holds nothing.
+    fn recharge(&mut self, key: &str) {
+        let Some(entry) = self.entries.get_mut(key) else {
+            return;
+        };
+        self.bytes -= entry.charged;
+        entry.charged = entry.size();
+        self.bytes += entry.charged;
+        if entry.current.is_none() && entry.last_good.is_none() {
+            let used = entry.used;
+            self.entries.remove(key);
+            self.lru.remove(&used);
+        }
+    }
+
+    /// Drops least recently used entries until within the bounds.
+    fn evict(&mut self, max_entries: usize, max_bytes: usize) {
+        while self.entries.len() > max_entries || self.bytes > max_bytes {
+            let Some((_, oldest)) = self.lru.pop_first() else {
+                break;
+            };
+            if let Some(old) = self.entries.remove(&oldest) {
+                self.bytes -= old.charged;
+            }
+        }
+    }
+
+    /// The slot of `key` if it is still `slot` at `version` (not evicted or outdated).
+    fn is_current(&self, version: i64, key: &str, slot: &Slot) -> bool {
+        self.version == version
+            && self
+                .entries
+                .get(key)
+                .and_then(|e| e.current.as_ref())
+                .is_some_and(|s| Arc::ptr_eq(s, slot))
+    }
+}
+
 impl Default for ResponseCache {
     fn default() -> Self {
-        Self::new(DEFAULT_MAX_ENTRIES, DEFAULT_MAX_BYTES)
+        Self::new(DEFAULT_MAX_ENTRIES, regindex::config::DEFAULT_CACHE_BYTES)
     }
 }
 
@@ -133,36 +202,43 @@ impl ResponseCache {
         Fut: Future<Output = Result<Rendered, E>>,
     {
         let slot = {
-            let mut inner = self.lock();
+            let mut guard = self.lock();
+            let inner = &mut *guard;
             if version > inner.version {
-                // Older entries can never be served again (fresh).
+                // Older bodies can never be served as current again; last good ones stay.
                 inner.version = version;
-                inner.entries.clear();
-                inner.order.clear();
-                inner.bytes = 0;
+                let keys: Vec<String> = inner.entries.keys().cloned().collect();
+                for k in keys {
+                    if let Some(entry) = inner.entries.get_mut(&k) {
+                        entry.current = None;
+                    }
+                    inner.recharge(&k);
+                }
             }
-            (version == inner.version && self.max_entries > 0)
-                .then(|| inner.entries.entry(key.to_owned()).or_default().clone())
+            if version == inner.version && self.max_entries > 0 {
+                let slot = inner
+                    .entries
+                    .entry(key.to_owned())
+                    .or_default()
+                    .current
+                    .get_or_insert_with(Slot::default)
+                    .clone();
+                inner.touch(key);
+                Some(slot)
+            } else {
+                None
+            }
         };
         // A reader that saw an older version than the cache holds: serve, do not cache.
         let Some(slot) = slot else {
             return render().await.map(Arc::new);
         };
-        let mut rendered_here = false;
         let result = slot
-            .get_or_try_init(|| async {
-                rendered_here = true;
-                render().await.map(Arc::new)
-            })
+            .get_or_try_init(|| async { render().await.map(Arc::new) })
             .await
             .cloned();
         match &result {
-            Ok(rendered) => {
-                if rendered_here {
-                    self.account(version, key, &slot, rendered.size());
-                }
-                self.remember(key, rendered);
-            }
+            Ok(rendered) => self.settle(version, key, &slot, rendered),
             Err(_) => self.forget_empty(version, key, &slot),
         }
         result
@@ -171,77 +247,73 @@ impl ResponseCache {
     /// The last answer given to `key`, if it was confirmed current at most `max_age` ago,
     /// with the time since then (its `Age`).
     pub fn last_good(&self, key: &str, max_age: Duration) -> Option<(Arc<Rendered>, Duration)> {
-        let inner = self.lock();
-        let remembered = inner.last_good.answers.get(key)?;
+        let mut inner = self.lock();
+        let remembered = inner.entries.get(key)?.last_good.as_ref()?;
         let age = remembered.confirmed.elapsed();
-        (age <= max_age).then(|| (remembered.rendered.clone(), age))
+        let found = (age <= max_age).then(|| (remembered.rendered.clone(), age));
+        if found.is_some() {
+            inner.touch(key);
+        }
+        found
     }
 
-    /// Records `rendered` as the current answer to `key`, within the same bounds as the
-    /// main entries.
-    fn remember(&self, key: &str, rendered: &Arc<Rendered>) {
-        if self.max_entries == 0 {
-            return;
-        }
+    /// Records `rendered`, just served as `key`'s answer at `version`, as its last good
+    /// answer, counts it and evicts beyond the bounds.
+    fn settle(&self, version: i64, key: &str, slot: &Slot, rendered: &Arc<Rendered>) {
         let mut inner = self.lock();
-        let last_good = &mut inner.last_good;
-        let fresh = Remembered {
-            rendered: rendered.clone(),
-            confirmed: Instant::now(),
+        if !inner.is_current(version, key, slot) {
+            // Evicted or outdated meanwhile: still the newest answer seen, unless a
+            // newer render was remembered already.
+            let Some(entry) = inner.entries.get_mut(key) else {
+                return;
+            };
+            if entry
+                .last_good
+                .as_ref()
+                .is_some_and(|r| r.version > version)
+            {
+                return;
+            }
+        }
+        let Some(entry) = inner.entries.get_mut(key) else {
+            return;
         };
-        match last_good.answers.insert(key.to_owned(), fresh) {
-            Some(old) => {
-                last_good.bytes = last_good.bytes - old.rendered.size() + rendered.size();
-            }
-            None => {
-                last_good.bytes += rendered.size();
-                last_good.order.push_back(key.to_owned());
-            }
-        }
-        while last_good.order.len() > self.max_entries || last_good.bytes > self.max_bytes {
-            let Some(oldest) = last_good.order.pop_front() else {
-                break;
-            };
-            if let Some(old) = last_good.answers.remove(&oldest) {
-                last_good.bytes -= old.rendered.size();
-            }
-        }
-    }
-
-    /// Counts a freshly filled slot and evicts the oldest entries beyond the bounds.
-    fn account(&self, version: i64, key: &str, slot: &Slot, size: usize) {
-        let mut inner = self.lock();
-        let current = inner.entries.get(key).is_some_and(|s| Arc::ptr_eq(s, slot));
-        if inner.version != version || !current {
-            return;
-        }
-        inner.bytes += size;
-        inner.order.push_back(key.to_owned());
-        while inner.order.len() > self.max_entries || inner.bytes > self.max_bytes {
-            let Some(oldest) = inner.order.pop_front() else {
-                break;
-            };
-            if let Some(old) = inner.entries.remove(&oldest) {
-                inner.bytes -= old.get().map_or(0, |r| r.size());
-            }
-        }
+        entry.last_good = Some(Remembered {
+            rendered: rendered.clone(),
+            version,
+            confirmed: Instant::now(),
+        });
+        inner.recharge(key);
+        inner.evict(self.max_entries, self.max_bytes);
     }
 
     fn forget_empty(&self, version: i64, key: &str, slot: &Slot) {
         let mut inner = self.lock();
-        let current = inner.entries.get(key).is_some_and(|s| Arc::ptr_eq(s, slot));
-        if inner.version == version && current && slot.get().is_none() {
-            inner.entries.remove(key);
+        if inner.is_current(version, key, slot) && slot.get().is_none() {
+            if let Some(entry) = inner.entries.get_mut(key) {
+                entry.current = None;
+            }
+            inner.recharge(key);
         }
     }
 
-    /// Filled entries.
+    /// Queries with a current body.
     pub fn len(&self) -> usize {
-        self.lock().order.len()
+        let inner = self.lock();
+        inner
+            .entries
+            .values()
+            .filter(|e| e.current.as_ref().is_some_and(|s| s.get().is_some()))
+            .count()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Bytes held (current and last good bodies, each counted once).
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
     }
 }
 
@@ -298,28 +370,117 @@ mod tests {
         assert_eq!(&fill(&cache, 1, "q", "ok").await.json[..], b"ok");
     }
 
-    #[tokio::test]
+    /// Real threads: every task misses at once (they pass a barrier first, and the one
+    /// render waits for all of them to be released), yet only one renders.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_misses_render_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        const TASKS: usize = 32;
         let cache = Arc::new(ResponseCache::new(10, 1 << 20));
-        let renders = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let renders = Arc::new(AtomicUsize::new(0));
+        let barrier = Arc::new(tokio::sync::Barrier::new(TASKS));
         let mut tasks = Vec::new();
-        for _ in 0..20 {
-            let (cache, renders) = (cache.clone(), renders.clone());
+        for _ in 0..TASKS {
+            let (cache, renders, barrier) = (cache.clone(), renders.clone(), barrier.clone());
             tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
                 cache
                     .get_or_render::<(), _>(1, "q", || async move {
-                        renders.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        renders.fetch_add(1, Ordering::SeqCst);
+                        // Let the other tasks reach the cache while this one renders.
+                        for _ in 0..100 {
+                            tokio::task::yield_now().await;
+                        }
                         Ok(Rendered::new(b"x".to_vec()))
                     })
                     .await
                     .unwrap()
             }));
         }
+        let mut bodies = Vec::new();
         for task in tasks {
-            assert_eq!(&task.await.unwrap().json[..], b"x");
+            bodies.push(task.await.unwrap());
         }
-        assert_eq!(renders.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(renders.load(Ordering::SeqCst), 1);
+        assert!(
+            bodies.iter().all(|b| Arc::ptr_eq(b, &bodies[0])),
+            "one shared body"
+        );
+        assert_eq!(cache.bytes(), bodies[0].size(), "counted once");
+        // The next version renders once more, however many ask.
+        let again = cache
+            .get_or_render::<(), _>(2, "q", || async { Ok(Rendered::new(b"y".to_vec())) })
+            .await
+            .unwrap();
+        assert_eq!(&again.json[..], b"y");
+    }
+
+    #[tokio::test]
+    async fn least_recently_used_go_first() {
+        let cache = ResponseCache::new(3, 1 << 20);
+        for key in ["a", "b", "c"] {
+            fill(&cache, 1, key, key).await;
+        }
+        // "a" is used again, so "b" is now the least recently used.
+        assert_eq!(&fill(&cache, 1, "a", "ignored").await.json[..], b"a");
+        fill(&cache, 1, "d", "d").await;
+        assert_eq!(&fill(&cache, 1, "a", "ignored").await.json[..], b"a");
+        assert_eq!(&fill(&cache, 1, "c", "ignored").await.json[..], b"c");
+        assert_eq!(
+            &fill(&cache, 1, "b", "again").await.json[..],
+            b"again",
+            "b was evicted"
+        );
+    }
+
+    #[tokio::test]
+    async fn byte_budget_counts_current_and_last_good_bodies_once() {
+        let big = |c: char| c.to_string().repeat(1000);
+        let size = Rendered::new(big('a').into_bytes()).size();
+        let cache = ResponseCache::new(100, size * 3);
+        fill(&cache, 1, "a", &big('a')).await;
+        fill(&cache, 1, "b", &big('b')).await;
+        assert_eq!(cache.bytes(), 2 * size, "current = last good: counted once");
+        // A data change: the bodies are no longer current, but still held as last good.
+        fill(&cache, 2, "c", &big('c')).await;
+        assert_eq!(cache.bytes(), 3 * size);
+        // Re-rendered: the new body replaces the last good one.
+        fill(&cache, 2, "a", &big('A')).await;
+        assert_eq!(cache.bytes(), 3 * size);
+        let day = Duration::from_secs(86_400);
+        assert_eq!(
+            &cache.last_good("a", day).unwrap().0.json[..],
+            big('A').as_bytes()
+        );
+        // Over budget: the least recently used query ("b", last good only) goes.
+        fill(&cache, 2, "d", &big('d')).await;
+        assert!(cache.bytes() <= 3 * size);
+        assert!(cache.last_good("b", day).is_none());
+        for key in ["a", "c", "d"] {
+            assert!(cache.last_good(key, day).is_some(), "{key}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_late_older_render_does_not_replace_a_newer_last_good_answer() {
+        let cache = ResponseCache::new(10, 1 << 20);
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+        let slow = cache.get_or_render::<(), _>(1, "q", || async move {
+            let _ = started_tx.send(());
+            let _ = release_rx.await;
+            Ok(Rendered::new(b"old".to_vec()))
+        });
+        let newer = async {
+            let _ = started_rx.await;
+            fill(&cache, 2, "q", "new").await;
+            let _ = release_tx.send(());
+        };
+        let (old, ()) = tokio::join!(slow, newer);
+        assert_eq!(&old.unwrap().json[..], b"old");
+        let day = Duration::from_secs(86_400);
+        assert_eq!(&cache.last_good("q", day).unwrap().0.json[..], b"new");
+        assert_eq!(cache.bytes(), Rendered::new(b"new".to_vec()).size());
     }
 
     #[tokio::test]

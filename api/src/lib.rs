@@ -45,10 +45,11 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: Arc<Config>, store: Store) -> Self {
+        let cache = ResponseCache::new(cache::DEFAULT_MAX_ENTRIES, config.api.cache_bytes);
         Self {
             config,
             store,
-            cache: Arc::new(ResponseCache::default()),
+            cache: Arc::new(cache),
             database: None,
             publisher: None,
         }

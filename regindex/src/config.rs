@@ -256,7 +256,14 @@ pub struct ApiConfig {
     /// `stale-if-error` of `/index/static`, and how long the api keeps serving an answer
     /// from before a database outage.
     pub stale_if_error_secs: u64,
+    /// Byte budget of the api's response cache: current and last good answers, each
+    /// body (JSON and gzip) counted once. Least recently used queries go first.
+    pub cache_bytes: usize,
 }
+
+/// `api.cache_bytes` by default. A Flatpak answer of 5,000 images is a few MiB (gzip
+/// included); a few distinct queries (one per architecture and tag) make most traffic.
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 
 /// `api.webhook_auth`: whether `POST /events` checks a bearer token.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -617,6 +624,7 @@ impl Default for ApiConfig {
             publish_pulls: true,
             statement_timeout_ms: 10_000,
             stale_if_error_secs: 86_400,
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }
