@@ -7,7 +7,10 @@
 
 use regindex::config::Config;
 use regindex::store::availability::PROBE_TIMEOUT;
-use regindex::store::{Availability, DatabaseMonitor, SessionSettings, Store, StoreError};
+use regindex::store::{
+    Availability, DataVersionWatch, DatabaseMonitor, SessionSettings, Store, StoreError,
+    DATA_VERSION_POLL_INTERVAL,
+};
 use tokio_util::sync::CancellationToken;
 
 /// Session settings of the api: read-only, every statement time-limited, no JIT (index
@@ -28,6 +31,12 @@ pub fn store(config: &Config) -> Result<Store, StoreError> {
 /// Starts watching the database `store` connects to, until `stop`.
 pub fn monitor(store: &Store, stop: CancellationToken) -> DatabaseMonitor {
     DatabaseMonitor::spawn(store.connect_options(), stop)
+}
+
+/// Starts following the data version of the database `store` connects to (its own
+/// connections, with the api's session settings), until `stop`.
+pub fn data_version(store: &Store, stop: CancellationToken) -> DataVersionWatch {
+    DataVersionWatch::spawn(store.connect_options(), DATA_VERSION_POLL_INTERVAL, stop)
 }
 
 /// What `/readyz` says of the database: `Ok` when the last probe succeeded. Right after

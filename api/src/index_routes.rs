@@ -2,7 +2,8 @@
 //!
 //! Both give the same bytes for the same data and query, whatever the parameter order;
 //! they differ only in caching headers. Bodies come from the response cache when the
-//! data version has not moved.
+//! data version has not moved; the version is kept in memory (`DataVersionWatch`,
+//! learnt from the database's notifications), so a cached answer touches no database.
 //!
 //! When the database cannot answer (down, or too slow), a query answered before gets
 //! that last answer, marked stale (`Warning: 110`, `X-Regindex-Stale: true`, `Age`), as
@@ -204,8 +205,13 @@ async fn rendered(
 ) -> Result<Arc<Rendered>, ApiError> {
     let default_profile = IndexProfile::default();
     let profile = profile.unwrap_or(&default_profile);
-    // The snapshot read by `query_index` is at least this version, as the cache requires.
-    let version = state.store.data_version().await?;
+    // The snapshot read by `query_index` is at least this version, as the cache requires:
+    // the watch only learns versions already committed. A cached answer or a 304 then
+    // costs no database round trip.
+    let version = match state.data_version.as_ref().and_then(|w| w.current()) {
+        Some(version) => version,
+        None => state.store.data_version().await?,
+    };
     state
         .cache
         .get_or_render(version, &key, || async {

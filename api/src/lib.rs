@@ -23,7 +23,7 @@ use anyhow::Context as _;
 use axum::Router;
 use regindex::bus::Publisher;
 use regindex::config::{ApiConfig, Config, WebhookAuth};
-use regindex::store::{DatabaseMonitor, Store};
+use regindex::store::{DataVersionWatch, DatabaseMonitor, Store};
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
@@ -39,6 +39,10 @@ pub struct AppState {
     /// Whether the database answers (`serve` starts one). Without it, requests find out
     /// for themselves, each waiting up to the pool's acquire timeout.
     pub database: Option<DatabaseMonitor>,
+    /// The data version kept in memory from the database's notifications (`serve`
+    /// starts one). Without it, or while it is not listening, every index request reads
+    /// the version from the database.
+    pub data_version: Option<DataVersionWatch>,
     /// The webhook publisher, whose broker connection `/readyz` reports.
     pub publisher: Option<Arc<Publisher>>,
 }
@@ -51,12 +55,18 @@ impl AppState {
             store,
             cache: Arc::new(cache),
             database: None,
+            data_version: None,
             publisher: None,
         }
     }
 
     pub fn with_database_monitor(mut self, monitor: DatabaseMonitor) -> Self {
         self.database = Some(monitor);
+        self
+    }
+
+    pub fn with_data_version(mut self, watch: DataVersionWatch) -> Self {
+        self.data_version = Some(watch);
         self
     }
 
@@ -177,12 +187,14 @@ pub async fn serve(
     let store = database::store(&config).context("database configuration")?;
     let stop_monitor = CancellationToken::new();
     let _stop_monitor = stop_monitor.clone().drop_guard();
-    let monitor = database::monitor(&store, stop_monitor);
+    let monitor = database::monitor(&store, stop_monitor.clone());
+    let data_version = database::data_version(&store, stop_monitor);
     let metrics = metrics::ApiMetrics::new();
     let publisher = publisher(&config);
     let ingest = ingest_routes(&config, publisher.clone(), metrics.clone()).await?;
     let state = AppState::new(Arc::new(config), store)
         .with_database_monitor(monitor)
+        .with_data_version(data_version)
         .with_publisher(publisher);
     let public = with_http_metrics(router_with(state.clone(), ingest), metrics.clone());
     let operator = operator_router(&state, metrics);

@@ -798,3 +798,53 @@ async fn migrate_upgrades_a_version_2_database() {
     upgraded.pool().close().await;
     store.pool().close().await;
 }
+
+/// A change announces its new data version on `DATA_VERSION_CHANNEL` at commit (not
+/// before), and a write that changes nothing announces nothing.
+#[tokio::test]
+async fn a_change_notifies_its_data_version_at_commit() {
+    let db = TestDb::new().await;
+    let store = db.migrated().await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(store.pool())
+        .await
+        .unwrap();
+    listener
+        .listen(regindex::store::DATA_VERSION_CHANNEL)
+        .await
+        .unwrap();
+    let name = repo("apps/app");
+
+    let state = app_state();
+    let images: Vec<Image> = state.images.values().cloned().collect();
+    let lists: Vec<ImageList> = state.lists.values().cloned().collect();
+    let mut tx = store.begin_repository(&name).await.unwrap();
+    assert!(
+        tx.replace(&state.tags, &images, &lists)
+            .await
+            .unwrap()
+            .changed
+    );
+    assert!(
+        listener.next_buffered().is_none(),
+        "nothing is announced before the commit"
+    );
+    tx.commit().await.unwrap();
+    let notification = tokio::time::timeout(Duration::from_secs(30), listener.recv())
+        .await
+        .expect("a notification")
+        .unwrap();
+    let version = store.data_version().await.unwrap();
+    assert_eq!(notification.payload(), version.to_string());
+
+    // Unchanged: no notification; the next change's comes next.
+    write(&store, &name, &app_state()).await;
+    let mut changed = app_state();
+    changed.tags.remove(&t("old"));
+    write(&store, &name, &changed).await;
+    let next = tokio::time::timeout(Duration::from_secs(30), listener.recv())
+        .await
+        .expect("a notification")
+        .unwrap();
+    assert_eq!(next.payload(), (version + 1).to_string());
+    assert_eq!(store.data_version().await.unwrap(), version + 1);
+}

@@ -242,7 +242,7 @@ fn describe(error: &sqlx::Error) -> String {
 
 /// From 250 ms to 5 s between probes of a database that does not answer: quick to notice
 /// it is back, without hammering one that is starting up.
-fn retry_backoff() -> impl Iterator<Item = Duration> {
+pub(super) fn retry_backoff() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(250))
         .with_max_delay(Duration::from_secs(5))

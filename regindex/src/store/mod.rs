@@ -7,11 +7,13 @@
 //! repository's write transaction), `plan.rs` (its pure decisions), `problems.rs` (tags a
 //! refetch could not use), `gc.rs`, `index_query.rs` (the SQL side of index queries),
 //! `load.rs` (reading a repository back), `rows.rs` (decoding stored values), `bodhi.rs`
-//! (build matches and recent updates for Bodhi messages), `jobs.rs` (when the worker's
+//! (build matches and recent updates for Bodhi messages), `data_version.rs` (the
+//! data version in memory, from notifications), `jobs.rs` (when the worker's
 //! periodic jobs last succeeded, and their locks).
 
 pub mod availability;
 mod bodhi;
+mod data_version;
 mod error;
 mod gc;
 mod icons;
@@ -28,6 +30,7 @@ mod summaries;
 mod web;
 
 pub use availability::{Availability, DatabaseMonitor};
+pub use data_version::{DataVersionWatch, DATA_VERSION_CHANNEL, DATA_VERSION_POLL_INTERVAL};
 pub use error::StoreError;
 pub use icons::{IconGc, StoredIcon};
 pub use index_query::IndexSnapshot;

@@ -143,13 +143,19 @@ impl RepositoryTx {
         Ok(outcome)
     }
 
-    /// Bumps the data version when the outcome is visible to queries. Done last: the
-    /// counter row is the one row every writer shares, so it stays locked only briefly.
+    /// Bumps the data version when the outcome is visible to queries, and announces the
+    /// new version to the apis (`NOTIFY`, delivered at commit, see `data_version.rs`).
+    /// Done last: the counter row is the one row every writer shares, so it stays locked
+    /// only briefly.
     async fn finish(&mut self, outcome: &ReplaceOutcome) -> Result<(), StoreError> {
         if outcome.changed {
-            sqlx::query("UPDATE data_version SET version = version + 1")
-                .execute(&mut *self.tx)
-                .await?;
+            sqlx::query(
+                "WITH bumped AS (UPDATE data_version SET version = version + 1 RETURNING version)
+                 SELECT pg_notify($1, version::text) FROM bumped",
+            )
+            .bind(super::DATA_VERSION_CHANNEL)
+            .execute(&mut *self.tx)
+            .await?;
         }
         Ok(())
     }
