@@ -244,7 +244,16 @@ async fn main() -> anyhow::Result<()> {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
-    let app = router(AppState::new(config.clone(), store.clone()));
+    // As `serve` wires it: the data version in memory, learnt from notifications.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    let watch = regindex::store::DataVersionWatch::spawn(
+        store.connect_options(),
+        regindex::store::DATA_VERSION_POLL_INTERVAL,
+        stop,
+    );
+    watch.wait_for(store.data_version().await?).await;
+    let app = router(AppState::new(config.clone(), store.clone()).with_data_version(watch));
     tokio::spawn(async move { axum::serve(listener, app).await });
     let url = format!("http://{address}{FLATPAK_QUERY}");
     let etag = reqwest::get(&url)
@@ -258,6 +267,20 @@ async fn main() -> anyhow::Result<()> {
     println!("GET /index/static 200 (gzip, {connections} connections, {seconds} s): {rps:.0} req/s, p50 {p50:.2} ms, p99 {p99:.2} ms");
     let (rps, p50, p99) = load(&url, etag.as_deref(), connections, seconds).await;
     println!("GET /index/static 304 (If-None-Match, {connections} connections, {seconds} s): {rps:.0} req/s, p50 {p50:.2} ms, p99 {p99:.2} ms");
+
+    // Baseline in the same run: an axum hello-world on the same runtime and client.
+    let hello = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let hello_address = hello.local_addr()?;
+    let hello_app = axum::Router::new().route("/", axum::routing::get(|| async { "hello" }));
+    tokio::spawn(async move { axum::serve(hello, hello_app).await });
+    let (hello_rps, p50, p99) = load(
+        &format!("http://{hello_address}/"),
+        None,
+        connections,
+        seconds,
+    )
+    .await;
+    println!("axum hello-world ({connections} connections, {seconds} s): {hello_rps:.0} req/s, p50 {p50:.2} ms, p99 {p99:.2} ms; 304 path = {:.0} % of it", 100.0 * rps / hello_rps);
 
     db.drop().await?;
     Ok(())

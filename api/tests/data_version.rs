@@ -143,13 +143,15 @@ async fn cached_answers_and_304s_are_served_from_memory() {
 
     let live =
         AppState::new(stack.config.clone(), stack.store.clone()).with_data_version(watch.clone());
-    let mut nowhere = DatabaseConfig::default();
-    nowhere.url = format!(
-        "postgres://postgres@127.0.0.1:{}/nowhere",
-        free_port().unwrap()
-    )
-    .into();
-    nowhere.acquire_timeout_ms = 500;
+    let nowhere = DatabaseConfig {
+        url: format!(
+            "postgres://postgres@127.0.0.1:{}/nowhere",
+            free_port().unwrap()
+        )
+        .into(),
+        acquire_timeout_ms: 500,
+        ..DatabaseConfig::default()
+    };
     let cut_off = AppState {
         store: Store::connect_lazy(&nowhere, &SessionSettings::default()).unwrap(),
         ..live.clone()
