@@ -1081,6 +1081,7 @@ mod tests {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config.example.yaml");
         let cfg = Config::load(Some(Path::new(path))).unwrap();
         assert_eq!(cfg.history.queue, HistoryConfig::default().queue);
+        assert_eq!(cfg.api.cache_bytes, DEFAULT_CACHE_BYTES);
     }
 
     #[test]
