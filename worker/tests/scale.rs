@@ -1,0 +1,214 @@
+//! Several apis and several workers at once (docs/scaling.md): a docker-registry notifying
+//! 2 apis, 3 workers on one work queue, a burst of pushes. Then the same with one worker and
+//! one api stopped half-way through a burst. The index must end equal to the registry,
+//! every push recorded once in the history, nothing dead-lettered, and the full scan run
+//! by one worker only.
+
+mod history_support;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use history_support::{eventually, Options, Stack};
+use regindex::store::PeriodicJob;
+use regindex_testkit::ImageSpec;
+
+const REPOSITORIES: usize = 40;
+/// Pushes of each phase; a repository gets tags `t0`..`t2`, so later pushes move tags.
+const FIRST_BURST: usize = 80;
+const SECOND_BURST: usize = 120;
+/// Pushes in flight at once (a CI pipeline pushing in parallel).
+const PARALLEL: usize = 6;
+/// Generous: 2 loaded cores run the registry, 2 apis, 3 workers and the pushes.
+const CONVERGE: Duration = Duration::from_secs(45);
+
+/// Pushes `n` (a distinct image each) to `burst/rNN:tK`.
+async fn push(stack: &Stack, n: usize) {
+    let repository = format!("burst/r{:02}", n % REPOSITORIES);
+    let tag = format!("t{}", (n / REPOSITORIES) % 3);
+    stack
+        .registry
+        .push_image(
+            &repository,
+            Some(&tag),
+            &ImageSpec::new("amd64").seed(n as u64),
+        )
+        .await
+        .unwrap();
+}
+
+/// Pushes `range` with `PARALLEL` pushes in flight; `done` counts the finished ones.
+async fn burst(stack: &Stack, range: std::ops::Range<usize>, done: &AtomicUsize) {
+    futures::stream::iter(range)
+        .for_each_concurrent(PARALLEL, |n| async move {
+            push(stack, n).await;
+            done.fetch_add(1, Ordering::SeqCst);
+        })
+        .await;
+}
+
+/// `(repository, tag) -> digest` as the index holds it.
+async fn indexed(stack: &Stack) -> BTreeMap<(String, String), String> {
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT r.name, t.tag, m.digest FROM tags t
+         JOIN repositories r ON r.id = t.repository_id
+         JOIN manifests m ON m.id = t.manifest_id",
+    )
+    .fetch_all(stack.store.pool())
+    .await
+    .unwrap();
+    rows.into_iter().map(|(r, t, d)| ((r, t), d)).collect()
+}
+
+/// Waits until the index equals the registry and the history holds `pushes` manifest
+/// pushes (each delivered to every api, recorded once).
+async fn wait_converged(stack: &Stack, pushes: usize, phase: &str) {
+    let truth = stack.registry.tagged().await.unwrap();
+    assert_eq!(
+        truth
+            .keys()
+            .map(|(r, _)| r)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        REPOSITORIES
+    );
+    let started = Instant::now();
+    eventually(
+        &format!("{phase}: the index equal to the registry"),
+        CONVERGE,
+        || {
+            let truth = &truth;
+            async move { (indexed(stack).await == *truth).then_some(()) }
+        },
+    )
+    .await;
+    eventually(
+        &format!("{phase}: {pushes} pushes in the history"),
+        CONVERGE,
+        || async {
+            let recorded: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM history_events WHERE activity = 'push_manifest'",
+            )
+            .fetch_one(stack.store.pool())
+            .await
+            .unwrap();
+            assert!(
+                recorded <= pushes as i64,
+                "{recorded} pushes recorded, {pushes} made"
+            );
+            (recorded == pushes as i64).then_some(())
+        },
+    )
+    .await;
+    // docs/scaling.md quotes this.
+    eprintln!(
+        "{phase}: converged {:?} after the last push",
+        started.elapsed()
+    );
+}
+
+/// The sum of one counter on a `/metrics` page.
+async fn counter(stack: &Stack, addr: std::net::SocketAddr, name: &str) -> f64 {
+    let text = stack
+        .http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Dead letters and work left on the broker: none.
+async fn assert_queues_drained(stack: &Stack) {
+    eventually("the work queue drained", CONVERGE, || async {
+        (stack.bus.count(&stack.config.amqp.work_queue).await == 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        stack.bus.count(&stack.config.amqp.dead_letter_queue).await,
+        0,
+        "dead letters"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_and_two_apis_index_a_burst_and_survive_losing_one_of_each() {
+    let options = Options {
+        apis: 2,
+        workers: 3,
+        // Longer than the test: all three workers find the never-run scan due at start,
+        // and exactly one may run it (advisory lock, then the due check under it).
+        scan_interval_secs: Some(3600),
+        ..Options::default()
+    };
+    Stack::run(options, |stack| async move {
+        eventually("the first full scan recorded", CONVERGE, || async {
+            stack
+                .store
+                .last_success(PeriodicJob::FullScan)
+                .await
+                .unwrap()
+        })
+        .await;
+
+        // Phase 1: everything up.
+        let done = AtomicUsize::new(0);
+        let started = Instant::now();
+        burst(&stack, 0..FIRST_BURST, &done).await;
+        eprintln!("phase 1: {FIRST_BURST} pushes in {:?}", started.elapsed());
+        wait_converged(&stack, FIRST_BURST, "phase 1").await;
+        assert_queues_drained(&stack).await;
+        for api in &stack.apis {
+            let received =
+                counter(&stack, api.operator, "regindex_api_events_received_total").await;
+            assert!(received > 0.0, "api {} got no event", api.addr);
+        }
+
+        // Phase 2: a worker and an api stop (SIGTERM) once a third of the burst is pushed.
+        let done = Arc::new(AtomicUsize::new(0));
+        let pushing = tokio::spawn({
+            let (stack, done) = (stack.clone(), done.clone());
+            async move {
+                burst(&stack, FIRST_BURST..FIRST_BURST + SECOND_BURST, &done).await;
+            }
+        });
+        eventually("a third of the second burst pushed", CONVERGE, || async {
+            (done.load(Ordering::SeqCst) >= SECOND_BURST / 3).then_some(())
+        })
+        .await;
+        tokio::join!(stack.stop_worker(1), stack.stop_api(1));
+        let pushed_when_stopped = done.load(Ordering::SeqCst);
+        assert!(
+            pushed_when_stopped < SECOND_BURST,
+            "the burst ended before the stop"
+        );
+        eprintln!("phase 2: stopped worker 1 and api 1 after {pushed_when_stopped} pushes");
+        pushing.await.unwrap();
+        wait_converged(&stack, FIRST_BURST + SECOND_BURST, "phase 2").await;
+        assert_queues_drained(&stack).await;
+
+        // One full scan in all: the other workers skipped it (the lock was held) or found
+        // it done. A scan starts with `_catalog`; nothing else in this test lists it.
+        let scans = stack
+            .registry
+            .request_log()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| {
+                !r.is_testkit() && r.path().ends_with("/_catalog") && !r.uri.contains("last=")
+            })
+            .count();
+        assert_eq!(scans, 1, "full scans run");
+    })
+    .await;
+}
