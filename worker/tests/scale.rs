@@ -103,6 +103,16 @@ async fn wait_converged(stack: &Stack, pushes: usize, phase: &str) {
         },
     )
     .await;
+    // Both apis published every event: the aggregates count each push once all the same.
+    let counted: i64 =
+        sqlx::query_scalar("SELECT coalesce(sum(push_count), 0)::bigint FROM history_tags")
+            .fetch_one(stack.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        counted, pushes as i64,
+        "{phase}: pushes counted by the history"
+    );
     // docs/scaling.md quotes this.
     eprintln!(
         "{phase}: converged {:?} after the last push",
