@@ -90,13 +90,17 @@ pub struct Options {
     pub workers: usize,
     /// `worker.scan_interval_secs`; 0 (no scan) when `None`.
     pub scan_interval_secs: Option<u64>,
+    /// `amqp.url`: these brokers (e.g. a `RabbitMqCluster`'s nodes) instead of the local one.
+    pub amqp_urls: Option<Vec<String>>,
 }
 
 impl Stack {
     pub async fn start(options: Options) -> Self {
-        let bus = TestBus::with_queue_type(options.queue_type)
-            .await
-            .expect("RabbitMQ on 127.0.0.1:5672");
+        let bus = match options.amqp_urls {
+            Some(urls) => TestBus::on(urls.into(), options.queue_type).await,
+            None => TestBus::with_queue_type(options.queue_type).await,
+        }
+        .expect("RabbitMQ on 127.0.0.1:5672 or at Options::amqp_urls");
         let db = TestDatabase::create()
             .await
             .expect("PostgreSQL on 127.0.0.1:5432");
