@@ -193,12 +193,18 @@ impl Stack {
         } else {
             options.workers.max(1)
         };
+        let mut metrics_ports = vec![config.worker.metrics_listen.port()];
         let workers = (0..worker_count)
             .map(|n| {
                 let mut config = config.clone();
-                // The first worker's `/metrics` is `config.worker.metrics_listen`.
+                // The first worker's `/metrics` is `config.worker.metrics_listen`. A port
+                // just released may come back from the next `free_port`: draw again.
                 if n > 0 {
-                    config.worker.metrics_listen = ([127, 0, 0, 1], free_port().unwrap()).into();
+                    let port = std::iter::repeat_with(|| free_port().unwrap())
+                        .find(|port| !metrics_ports.contains(port))
+                        .unwrap();
+                    metrics_ports.push(port);
+                    config.worker.metrics_listen = ([127, 0, 0, 1], port).into();
                 }
                 let addr = config.worker.metrics_listen;
                 let process_shutdown = shutdown.child_token();
