@@ -2,8 +2,8 @@
 //! 2 apis, 3 workers on one work queue, a burst of pushes. Then the same with one worker and
 //! one api stopped a third of the way through a burst. The index must end equal to the
 //! registry, every push recorded once in the history, nothing dead-lettered, and the full
-//! scan run by one worker only. The cluster variant (`make test-cluster`) stops the broker
-//! node leading the work queue during a burst instead.
+//! scan run by one worker only. The cluster variant stops the broker node leading the
+//! work queue during a burst instead.
 
 mod history_support;
 
@@ -299,7 +299,6 @@ async fn three_workers_and_two_apis_index_a_burst_and_survive_losing_one_of_each
 /// the apis refused while failing over (the api answers 2xx only after the broker
 /// confirmed) is retried by the registry until stored: the end state is as above.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a 3-node RabbitMQ cluster: make test-cluster"]
 async fn losing_the_work_queues_leader_node_during_a_burst_loses_no_webhook() {
     // The processes' failover warnings, shown when the test fails.
     regindex::telemetry::init_tracing();
