@@ -8,5 +8,7 @@ ensure_postgres
 ensure_rabbitmq
 cargo bench -p regindex-api --bench index
 cargo bench -p regindex-api --bench icons
+cargo nextest run --release -p regindex-api --test degrade outage_answer_times \
+    --run-ignored ignored-only --no-capture
 cargo nextest run --release -p regindex-worker --test push_latency_bench --test history_bench \
     --run-ignored ignored-only --no-capture

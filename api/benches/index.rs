@@ -177,6 +177,7 @@ async fn main() -> anyhow::Result<()> {
     config.database = DatabaseConfig {
         url: SecretString::from(db.url()),
         max_connections: 20,
+        ..DatabaseConfig::default()
     };
     let store = Store::connect_unchecked(&config.database).await?;
     store.migrate().await?;

@@ -4,11 +4,17 @@
 //! body, its gzip form and the ETags are computed once per version and query. When the
 //! data version moves on, everything older is dropped at once (it can never be served
 //! again). Size is bounded in entries and bytes; the oldest entries go first.
+//!
+//! Apart from that, the cache remembers the last answer it gave to each query, whatever
+//! its version, and when that answer was last confirmed current: while the database is
+//! unreachable, that is what the api serves (marked stale) instead of an error. It has
+//! the same bounds; bodies still current are shared with the main entries, not copied.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use flate2::write::GzEncoder;
@@ -74,6 +80,23 @@ struct Inner {
     /// Filled entries in insertion order, for eviction.
     order: VecDeque<String>,
     bytes: usize,
+    last_good: LastGood,
+}
+
+/// The last answer served for each query, for serving during an outage.
+#[derive(Debug, Default)]
+struct LastGood {
+    answers: HashMap<String, Remembered>,
+    /// Keys in first-remembered order, for eviction.
+    order: VecDeque<String>,
+    bytes: usize,
+}
+
+#[derive(Debug)]
+struct Remembered {
+    rendered: Arc<Rendered>,
+    /// When this answer was last served as current.
+    confirmed: Instant,
 }
 
 impl Default for ResponseCache {
@@ -112,11 +135,11 @@ impl ResponseCache {
         let slot = {
             let mut inner = self.lock();
             if version > inner.version {
-                // Older entries can never be served again.
-                *inner = Inner {
-                    version,
-                    ..Inner::default()
-                };
+                // Older entries can never be served again (fresh).
+                inner.version = version;
+                inner.entries.clear();
+                inner.order.clear();
+                inner.bytes = 0;
             }
             (version == inner.version && self.max_entries > 0)
                 .then(|| inner.entries.entry(key.to_owned()).or_default().clone())
@@ -134,11 +157,55 @@ impl ResponseCache {
             .await
             .cloned();
         match &result {
-            Ok(rendered) if rendered_here => self.account(version, key, &slot, rendered.size()),
-            Ok(_) => {}
+            Ok(rendered) => {
+                if rendered_here {
+                    self.account(version, key, &slot, rendered.size());
+                }
+                self.remember(key, rendered);
+            }
             Err(_) => self.forget_empty(version, key, &slot),
         }
         result
+    }
+
+    /// The last answer given to `key`, if it was confirmed current at most `max_age` ago,
+    /// with the time since then (its `Age`).
+    pub fn last_good(&self, key: &str, max_age: Duration) -> Option<(Arc<Rendered>, Duration)> {
+        let inner = self.lock();
+        let remembered = inner.last_good.answers.get(key)?;
+        let age = remembered.confirmed.elapsed();
+        (age <= max_age).then(|| (remembered.rendered.clone(), age))
+    }
+
+    /// Records `rendered` as the current answer to `key`, within the same bounds as the
+    /// main entries.
+    fn remember(&self, key: &str, rendered: &Arc<Rendered>) {
+        if self.max_entries == 0 {
+            return;
+        }
+        let mut inner = self.lock();
+        let last_good = &mut inner.last_good;
+        let fresh = Remembered {
+            rendered: rendered.clone(),
+            confirmed: Instant::now(),
+        };
+        match last_good.answers.insert(key.to_owned(), fresh) {
+            Some(old) => {
+                last_good.bytes = last_good.bytes - old.rendered.size() + rendered.size();
+            }
+            None => {
+                last_good.bytes += rendered.size();
+                last_good.order.push_back(key.to_owned());
+            }
+        }
+        while last_good.order.len() > self.max_entries || last_good.bytes > self.max_bytes {
+            let Some(oldest) = last_good.order.pop_front() else {
+                break;
+            };
+            if let Some(old) = last_good.answers.remove(&oldest) {
+                last_good.bytes -= old.rendered.size();
+            }
+        }
     }
 
     /// Counts a freshly filled slot and evicts the oldest entries beyond the bounds.
@@ -253,6 +320,55 @@ mod tests {
             assert_eq!(&task.await.unwrap().json[..], b"x");
         }
         assert_eq!(renders.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn last_good_answers_outlive_their_version() {
+        let cache = ResponseCache::new(10, 1 << 20);
+        assert!(cache.last_good("q", Duration::from_secs(60)).is_none());
+        fill(&cache, 1, "q", "one").await;
+        fill(&cache, 2, "other", "other").await;
+        assert_eq!(cache.len(), 1, "version 1 entries are gone");
+        let (stale, age) = cache.last_good("q", Duration::from_secs(60)).unwrap();
+        assert_eq!(&stale.json[..], b"one");
+        assert!(age < Duration::from_secs(60));
+        fill(&cache, 2, "q", "two").await;
+        assert_eq!(
+            &cache
+                .last_good("q", Duration::from_secs(60))
+                .unwrap()
+                .0
+                .json[..],
+            b"two"
+        );
+        // A failed render leaves the last good answer in place.
+        let failed = cache
+            .get_or_render(3, "q", || async { Err::<Rendered, _>("database down") })
+            .await;
+        assert!(failed.is_err());
+        assert_eq!(
+            &cache
+                .last_good("q", Duration::from_secs(60))
+                .unwrap()
+                .0
+                .json[..],
+            b"two"
+        );
+    }
+
+    #[tokio::test]
+    async fn last_good_is_bounded() {
+        let cache = ResponseCache::new(3, 1 << 20);
+        for i in 0..5 {
+            fill(&cache, i, &format!("q{i}"), "x").await;
+        }
+        let day = Duration::from_secs(86_400);
+        assert!(cache.last_good("q0", day).is_none());
+        assert!(cache.last_good("q1", day).is_none());
+        assert!(cache.last_good("q4", day).is_some());
+        let tiny = ResponseCache::new(100, 10);
+        fill(&tiny, 1, "q", &"y".repeat(1000)).await;
+        assert!(tiny.last_good("q", day).is_none());
     }
 
     #[tokio::test]

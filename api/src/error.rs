@@ -27,9 +27,16 @@ pub enum ApiError {
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
-    /// Not ready to serve (readiness probe): the database cannot be reached.
-    #[error("not ready: {0}")]
-    NotReady(StoreError),
+    /// Not ready (readiness probe): the reasons why the database or the broker cannot
+    /// be used, `None` for the parts that are fine.
+    #[error("not ready: database {database:?}, broker {broker:?}")]
+    NotReady {
+        database: Option<String>,
+        broker: Option<String>,
+    },
+    /// The database is known to be unreachable, and there is no earlier answer to give.
+    #[error("the database is unavailable")]
+    DatabaseUnavailable,
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
@@ -42,7 +49,9 @@ impl ApiError {
             ApiError::BadQuery(_) | ApiError::BadSearch(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotReady { .. } | ApiError::DatabaseUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             // The database being away is a state to wait out (load balancers retry elsewhere).
             ApiError::Store(e) if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -54,7 +63,7 @@ impl ApiError {
             ApiError::BadQuery(_) | ApiError::BadSearch(_) => "bad_query",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
-            ApiError::NotReady(_) => "unavailable",
+            ApiError::NotReady { .. } | ApiError::DatabaseUnavailable => "unavailable",
             ApiError::Store(e) if e.is_transient() => "unavailable",
             ApiError::Store(_) | ApiError::Internal(_) => "internal",
         }
@@ -70,10 +79,27 @@ impl ApiError {
             }
             ApiError::NotFound => json!("no such route"),
             ApiError::MethodNotAllowed => json!("method not allowed on this route"),
-            // Database messages stay in the log, not in answers to anonymous clients.
-            ApiError::NotReady(_) => json!("the database is unavailable"),
+            // Database and broker messages stay in the log, not in answers to anonymous
+            // clients: only which part is down.
+            ApiError::NotReady { database, broker } => json!({
+                "database": if database.is_some() { "down" } else { "up" },
+                "broker": if broker.is_some() { "down" } else { "up" },
+            }),
+            ApiError::DatabaseUnavailable => json!("the database is unavailable"),
             ApiError::Store(e) if e.is_transient() => json!("the database is unavailable"),
             ApiError::Store(_) | ApiError::Internal(_) => json!("internal error"),
+        }
+    }
+}
+
+impl ApiError {
+    /// The database cannot answer now (down, overloaded, too slow): an earlier answer may
+    /// stand in.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            ApiError::DatabaseUnavailable => true,
+            ApiError::Store(e) => e.is_transient(),
+            _ => false,
         }
     }
 }
@@ -81,7 +107,13 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() && !matches!(self, ApiError::NotReady(_)) {
+        // Outages are logged where they are noticed, once, not per request.
+        if status.is_server_error()
+            && !matches!(
+                self,
+                ApiError::NotReady { .. } | ApiError::DatabaseUnavailable
+            )
+        {
             tracing::error!(error = %self, "request failed");
         }
         let body = ErrorBody {

@@ -6,6 +6,7 @@
 
 mod cache;
 mod conditional;
+pub mod database;
 pub mod error;
 pub mod events;
 mod health;
@@ -20,8 +21,10 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use axum::Router;
+use regindex::bus::Publisher;
 use regindex::config::{ApiConfig, Config, WebhookAuth};
-use regindex::store::Store;
+use regindex::store::{DatabaseMonitor, Store};
+use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
 pub use cache::ResponseCache;
@@ -33,6 +36,11 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Store,
     pub cache: Arc<ResponseCache>,
+    /// Whether the database answers (`serve` starts one). Without it, requests find out
+    /// for themselves, each waiting up to the pool's acquire timeout.
+    pub database: Option<DatabaseMonitor>,
+    /// The webhook publisher, whose broker connection `/readyz` reports.
+    pub publisher: Option<Arc<Publisher>>,
 }
 
 impl AppState {
@@ -41,7 +49,19 @@ impl AppState {
             config,
             store,
             cache: Arc::new(ResponseCache::default()),
+            database: None,
+            publisher: None,
         }
+    }
+
+    pub fn with_database_monitor(mut self, monitor: DatabaseMonitor) -> Self {
+        self.database = Some(monitor);
+        self
+    }
+
+    pub fn with_publisher(mut self, publisher: Arc<Publisher>) -> Self {
+        self.publisher = Some(publisher);
+        self
     }
 }
 
@@ -135,8 +155,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     serve(config, listeners, shutdown_signal()).await
 }
 
-/// Connects to the database and serves the public and the operator routes on
-/// `listeners` until `shutdown` completes, then lets requests in flight finish.
+/// Serves the public and the operator routes on `listeners` until `shutdown` completes,
+/// then lets requests in flight finish. It does not wait for the database: until it
+/// answers, `/readyz` says so and the index answers 503 (see `database`).
 pub async fn serve(
     config: Config,
     listeners: Listeners,
@@ -152,13 +173,16 @@ pub async fn serve(
             "api.webhook_auth is none: POST /events accepts notifications from anyone who can reach the api"
         );
     }
-    let store = Store::connect(&config.database)
-        .await
-        .context("connecting to the database")?
-        .with_icons(&config.icons);
+    let store = database::store(&config).context("database configuration")?;
+    let stop_monitor = CancellationToken::new();
+    let _stop_monitor = stop_monitor.clone().drop_guard();
+    let monitor = database::monitor(&store, stop_monitor);
     let metrics = metrics::ApiMetrics::new();
-    let ingest = ingest_routes(&config, metrics.clone()).await?;
-    let state = AppState::new(Arc::new(config), store);
+    let publisher = publisher(&config);
+    let ingest = ingest_routes(&config, publisher.clone(), metrics.clone()).await?;
+    let state = AppState::new(Arc::new(config), store)
+        .with_database_monitor(monitor)
+        .with_publisher(publisher);
     let public = with_http_metrics(router_with(state.clone(), ingest), metrics.clone());
     let operator = operator_router(&state, metrics);
     let (public_addr, operator_addr) = (
@@ -190,20 +214,24 @@ pub async fn serve(
 /// `POST /events`. The broker connection is opened now to declare the topology early,
 /// but the api also starts without it: the index is served from the database, and
 /// webhooks answer 503 (the registry resends them) until the broker is back.
-async fn ingest_routes(config: &Config, metrics: metrics::ApiMetrics) -> anyhow::Result<Router> {
-    // The whole topology, history queue included: with history on, pulls are published
-    // for it and would be unroutable (dropped) without it.
-    let topology = regindex::bus::Topology::from_config(config);
-    let publisher = Arc::new(regindex::bus::Publisher::new(
-        config.amqp.url.clone(),
-        Some(topology),
-    ));
+async fn ingest_routes(
+    config: &Config,
+    publisher: Arc<Publisher>,
+    metrics: metrics::ApiMetrics,
+) -> anyhow::Result<Router> {
     if let Err(e) = publisher.ensure_connected().await {
         tracing::warn!(error = %e, "broker unreachable at start-up; POST /events answers 503 until it is back");
     }
     let events =
         events::EventsState::new(config, publisher, metrics).context("webhook authentication")?;
     Ok(events::router(events))
+}
+
+/// The webhook publisher. It declares the whole topology, history queue included: with
+/// history on, pulls are published for it and would be unroutable (dropped) without it.
+fn publisher(config: &Config) -> Arc<Publisher> {
+    let topology = regindex::bus::Topology::from_config(config);
+    Arc::new(Publisher::new(config.amqp.url.clone(), Some(topology)))
 }
 
 async fn shutdown_signal() {

@@ -83,6 +83,7 @@ async fn index_queries_answer_what_was_pushed() {
     config.database = DatabaseConfig {
         url: SecretString::from(db.url()),
         max_connections: 4,
+        ..DatabaseConfig::default()
     };
 
     let calc = registry

@@ -73,6 +73,9 @@ pub struct RegistryConfig {
 pub struct DatabaseConfig {
     pub url: SecretString,
     pub max_connections: u32,
+    /// How long a query waits for a pooled connection (all busy, or none can be opened)
+    /// before it fails.
+    pub acquire_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -247,6 +250,12 @@ pub struct ApiConfig {
     /// this is on by default and requires `history.enabled` (nothing else would consume
     /// them); push and delete of manifests always go.
     pub publish_pulls: bool,
+    /// `statement_timeout` of every api database session: no read path (index, search,
+    /// pages, icons, statistics) can hold a connection longer.
+    pub statement_timeout_ms: u64,
+    /// `stale-if-error` of `/index/static`, and how long the api keeps serving an answer
+    /// from before a database outage.
+    pub stale_if_error_secs: u64,
 }
 
 /// `api.webhook_auth`: whether `POST /events` checks a bearer token.
@@ -281,7 +290,7 @@ pub struct WorkerConfig {
     /// a quiet repository is refetched at once; events within this time of that start
     /// are gathered into one follow-up refetch.
     pub coalesce_ms: u64,
-    /// `/metrics`, `/healthz` of the worker.
+    /// `/metrics`, `/healthz` and `/readyz` of the worker.
     pub metrics_listen: SocketAddr,
     /// How often the dead-letter queue's depth is read for `/metrics`; 0 disables it.
     pub dead_letter_poll_secs: u64,
@@ -572,6 +581,7 @@ impl Default for DatabaseConfig {
         Self {
             url: SecretString::from("postgres://postgres@127.0.0.1:5432/regindex"),
             max_connections: 10,
+            acquire_timeout_ms: 5000,
         }
     }
 }
@@ -605,6 +615,8 @@ impl Default for ApiConfig {
             publish_timeout_ms: 3_000,
             body_limit_bytes: 1 << 20,
             publish_pulls: true,
+            statement_timeout_ms: 10_000,
+            stale_if_error_secs: 86_400,
         }
     }
 }
@@ -686,6 +698,13 @@ impl Config {
         }
         if self.amqp.prefetch == 0 {
             return Err(invalid("amqp.prefetch", "must be at least 1"));
+        }
+        if self.database.acquire_timeout_ms == 0 {
+            return Err(invalid("database.acquire_timeout_ms", "must be at least 1"));
+        }
+        // 0 would mean "no limit" to PostgreSQL: the opposite of what the key is for.
+        if self.api.statement_timeout_ms == 0 {
+            return Err(invalid("api.statement_timeout_ms", "must be at least 1"));
         }
         if self.worker.concurrency == 0 {
             return Err(invalid("worker.concurrency", "must be at least 1"));
@@ -931,6 +950,18 @@ impl ApiConfig {
 impl RegistryConfig {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+}
+
+impl DatabaseConfig {
+    pub fn acquire_timeout(&self) -> Duration {
+        Duration::from_millis(self.acquire_timeout_ms)
+    }
+}
+
+impl ApiConfig {
+    pub fn statement_timeout(&self) -> Duration {
+        Duration::from_millis(self.statement_timeout_ms)
     }
 }
 

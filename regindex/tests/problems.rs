@@ -30,6 +30,7 @@ impl Harness {
         config.database = DatabaseConfig {
             url: SecretString::from(db.url()),
             max_connections: 8,
+            ..DatabaseConfig::default()
         };
         let store = Store::connect_unchecked(&config.database).await.unwrap();
         store.migrate().await.unwrap();

@@ -29,6 +29,7 @@ impl Harness {
         let database = DatabaseConfig {
             url: SecretString::from(db.url()),
             max_connections: 4,
+            ..DatabaseConfig::default()
         };
         let store = Store::connect_unchecked(&database).await.unwrap();
         store.migrate().await.unwrap();

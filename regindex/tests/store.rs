@@ -26,6 +26,7 @@ impl TestDb {
         let config = DatabaseConfig {
             url: SecretString::from(database.url()),
             max_connections: 5,
+            ..DatabaseConfig::default()
         };
         Self {
             _database: database,

@@ -30,6 +30,7 @@ impl Harness {
         config.database = DatabaseConfig {
             url: SecretString::from(db.url()),
             max_connections: 8,
+            ..DatabaseConfig::default()
         };
         let store = Store::connect_unchecked(&config.database).await.unwrap();
         store.migrate().await.unwrap();
@@ -306,6 +307,7 @@ async fn a_cold_scan_asks_the_registry_nothing_twice_with_history_on() {
     config.database = DatabaseConfig {
         url: SecretString::from(db.url()),
         max_connections: 8,
+        ..DatabaseConfig::default()
     };
     let store = Store::connect_unchecked(&config.database).await.unwrap();
     store.migrate().await.unwrap();

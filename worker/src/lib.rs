@@ -20,7 +20,7 @@ use regindex::config::Config;
 use regindex::history::backfill::Backfill;
 use regindex::history::HistoryStore;
 use regindex::registry::{RegistryClient, RegistryError};
-use regindex::store::{Store, StoreError};
+use regindex::store::{Availability, DatabaseMonitor, SessionSettings, Store, StoreError};
 use regindex::sync::Syncer;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -46,19 +46,13 @@ pub enum WorkerError {
 }
 
 /// The whole worker process: store, registry client, metrics endpoint, periodic jobs and
-/// the consumer, until `shutdown`.
+/// the consumer, until `shutdown`. The metrics and health endpoint comes first; the rest
+/// starts once the database answers (waited for with backoff, logged).
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), WorkerError> {
-    let store = Store::connect(&config.database)
-        .await?
+    let store = Store::connect_lazy(&config.database, &SessionSettings::default())?
         .with_icons(&config.icons);
     let registry = RegistryClient::new(&config.registry)?;
     let metrics = WorkerMetrics::new();
-    let history_store = HistoryStore::new(store.pool().clone());
-    let mut syncer = Syncer::new(registry.clone(), store);
-    if let Some(backfill) = Backfill::from_config(&config, registry, history_store.pool().clone())?
-    {
-        syncer = syncer.with_observer(Arc::new(backfill));
-    }
     let addr = config.worker.metrics_listen;
     let listener = metrics::bind(addr)
         .await
@@ -75,6 +69,27 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
             }
         }
     });
+    let database = DatabaseMonitor::spawn(store.connect_options(), stop.clone());
+    let reporting = tokio::spawn(report_database(
+        database.clone(),
+        metrics.clone(),
+        stop.clone(),
+    ));
+    tokio::select! {
+        () = shutdown.cancelled() => {
+            stop.cancel();
+            let _ = tokio::join!(serving, reporting);
+            return Ok(());
+        }
+        () = database.wait_up() => {}
+    }
+
+    let history_store = HistoryStore::new(store.pool().clone());
+    let mut syncer = Syncer::new(registry.clone(), store);
+    if let Some(backfill) = Backfill::from_config(&config, registry, history_store.pool().clone())?
+    {
+        syncer = syncer.with_observer(Arc::new(backfill));
+    }
     let periodic = tokio::spawn(periodic::run(
         syncer.clone(),
         config.worker.concurrency,
@@ -112,7 +127,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
         .run(shutdown)
         .await;
     stop.cancel();
-    let _ = tokio::join!(serving, periodic, static_files);
+    let _ = tokio::join!(serving, reporting, periodic, static_files);
     if let Some(dead_letters) = dead_letters {
         let _ = dead_letters.await;
     }
@@ -120,6 +135,24 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
         let _ = history.await;
     }
     Ok(())
+}
+
+/// Mirrors the database monitor into `regindex_worker_database_up` (which `/healthz`
+/// and `/readyz` read), until `stop`.
+async fn report_database(
+    monitor: DatabaseMonitor,
+    metrics: WorkerMetrics,
+    stop: CancellationToken,
+) {
+    let mut state = monitor.subscribe();
+    loop {
+        let up = matches!(*state.borrow_and_update(), Availability::Up);
+        metrics.database_up.set(i64::from(up));
+        tokio::select! {
+            () = stop.cancelled() => break,
+            changed = state.changed() => if changed.is_err() { break },
+        }
+    }
 }
 
 /// `0` disables.

@@ -1,4 +1,4 @@
-//! The worker's Prometheus metrics and its `/metrics` + `/healthz` endpoint.
+//! The worker's Prometheus metrics and its `/metrics`, `/healthz` and `/readyz` endpoint.
 
 use std::net::SocketAddr;
 
@@ -29,6 +29,7 @@ pub struct WorkerMetrics {
     pub amqp_connected: IntGauge,
     /// Tags recorded as problems (`regindexctl problems`), all repositories.
     pub tag_problems: IntGauge,
+    pub database_up: IntGauge,
     pub dead_letters: IntGauge,
     pub bodhi: BodhiMetrics,
 }
@@ -119,6 +120,11 @@ impl WorkerMetrics {
             "Tags the index could not use, or only in part (regindexctl problems)",
         )
         .expect("valid metric");
+        let database_up = IntGauge::new(
+            "regindex_worker_database_up",
+            "1 while the database answers with the schema this build needs",
+        )
+        .expect("valid metric");
         let bodhi = BodhiMetrics::new();
         for collector in [
             Box::new(messages.clone()) as Box<dyn prometheus::core::Collector>,
@@ -126,6 +132,7 @@ impl WorkerMetrics {
             Box::new(refetch_seconds.clone()),
             Box::new(last_full_scan.clone()),
             Box::new(amqp_connected.clone()),
+            Box::new(database_up.clone()),
             Box::new(next_full_scan.clone()),
             Box::new(dead_letters.clone()),
             Box::new(bodhi.build_matches.clone()),
@@ -142,6 +149,7 @@ impl WorkerMetrics {
             next_full_scan,
             amqp_connected,
             tag_problems,
+            database_up,
             dead_letters,
             bodhi,
         }
@@ -161,7 +169,8 @@ impl Default for WorkerMetrics {
 pub fn router(metrics: WorkerMetrics) -> Router {
     Router::new()
         .route("/metrics", get(serve_metrics))
-        .route("/healthz", get(healthz))
+        .route("/healthz", get(health))
+        .route("/readyz", get(health))
         .with_state(metrics)
 }
 
@@ -184,13 +193,23 @@ async fn serve_metrics(State(metrics): State<WorkerMetrics>) -> axum::http::Resp
     regindex::telemetry::metrics_response(&metrics.registry)
 }
 
-/// 200 while consuming, 503 while (re)connecting to the broker.
-async fn healthz(State(metrics): State<WorkerMetrics>) -> impl IntoResponse {
-    let connected = metrics.amqp_connected.get() == 1;
-    let status = if connected {
-        StatusCode::OK
+/// `/healthz` and `/readyz`: 200 while the worker can do its work (it consumes the work
+/// queue and the database answers), else 503; the body says which part is missing. The
+/// worker serves no traffic, so both questions have one answer; it is 503 while the
+/// worker waits for its dependencies at start-up, too.
+async fn health(State(metrics): State<WorkerMetrics>) -> impl IntoResponse {
+    let consuming = metrics.amqp_connected.get() == 1;
+    let database = metrics.database_up.get() == 1;
+    let (status, word) = if consuming && database {
+        (StatusCode::OK, "ok")
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
     };
-    (status, Json(json!({"amqp_connected": connected})))
+    let body = json!({
+        "status": word,
+        "database": if database { "up" } else { "down" },
+        "work_queue": if consuming { "consuming" } else { "not_consuming" },
+        "amqp_connected": consuming,
+    });
+    (status, Json(body))
 }

@@ -17,7 +17,8 @@ use super::{rows, Store, StoreError};
 use crate::index::{KeyFilter, Listing, Query, TaggedImage, TaggedList};
 use crate::model::{Digest, Image, Tag};
 
-/// Longest an index query may run in the database.
+/// Longest an index query may run in the database, unless the store's sessions have
+/// their own limit.
 const INDEX_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Index query candidates read from one snapshot, with the data version of that snapshot.
@@ -38,7 +39,9 @@ impl Store {
         // A runaway query must not hold a connection that other requests need.
         sqlx::query(&format!(
             "SET LOCAL statement_timeout = {}",
-            INDEX_QUERY_TIMEOUT.as_millis()
+            self.statement_timeout
+                .unwrap_or(INDEX_QUERY_TIMEOUT)
+                .as_millis()
         ))
         .execute(&mut *tx)
         .await?;

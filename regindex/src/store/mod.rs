@@ -10,6 +10,7 @@
 //! (build matches and recent updates for Bodhi messages), `jobs.rs` (when the worker's
 //! periodic jobs last succeeded, and their locks).
 
+pub mod availability;
 mod bodhi;
 mod error;
 mod gc;
@@ -26,6 +27,7 @@ mod search;
 mod summaries;
 mod web;
 
+pub use availability::{Availability, DatabaseMonitor};
 pub use error::StoreError;
 pub use icons::{IconGc, StoredIcon};
 pub use index_query::IndexSnapshot;
@@ -38,7 +40,8 @@ pub use web::{RepositoryContents, RepositorySummary};
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgConnection;
 
 use crate::config::DatabaseConfig;
 use crate::model::RepositoryName;
@@ -54,10 +57,6 @@ const SCHEMA_SQL: &str = include_str!("../../../schema.sql");
 /// only make a migration wait for one refetch.
 const MIGRATE_LOCK_KEY: i64 = 0x7265_6769_6e64_6578; // "regindex"
 
-/// How long to wait for a pooled connection before reporting the database unreachable;
-/// readiness probes must answer well within their own timeout.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
-
 #[derive(Clone)]
 pub struct Store {
     pool: sqlx::PgPool,
@@ -65,6 +64,40 @@ pub struct Store {
     icon_max_bytes: usize,
     /// Unreferenced icons are kept this long (`icons.gc_grace_secs`).
     icon_gc_grace: Duration,
+    /// The sessions' own `statement_timeout` (see `SessionSettings`), which index
+    /// queries then keep instead of their default limit.
+    statement_timeout: Option<Duration>,
+}
+
+/// Settings every session of a pool starts with (PostgreSQL start-up `options`, so they
+/// hold from the first statement and cost no round trip).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionSettings {
+    /// `default_transaction_read_only = on`: every transaction is read-only unless it
+    /// asks otherwise. A guard against mistakes; a role with only SELECT rights is the
+    /// stronger one (see docs/operations.md).
+    pub read_only: bool,
+    /// `statement_timeout` of every statement: nothing can hold a connection longer.
+    pub statement_timeout: Option<Duration>,
+    /// `jit = off`: JIT compilation costs more than it saves on short queries.
+    pub jit_off: bool,
+}
+
+impl SessionSettings {
+    /// The `-c name=value` pairs of these settings.
+    fn options(&self) -> Vec<(&'static str, String)> {
+        let mut options = Vec::new();
+        if self.read_only {
+            options.push(("default_transaction_read_only", "on".to_owned()));
+        }
+        if let Some(timeout) = self.statement_timeout {
+            options.push(("statement_timeout", timeout.as_millis().to_string()));
+        }
+        if self.jit_off {
+            options.push(("jit", "off".to_owned()));
+        }
+        options
+    }
 }
 
 /// What `RepositoryTx::replace` did.
@@ -103,12 +136,23 @@ impl Store {
 
     /// Connects without checking the schema (for `migrate`).
     pub async fn connect_unchecked(config: &DatabaseConfig) -> Result<Self, StoreError> {
-        let pool = PgPoolOptions::new()
-            .max_connections(config.max_connections.max(1))
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect(config.url.expose_secret())
+        let pool = pool_options(config)
+            .connect_with(connect_options(config, &SessionSettings::default())?)
             .await?;
         Ok(Self::from_pool(pool))
+    }
+
+    /// A store whose pool connects on first use: no I/O here, so a process can start
+    /// while the database is down and wait for it with a [`DatabaseMonitor`] (which
+    /// also checks the schema) on [`Store::connect_options`].
+    pub fn connect_lazy(
+        config: &DatabaseConfig,
+        session: &SessionSettings,
+    ) -> Result<Self, StoreError> {
+        let pool = pool_options(config).connect_lazy_with(connect_options(config, session)?);
+        let mut store = Self::from_pool(pool);
+        store.statement_timeout = session.statement_timeout;
+        Ok(store)
     }
 
     /// Wraps an existing pool (tests, tools); the schema is not checked.
@@ -117,7 +161,14 @@ impl Store {
             pool,
             icon_max_bytes: crate::config::IconsConfig::default().max_bytes,
             icon_gc_grace: Duration::from_secs(crate::config::IconsConfig::default().gc_grace_secs),
+            statement_timeout: None,
         }
+    }
+
+    /// How this store's sessions connect (URL and session settings), e.g. for a
+    /// [`DatabaseMonitor`] of the same database.
+    pub fn connect_options(&self) -> PgConnectOptions {
+        (*self.pool.connect_options()).clone()
     }
 
     /// Applies the `icons` configuration (the size limit of extracted icons, the grace
@@ -131,27 +182,8 @@ impl Store {
     /// `SchemaMissing` / `SchemaOutdated` / `SchemaTooNew` unless the database holds
     /// exactly `SCHEMA_VERSION`.
     pub async fn check_schema(&self) -> Result<(), StoreError> {
-        let present: bool = sqlx::query_scalar("SELECT to_regclass('regindex_schema') IS NOT NULL")
-            .fetch_one(&self.pool)
-            .await?;
-        if !present {
-            return Err(StoreError::SchemaMissing);
-        }
-        let found: Option<i32> = sqlx::query_scalar("SELECT version FROM regindex_schema")
-            .fetch_optional(&self.pool)
-            .await?;
-        match found {
-            None => Err(StoreError::SchemaMissing),
-            Some(found) if found < SCHEMA_VERSION => Err(StoreError::SchemaOutdated {
-                found,
-                expected: SCHEMA_VERSION,
-            }),
-            Some(found) if found > SCHEMA_VERSION => Err(StoreError::SchemaTooNew {
-                found,
-                expected: SCHEMA_VERSION,
-            }),
-            Some(_) => Ok(()),
-        }
+        let mut conn = self.pool.acquire().await?;
+        check_schema(&mut conn).await
     }
 
     /// Applies `schema.sql`. Idempotent; never drops data.
@@ -214,6 +246,51 @@ impl Store {
         Ok(sqlx::query_scalar("SELECT version FROM data_version")
             .fetch_one(&self.pool)
             .await?)
+    }
+}
+
+fn pool_options(config: &DatabaseConfig) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(config.max_connections.max(1))
+        .acquire_timeout(config.acquire_timeout())
+}
+
+fn connect_options(
+    config: &DatabaseConfig,
+    session: &SessionSettings,
+) -> Result<PgConnectOptions, StoreError> {
+    let options: PgConnectOptions = config.url.expose_secret().parse()?;
+    let settings = session.options();
+    Ok(if settings.is_empty() {
+        options
+    } else {
+        options.options(settings)
+    })
+}
+
+/// `SchemaMissing` / `SchemaOutdated` / `SchemaTooNew` unless the database holds exactly
+/// `SCHEMA_VERSION`.
+async fn check_schema(conn: &mut PgConnection) -> Result<(), StoreError> {
+    let present: bool = sqlx::query_scalar("SELECT to_regclass('regindex_schema') IS NOT NULL")
+        .fetch_one(&mut *conn)
+        .await?;
+    if !present {
+        return Err(StoreError::SchemaMissing);
+    }
+    let found: Option<i32> = sqlx::query_scalar("SELECT version FROM regindex_schema")
+        .fetch_optional(&mut *conn)
+        .await?;
+    match found {
+        None => Err(StoreError::SchemaMissing),
+        Some(found) if found < SCHEMA_VERSION => Err(StoreError::SchemaOutdated {
+            found,
+            expected: SCHEMA_VERSION,
+        }),
+        Some(found) if found > SCHEMA_VERSION => Err(StoreError::SchemaTooNew {
+            found,
+            expected: SCHEMA_VERSION,
+        }),
+        Some(_) => Ok(()),
     }
 }
 
