@@ -88,5 +88,14 @@ regindex is up.
   Push an image:  skopeo copy --dest-tls-verify=false ... docker://127.0.0.1:$REGISTRY_PORT/NAME:TAG
   Logs:           $DEV/*.log        Stop: make down
 MSG
-curl -fsS "$QUERY"
-echo
+# The answer carries the icons as data: URIs (icons.extract is off by default), so show
+# one line per image rather than the whole document.
+echo "Its answer, one line per image:"
+curl -fsS "$QUERY" | python3 -c '
+import json, sys
+for repo in json.load(sys.stdin)["Results"]:
+    images = repo["Images"] + [i for l in repo["Lists"] for i in l["Images"]]
+    tags = [t for i in repo["Images"] for t in i.get("Tags", [])] + [t for l in repo["Lists"] for t in l.get("Tags", [])]
+    for image in images:
+        print("  %-22s %-14s %s" % (repo["Name"], ",".join(sorted(set(tags))), image["Labels"].get("org.flatpak.ref", "")))
+'

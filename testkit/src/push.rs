@@ -164,6 +164,44 @@ impl TestRegistry {
         Ok(())
     }
 
+    /// What the registry holds: `(repository, tag) -> digest` for every tag of every
+    /// repository in `_catalog` (one page of up to 1000: enough for a test's registry). The ground
+    /// truth an index is compared with.
+    pub async fn tagged(&self) -> anyhow::Result<BTreeMap<(String, String), String>> {
+        #[derive(serde::Deserialize)]
+        struct Catalog {
+            repositories: Vec<String>,
+        }
+        #[derive(serde::Deserialize)]
+        struct TagList {
+            tags: Option<Vec<String>>,
+        }
+        let catalog: Catalog = self
+            .authed(self.http.get(self.v2("_catalog?n=1000")), "")?
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let mut tagged = BTreeMap::new();
+        for repo in catalog.repositories {
+            let list: TagList = self
+                .authed(self.http.get(self.v2(&format!("{repo}/tags/list"))), &repo)?
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            for tag in list.tags.unwrap_or_default() {
+                // A tag deleted between the listing and the HEAD is not there any more.
+                if let Some(digest) = self.manifest_digest(&repo, &tag).await? {
+                    tagged.insert((repo.clone(), tag), digest);
+                }
+            }
+        }
+        Ok(tagged)
+    }
+
     /// The digest `tag` points at (HEAD), `None` when the tag or repository is unknown.
     pub async fn manifest_digest(&self, repo: &str, tag: &str) -> anyhow::Result<Option<String>> {
         let response = self

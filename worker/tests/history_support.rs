@@ -1,7 +1,9 @@
 //! The whole history pipeline for tests: a real `docker-registry` sending its
 //! notifications to the api (`POST /events` + `/stats`), RabbitMQ with unique names, a
 //! fresh PostgreSQL database, and the worker (work consumer and history consumer).
-//! Included by the history test files (`mod history_support;`).
+//! Optionally several apis (the registry notifies each) and several workers, each one
+//! stoppable on its own. Included by the history and scale test files
+//! (`mod history_support;`).
 
 #![allow(dead_code)]
 
@@ -29,15 +31,43 @@ pub struct Stack {
     pub bus: TestBus,
     pub db: Option<TestDatabase>,
     pub config: Config,
-    /// The api's public listener (`POST /events`).
+    /// The first api's public listener (`POST /events`).
     pub api: SocketAddr,
-    /// The api's operator listener (`/stats`, `/openapi.json`).
+    /// The first api's operator listener (`/stats`, `/openapi.json`).
     pub operator: SocketAddr,
     pub registry: TestRegistry,
     pub store: Store,
     pub http: reqwest::Client,
     shutdown: CancellationToken,
-    worker: Option<tokio::task::JoinHandle<()>>,
+    /// Every api process, the first one included; `stop_api` ends one.
+    pub apis: Vec<Process>,
+    /// Every worker process (none with `no_worker`); `stop_worker` ends one.
+    pub workers: Vec<Process>,
+}
+
+/// One api or worker run in-process as its binary runs it, with its own shutdown.
+pub struct Process {
+    /// The api's public listener, or the worker's `/metrics` listener.
+    pub addr: SocketAddr,
+    /// The api's operator listener (`/metrics`, `/stats`); the worker's `/metrics` too.
+    pub operator: SocketAddr,
+    shutdown: CancellationToken,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Process {
+    pub fn is_running(&self) -> bool {
+        self.task.lock().unwrap().is_some()
+    }
+
+    /// Shuts it down as SIGTERM does, and waits until it has ended.
+    async fn stop(&self) {
+        self.shutdown.cancel();
+        let task = self.task.lock().unwrap().take();
+        if let Some(task) = task {
+            let _ = tokio::time::timeout(Duration::from_secs(40), task).await;
+        }
+    }
 }
 
 /// Options of a stack.
@@ -54,25 +84,45 @@ pub struct Options {
     pub coalesce_ms: Option<u64>,
     /// `amqp.queue_type` of the stack's queues.
     pub queue_type: regindex::config::QueueType,
+    /// Api processes, each a notification endpoint of the registry; at least one.
+    pub apis: usize,
+    /// Worker processes unless `no_worker`; at least one.
+    pub workers: usize,
+    /// `worker.scan_interval_secs`; 0 (no scan) when `None`.
+    pub scan_interval_secs: Option<u64>,
+    /// `amqp.url`: these brokers (e.g. a `RabbitMqCluster`'s nodes) instead of the local one.
+    pub amqp_urls: Option<Vec<String>>,
 }
 
 impl Stack {
     pub async fn start(options: Options) -> Self {
-        let bus = TestBus::with_queue_type(options.queue_type)
-            .await
-            .expect("RabbitMQ on 127.0.0.1:5672");
+        let bus = match options.amqp_urls {
+            Some(urls) => TestBus::on(urls.into(), options.queue_type).await,
+            None => TestBus::with_queue_type(options.queue_type).await,
+        }
+        .expect("RabbitMQ on 127.0.0.1:5672 or at Options::amqp_urls");
         let db = TestDatabase::create()
             .await
             .expect("PostgreSQL on 127.0.0.1:5432");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let api = listener.local_addr().unwrap();
-        let operator_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let operator = operator_listener.local_addr().unwrap();
+        let mut api_listeners = Vec::new();
+        for _ in 0..options.apis.max(1) {
+            let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let operator = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            api_listeners.push(regindex_api::Listeners { public, operator });
+        }
+        let api = api_listeners[0].public.local_addr().unwrap();
+        let operator = api_listeners[0].operator.local_addr().unwrap();
 
         let mut builder: TestRegistryBuilder = TestRegistry::builder();
-        if !options.no_notifications {
+        // Several apis: the registry sends every event to each of them (an endpoint per
+        // api, each with its own retry queue). Safe because the work is idempotent: a
+        // refetch makes the index equal to the registry however often it runs, and the
+        // history records an event id once (`ON CONFLICT (event_id) DO NOTHING`, the
+        // aggregates from the new ids only). An api that is down only delays its own copy.
+        for listeners in api_listeners.iter().filter(|_| !options.no_notifications) {
+            let public = listeners.public.local_addr().unwrap();
             let mut endpoint =
-                NotificationEndpoint::new(format!("http://{api}/events")).bearer_token(TOKEN);
+                NotificationEndpoint::new(format!("http://{public}/events")).bearer_token(TOKEN);
             endpoint.backoff = Duration::from_millis(200);
             endpoint.timeout = Duration::from_secs(10);
             builder = builder.notify(endpoint);
@@ -95,7 +145,7 @@ impl Stack {
         config.api.webhook_token = Some(TOKEN.to_owned().into());
         config.api.body_limit_bytes = 8 << 20;
         config.worker.metrics_listen = ([127, 0, 0, 1], free_port().unwrap()).into();
-        config.worker.scan_interval_secs = 0;
+        config.worker.scan_interval_secs = options.scan_interval_secs.unwrap_or(0);
         config.worker.gc_interval_secs = 0;
         config.worker.coalesce_ms = options.coalesce_ms.unwrap_or(50);
         config.history.prune_interval_secs = 0;
@@ -114,19 +164,61 @@ impl Stack {
         let shutdown = CancellationToken::new();
         // The api as the binary runs it: events on the public listener, the statistics on
         // the operator one.
-        let listeners = regindex_api::Listeners {
-            public: listener,
-            operator: operator_listener,
+        let apis = api_listeners
+            .into_iter()
+            .map(|listeners| {
+                let process_shutdown = shutdown.child_token();
+                let addr = listeners.public.local_addr().unwrap();
+                let operator = listeners.operator.local_addr().unwrap();
+                let serving = regindex_api::serve(
+                    config.clone(),
+                    listeners,
+                    process_shutdown.clone().cancelled_owned(),
+                );
+                let task = tokio::spawn(async move {
+                    if let Err(e) = serving.await {
+                        eprintln!("api {addr} failed: {e:#}");
+                    }
+                });
+                Process {
+                    addr,
+                    operator,
+                    shutdown: process_shutdown,
+                    task: Some(task).into(),
+                }
+            })
+            .collect();
+        let worker_count = if options.no_worker {
+            0
+        } else {
+            options.workers.max(1)
         };
-        tokio::spawn(regindex_api::serve(
-            config.clone(),
-            listeners,
-            shutdown.clone().cancelled_owned(),
-        ));
-        let worker = (!options.no_worker).then(|| {
-            let (config, shutdown) = (config.clone(), shutdown.clone());
-            tokio::spawn(async move { regindex_worker::run(config, shutdown).await.unwrap() })
-        });
+        let mut metrics_ports = vec![config.worker.metrics_listen.port()];
+        let workers = (0..worker_count)
+            .map(|n| {
+                let mut config = config.clone();
+                // The first worker's `/metrics` is `config.worker.metrics_listen`. A port
+                // just released may come back from the next `free_port`: draw again.
+                if n > 0 {
+                    let port = std::iter::repeat_with(|| free_port().unwrap())
+                        .find(|port| !metrics_ports.contains(port))
+                        .unwrap();
+                    metrics_ports.push(port);
+                    config.worker.metrics_listen = ([127, 0, 0, 1], port).into();
+                }
+                let addr = config.worker.metrics_listen;
+                let process_shutdown = shutdown.child_token();
+                let stop = process_shutdown.clone();
+                let task =
+                    tokio::spawn(async move { regindex_worker::run(config, stop).await.unwrap() });
+                Process {
+                    addr,
+                    operator: addr,
+                    shutdown: process_shutdown,
+                    task: Some(task).into(),
+                }
+            })
+            .collect();
         Self {
             bus,
             db: Some(db),
@@ -137,8 +229,19 @@ impl Stack {
             store,
             http: reqwest::Client::new(),
             shutdown,
-            worker,
+            apis,
+            workers,
         }
+    }
+
+    /// Stops api process `n` (0: the one `api` and `operator` point at).
+    pub async fn stop_api(&self, n: usize) {
+        self.apis[n].stop().await;
+    }
+
+    /// Stops worker process `n`.
+    pub async fn stop_worker(&self, n: usize) {
+        self.workers[n].stop().await;
     }
 
     /// Runs `test` on a fresh stack and cleans up, also when it panicked.
@@ -160,8 +263,8 @@ impl Stack {
 
     async fn cleanup(mut self) {
         self.shutdown.cancel();
-        if let Some(worker) = self.worker.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(40), worker).await;
+        for process in self.workers.iter().chain(&self.apis) {
+            process.stop().await;
         }
         let _ = self
             .bus

@@ -171,12 +171,18 @@ impl Publisher {
             let channel = self.channel().await?;
             result = publish_with(&channel, exchange, routing_key, body, properties.clone()).await;
             match &result {
-                Ok(())
-                | Err(
-                    BusError::Unroutable { .. }
-                    | BusError::Nacked { .. }
-                    | BusError::Unpublishable(_),
-                ) => return result,
+                Ok(()) | Err(BusError::Unroutable { .. } | BusError::Unpublishable(_)) => {
+                    return result
+                }
+                Err(BusError::Nacked { .. }) => {
+                    // A channel that published to a quorum queue while its leader was lost
+                    // can go on nacking every publish to it (RabbitMQ 3.10) while other
+                    // channels publish fine: the next publish opens a new one, on the same
+                    // node. The caller reports this failure (the registry resends).
+                    warn!("publish nacked; reopening the channel");
+                    self.state.lock().await.channel.take();
+                    return result;
+                }
                 Err(e) => {
                     // The channel may be dead: start afresh, on the next node.
                     warn!(error = %e, "publish failed; reconnecting");

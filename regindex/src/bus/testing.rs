@@ -13,7 +13,7 @@ use lapin::{Channel, Connection};
 
 use super::republish::Received;
 use super::{connect, BusError, Topology};
-use crate::config::{AmqpConfig, QueueType};
+use crate::config::{AmqpConfig, BrokerUrls, QueueType};
 
 /// A uniquely named topology on the local broker.
 pub struct TestBus {
@@ -31,6 +31,12 @@ impl TestBus {
 
     /// Unique names, short retry delays, queues of `queue_type`; declared.
     pub async fn with_queue_type(queue_type: QueueType) -> Result<Self, BusError> {
+        Self::on(AmqpConfig::default().url, queue_type).await
+    }
+
+    /// [`TestBus::with_queue_type`] on the broker(s) at `url` (e.g. a test cluster's
+    /// nodes), declared through the first one that answers.
+    pub async fn on(url: BrokerUrls, queue_type: QueueType) -> Result<Self, BusError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let id = &id[..12];
         let config = AmqpConfig {
@@ -41,6 +47,7 @@ impl TestBus {
             retry_delays_ms: vec![100, 200],
             max_attempts: 3,
             queue_type,
+            url,
             ..AmqpConfig::default()
         };
         let topology = Topology::new(&config);
