@@ -4,14 +4,14 @@
 
 mod common;
 
-use std::future::{Future, IntoFuture as _};
+use std::future::IntoFuture as _;
 use std::time::Duration;
 
 use common::{RunningApi, Stack};
 use regindex::config::{Config, DatabaseConfig};
 use regindex::store::{DataVersionWatch, SessionSettings, Store};
 use regindex_api::AppState;
-use regindex_testkit::{free_port, ImageSpec};
+use regindex_testkit::{eventually_every, free_port, ImageSpec};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -20,22 +20,6 @@ const WAIT: Duration = Duration::from_secs(60);
 const NO_POLL: Duration = Duration::from_secs(86_400);
 const QUERY: &str =
     "/index/static?label%3Aorg.flatpak.ref%3Aexists=1&architecture=amd64&os=linux&tag=latest";
-
-/// Polls `check` until it returns `Some`, or fails naming `what`.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
 
 /// What `serve` needs besides the stack: webhook authentication, and a broker that is
 /// not there (the index does not need it).
@@ -97,10 +81,15 @@ async fn a_commit_is_served_as_soon_as_it_is_announced() {
     let api = RunningApi::start((*stack.config).clone()).await.unwrap();
     let client = reqwest::Client::new();
     let url = format!("{}{QUERY}", api.public);
-    eventually("the first answer", || async {
-        let answer = get(&client, &url, None).await;
-        (answer.status == 200 && answer.body.contains("org.example.Calc")).then_some(())
-    })
+    eventually_every(
+        "the first answer",
+        WAIT,
+        Duration::from_millis(1),
+        || async {
+            let answer = get(&client, &url, None).await;
+            (answer.status == 200 && answer.body.contains("org.example.Calc")).then_some(())
+        },
+    )
     .await;
 
     for (i, app) in ["org.example.Draw", "org.example.Write", "org.example.Play"]
@@ -109,7 +98,7 @@ async fn a_commit_is_served_as_soon_as_it_is_announced() {
     {
         push_app(&stack, &format!("apps/app{i}"), app).await;
         let committed = Instant::now();
-        let answer = eventually("the new answer", || async {
+        let answer = eventually_every("the new answer", WAIT, Duration::from_millis(1), || async {
             let answer = get(&client, &url, None).await;
             answer.body.contains(app).then_some(answer)
         })

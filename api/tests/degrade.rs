@@ -3,7 +3,7 @@
 //! that reports the database and the broker. Outages use private PostgreSQL and
 //! RabbitMQ servers (testkit), never the shared ones.
 
-use std::future::{Future, IntoFuture as _};
+use std::future::IntoFuture as _;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,7 +17,7 @@ use regindex::sync::Syncer;
 use regindex_api::metrics::ApiMetrics;
 use regindex_api::{AppState, Listeners};
 use regindex_testkit::{
-    free_port, ImageSpec, PrivatePostgres, PrivateRabbitMq, TestDatabase, TestRegistry,
+    eventually, free_port, ImageSpec, PrivatePostgres, PrivateRabbitMq, TestDatabase, TestRegistry,
 };
 use serde_json::Value;
 use sqlx::Connection;
@@ -33,22 +33,6 @@ const QUERY: &str =
 const LONG_ACQUIRE_TIMEOUT_MS: u64 = 30_000;
 /// Longest a client waits for one answer in the outage tests.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Polls `check` until it returns `Some`, or fails naming `what`.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 struct Answer {
     status: u16,
@@ -93,7 +77,7 @@ impl RunningApi {
                 std::future::pending(),
             )),
         };
-        eventually("the api to listen", || async {
+        eventually("the api to listen", WAIT, || async {
             api.try_get("/healthz", &[]).await.ok()
         })
         .await;
@@ -297,7 +281,7 @@ async fn a_database_outage_serves_the_last_good_answers() {
     let mut config = config(url);
     config.database.acquire_timeout_ms = LONG_ACQUIRE_TIMEOUT_MS;
     let api = RunningApi::start(config).await;
-    eventually("the database to be up", || async {
+    eventually("the database to be up", WAIT, || async {
         let ready = api.get("/readyz", &[]).await;
         (ready.status == 200 || ready.json()["detail"]["database"] == "up").then_some(())
     })
@@ -318,7 +302,7 @@ async fn a_database_outage_serves_the_last_good_answers() {
     // Every answer is immediate (the client gives up long before the pool would): first
     // from memory, as current, until the api notices that it no longer hears of changes;
     // then marked stale.
-    let stale = eventually("the answer to be marked stale", || async {
+    let stale = eventually("the answer to be marked stale", WAIT, || async {
         let answer = api.get(QUERY, &[]).await;
         assert_eq!(answer.status, 200);
         assert_eq!(answer.body, fresh.body);
@@ -332,7 +316,7 @@ async fn a_database_outage_serves_the_last_good_answers() {
     assert!(cache_control.contains("max-age=0"), "{cache_control}");
 
     // Once the outage is known, every answer is immediate.
-    let ready = eventually("readiness to report the database down", || async {
+    let ready = eventually("readiness to report the database down", WAIT, || async {
         let ready = api.get("/readyz", &[]).await;
         (ready.status == 503 && ready.json()["detail"]["database"] == "down").then_some(ready)
     })
@@ -352,7 +336,7 @@ async fn a_database_outage_serves_the_last_good_answers() {
     assert_eq!(dynamic.header("cache-control"), Some("no-store"));
 
     pg.start().await.unwrap();
-    let fresh_again = eventually("fresh answers once the database is back", || async {
+    let fresh_again = eventually("fresh answers once the database is back", WAIT, || async {
         let answer = api.get(QUERY, &[]).await;
         (answer.status == 200 && answer.header("x-regindex-stale").is_none()).then_some(answer)
     })
@@ -395,7 +379,7 @@ async fn the_api_binary_waits_for_the_database_at_start_up() {
         let log = capture(child.stderr.take().unwrap());
 
         let host = pg.host();
-        eventually("a log line naming the database server", || async {
+        eventually("a log line naming the database server", WAIT, || async {
             log.lock().unwrap().contains(&host).then_some(())
         })
         .await;
@@ -415,7 +399,7 @@ async fn the_api_binary_waits_for_the_database_at_start_up() {
                     .ok()
             }
         };
-        let healthz = eventually("/healthz", || get("/healthz")).await;
+        let healthz = eventually("/healthz", WAIT, || get("/healthz")).await;
         assert_eq!(healthz.status(), 200);
         let readyz = get("/readyz").await.unwrap();
         assert_eq!(readyz.status(), 503);
@@ -423,7 +407,7 @@ async fn the_api_binary_waits_for_the_database_at_start_up() {
         assert_eq!(body["detail"]["database"], "down");
 
         pg.start().await.unwrap();
-        eventually("/readyz to say ready", || async {
+        eventually("/readyz to say ready", WAIT, || async {
             let ready = get("/readyz").await?;
             (ready.status() == 200).then_some(())
         })
@@ -458,17 +442,17 @@ async fn readiness_reports_the_broker() {
             (answer.status == status && reported == broker).then_some(())
         }
     };
-    eventually("ready", || ready(200, "up")).await;
+    eventually("ready", WAIT, || ready(200, "up")).await;
 
     broker.stop().await.unwrap();
-    eventually("not ready: broker down", || ready(503, "down")).await;
+    eventually("not ready: broker down", WAIT, || ready(503, "down")).await;
     let answer = api.get("/readyz", &[]).await;
     assert_eq!(answer.json()["detail"]["database"], "up");
     // The index does not need the broker.
     assert_eq!(api.get(QUERY, &[]).await.status, 200);
 
     broker.start().await.unwrap();
-    eventually("ready again", || ready(200, "up")).await;
+    eventually("ready again", WAIT, || ready(200, "up")).await;
     api.stop();
     db.drop().await.unwrap();
 }
@@ -557,7 +541,7 @@ async fn outage_answer_times() {
 
     let mut first = Vec::new();
     for round in 0..rounds {
-        eventually("a fresh answer", || async {
+        eventually("a fresh answer", WAIT, || async {
             let answer = api.get(QUERY, &[]).await;
             (answer.status == 200 && answer.header("x-regindex-stale").is_none()).then_some(())
         })
@@ -575,7 +559,7 @@ async fn outage_answer_times() {
         // Stale, or current from memory if the api has not noticed the outage yet.
         assert_eq!(answer.status, 200);
         if round == 0 {
-            eventually("the outage to be known", || async {
+            eventually("the outage to be known", WAIT, || async {
                 (api.get("/readyz", &[]).await.json()["detail"]["database"] == "down").then_some(())
             })
             .await;
@@ -641,7 +625,7 @@ async fn the_data_version_watch_recovers_after_a_database_restart() {
         .expect("the watch to listen");
 
     pg.stop().await.unwrap();
-    eventually("the watch to stop trusting its version", || async {
+    eventually("the watch to stop trusting its version", WAIT, || async {
         watch.current().is_none().then_some(())
     })
     .await;

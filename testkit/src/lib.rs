@@ -98,3 +98,37 @@ pub fn unique_name(prefix: &str) -> String {
     let random = uuid::Uuid::new_v4().simple().to_string();
     format!("{prefix}-{}", &random[..12])
 }
+
+/// Polls `probe` every 100 ms until it returns `Some`, and panics naming `what` once
+/// `timeout` has passed: the one way tests wait for a condition they then assert.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: std::time::Duration, probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    eventually_every(what, timeout, std::time::Duration::from_millis(100), probe).await
+}
+
+/// [`eventually`] polling every `every`, for tests that time how soon something shows.
+pub async fn eventually_every<T, F, Fut>(
+    what: &str,
+    timeout: std::time::Duration,
+    every: std::time::Duration,
+    mut probe: F,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(every).await;
+    }
+}

@@ -5,7 +5,6 @@
 mod history_support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -16,7 +15,7 @@ use regindex::bus::Publisher;
 use regindex::model::RepositoryName;
 use regindex::registry::RegistryClient;
 use regindex::sync::{NoProgress, Syncer};
-use regindex_testkit::{ImageSpec, LoggedRequest};
+use regindex_testkit::{eventually, ImageSpec, LoggedRequest};
 
 /// An image as OSBS builds it: `com.redhat.component`, `version`, `release`, `name`.
 fn osbs_image(component: &str, version: &str, release: &str, name: &str, seed: u64) -> ImageSpec {
@@ -36,24 +35,6 @@ fn options() -> Options {
     Options {
         no_notifications: true,
         ..Options::default()
-    }
-}
-
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -86,7 +67,7 @@ async fn processed(stack: &Stack) -> f64 {
 
 /// Waits until the worker processed `n` messages in all.
 async fn processed_reaches(stack: &Stack, n: f64) {
-    eventually(&format!("{n} messages processed"), || async {
+    eventually(&format!("{n} messages processed"), WAIT, || async {
         (processed(stack).await >= n).then_some(())
     })
     .await;

@@ -2,7 +2,6 @@
 //! and `/healthz` and `/readyz` report the database and the work queue consumption.
 //! Outages use private PostgreSQL and RabbitMQ servers (testkit), never the shared ones.
 
-use std::future::Future;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,31 +9,14 @@ use std::time::Duration;
 use regindex::bus::testing::TestBus;
 use regindex::config::Config;
 use regindex::store::Store;
-use regindex_testkit::{free_port, PrivatePostgres, PrivateRabbitMq, TestDatabase};
+use regindex_testkit::{eventually, free_port, PrivatePostgres, PrivateRabbitMq, TestDatabase};
 use serde_json::Value;
 use tokio::io::AsyncBufReadExt;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Deadline of every wait on a state change. Generous: after a broker outage the
 /// consumer reconnects with a backoff of up to 30 s (plus jitter).
 const WAIT: Duration = Duration::from_secs(120);
-
-/// Polls `check` until it returns `Some`, or fails naming `what`.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// `GET http://<addr><path>`: status and JSON body, `None` when nothing answers.
 async fn probe(addr: &str, path: &str) -> Option<(u16, Value)> {
@@ -53,6 +35,7 @@ async fn probe(addr: &str, path: &str) -> Option<(u16, Value)> {
 async fn wait_health(addr: &str, status: u16, database: &str, work_queue: &str) {
     eventually(
         &format!("health {status}, database {database}, work queue {work_queue}"),
+        WAIT,
         || async {
             for path in ["/healthz", "/readyz"] {
                 let (got, body) = probe(addr, path).await?;
@@ -161,7 +144,7 @@ async fn the_worker_binary_waits_for_the_database_at_start_up() {
         let log = capture(child.stderr.take().unwrap());
 
         let host = pg.host();
-        eventually("a log line naming the database server", || async {
+        eventually("a log line naming the database server", WAIT, || async {
             log.lock().unwrap().contains(&host).then_some(())
         })
         .await;

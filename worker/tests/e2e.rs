@@ -2,7 +2,6 @@
 //! `POST /events` (bearer token), RabbitMQ, the worker and PostgreSQL. Assertions compare
 //! the store with what the test pushed to the registry.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +17,8 @@ use regindex::sync::Syncer;
 use regindex_api::events::{self, EventsState};
 use regindex_api::metrics::ApiMetrics;
 use regindex_testkit::{
-    ImageSpec, ListFormat, NotificationEndpoint, PushedImage, TestDatabase, TestRegistry,
+    eventually, ImageSpec, ListFormat, NotificationEndpoint, PushedImage, TestDatabase,
+    TestRegistry,
 };
 use regindex_worker::{Worker, WorkerMetrics};
 use tokio_util::sync::CancellationToken;
@@ -137,6 +137,7 @@ impl Stack {
             .collect();
         eventually(
             &format!("{repository} converges to {expected:?}"),
+            WAIT,
             || async {
                 let state = self.stored(repository).await;
                 let tags: Vec<(Tag, Digest)> = state.tags.clone().into_iter().collect();
@@ -149,7 +150,7 @@ impl Stack {
     /// Waits until the registry's webhooks have put `n` messages in the work queue.
     async fn queued(&self, n: u32) {
         let queue = self.bus.config.work_queue.clone();
-        eventually(&format!("{n} messages queued"), || async {
+        eventually(&format!("{n} messages queued"), WAIT, || async {
             (self.bus.count(&queue).await >= n).then_some(())
         })
         .await
@@ -161,24 +162,6 @@ impl Stack {
         if let Some(db) = self.db.take() {
             db.drop().await.unwrap();
         }
-    }
-}
-
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -280,7 +263,7 @@ async fn a_malformed_image_does_not_freeze_its_repository() {
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert_eq!(problems[0].problem.tag.as_str(), "broken");
         assert_eq!(problems[0].problem.digest.as_str(), bad);
-        eventually("the problem gauge counts it", || async {
+        eventually("the problem gauge counts it", WAIT, || async {
             (worker.metrics.tag_problems.get() == 1).then_some(())
         })
         .await;
@@ -300,7 +283,7 @@ async fn a_malformed_image_does_not_freeze_its_repository() {
             )
             .await;
         assert!(stack.store.problems(None).await.unwrap().is_empty());
-        eventually("the problem gauge is back to 0", || async {
+        eventually("the problem gauge is back to 0", WAIT, || async {
             (worker.metrics.tag_problems.get() == 0).then_some(())
         })
         .await;
@@ -482,7 +465,7 @@ async fn a_registry_outage_is_retried_until_indexed() {
         stack.registry.stop();
 
         let worker = stack.start_worker();
-        eventually("a retry", || async {
+        eventually("a retry", WAIT, || async {
             (worker.counted("retried") >= 1).then_some(())
         })
         .await;
@@ -517,7 +500,7 @@ async fn a_message_that_keeps_failing_is_dead_lettered_then_replayed() {
         stack.registry.stop();
 
         let worker = stack.start_worker();
-        eventually("dead-lettered", || async {
+        eventually("dead-lettered", WAIT, || async {
             (worker.counted("dead_lettered") == 1).then_some(())
         })
         .await;
@@ -643,7 +626,7 @@ async fn a_worker_killed_mid_batch_is_taken_over() {
                 .await;
         }
         let queue = stack.bus.config.work_queue.clone();
-        eventually("the work queue drained", || async {
+        eventually("the work queue drained", WAIT, || async {
             (stack.bus.count(&queue).await == 0).then_some(())
         })
         .await;
@@ -681,7 +664,7 @@ async fn the_worker_process_scans_periodically_and_reports_it() {
             .converges("apps/scanned", &[("latest", &pushed.digest)])
             .await;
         assert_indexed_as_pushed(&state, &pushed);
-        let scanned_at = eventually("the scan is reported", || async {
+        let scanned_at = eventually("the scan is reported", WAIT, || async {
             let text = reqwest::get(&metrics_url).await.ok()?.text().await.ok()?;
             let line = text.lines().find(|l| {
                 l.starts_with("regindex_worker_last_full_scan_success_timestamp_seconds ")
@@ -766,7 +749,7 @@ async fn periodic_jobs_are_exclusive_across_processes() {
     started_rx.await.unwrap();
     dropped.abort();
     let _ = dropped.await;
-    eventually("the dropped job's lock released", || async {
+    eventually("the dropped job's lock released", WAIT, || async {
         other.exclusively(FullScan, async { 4 }).await.unwrap()
     })
     .await;
@@ -813,7 +796,7 @@ impl WorkerProcess {
 
     /// Waits until the metric `name` is `expected`.
     async fn reports(&self, name: &str, expected: i64) {
-        eventually(&format!("{name} is {expected}"), || async {
+        eventually(&format!("{name} is {expected}"), WAIT, || async {
             (self.metric(name).await == Some(expected)).then_some(())
         })
         .await
@@ -863,7 +846,8 @@ async fn the_scan_runs_at_start_up_unless_a_recent_one_is_recorded() {
         stack
             .converges("apps/first", &[("latest", &first.digest)])
             .await;
-        let scanned = eventually("the scan is recorded", || recorded_scan(&stack.store)).await;
+        let scanned =
+            eventually("the scan is recorded", WAIT, || recorded_scan(&stack.store)).await;
         worker.reports(LAST_SCAN, scanned.timestamp()).await;
         worker.reports(NEXT_SCAN, scanned.timestamp() + 3600).await;
         worker.stop().await;
@@ -901,7 +885,7 @@ async fn the_scan_runs_at_start_up_unless_a_recent_one_is_recorded() {
         stack
             .converges("apps/second", &[("latest", &second.digest)])
             .await;
-        let rescanned = eventually("the new scan is recorded", || async {
+        let rescanned = eventually("the new scan is recorded", WAIT, || async {
             recorded_scan(&stack.store).await.filter(|at| *at > scanned)
         })
         .await;
@@ -968,7 +952,7 @@ async fn a_refetch_against_a_closed_port_is_dead_lettered_with_the_cause() {
         );
         publisher.publish(&message).await.unwrap();
         publisher.close().await;
-        eventually("dead-lettered", || async {
+        eventually("dead-lettered", WAIT, || async {
             (worker.counted("dead_lettered") == 1).then_some(())
         })
         .await;

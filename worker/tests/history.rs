@@ -7,12 +7,12 @@ mod history_support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use history_support::{eventually, pull_event, Options, Stack, WAIT};
+use history_support::{pull_event, Options, Stack, WAIT};
 use regindex::bus::messages::parse_envelope;
 use regindex::bus::OutgoingMessage;
 use regindex::history::{ActivityEvent, AliasMap, HistoryStore};
 use regindex::model::Digest;
-use regindex_testkit::{ImageSpec, ListFormat, LoggedRequest, TestDatabase};
+use regindex_testkit::{eventually, ImageSpec, ListFormat, LoggedRequest, TestDatabase};
 use serde_json::Value;
 
 /// A request of a client (not the testkit, not regindex's own refetches) that the

@@ -18,8 +18,9 @@ mod history_support;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use history_support::{eventually, pull_event, Options, Stack};
+use history_support::{pull_event, Options, Stack};
 use regindex::model::Digest;
+use regindex_testkit::eventually;
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)

@@ -11,7 +11,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::FutureExt;
 use lapin::options::QueueDeleteOptions;
@@ -385,22 +385,6 @@ impl Stack {
             "skopeo copy {from} {to}: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-    }
-}
-
-/// Polls `check` until it returns `Some`, or panics after `timeout` with `what`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

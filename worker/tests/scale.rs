@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use history_support::{eventually, Options, Stack};
+use history_support::{Options, Stack};
 use regindex::config::QueueType;
 use regindex::store::PeriodicJob;
-use regindex_testkit::{ImageSpec, RabbitMqCluster};
+use regindex_testkit::{eventually, ImageSpec, RabbitMqCluster};
 
 const REPOSITORIES: usize = 40;
 /// Pushes of each phase; a repository gets tags `t0`..`t2`, so later pushes move tags.
