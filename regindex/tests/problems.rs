@@ -3,85 +3,31 @@
 //! fetched again while the tag stays, and a later good push to the tag heals it. OCI
 //! artifacts are not problems.
 
-use std::collections::BTreeMap;
+mod support;
 
-use regindex::config::{Config, DatabaseConfig};
-use regindex::model::{Digest, RepositoryName, RepositoryState, Tag};
-use regindex::registry::RegistryClient;
-use regindex::store::Store;
-use regindex::sync::{NoProgress, Syncer};
-use regindex_testkit::{ImageSpec, TestDatabase, TestRegistry};
-use secrecy::SecretString;
+use regindex::model::Digest;
+use regindex::sync::NoProgress;
+use regindex_testkit::ImageSpec;
+use support::{repo, tags, Harness};
 
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 
-struct Harness {
-    registry: TestRegistry,
-    db: TestDatabase,
-    syncer: Syncer,
-}
-
-impl Harness {
-    async fn start() -> Self {
-        let registry = TestRegistry::new().await.unwrap();
-        let db = TestDatabase::create().await.unwrap();
-        let mut config = Config::default();
-        config.registry.url = registry.url();
-        config.database = DatabaseConfig {
-            url: SecretString::from(db.url()),
-            max_connections: 8,
-            ..DatabaseConfig::default()
-        };
-        let store = Store::connect_unchecked(&config.database).await.unwrap();
-        store.migrate().await.unwrap();
-        let client = RegistryClient::new(&config.registry).unwrap();
-        Self {
-            registry,
-            db,
-            syncer: Syncer::new(client, store),
-        }
-    }
-
-    async fn state(&self, repository: &str) -> RepositoryState {
-        self.syncer
-            .store()
-            .load_repository(&repo(repository))
-            .await
-            .unwrap()
-    }
-
-    /// (tag, digest, partial, reason) of the recorded problems.
-    async fn problems(&self, repository: &str) -> Vec<(String, String, bool, String)> {
-        self.syncer
-            .store()
-            .problems(Some(&repo(repository)))
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|p| {
-                (
-                    p.problem.tag.to_string(),
-                    p.problem.digest.to_string(),
-                    p.problem.partial,
-                    p.problem.reason,
-                )
-            })
-            .collect()
-    }
-
-    async fn finish(self) {
-        self.db.drop().await.unwrap();
-    }
-}
-
-fn repo(name: &str) -> RepositoryName {
-    RepositoryName::parse(name).unwrap()
-}
-
-fn tags(pairs: &[(&str, &str)]) -> BTreeMap<Tag, Digest> {
-    pairs
-        .iter()
-        .map(|(t, d)| (Tag::parse(t).unwrap(), Digest::parse(d).unwrap()))
+/// (tag, digest, partial, reason) of the recorded problems.
+async fn recorded_problems(h: &Harness, repository: &str) -> Vec<(String, String, bool, String)> {
+    h.syncer
+        .store()
+        .problems(Some(&repo(repository)))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| {
+            (
+                p.problem.tag.to_string(),
+                p.problem.digest.to_string(),
+                p.problem.partial,
+                p.problem.reason,
+            )
+        })
         .collect()
 }
 
@@ -109,7 +55,7 @@ async fn a_bad_tag_is_recorded_the_others_indexed_and_a_good_push_heals_it() {
         h.state(name).await.tags,
         tags(&[("1.0", &one.digest), ("2.0", &two.digest)])
     );
-    let problems = h.problems(name).await;
+    let problems = recorded_problems(&h, name).await;
     assert_eq!(problems.len(), 1, "{problems:?}");
     let (tag, digest, partial, reason) = &problems[0];
     assert_eq!(
@@ -129,7 +75,7 @@ async fn a_bad_tag_is_recorded_the_others_indexed_and_a_good_push_heals_it() {
         .collect();
     assert!(gets.is_empty(), "fetched again: {gets:?}");
     assert!(!again.outcome.changed);
-    assert_eq!(h.problems(name).await, problems);
+    assert_eq!(recorded_problems(&h, name).await, problems);
     assert_eq!(
         h.syncer.store().problems(None).await.unwrap()[0].first_seen,
         first_seen
@@ -150,7 +96,7 @@ async fn a_bad_tag_is_recorded_the_others_indexed_and_a_good_push_heals_it() {
             ("broken", &fixed.digest)
         ])
     );
-    assert!(h.problems(name).await.is_empty());
+    assert!(recorded_problems(&h, name).await.is_empty());
     h.finish().await;
 }
 
@@ -174,14 +120,14 @@ async fn a_repository_of_only_bad_tags_is_recorded_and_a_scan_succeeds() {
         tags(&[("latest", &good.digest)])
     );
     assert!(h.state("apps/bad").await.tags.is_empty());
-    let problems = h.problems("apps/bad").await;
+    let problems = recorded_problems(&h, "apps/bad").await;
     assert_eq!(problems.len(), 1);
     assert_eq!(problems[0].1, bad);
 
     // Deleting the bad image from the registry clears its problem on the next scan.
     r.delete_manifest("apps/bad", &bad).await.unwrap();
     h.syncer.scan(2, &NoProgress).await.unwrap();
-    assert!(h.problems("apps/bad").await.is_empty());
+    assert!(recorded_problems(&h, "apps/bad").await.is_empty());
     h.finish().await;
 }
 
@@ -234,7 +180,7 @@ async fn artifacts_are_indexed_without_fetching_their_config_and_are_no_problem(
         assert_eq!((image.os.as_str(), image.architecture.as_str()), ("", ""));
         assert!(image.labels.is_empty());
     }
-    assert!(h.problems(name).await.is_empty());
+    assert!(recorded_problems(&h, name).await.is_empty());
     h.finish().await;
 }
 
@@ -278,7 +224,7 @@ async fn a_list_with_a_bad_entry_is_indexed_in_part() {
     assert_eq!(state.tags, tags(&[("latest", &list)]));
     let stored = &state.lists[&Digest::parse(&list).unwrap()];
     assert_eq!(stored.entries, vec![Digest::parse(&good.digest).unwrap()]);
-    let problems = h.problems(name).await;
+    let problems = recorded_problems(&h, name).await;
     assert_eq!(problems.len(), 1, "{problems:?}");
     let (tag, digest, partial, reason) = &problems[0];
     assert_eq!(
@@ -298,6 +244,6 @@ async fn a_list_with_a_bad_entry_is_indexed_in_part() {
         .filter(|q| q.is_manifest_get() || q.is_blob_get())
         .count();
     assert_eq!(gets, 0);
-    assert_eq!(h.problems(name).await, problems);
+    assert_eq!(recorded_problems(&h, name).await, problems);
     h.finish().await;
 }

@@ -2,72 +2,22 @@
 //! pushes are the ground truth the store must hold; the registry's own access log is the
 //! ground truth of what regindex fetched.
 
+mod support;
+
 use std::collections::BTreeMap;
 
-use regindex::config::{Config, DatabaseConfig};
-use regindex::model::{Digest, RepositoryName, RepositoryState, Tag};
-use regindex::registry::RegistryClient;
-use regindex::store::Store;
+use regindex::model::{Digest, RepositoryState};
 use regindex::sync::{NoProgress, Syncer};
-use regindex_testkit::{
-    ImageFormat, ImageSpec, ListFormat, PushedImage, TestDatabase, TestRegistry,
-};
-use secrecy::SecretString;
+use regindex_testkit::{ImageFormat, ImageSpec, ListFormat, PushedImage};
+use support::{repo, tags, Harness};
 
-struct Harness {
-    registry: TestRegistry,
-    db: TestDatabase,
-    syncer: Syncer,
-}
-
-impl Harness {
-    async fn start() -> Self {
-        let registry = TestRegistry::new().await.unwrap();
-        let db = TestDatabase::create().await.unwrap();
-        let mut config = Config::default();
-        config.registry.url = registry.url();
-        config.registry.page_size = 2; // exercise pagination on every catalog walk
-        config.database = DatabaseConfig {
-            url: SecretString::from(db.url()),
-            max_connections: 8,
-            ..DatabaseConfig::default()
-        };
-        let store = Store::connect_unchecked(&config.database).await.unwrap();
-        store.migrate().await.unwrap();
-        let client = RegistryClient::new(&config.registry).unwrap();
-        Self {
-            registry,
-            db,
-            syncer: Syncer::new(client, store),
-        }
-    }
-
-    async fn state(&self, repository: &str) -> RepositoryState {
-        self.syncer
-            .store()
-            .load_repository(&repo(repository))
-            .await
-            .unwrap()
-    }
-
-    async fn finish(self) {
-        self.db.drop().await.unwrap();
-    }
-}
-
-fn repo(name: &str) -> RepositoryName {
-    RepositoryName::parse(name).unwrap()
+/// The harness with a catalog page of 2: pagination on every catalog walk.
+async fn start() -> Harness {
+    Harness::start_with(|config| config.registry.page_size = 2).await
 }
 
 fn digest(s: &str) -> Digest {
     Digest::parse(s).unwrap()
-}
-
-fn tags(pairs: &[(&str, &str)]) -> BTreeMap<Tag, Digest> {
-    pairs
-        .iter()
-        .map(|(t, d)| (Tag::parse(t).unwrap(), digest(d)))
-        .collect()
 }
 
 /// The stored image equals what was pushed: media type, platform from the config,
@@ -91,7 +41,7 @@ fn assert_image(state: &RepositoryState, pushed: &PushedImage) {
 
 #[tokio::test]
 async fn scan_indexes_every_kind_and_a_second_scan_fetches_nothing() {
-    let h = Harness::start().await;
+    let h = start().await;
     let r = &h.registry;
     let oci = r
         .push_image(
@@ -190,7 +140,7 @@ async fn scan_indexes_every_kind_and_a_second_scan_fetches_nothing() {
 
 #[tokio::test]
 async fn tag_move_tag_removal_and_manifest_delete_converge() {
-    let h = Harness::start().await;
+    let h = start().await;
     let r = &h.registry;
     let name = "apps/editor";
     let v1 = r
@@ -254,7 +204,7 @@ async fn tag_move_tag_removal_and_manifest_delete_converge() {
 
 #[tokio::test]
 async fn list_entries_already_known_are_not_fetched_again() {
-    let h = Harness::start().await;
+    let h = start().await;
     let r = &h.registry;
     let name = "base/multi";
     let amd = ImageSpec::new("amd64");
@@ -299,19 +249,9 @@ async fn list_entries_already_known_are_not_fetched_again() {
 /// tag lists and one HEAD per tag.
 #[tokio::test]
 async fn a_cold_scan_asks_the_registry_nothing_twice_with_history_on() {
-    let registry = TestRegistry::new().await.unwrap();
-    let db = TestDatabase::create().await.unwrap();
-    let mut config = Config::default();
-    config.registry.url = registry.url();
-    config.registry.page_size = 100;
-    config.database = DatabaseConfig {
-        url: SecretString::from(db.url()),
-        max_connections: 8,
-        ..DatabaseConfig::default()
-    };
-    let store = Store::connect_unchecked(&config.database).await.unwrap();
-    store.migrate().await.unwrap();
-    let client = RegistryClient::new(&config.registry).unwrap();
+    let h = Harness::start_with(|config| config.registry.page_size = 100).await;
+    let registry = &h.registry;
+    let (client, store) = (h.syncer.registry().clone(), h.syncer.store().clone());
     let backfill = regindex::history::backfill::Backfill::new(
         client.clone(),
         regindex::history::HistoryStore::new(store.pool().clone()),
@@ -383,5 +323,5 @@ async fn a_cold_scan_asks_the_registry_nothing_twice_with_history_on() {
         "{requests:#?}"
     );
     store.pool().close().await;
-    db.drop().await.unwrap();
+    h.finish().await;
 }
