@@ -4,8 +4,8 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use regindex::catalog::search::SearchError;
 use regindex::index::QueryError;
-use regindex::search::SearchError;
 use regindex::store::StoreError;
 use serde::Serialize;
 use serde_json::json;

@@ -18,8 +18,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use regindex::index::render::render_profile_index;
 use regindex::index::{IndexProfile, Query};
-use regindex::render::render_profile_index;
 
 use crate::cache::Rendered;
 use crate::conditional::{accepts_gzip, none_match};

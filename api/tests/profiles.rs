@@ -7,8 +7,8 @@ mod common;
 use base64::Engine as _;
 use common::{flatpak_app, Stack};
 use regindex::config::{IndexProfile, RepositoryPattern, StaticIndexConfig};
+use regindex::index::static_index::{query_string, write_static_indexes};
 use regindex::index::{FLATPAK_REF, TOKEN_TYPE_LABEL, TOKEN_TYPE_VALUE};
-use regindex::static_index::{query_string, write_static_indexes};
 use regindex_testkit::{ImageSpec, ListFormat};
 use serde_json::Value;
 

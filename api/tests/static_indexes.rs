@@ -5,7 +5,7 @@ mod common;
 
 use common::{flatpak_app, Stack};
 use regindex::config::StaticIndexConfig;
-use regindex::static_index::{query_string, write_static_indexes};
+use regindex::index::static_index::{query_string, write_static_indexes};
 use regindex_testkit::{ImageSpec, ListFormat};
 use serde_json::Value;
 

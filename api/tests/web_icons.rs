@@ -5,8 +5,8 @@ mod common;
 
 use common::{data_uri, flatpak_app, png, sha256_hex, Stack};
 use regindex::config::IconsConfig;
+use regindex::index::render::render_index;
 use regindex::index::Query;
-use regindex::render::render_index;
 use regindex_testkit::ImageSpec;
 
 const ICON_64: &str = "org.freedesktop.appstream.icon-64";

@@ -2,6 +2,7 @@
 //! broker definitions.
 
 mod display;
+mod progress;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -9,7 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{ArgGroup, Args, Parser, Subcommand};
-use regindex::bodhi::{Nvr, UpdateTarget};
+use regindex::bus::bodhi::{Nvr, UpdateTarget};
 use regindex::bus::dead_letters::{DeadLetterQueue, Filter};
 use regindex::bus::definitions::{self, BrokerLogin};
 use regindex::bus::fedora_messaging::{self, UpdateSpec};
@@ -20,8 +21,10 @@ use regindex::config::{ComposeCompleteMode, Config};
 use regindex::model::RepositoryName;
 use regindex::registry::RegistryClient;
 use regindex::store::Store;
-use regindex::sync::{Syncer, TerminalProgress};
+use regindex::sync::Syncer;
 use secrecy::ExposeSecret;
+
+use progress::TerminalProgress;
 
 #[derive(Parser)]
 #[command(name = "regindexctl", about = "regindex operations")]
@@ -226,7 +229,7 @@ fn broker_definitions(config: &Config) -> Result<()> {
 }
 
 async fn write_static(store: &Store, config: &Config) -> Result<()> {
-    let written = regindex::static_index::write_static_indexes(store, config)
+    let written = regindex::index::static_index::write_static_indexes(store, config)
         .await
         .context("writing the static index files")?;
     for index in written {

@@ -4,19 +4,14 @@
 //! the registry client, the PostgreSQL store, the index query model, the RabbitMQ bus
 //! and the refetch/scan logic that ties the registry to the store.
 
-pub mod bodhi;
 pub mod bus;
+pub mod catalog;
 pub mod config;
-pub mod describe;
 mod error_chain;
 pub mod history;
-pub mod icons;
 pub mod index;
 pub mod model;
 pub mod registry;
-pub mod render;
-pub mod search;
-pub mod static_index;
 pub mod store;
 pub mod sync;
 pub mod telemetry;

@@ -625,7 +625,7 @@ fn single(n: u8, labels: &[(&str, &str)]) -> RepositoryState {
 
 #[tokio::test]
 async fn bodhi_builds_are_matched_by_labels_and_names() {
-    use regindex::bodhi::{BuildMatch, Nvr};
+    use regindex::bus::bodhi::{BuildMatch, Nvr};
     let db = TestDb::new().await;
     let store = db.migrated().await;
     let osbs = |component: &str, release: &str, name: &str| {

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use regindex::bodhi::{self, BuildMatch, UpdateComplete};
+use regindex::bus::bodhi::{self, BuildMatch, UpdateComplete};
 use regindex::model::RepositoryName;
 use tracing::{info, warn};
 

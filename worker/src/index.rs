@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::future::{self, BoxFuture};
 use futures::{stream, StreamExt, TryStreamExt};
-use regindex::bodhi::{self, BuildMatch, Nvr};
+use regindex::bus::bodhi::{self, BuildMatch, Nvr};
 use regindex::model::{Digest, Reference, RepositoryName, Tag};
 use regindex::registry::{RegistryClient, RegistryError};
 use regindex::store::StoreError;

@@ -37,7 +37,7 @@ pub struct WorkerMetrics {
 /// What Bodhi messages did (`regindex_worker_bodhi_*`).
 #[derive(Clone)]
 pub struct BodhiMetrics {
-    /// Per build and repository matched, by how (`regindex::bodhi::BuildMatch`), and
+    /// Per build and repository matched, by how (`regindex::bus::bodhi::BuildMatch`), and
     /// `none` per build that matched nothing.
     pub build_matches: IntCounterVec,
     /// Refetches requested, by trigger (`update`, `compose_recent`, `compose_changed`).

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use regindex::config::Config;
-use regindex::static_index::write_static_indexes;
+use regindex::index::static_index::write_static_indexes;
 use regindex::store::Store;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};

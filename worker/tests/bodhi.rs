@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use history_support::{Options, Stack, WAIT};
-use regindex::bodhi::{Nvr, UpdateTarget};
+use regindex::bus::bodhi::{Nvr, UpdateTarget};
 use regindex::bus::fedora_messaging::{self, UpdateSpec};
 use regindex::bus::Publisher;
 use regindex::model::RepositoryName;

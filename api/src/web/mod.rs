@@ -5,9 +5,9 @@
 //! [`routes`] is merged into the api's router; [`router`] serves them alone.
 
 mod html;
-mod icons;
+mod icon_routes;
 mod pages;
-mod search;
+mod search_routes;
 
 use std::sync::Arc;
 
@@ -16,10 +16,10 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use regindex::catalog::search::SearchRequest;
 use regindex::config::Config;
 use regindex::index::{build_response, Query as IndexQuery};
 use regindex::model::RepositoryName;
-use regindex::search::SearchRequest;
 use regindex::store::Store;
 use serde::Deserialize;
 use tracing::error;
@@ -62,8 +62,8 @@ where
     Router::new()
         .route("/", get(index))
         .route("/repository/{*name}", get(repository))
-        .route("/icons/{file}", get(icons::icon))
-        .route("/v1/search", get(search::v1_search))
+        .route("/icons/{file}", get(icon_routes::icon))
+        .route("/v1/search", get(search_routes::v1_search))
 }
 
 /// The web routes on their own.

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use regindex::icons;
+use regindex::catalog::icons;
 use regindex::index::{ImageFields, RepositoryResult};
 use regindex::store::StoredProblem;
 

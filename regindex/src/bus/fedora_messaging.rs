@@ -8,7 +8,7 @@ use serde_json::json;
 use super::headers;
 use super::publisher::OutgoingMessage;
 use super::topology::routing_key;
-use crate::bodhi::{Nvr, UpdateTarget};
+use crate::bus::bodhi::{Nvr, UpdateTarget};
 use crate::config::AmqpConfig;
 
 /// The schema of `bodhi.compose.complete` bodies.

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::topology::routing_key;
-use crate::bodhi::{Nvr, UpdateComplete, UpdateTarget};
+use crate::bus::bodhi::{Nvr, UpdateComplete, UpdateTarget};
 use crate::model::{media_type, Digest, InvalidValue, RepositoryName, Tag};
 
 /// A message that cannot be understood; it goes straight to the dead-letter queue.

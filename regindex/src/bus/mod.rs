@@ -11,6 +11,7 @@
 //! - [`dead_letters`]: list, show, replay and purge the dead-letter queue.
 //! - [`migrate`]: switch existing queues to another `amqp.queue_type`, keeping their messages.
 
+pub mod bodhi;
 mod consumer;
 pub mod dead_letters;
 pub mod definitions;

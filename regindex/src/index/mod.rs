@@ -5,7 +5,9 @@
 mod glob;
 mod profile;
 mod query;
+pub mod render;
 mod response;
+pub mod static_index;
 
 pub use glob::Glob;
 pub use profile::{

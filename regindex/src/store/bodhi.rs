@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use super::{rows, Store, StoreError};
-use crate::bodhi::{label, BuildMatch, Nvr};
+use crate::bus::bodhi::{label, BuildMatch, Nvr};
 use crate::model::{Digest, RepositoryName, Tag};
 
 /// How a row of [`BUILD_MATCHES_SQL`] matched.

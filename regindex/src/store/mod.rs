@@ -9,14 +9,18 @@
 //! `load.rs` (reading a repository back), `rows.rs` (decoding stored values), `bodhi.rs`
 //! (build matches and recent updates for Bodhi messages), `data_version.rs` (the
 //! data version in memory, from notifications), `jobs.rs` (when the worker's
-//! periodic jobs last succeeded, and their locks).
+//! periodic jobs last succeeded, and their locks), `summaries.rs` (per-repository titles and
+//! descriptions), `browse.rs` (repositories as the web page lists them), `full_text.rs`
+//! (search), `icon_blobs.rs` (content-addressed icon bytes).
 
 pub mod availability;
 mod bodhi;
+mod browse;
 mod data_version;
 mod error;
+mod full_text;
 mod gc;
-mod icons;
+mod icon_blobs;
 mod index_query;
 mod jobs;
 mod load;
@@ -25,20 +29,18 @@ mod problems;
 mod refetch;
 mod replace;
 mod rows;
-mod search;
 mod summaries;
-mod web;
 
 pub use availability::{Availability, DatabaseMonitor};
+pub use browse::{RepositoryContents, RepositorySummary};
 pub use data_version::{DataVersionWatch, DATA_VERSION_CHANNEL, DATA_VERSION_POLL_INTERVAL};
 pub use error::StoreError;
-pub use icons::{IconGc, StoredIcon};
+pub use full_text::SummaryHit;
+pub use icon_blobs::{IconGc, StoredIcon};
 pub use index_query::IndexSnapshot;
 pub use jobs::PeriodicJob;
 pub use problems::StoredProblem;
 pub use refetch::{RefetchTicket, StoredRepository};
-pub use search::SummaryHit;
-pub use web::{RepositoryContents, RepositorySummary};
 
 use std::time::Duration;
 

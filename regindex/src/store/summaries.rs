@@ -7,8 +7,8 @@ use sqlx::types::Json;
 
 use super::plan::Known;
 use super::{rows, RepositoryTx, StoreError};
-use crate::describe::{self, Summary};
-use crate::icons;
+use crate::catalog::describe::{self, Summary};
+use crate::catalog::icons;
 use crate::model::{Digest, StringMap};
 
 /// Images read to summarise a repository: the first ones in preference order are enough,
@@ -146,7 +146,7 @@ impl RepositoryTx {
             .collect();
         let refs: Vec<&crate::model::Image> = images.iter().map(|(_, image)| image).collect();
         let max_bytes = self.icon_max_bytes;
-        super::icons::store_image_icons(&mut self.tx, &refs, &known, max_bytes).await?;
+        super::icon_blobs::store_image_icons(&mut self.tx, &refs, &known, max_bytes).await?;
         self.refresh_summary(repository_id, max_bytes).await
     }
 
@@ -221,7 +221,7 @@ mod tests {
             let values: Vec<String> = values.iter().map(|v| (*v).to_owned()).collect();
             icon_column(&values, max_bytes)
         };
-        let uri = data_uri(crate::icons::tests::PNG_1X1);
+        let uri = data_uri(crate::catalog::icons::tests::PNG_1X1);
         let file = column(&[&uri], 1024).unwrap();
         assert!(file.ends_with(".png") && file.len() == 68, "{file}");
         assert_eq!(column(&[&uri], 4), None);

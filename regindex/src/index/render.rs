@@ -4,8 +4,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::catalog::icons;
 use crate::config::IconsConfig;
-use crate::icons;
 use crate::index::{build_response, ImageFields, IndexProfile, IndexResponse, Query};
 use crate::store::{Store, StoreError};
 

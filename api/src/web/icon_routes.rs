@@ -4,7 +4,7 @@
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use regindex::icons::parse_file_name;
+use regindex::catalog::icons::parse_file_name;
 
 use super::{server_error, WebState};
 

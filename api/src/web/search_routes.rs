@@ -6,7 +6,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use regindex::search::{SearchError, SearchRequest, V1SearchResponse};
+use regindex::catalog::search::{SearchError, SearchRequest, V1SearchResponse};
 use serde::Deserialize;
 
 use super::WebState;

@@ -1,7 +1,7 @@
-//! Full-text and name search over repository summaries (see `crate::search`).
+//! Full-text and name search over repository summaries (see `crate::catalog::search`).
 
 use super::{Store, StoreError};
-use crate::search::{SearchHit, SearchRequest, SearchResults};
+use crate::catalog::search::{SearchHit, SearchRequest, SearchResults};
 
 /// Score added for name matches, above any `ts_rank` (which stays below 1 per query):
 /// a repository called what was searched for comes first.

@@ -13,9 +13,9 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use tracing::info;
 
 use crate::config::{Config, StaticIndexConfig};
+use crate::index::render::render_profile_index;
 use crate::index::IndexProfile;
 use crate::index::{Query, QueryError};
-use crate::render::render_profile_index;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,7 @@ use tracing::warn;
 
 use super::plan::Known;
 use super::{Store, StoreError};
-use crate::icons::{self, Icon};
+use crate::catalog::icons::{self, Icon};
 use crate::model::{Digest, Image};
 
 /// A stored icon, as served.
