@@ -15,9 +15,8 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use axum::{Json, Router};
 use regindex::bus::messages::{deliveries, parse_envelope, Delivery, RegistryEvent, SkippedEvent};
 use regindex::bus::{BusError, OutgoingMessage, Publisher};
@@ -29,6 +28,7 @@ use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq;
 use tracing::{info_span, warn, Instrument};
 
+use crate::error::{ErrorAnswer, ErrorCode};
 use crate::metrics::ApiMetrics;
 
 /// Content types registries send notifications with.
@@ -86,9 +86,7 @@ impl EventsState {
 
 /// `POST /events`, state applied: merge it into the api's router.
 pub fn router(state: EventsState) -> Router {
-    Router::new()
-        .route("/events", post(receive))
-        .with_state(state)
+    crate::routes::events().with_state(state)
 }
 
 /// The answer once every event is published.
@@ -98,7 +96,7 @@ pub struct Published {
     pub ignored: usize,
 }
 
-/// Why a notification was refused; each maps to one status and a JSON body.
+/// Why a notification was refused; each maps to one error code (and so one status).
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
     #[error("missing or wrong bearer token")]
@@ -116,13 +114,13 @@ pub enum WebhookError {
 }
 
 impl WebhookError {
-    fn status(&self) -> StatusCode {
+    fn code(&self) -> ErrorCode {
         match self {
-            WebhookError::Unauthorized => StatusCode::UNAUTHORIZED,
-            WebhookError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            WebhookError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            WebhookError::Malformed(_) => StatusCode::BAD_REQUEST,
-            WebhookError::Broker(_) => StatusCode::SERVICE_UNAVAILABLE,
+            WebhookError::Unauthorized => ErrorCode::Unauthorized,
+            WebhookError::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
+            WebhookError::TooLarge(_) => ErrorCode::PayloadTooLarge,
+            WebhookError::Malformed(_) => ErrorCode::BadRequest,
+            WebhookError::Broker(_) => ErrorCode::Unavailable,
         }
     }
 
@@ -140,19 +138,19 @@ impl WebhookError {
 
 impl IntoResponse for WebhookError {
     fn into_response(self) -> Response {
-        let mut response =
-            (self.status(), Json(json!({"error": self.to_string()}))).into_response();
-        if let WebhookError::Unauthorized = self {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
+        let answer = ErrorAnswer::new(self.code(), self.to_string());
+        match self {
+            WebhookError::Unauthorized => {
+                answer.with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
+            }
+            WebhookError::TooLarge(limit) => answer.with_detail(json!({ "limit_bytes": limit })),
+            _ => answer,
         }
-        response
+        .into_response()
     }
 }
 
-async fn receive(
+pub(crate) async fn receive(
     State(state): State<EventsState>,
     headers: HeaderMap,
     body: Body,

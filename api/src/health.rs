@@ -10,8 +10,7 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
@@ -20,18 +19,12 @@ use crate::{database, AppState};
 /// Longest a readiness probe spends (re)connecting to the broker.
 const BROKER_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-}
-
 /// The process is up and serving.
-async fn healthz() -> Json<Value> {
+pub(crate) async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let (database, broker) = tokio::join!(database_readiness(&state), broker_readiness(&state));
     if database.is_err() || broker.is_err() {
         tracing::warn!(

@@ -16,8 +16,6 @@ use std::time::Duration;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use regindex::index::render::render_profile_index;
 use regindex::index::{IndexProfile, Query};
 
@@ -26,19 +24,13 @@ use crate::conditional::{accepts_gzip, none_match};
 use crate::error::ApiError;
 use crate::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/index/static", get(index_static))
-        .route("/index/dynamic", get(index_dynamic))
-}
-
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Flavour {
     Static,
     Dynamic,
 }
 
-async fn index_static(
+pub(crate) async fn index_static(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
@@ -46,7 +38,7 @@ async fn index_static(
     serve(state, raw, headers, Flavour::Static, None).await
 }
 
-async fn index_dynamic(
+pub(crate) async fn index_dynamic(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,

@@ -1,8 +1,10 @@
 //! The regindex API: serves the registry index protocol from the database only, so any
 //! number of instances can run side by side.
 //!
-//! Routes live in files named after what they serve. Two listeners: `router` merges the
-//! public ones (`api.listen`), `operator_router` the operator ones (`api.operator_listen`).
+//! Handlers live in files named after what they serve; `routes::ROUTES` lists them all
+//! (and `openapi.json` describes that list). Two listeners: `router` serves the public
+//! ones (`api.listen`), `operator_router` the operator ones (`api.operator_listen`).
+//! Every JSON error has one body, written in `error`.
 
 mod cache;
 mod conditional;
@@ -13,6 +15,7 @@ mod health;
 mod index_routes;
 pub mod metrics;
 mod profile_routes;
+pub mod routes;
 pub mod stats_routes;
 pub mod web;
 
@@ -83,23 +86,15 @@ impl axum::extract::FromRef<AppState> for web::WebState {
 }
 
 /// The public routes (index protocol, health, web pages, icons, search). Unknown paths
-/// answer 404 and wrong methods 405, both as JSON. Other route sets join with
-/// `.merge(...)` before the fallbacks; they must not set fallbacks.
+/// answer 404 and wrong methods 405, both with the JSON error body. Other route sets join
+/// with `.merge(...)` before the fallbacks; they must not set fallbacks.
 pub fn router(state: AppState) -> Router {
     router_with(state, Router::new())
 }
 
 /// `router` plus route sets that carry their own state (the webhook endpoint).
 pub fn router_with(state: AppState, extra: Router) -> Router {
-    with_fallbacks(
-        Router::new()
-            .merge(index_routes::routes())
-            .merge(profile_routes::routes())
-            .merge(health::routes())
-            .merge(web::routes())
-            .with_state(state)
-            .merge(extra),
-    )
+    with_fallbacks(routes::app().with_state(state).merge(extra))
 }
 
 /// The operator routes: history statistics, `/openapi.json` and `/metrics`, served on
@@ -122,7 +117,7 @@ pub fn operator_router(state: &AppState, metrics: metrics::ApiMetrics) -> Router
 
 fn with_fallbacks(routes: Router) -> Router {
     routes
-        .fallback(|| async { ApiError::NotFound })
+        .fallback(|| async { ApiError::NotFound(error::NO_SUCH_ROUTE) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(TraceLayer::new_for_http())
 }

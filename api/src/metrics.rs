@@ -6,7 +6,6 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::get;
 use axum::Router;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
@@ -126,13 +125,11 @@ pub async fn track(State(metrics): State<ApiMetrics>, request: Request, next: Ne
     response
 }
 
-/// `GET /metrics`.
+/// `GET /metrics` and `GET /openapi.json`.
 pub fn router(metrics: ApiMetrics) -> Router {
-    Router::new()
-        .route("/metrics", get(serve))
-        .with_state(metrics)
+    crate::routes::operator().with_state(metrics)
 }
 
-async fn serve(State(metrics): State<ApiMetrics>) -> axum::http::Response<String> {
+pub(crate) async fn serve(State(metrics): State<ApiMetrics>) -> axum::http::Response<String> {
     regindex::telemetry::metrics_response(&metrics.registry)
 }

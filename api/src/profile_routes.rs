@@ -7,38 +7,31 @@
 //! remotes (`oci+https://host/profiles/<name>`) keep the answers apart without any `Vary`.
 //! The response cache keys profile answers by name as well (`index_routes::serve`).
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::routing::get;
-use axum::Router;
 
 use crate::error::ApiError;
 use crate::index_routes::{serve, Flavour};
 use crate::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/profiles/{profile}/index/static", get(profile_static))
-        .route("/profiles/{profile}/index/dynamic", get(profile_dynamic))
-}
-
-async fn profile_static(
+pub(crate) async fn profile_static(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    serve_profile(state, name, raw, headers, Flavour::Static).await
+    serve_profile(state, name?.0, raw, headers, Flavour::Static).await
 }
 
-async fn profile_dynamic(
+pub(crate) async fn profile_dynamic(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    serve_profile(state, name, raw, headers, Flavour::Dynamic).await
+    serve_profile(state, name?.0, raw, headers, Flavour::Dynamic).await
 }
 
 async fn serve_profile(
@@ -50,6 +43,9 @@ async fn serve_profile(
 ) -> Result<Response, ApiError> {
     // Only configured profiles: an unknown name is an unknown route.
     let config = state.config.clone();
-    let profile = config.index_profiles.get(&name).ok_or(ApiError::NotFound)?;
+    let profile = config
+        .index_profiles
+        .get(&name)
+        .ok_or(ApiError::NotFound("no such index profile"))?;
     serve(state, raw, headers, flavour, Some((&name, profile))).await
 }

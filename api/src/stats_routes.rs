@@ -1,5 +1,4 @@
-//! `GET /stats/...`: registry activity history and statistics (see `docs/history.md`),
-//! and `GET /openapi.json`, the OpenAPI 3 description of the api.
+//! `GET /stats/...`: registry activity history and statistics (see `docs/history.md`).
 //!
 //! Handlers only parse (`regindex::history::query`, pure, 400 on bad parameters), call
 //! one query and serialise the page. Every list is paginated (`page`, `per_page`) in a
@@ -10,9 +9,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use chrono::Utc;
 use regindex::config::Config;
@@ -25,11 +22,9 @@ use regindex::history::query::{
 };
 use regindex::history::{AliasError, AliasMap, HistoryError};
 use regindex::store::Store;
-use serde_json::json;
 use tracing::error;
 
-/// The OpenAPI 3 description served at `/openapi.json`.
-pub const OPENAPI_JSON: &str = include_str!("openapi.json");
+use crate::error::{ErrorAnswer, ErrorCode};
 
 #[derive(Clone)]
 pub struct StatsState(Arc<Inner>);
@@ -53,21 +48,10 @@ impl StatsState {
     }
 }
 
-/// The statistics routes and `/openapi.json`, state applied: merge into the api's router
-/// (whatever its state type).
+/// The statistics routes, state applied: merge into the api's router (whatever its
+/// state type).
 pub fn router<S: Clone + Send + Sync + 'static>(state: StatsState) -> Router<S> {
-    Router::new()
-        .route("/stats/images", get(images))
-        .route("/stats/images/older-than", get(images_older_than))
-        .route("/stats/images/not-pulled", get(images_not_pulled))
-        .route("/stats/images/most-tags", get(most_tagged))
-        .route("/stats/counts", get(counts))
-        .route("/stats/blobs/orphaned", get(orphaned_blobs))
-        .route("/stats/manifests/missing-blobs", get(missing_blobs))
-        .route("/stats/deletions", get(deletions))
-        .route("/stats/activity", get(activity))
-        .route("/openapi.json", get(openapi))
-        .with_state(state)
+    crate::routes::stats().with_state(state)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,23 +66,27 @@ pub enum StatsError {
 
 impl IntoResponse for StatsError {
     fn into_response(self) -> Response {
-        let status = match &self {
-            StatsError::BadQuery(_) | StatsError::BadQueryString(_) => StatusCode::BAD_REQUEST,
+        let answer = match &self {
+            StatsError::BadQuery(e) => {
+                let parameter = match e {
+                    QueryError::Unknown(name) | QueryError::Invalid { name, .. } => name.as_str(),
+                    QueryError::Missing(name) => name,
+                };
+                ErrorAnswer::bad_query(e.to_string(), Some(parameter))
+            }
+            StatsError::BadQueryString(_) => ErrorAnswer::bad_query(self.to_string(), None),
             StatsError::History(e) => {
                 error!(error = %e, "statistics query failed");
-                if e.is_transient() {
-                    StatusCode::SERVICE_UNAVAILABLE
+                let code = if e.is_transient() {
+                    ErrorCode::Unavailable
                 } else {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                }
+                    ErrorCode::Internal
+                };
+                // The database's own message stays in the log.
+                ErrorAnswer::new(code, "the statistics are unavailable")
             }
         };
-        let message = match &self {
-            // The database's own message stays in the log.
-            StatsError::History(_) => "the statistics are unavailable".to_owned(),
-            other => other.to_string(),
-        };
-        (status, Json(json!({ "error": message }))).into_response()
+        answer.into_response()
     }
 }
 
@@ -109,7 +97,7 @@ fn params(raw: Params) -> Result<BTreeMap<String, String>, StatsError> {
         .map_err(|e| StatsError::BadQueryString(e.body_text()))
 }
 
-async fn images(
+pub(crate) async fn images(
     State(s): State<StatsState>,
     raw: Params,
 ) -> Result<Json<Paged<ImageRow>>, StatsError> {
@@ -117,7 +105,7 @@ async fn images(
     Ok(Json(s.0.queries.images(&q, Utc::now()).await?))
 }
 
-async fn images_older_than(
+pub(crate) async fn images_older_than(
     State(s): State<StatsState>,
     raw: Params,
 ) -> Result<Json<Paged<ImageRow>>, StatsError> {
@@ -125,7 +113,7 @@ async fn images_older_than(
     Ok(Json(s.0.queries.images(&q, Utc::now()).await?))
 }
 
-async fn images_not_pulled(
+pub(crate) async fn images_not_pulled(
     State(s): State<StatsState>,
     raw: Params,
 ) -> Result<Json<Paged<ImageRow>>, StatsError> {
@@ -133,7 +121,7 @@ async fn images_not_pulled(
     Ok(Json(s.0.queries.images(&q, Utc::now()).await?))
 }
 
-async fn most_tagged(
+pub(crate) async fn most_tagged(
     State(s): State<StatsState>,
     raw: Params,
 ) -> Result<Json<Paged<TaggedManifest>>, StatsError> {
@@ -141,12 +129,15 @@ async fn most_tagged(
     Ok(Json(s.0.queries.most_tagged(&q).await?))
 }
 
-async fn counts(State(s): State<StatsState>, raw: Params) -> Result<Json<Counts>, StatsError> {
+pub(crate) async fn counts(
+    State(s): State<StatsState>,
+    raw: Params,
+) -> Result<Json<Counts>, StatsError> {
     let q = CountsQuery::parse(params(raw)?, &s.0.aliases)?;
     Ok(Json(s.0.queries.counts(&q).await?))
 }
 
-async fn orphaned_blobs(
+pub(crate) async fn orphaned_blobs(
     State(s): State<StatsState>,
     raw: Params,
 ) -> Result<Json<Paged<BlobRow>>, StatsError> {
@@ -154,7 +145,7 @@ async fn orphaned_blobs(
     Ok(Json(s.0.queries.orphaned_blobs(&q).await?))
 }
 
-async fn missing_blobs(
+pub(crate) async fn missing_blobs(
     State(s): State<StatsState>,
     raw: Params,
 ) -> Result<Json<Paged<MissingBlob>>, StatsError> {
@@ -162,7 +153,7 @@ async fn missing_blobs(
     Ok(Json(s.0.queries.missing_blobs(&q).await?))
 }
 
-async fn deletions(
+pub(crate) async fn deletions(
     State(s): State<StatsState>,
     raw: Params,
 ) -> Result<Json<Paged<DeletionRow>>, StatsError> {
@@ -170,7 +161,7 @@ async fn deletions(
     Ok(Json(s.0.queries.deletions(&q).await?))
 }
 
-async fn activity(
+pub(crate) async fn activity(
     State(s): State<StatsState>,
     raw: Params,
 ) -> Result<Json<Paged<DailyActivity>>, StatsError> {
@@ -178,34 +169,13 @@ async fn activity(
     Ok(Json(s.0.queries.activity(&q).await?))
 }
 
-async fn openapi() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn openapi_describes_every_statistics_route() {
-        let doc: serde_json::Value = serde_json::from_str(OPENAPI_JSON).unwrap();
-        assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-        let source = include_str!("stats_routes.rs");
-        for line in source
-            .lines()
-            .filter(|l| l.trim_start().starts_with(".route(\"/"))
-        {
-            let path = line.split('"').nth(1).unwrap();
-            assert!(
-                doc["paths"].get(path).is_some(),
-                "{path} missing from openapi.json"
-            );
-        }
-    }
-
-    #[test]
     fn bad_parameters_are_400_json() {
         let response = StatsError::BadQuery(QueryError::Missing("days")).into_response();
-        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(response.status(), axum::http::StatusCode::BAD_REQUEST);
     }
 }

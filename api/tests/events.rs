@@ -230,7 +230,10 @@ async fn refused_requests_publish_nothing() {
 
         let response = app.post("wrong", v1, body.clone()).await;
         assert_eq!(response.status(), 401);
-        assert!(json(response).await["error"].is_string());
+        assert_eq!(response.headers()["www-authenticate"], "Bearer");
+        let answer = json(response).await;
+        assert_eq!(answer["error"], "unauthorized");
+        assert_eq!(answer["message"], "missing or wrong bearer token");
         let response = app
             .client
             .post(format!("http://{}/events", app.addr))
@@ -243,19 +246,30 @@ async fn refused_requests_publish_nothing() {
 
         let response = app.post(TOKEN, "text/plain", body.clone()).await;
         assert_eq!(response.status(), 415);
-        assert!(json(response).await["error"].is_string());
+        let answer = json(response).await;
+        assert_eq!(answer["error"], "unsupported_media_type");
+        assert!(
+            answer["message"].as_str().unwrap().contains("text/plain"),
+            "{answer}"
+        );
 
         let response = app.post(TOKEN, v1, b"{\"events\": [".to_vec()).await;
         assert_eq!(response.status(), 400);
-        let error = json(response).await["error"].as_str().unwrap().to_owned();
-        assert!(error.contains("malformed"), "{error}");
+        let answer = json(response).await;
+        assert_eq!(answer["error"], "bad_request");
+        assert!(
+            answer["message"].as_str().unwrap().contains("malformed"),
+            "{answer}"
+        );
 
         let mut big = br#"{"events": [], "padding": ""#.to_vec();
         big.extend(std::iter::repeat_n(b'x', 5000));
         big.extend(br#""}"#);
         let response = app.post(TOKEN, v1, big).await;
         assert_eq!(response.status(), 413);
-        assert!(json(response).await["error"].is_string());
+        let answer = json(response).await;
+        assert_eq!(answer["error"], "payload_too_large");
+        assert_eq!(answer["detail"], serde_json::json!({"limit_bytes": 4096}));
 
         // v2 and plain JSON are accepted.
         for content_type in [
@@ -289,10 +303,12 @@ async fn an_unreachable_broker_is_a_503_so_the_registry_retries() {
     let app = App::spawn(config).await;
     let response = app.post_fixture("manifest-push-oci").await;
     assert_eq!(response.status(), 503);
-    assert!(json(response).await["error"]
-        .as_str()
-        .unwrap()
-        .contains("broker"));
+    let body = json(response).await;
+    assert_eq!(body["error"], "unavailable");
+    assert!(
+        body["message"].as_str().unwrap().contains("broker"),
+        "{body}"
+    );
 }
 
 /// The api's own router (index routes, fallbacks) with the webhook and metrics routes in it.
@@ -336,7 +352,7 @@ async fn the_api_router_serves_events_metrics_and_json_fallbacks() {
             .await
             .unwrap();
         assert_eq!(wrong_method.status(), 405);
-        assert!(json(wrong_method).await["error"].is_string());
+        assert_eq!(json(wrong_method).await["error"], "method_not_allowed");
         assert!(app
             .metrics()
             .await
@@ -392,10 +408,12 @@ async fn the_api_runs_without_the_broker() {
     assert_eq!(status, 200);
     let refused = app.post_fixture("manifest-push-oci").await;
     assert_eq!(refused.status(), 503);
-    assert!(json(refused).await["error"]
-        .as_str()
-        .unwrap()
-        .contains("broker"));
+    let body = json(refused).await;
+    assert_eq!(body["error"], "unavailable");
+    assert!(
+        body["message"].as_str().unwrap().contains("broker"),
+        "{body}"
+    );
     server.abort();
     let _ = server.await;
     db.drop().await.unwrap();

@@ -100,9 +100,12 @@ async fn icons_are_extracted_served_and_referenced() {
         "/icons/..%2F..%2Fetc%2Fpasswd".to_owned(),
         "/icons/abc.png".to_owned(),
     ] {
+        let response = stack.get(&missing).await.unwrap();
+        assert_eq!(response.status(), 404, "{missing}");
+        assert_eq!(response.headers()["cache-control"], "public, max-age=60");
         assert_eq!(
-            stack.get(&missing).await.unwrap().status(),
-            404,
+            response.json::<serde_json::Value>().await.unwrap(),
+            serde_json::json!({"error": "not_found", "message": "no such icon"}),
             "{missing}"
         );
     }

@@ -154,6 +154,10 @@ async fn pagination_and_bad_parameters() {
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["error"], "bad_query");
         assert_eq!(body["detail"]["parameter"], parameter, "{query}");
+        assert!(
+            body["message"].as_str().unwrap().contains(parameter),
+            "{body}"
+        );
     }
     // A repeated parameter is not a v1 search.
     let response = stack.get("/v1/search?q=a&q=b").await.unwrap();

@@ -1,30 +1,23 @@
 //! `GET /icons/<sha256>.<ext>`: extracted icons, immutable by construction (the name is
 //! the hash of the bytes), so caches may keep them forever.
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use regindex::catalog::icons::parse_file_name;
 
-use super::{server_error, WebState};
+use super::WebState;
+use crate::error::{ApiError, ErrorAnswer, ErrorCode};
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
 fn not_found() -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
-            ),
-            (
-                header::CACHE_CONTROL,
-                HeaderValue::from_static("public, max-age=60"),
-            ),
-        ],
-        "no such icon\n",
-    )
+    ErrorAnswer::new(ErrorCode::NotFound, "no such icon")
+        .with_header(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=60"),
+        )
         .into_response()
 }
 
@@ -36,19 +29,19 @@ pub(super) fn etag_matches(if_none_match: &str, etag: &str) -> bool {
         .any(|candidate| candidate == etag || candidate == "*")
 }
 
-pub(super) async fn icon(
+pub(crate) async fn icon(
     State(state): State<WebState>,
-    Path(file): Path<String>,
+    file: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Response {
-    let Some((sha256, format)) = parse_file_name(&file) else {
+    let Some((sha256, format)) = file.ok().and_then(|Path(file)| parse_file_name(&file)) else {
         return not_found();
     };
     let etag = format!("\"{sha256}\"");
     let stored = match state.store.icon(&sha256).await {
         Ok(Some(stored)) => stored,
         Ok(None) => return not_found(),
-        Err(e) => return server_error(&e),
+        Err(e) => return ApiError::from(e).into_response(),
     };
     // One name per icon: `<hash>.jpg` for a PNG is not this icon.
     if stored.content_type != format.content_type() {

@@ -1,8 +1,9 @@
 //! What the api serves to people and to search tools: the HTML pages (`/`,
 //! `/repository/<name>`), the extracted icons (`/icons/<sha256>.<ext>`) and the Docker
-//! registry v1 search (`/v1/search`).
+//! registry v1 search (`/v1/search`), routed by `routes::ROUTES`.
 //!
-//! [`routes`] is merged into the api's router; [`router`] serves them alone.
+//! The pages are for browsers: their errors are HTML pages (400, 404) or plain text
+//! (500). Icons and search answer errors with the api's JSON error body.
 
 mod html;
 mod icon_routes;
@@ -11,11 +12,10 @@ mod search_routes;
 
 use std::sync::Arc;
 
-use axum::extract::{FromRef, Path, Query, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use regindex::catalog::search::SearchRequest;
 use regindex::config::Config;
 use regindex::index::{build_response, Query as IndexQuery};
@@ -24,7 +24,9 @@ use regindex::store::Store;
 use serde::Deserialize;
 use tracing::error;
 
+pub(crate) use icon_routes::icon;
 use pages::{Card, Site};
+pub(crate) use search_routes::v1_search;
 
 /// What the web routes need.
 #[derive(Clone)]
@@ -52,27 +54,8 @@ impl WebState {
     }
 }
 
-/// `/`, `/repository/<name>`, `/icons/<file>`, `/v1/search`, for any router state the
-/// [`WebState`] can be taken from (the api's `AppState`). Sets no fallback.
-pub fn routes<S>() -> Router<S>
-where
-    S: Clone + Send + Sync + 'static,
-    WebState: FromRef<S>,
-{
-    Router::new()
-        .route("/", get(index))
-        .route("/repository/{*name}", get(repository))
-        .route("/icons/{file}", get(icon_routes::icon))
-        .route("/v1/search", get(search_routes::v1_search))
-}
-
-/// The web routes on their own.
-pub fn router(state: WebState) -> Router {
-    routes().with_state(state)
-}
-
 #[derive(Debug, Deserialize)]
-struct PageParams {
+pub(crate) struct PageParams {
     q: Option<String>,
     page: Option<String>,
 }
@@ -122,7 +105,24 @@ fn server_error(e: &dyn std::fmt::Display) -> Response {
         .into_response()
 }
 
-async fn index(State(state): State<WebState>, Query(params): Query<PageParams>) -> Response {
+fn bad_request(state: &WebState, query: &str, problem: &str) -> Response {
+    let body = html::layout(
+        &state.config.web.title,
+        "Bad request",
+        query,
+        &format!("<p class=\"count\">{}</p>", html::esc(problem)),
+    );
+    html(state, StatusCode::BAD_REQUEST, body)
+}
+
+pub(crate) async fn index(
+    State(state): State<WebState>,
+    params: Result<Query<PageParams>, QueryRejection>,
+) -> Response {
+    let params = match params {
+        Ok(Query(params)) => params,
+        Err(e) => return bad_request(&state, "", &e.body_text()),
+    };
     // The page size is the configured one (it may exceed the API's limit on `n`).
     let parsed =
         SearchRequest::parse(params.q.as_deref(), None, params.page.as_deref()).map(|request| {
@@ -134,13 +134,7 @@ async fn index(State(state): State<WebState>, Query(params): Query<PageParams>) 
     let request = match parsed {
         Ok(request) => request,
         Err(e) => {
-            let body = html::layout(
-                &state.config.web.title,
-                "Bad request",
-                params.q.as_deref().unwrap_or(""),
-                &format!("<p class=\"count\">{}</p>", html::esc(&e.to_string())),
-            );
-            return html(&state, StatusCode::BAD_REQUEST, body);
+            return bad_request(&state, params.q.as_deref().unwrap_or(""), &e.to_string());
         }
     };
     let (hits, total) = match state.store.search_summaries(&request).await {
@@ -177,8 +171,13 @@ async fn index(State(state): State<WebState>, Query(params): Query<PageParams>) 
     html(&state, StatusCode::OK, body)
 }
 
-async fn repository(State(state): State<WebState>, Path(name): Path<String>) -> Response {
+pub(crate) async fn repository(
+    State(state): State<WebState>,
+    name: Result<Path<String>, PathRejection>,
+) -> Response {
     let site = state.site();
+    // A name that does not decode (not UTF-8) names no repository.
+    let name = name.map(|Path(name)| name).unwrap_or_default();
     let not_found = || {
         html(
             &state,

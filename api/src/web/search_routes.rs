@@ -1,6 +1,6 @@
 //! `GET /v1/search?q=&n=&page=`: the Docker registry v1 search answer, so `docker search`
 //! style tools and scripts can search the index. Bad parameters are a 400 with the api's
-//! JSON error body (`{"error": "bad_query", "detail": {"parameter", "message"}}`).
+//! JSON error body (`{"error": "bad_query", "message": ..., "detail": {"parameter": ...}}`).
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -13,13 +13,13 @@ use super::WebState;
 use crate::error::ApiError;
 
 #[derive(Debug, Deserialize)]
-pub(super) struct SearchParams {
+pub(crate) struct SearchParams {
     q: Option<String>,
     n: Option<String>,
     page: Option<String>,
 }
 
-pub(super) async fn v1_search(
+pub(crate) async fn v1_search(
     State(state): State<WebState>,
     params: Result<Query<SearchParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
