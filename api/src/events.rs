@@ -86,7 +86,7 @@ impl EventsState {
 
 /// `POST /events`, state applied: merge it into the api's router.
 pub fn router(state: EventsState) -> Router {
-    crate::routes::events().with_state(state)
+    crate::routes::router().with_state(state)
 }
 
 /// The answer once every event is published.

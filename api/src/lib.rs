@@ -94,7 +94,7 @@ pub fn router(state: AppState) -> Router {
 
 /// `router` plus route sets that carry their own state (the webhook endpoint).
 pub fn router_with(state: AppState, extra: Router) -> Router {
-    with_fallbacks(routes::app().with_state(state).merge(extra))
+    with_fallbacks(routes::router().with_state(state).merge(extra))
 }
 
 /// The operator routes: history statistics, `/openapi.json` and `/metrics`, served on

@@ -127,7 +127,7 @@ pub async fn track(State(metrics): State<ApiMetrics>, request: Request, next: Ne
 
 /// `GET /metrics` and `GET /openapi.json`.
 pub fn router(metrics: ApiMetrics) -> Router {
-    crate::routes::operator().with_state(metrics)
+    crate::routes::router().with_state(metrics)
 }
 
 pub(crate) async fn serve(State(metrics): State<ApiMetrics>) -> axum::http::Response<String> {

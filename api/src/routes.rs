@@ -15,6 +15,7 @@ use crate::events::{self, EventsState};
 use crate::metrics::{self, ApiMetrics};
 use crate::stats_routes::{self as stats, StatsState};
 use crate::{health, index_routes, profile_routes, web, AppState};
+use Handler::{App, Events, Operator, Stats};
 
 /// The OpenAPI 3.1 description of every route, served at `/openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("openapi.json");
@@ -52,7 +53,7 @@ impl Method {
 
 /// A handler, by the state it needs; `on(filter, handler)` with the route's method.
 #[derive(Clone, Copy)]
-enum Handler {
+pub(crate) enum Handler {
     App(fn(MethodFilter) -> MethodRouter<AppState>),
     Events(fn(MethodFilter) -> MethodRouter<EventsState>),
     Stats(fn(MethodFilter) -> MethodRouter<StatsState>),
@@ -88,118 +89,76 @@ const fn get(path: &'static str, handler: Handler) -> Route {
     }
 }
 
-pub const ROUTES: &[Route] = &[
-    // The registry index protocol (docs/protocol.md).
-    get(
-        "/index/static",
-        Handler::App(|m| on(m, index_routes::index_static)),
-    ),
-    get(
-        "/index/dynamic",
-        Handler::App(|m| on(m, index_routes::index_dynamic)),
-    ),
-    get(
-        "/profiles/{profile}/index/static",
-        Handler::App(|m| on(m, profile_routes::profile_static)),
-    ),
-    get(
-        "/profiles/{profile}/index/dynamic",
-        Handler::App(|m| on(m, profile_routes::profile_dynamic)),
-    ),
-    // Pages, icons and search (docs/web-and-icons.md).
-    get("/", Handler::App(|m| on(m, web::index))),
-    get(
-        "/repository/{*name}",
-        Handler::App(|m| on(m, web::repository)),
-    ),
-    get("/icons/{file}", Handler::App(|m| on(m, web::icon))),
-    get("/v1/search", Handler::App(|m| on(m, web::v1_search))),
-    // Probes.
-    get("/healthz", Handler::App(|m| on(m, health::healthz))),
-    get("/readyz", Handler::App(|m| on(m, health::readyz))),
-    // Webhooks.
+const fn post(path: &'static str, handler: Handler) -> Route {
     Route {
         method: Method::Post,
-        path: "/events",
-        handler: Handler::Events(|m| on(m, events::receive)),
-    },
+        path,
+        handler,
+    }
+}
+
+// One line per route: a table reads better than rustfmt's wrapping of it.
+#[rustfmt::skip]
+pub const ROUTES: &[Route] = &[
+    // The registry index protocol (docs/protocol.md).
+    get("/index/static", App(|m| on(m, index_routes::index_static))),
+    get("/index/dynamic", App(|m| on(m, index_routes::index_dynamic))),
+    get("/profiles/{profile}/index/static", App(|m| on(m, profile_routes::profile_static))),
+    get("/profiles/{profile}/index/dynamic", App(|m| on(m, profile_routes::profile_dynamic))),
+    // Pages, icons and search (docs/web-and-icons.md).
+    get("/", App(|m| on(m, web::index))),
+    get("/repository/{*name}", App(|m| on(m, web::repository))),
+    get("/icons/{file}", App(|m| on(m, web::icon))),
+    get("/v1/search", App(|m| on(m, web::v1_search))),
+    // Probes.
+    get("/healthz", App(|m| on(m, health::healthz))),
+    get("/readyz", App(|m| on(m, health::readyz))),
+    // Webhooks.
+    post("/events", Events(|m| on(m, events::receive))),
     // Statistics (docs/history.md).
-    get("/stats/images", Handler::Stats(|m| on(m, stats::images))),
-    get(
-        "/stats/images/older-than",
-        Handler::Stats(|m| on(m, stats::images_older_than)),
-    ),
-    get(
-        "/stats/images/not-pulled",
-        Handler::Stats(|m| on(m, stats::images_not_pulled)),
-    ),
-    get(
-        "/stats/images/most-tags",
-        Handler::Stats(|m| on(m, stats::most_tagged)),
-    ),
-    get("/stats/counts", Handler::Stats(|m| on(m, stats::counts))),
-    get(
-        "/stats/blobs/orphaned",
-        Handler::Stats(|m| on(m, stats::orphaned_blobs)),
-    ),
-    get(
-        "/stats/manifests/missing-blobs",
-        Handler::Stats(|m| on(m, stats::missing_blobs)),
-    ),
-    get(
-        "/stats/deletions",
-        Handler::Stats(|m| on(m, stats::deletions)),
-    ),
-    get(
-        "/stats/activity",
-        Handler::Stats(|m| on(m, stats::activity)),
-    ),
+    get("/stats/images", Stats(|m| on(m, stats::images))),
+    get("/stats/images/older-than", Stats(|m| on(m, stats::images_older_than))),
+    get("/stats/images/not-pulled", Stats(|m| on(m, stats::images_not_pulled))),
+    get("/stats/images/most-tags", Stats(|m| on(m, stats::most_tagged))),
+    get("/stats/counts", Stats(|m| on(m, stats::counts))),
+    get("/stats/blobs/orphaned", Stats(|m| on(m, stats::orphaned_blobs))),
+    get("/stats/manifests/missing-blobs", Stats(|m| on(m, stats::missing_blobs))),
+    get("/stats/deletions", Stats(|m| on(m, stats::deletions))),
+    get("/stats/activity", Stats(|m| on(m, stats::activity))),
     // Operations.
-    get("/metrics", Handler::Operator(|m| on(m, metrics::serve))),
-    get("/openapi.json", Handler::Operator(|m| on(m, openapi))),
+    get("/metrics", Operator(|m| on(m, metrics::serve))),
+    get("/openapi.json", Operator(|m| on(m, openapi))),
 ];
 
-/// The routes of [`ROUTES`] whose handler `pick` selects.
-fn routes<S: Clone + Send + Sync + 'static>(
-    pick: impl Fn(Handler) -> Option<fn(MethodFilter) -> MethodRouter<S>>,
-) -> Router<S> {
-    ROUTES
-        .iter()
-        .fold(Router::new(), |router, route| match pick(route.handler) {
+/// A router state: which handlers of [`ROUTES`] run on it.
+pub(crate) trait RouteState: Clone + Send + Sync + 'static {
+    fn handler(handler: Handler) -> Option<fn(MethodFilter) -> MethodRouter<Self>>;
+}
+
+macro_rules! route_states {
+    ($($variant:ident => $state:ty),*) => {$(
+        impl RouteState for $state {
+            fn handler(handler: Handler) -> Option<fn(MethodFilter) -> MethodRouter<Self>> {
+                match handler {
+                    Handler::$variant(handler) => Some(handler),
+                    _ => None,
+                }
+            }
+        }
+    )*};
+}
+
+route_states!(App => AppState, Events => EventsState, Stats => StatsState, Operator => ApiMetrics);
+
+/// The routes of [`ROUTES`] that run on state `S`: with `AppState` all of `api.listen`
+/// but `POST /events` (`EventsState`); `StatsState` the statistics, `ApiMetrics`
+/// `/metrics` and `/openapi.json`.
+pub(crate) fn router<S: RouteState>() -> Router<S> {
+    ROUTES.iter().fold(Router::new(), |router, route| {
+        match S::handler(route.handler) {
             Some(handler) => router.route(route.path, handler(route.method.filter())),
             None => router,
-        })
-}
-
-/// The public routes on the api's state (all of `api.listen` but `POST /events`).
-pub(crate) fn app() -> Router<AppState> {
-    routes(|h| match h {
-        Handler::App(h) => Some(h),
-        _ => None,
-    })
-}
-
-/// `POST /events`.
-pub(crate) fn events() -> Router<EventsState> {
-    routes(|h| match h {
-        Handler::Events(h) => Some(h),
-        _ => None,
-    })
-}
-
-/// `/stats/*`.
-pub(crate) fn stats() -> Router<StatsState> {
-    routes(|h| match h {
-        Handler::Stats(h) => Some(h),
-        _ => None,
-    })
-}
-
-/// `/metrics` and `/openapi.json`.
-pub(crate) fn operator() -> Router<ApiMetrics> {
-    routes(|h| match h {
-        Handler::Operator(h) => Some(h),
-        _ => None,
+        }
     })
 }
 

@@ -51,7 +51,7 @@ impl StatsState {
 /// The statistics routes, state applied: merge into the api's router (whatever its
 /// state type).
 pub fn router<S: Clone + Send + Sync + 'static>(state: StatsState) -> Router<S> {
-    crate::routes::stats().with_state(state)
+    crate::routes::router().with_state(state)
 }
 
 #[derive(Debug, thiserror::Error)]

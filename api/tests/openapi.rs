@@ -123,6 +123,7 @@ fn samples(icon: &str) -> Vec<Sample> {
         get("/", "/?q=calc&q=calc", 400),
         get("/repository/{name}", "/repository/apps/calculator", 200),
         get("/repository/{name}", "/repository/apps/nosuch", 404),
+        get("/repository/{name}", "/repository/%FF", 404),
         get("/icons/{file}", format!("/icons/{icon}"), 200),
         get("/icons/{file}", format!("/icons/{}.png", "0".repeat(64)), 404),
         get("/icons/{file}", "/icons/%FF.png", 404),

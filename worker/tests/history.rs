@@ -320,7 +320,8 @@ async fn bad_parameters_are_400_json() {
         ] {
             let (status, body) = s.get_status(path).await;
             assert_eq!(status, 400, "{path}: {body}");
-            assert!(body["error"].is_string(), "{path}: {body}");
+            assert_eq!(body["error"], "bad_query", "{path}: {body}");
+            assert!(body["message"].is_string(), "{path}: {body}");
         }
         let (status, doc) = s.get_status("/openapi.json").await;
         assert_eq!(status, 200);
