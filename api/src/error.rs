@@ -95,10 +95,6 @@ impl ErrorAnswer {
         self
     }
 
-    pub fn code(&self) -> ErrorCode {
-        self.error
-    }
-
     /// A bad query parameter, named when known.
     pub fn bad_query(message: impl Into<String>, parameter: Option<&str>) -> Self {
         let answer = Self::new(ErrorCode::BadQuery, message);
