@@ -24,9 +24,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::coalesce::{Coalescer, Job, Ran, Urgency};
-use crate::refetcher::Refetcher;
 use crate::metrics::{outcome as counted, WorkerMetrics};
 use crate::outcome::{decide, Failure, Outcome};
+use crate::refetcher::Refetcher;
 
 /// How long a graceful shutdown waits for work in flight.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -114,7 +114,9 @@ impl Worker {
                     };
                     match next {
                         Some(Ok(delivery)) => {
-                            handlers_ref.dispatch(delivery, coalescer, tracker, kill).await
+                            handlers_ref
+                                .dispatch(delivery, coalescer, tracker, kill)
+                                .await
                         }
                         Some(Err(e)) => break Some(e.to_string()),
                         None => break Some("consumer cancelled by the broker".to_owned()),
@@ -309,13 +311,8 @@ impl Handlers {
             }
             Outcome::DeadLetter { attempts, reason } => {
                 error!(attempts, %reason, "failed; dead-lettered");
-                let message = republish::dead_letter(
-                    &self.topology,
-                    received,
-                    attempts,
-                    &reason,
-                    Utc::now(),
-                );
+                let message =
+                    republish::dead_letter(&self.topology, received, attempts, &reason, Utc::now());
                 (message, counted::DEAD_LETTERED)
             }
         };
@@ -356,7 +353,10 @@ impl Job<Message> for Handlers {
                 })
                 .collect();
             let started = Instant::now();
-            let result = self.refetcher.refetch_announced(repository, &announced).await;
+            let result = self
+                .refetcher
+                .refetch_announced(repository, &announced)
+                .await;
             self.metrics
                 .refetch_seconds
                 .observe(started.elapsed().as_secs_f64());

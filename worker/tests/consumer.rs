@@ -13,8 +13,8 @@ use regindex::bus::{OutgoingMessage, Publisher};
 use regindex::config::{Config, QueueType};
 use regindex::model::RepositoryName;
 use regindex_testkit::rabbitmq::rabbitmqctl;
-use regindex_worker::refetcher::Refetcher;
 use regindex_worker::outcome::Failure;
+use regindex_worker::refetcher::Refetcher;
 use regindex_worker::{Worker, WorkerMetrics};
 use tokio_util::sync::CancellationToken;
 

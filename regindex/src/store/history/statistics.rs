@@ -1,5 +1,5 @@
 //! The statistics, read from the history tables. Each function takes a parsed query
-//! (see [`super::query`]) and returns one page in a stable order (every ORDER BY ends
+//! (see [`crate::history::query`]) and returns one page in a stable order (every ORDER BY ends
 //! with the row's key).
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
@@ -8,11 +8,11 @@ use sqlx::postgres::PgArguments;
 use sqlx::query::QueryAs;
 use sqlx::{PgPool, Postgres};
 
-use super::query::{
-    ActivityQuery, Bind, CountsQuery, DeletionsQuery, Filter, ImageSelection, ImagesQuery, Paged,
-    ScopedQuery,
+use super::filter::{Bind, Filter};
+use crate::history::query::{
+    ActivityQuery, CountsQuery, DeletionsQuery, ImageSelection, ImagesQuery, Paged, ScopedQuery,
 };
-use super::HistoryError;
+use crate::history::HistoryError;
 
 /// A tagged image: a tag, the manifest it points at, and their activity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
