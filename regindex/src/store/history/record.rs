@@ -6,7 +6,9 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
 
-use crate::history::aggregate::{dedup_by_id, Aggregates, Counts, Deletion, ObjectKey};
+use crate::history::aggregate::{
+    dedup_by_id, Aggregates, Counts, DailyDelta, Deletion, ObjectKey, TagDelta, TagKey,
+};
 use crate::history::event::{ActivityEvent, BlobRef};
 use crate::history::HistoryError;
 use crate::model::{Digest, RepositoryName, Tag};
@@ -364,24 +366,22 @@ async fn insert_links<'a>(
 async fn apply(tx: &mut Tx<'_>, agg: &Aggregates) -> Result<(), HistoryError> {
     if !agg.tags.is_empty() {
         let rows: Vec<_> = agg.tags.iter().collect();
-        let counts = rows.iter().map(|(_, delta)| &delta.counts);
+        let seen = |(_, d): &(&TagKey, &TagDelta)| d.digest.as_ref().map(|(at, _)| *at);
         UnnestInsert::into_table("history_tags AS t")
-            .column("registry", "text[]", map(&rows, |(k, _)| k.registry.as_str()))
-            .column("repository", "text[]", map(&rows, |(k, _)| k.repository.as_str()))
+            .places(rows.iter().map(|(k, _)| (&k.registry, &k.repository)))
             .column("tag", "text[]", map(&rows, |(k, _)| k.tag.as_str()))
             .column("digest", "text[]", map(&rows, |(_, d)| d.digest.as_ref().map(|(_, d)| d.as_str())))
-            .column("digest_seen_at", "timestamptz[]", map(&rows, |(_, d)| d.digest.as_ref().map(|(at, _)| *at)))
-            .counts(counts)
+            .column("digest_seen_at", "timestamptz[]", map(&rows, seen))
+            .counts(rows.iter().map(|(_, d)| &d.counts))
             .execute(
-                "ON CONFLICT (registry, repository, tag) DO UPDATE SET
+                &format!(
+                    "ON CONFLICT (registry, repository, tag) DO UPDATE SET
                     digest = CASE WHEN t.digest_seen_at IS NULL OR EXCLUDED.digest_seen_at >= t.digest_seen_at
                                   THEN COALESCE(EXCLUDED.digest, t.digest) ELSE t.digest END,
                     digest_seen_at = GREATEST(t.digest_seen_at, EXCLUDED.digest_seen_at),
-                    first_pushed = LEAST(t.first_pushed, EXCLUDED.first_pushed),
-                    last_pushed = GREATEST(t.last_pushed, EXCLUDED.last_pushed),
-                    push_count = t.push_count + EXCLUDED.push_count,
-                    last_pulled = GREATEST(t.last_pulled, EXCLUDED.last_pulled),
-                    pull_count = t.pull_count + EXCLUDED.pull_count",
+                    {}",
+                    counts_update("t")
+                ),
                 &mut **tx,
             )
             .await?;
@@ -390,19 +390,8 @@ async fn apply(tx: &mut Tx<'_>, agg: &Aggregates) -> Result<(), HistoryError> {
     if !agg.manifests.is_empty() {
         let with_links: HashSet<&ObjectKey> = agg.links.keys().map(|l| &l.manifest).collect();
         let rows: Vec<_> = agg.manifests.iter().collect();
-        let counts = rows.iter().map(|(_, delta)| &delta.counts);
         UnnestInsert::into_table("history_manifests AS m")
-            .column(
-                "registry",
-                "text[]",
-                map(&rows, |(k, _)| k.registry.as_str()),
-            )
-            .column(
-                "repository",
-                "text[]",
-                map(&rows, |(k, _)| k.repository.as_str()),
-            )
-            .column("digest", "text[]", map(&rows, |(k, _)| k.digest.as_str()))
+            .objects(rows.iter().map(|(k, _)| *k))
             .column(
                 "media_type",
                 "text[]",
@@ -414,17 +403,16 @@ async fn apply(tx: &mut Tx<'_>, agg: &Aggregates) -> Result<(), HistoryError> {
                 "bool[]",
                 map(&rows, |(k, _)| with_links.contains(k)),
             )
-            .counts(counts)
+            .counts(rows.iter().map(|(_, d)| &d.counts))
             .execute(
-                "ON CONFLICT (registry, repository, digest) DO UPDATE SET
+                &format!(
+                    "ON CONFLICT (registry, repository, digest) DO UPDATE SET
                     media_type = COALESCE(EXCLUDED.media_type, m.media_type),
                     size = COALESCE(EXCLUDED.size, m.size),
                     links_known = m.links_known OR EXCLUDED.links_known,
-                    first_pushed = LEAST(m.first_pushed, EXCLUDED.first_pushed),
-                    last_pushed = GREATEST(m.last_pushed, EXCLUDED.last_pushed),
-                    push_count = m.push_count + EXCLUDED.push_count,
-                    last_pulled = GREATEST(m.last_pulled, EXCLUDED.last_pulled),
-                    pull_count = m.pull_count + EXCLUDED.pull_count",
+                    {}",
+                    counts_update("m")
+                ),
                 &mut **tx,
             )
             .await?;
@@ -432,19 +420,8 @@ async fn apply(tx: &mut Tx<'_>, agg: &Aggregates) -> Result<(), HistoryError> {
 
     if !agg.blobs.is_empty() {
         let rows: Vec<_> = agg.blobs.iter().collect();
-        let counts = rows.iter().map(|(_, delta)| &delta.counts);
         UnnestInsert::into_table("history_blobs AS b")
-            .column(
-                "registry",
-                "text[]",
-                map(&rows, |(k, _)| k.registry.as_str()),
-            )
-            .column(
-                "repository",
-                "text[]",
-                map(&rows, |(k, _)| k.repository.as_str()),
-            )
-            .column("digest", "text[]", map(&rows, |(k, _)| k.digest.as_str()))
+            .objects(rows.iter().map(|(k, _)| *k))
             .column(
                 "media_type",
                 "text[]",
@@ -452,18 +429,17 @@ async fn apply(tx: &mut Tx<'_>, agg: &Aggregates) -> Result<(), HistoryError> {
             )
             .column("size", "bigint[]", map(&rows, |(_, d)| d.size))
             .column("mount_count", "bigint[]", map(&rows, |(_, d)| d.mounts))
-            .counts(counts)
+            .counts(rows.iter().map(|(_, d)| &d.counts))
             .execute(
-                "ON CONFLICT (registry, repository, digest) DO UPDATE SET
+                &format!(
+                    "ON CONFLICT (registry, repository, digest) DO UPDATE SET
                     media_type = COALESCE(EXCLUDED.media_type, b.media_type),
                     size = COALESCE(EXCLUDED.size, b.size),
                     source = 'event',
                     mount_count = b.mount_count + EXCLUDED.mount_count,
-                    first_pushed = LEAST(b.first_pushed, EXCLUDED.first_pushed),
-                    last_pushed = GREATEST(b.last_pushed, EXCLUDED.last_pushed),
-                    push_count = b.push_count + EXCLUDED.push_count,
-                    last_pulled = GREATEST(b.last_pulled, EXCLUDED.last_pulled),
-                    pull_count = b.pull_count + EXCLUDED.pull_count",
+                    {}",
+                    counts_update("b")
+                ),
                 &mut **tx,
             )
             .await?;
@@ -491,35 +467,15 @@ async fn apply(tx: &mut Tx<'_>, agg: &Aggregates) -> Result<(), HistoryError> {
 
     if !agg.daily.is_empty() {
         let rows: Vec<_> = agg.daily.iter().collect();
+        let count = |f: fn(&DailyDelta) -> i64| map(&rows, move |(_, d)| f(d));
         UnnestInsert::into_table("history_daily AS d")
-            .column(
-                "registry",
-                "text[]",
-                map(&rows, |(k, _)| k.registry.as_str()),
-            )
-            .column(
-                "repository",
-                "text[]",
-                map(&rows, |(k, _)| k.repository.as_str()),
-            )
+            .places(rows.iter().map(|(k, _)| (&k.registry, &k.repository)))
             .column("day", "date[]", map(&rows, |(k, _)| k.day))
-            .column(
-                "manifest_pushes",
-                "bigint[]",
-                map(&rows, |(_, d)| d.manifest_pushes),
-            )
-            .column(
-                "manifest_pulls",
-                "bigint[]",
-                map(&rows, |(_, d)| d.manifest_pulls),
-            )
-            .column(
-                "blob_pushes",
-                "bigint[]",
-                map(&rows, |(_, d)| d.blob_pushes),
-            )
-            .column("blob_pulls", "bigint[]", map(&rows, |(_, d)| d.blob_pulls))
-            .column("deletes", "bigint[]", map(&rows, |(_, d)| d.deletes))
+            .column("manifest_pushes", "bigint[]", count(|d| d.manifest_pushes))
+            .column("manifest_pulls", "bigint[]", count(|d| d.manifest_pulls))
+            .column("blob_pushes", "bigint[]", count(|d| d.blob_pushes))
+            .column("blob_pulls", "bigint[]", count(|d| d.blob_pulls))
+            .column("deletes", "bigint[]", count(|d| d.deletes))
             .execute(
                 "ON CONFLICT (registry, repository, day) DO UPDATE SET
                     manifest_pushes = d.manifest_pushes + EXCLUDED.manifest_pushes,
@@ -642,20 +598,50 @@ fn map<'a, R, T>(rows: &'a [R], f: impl Fn(&'a R) -> T) -> Vec<T> {
     rows.iter().map(f).collect()
 }
 
-/// The activity columns every tag, manifest and blob row carries.
-trait CountColumns {
+/// The `SET` clauses of the activity columns of table alias `alias` (tags, manifests,
+/// blobs): times widen, counts add up.
+fn counts_update(alias: &str) -> String {
+    format!(
+        "first_pushed = LEAST({alias}.first_pushed, EXCLUDED.first_pushed),
+        last_pushed = GREATEST({alias}.last_pushed, EXCLUDED.last_pushed),
+        push_count = {alias}.push_count + EXCLUDED.push_count,
+        last_pulled = GREATEST({alias}.last_pulled, EXCLUDED.last_pulled),
+        pull_count = {alias}.pull_count + EXCLUDED.pull_count"
+    )
+}
+
+/// The columns the history's tables share, added to a batch.
+trait HistoryColumns: Sized {
+    /// `registry` and `repository`.
+    fn places<'a>(self, places: impl Iterator<Item = (&'a String, &'a String)> + Clone) -> Self;
+    /// `registry`, `repository` and `digest` of manifests or blobs.
+    fn objects<'a>(self, keys: impl Iterator<Item = &'a ObjectKey> + Clone) -> Self;
+    /// `first_pushed`, `last_pushed`, `push_count`, `last_pulled`, `pull_count`.
     fn counts<'a>(self, counts: impl Iterator<Item = &'a Counts> + Clone) -> Self;
 }
 
-impl CountColumns for UnnestInsert {
+impl HistoryColumns for UnnestInsert {
+    fn places<'a>(self, places: impl Iterator<Item = (&'a String, &'a String)> + Clone) -> Self {
+        let registries: Vec<&str> = places.clone().map(|(r, _)| r.as_str()).collect();
+        let repositories: Vec<&str> = places.map(|(_, r)| r.as_str()).collect();
+        self.column("registry", "text[]", registries)
+            .column("repository", "text[]", repositories)
+    }
+
+    fn objects<'a>(self, keys: impl Iterator<Item = &'a ObjectKey> + Clone) -> Self {
+        let digests: Vec<&str> = keys.clone().map(|k| k.digest.as_str()).collect();
+        self.places(keys.map(|k| (&k.registry, &k.repository)))
+            .column("digest", "text[]", digests)
+    }
+
     fn counts<'a>(self, counts: impl Iterator<Item = &'a Counts> + Clone) -> Self {
-        let column =
+        let time =
             |f: fn(&Counts) -> Option<DateTime<Utc>>| counts.clone().map(f).collect::<Vec<_>>();
         let count = |f: fn(&Counts) -> i64| counts.clone().map(f).collect::<Vec<_>>();
-        self.column("first_pushed", "timestamptz[]", column(|c| c.first_pushed))
-            .column("last_pushed", "timestamptz[]", column(|c| c.last_pushed))
+        self.column("first_pushed", "timestamptz[]", time(|c| c.first_pushed))
+            .column("last_pushed", "timestamptz[]", time(|c| c.last_pushed))
             .column("push_count", "bigint[]", count(|c| c.pushes))
-            .column("last_pulled", "timestamptz[]", column(|c| c.last_pulled))
+            .column("last_pulled", "timestamptz[]", time(|c| c.last_pulled))
             .column("pull_count", "bigint[]", count(|c| c.pulls))
     }
 }
