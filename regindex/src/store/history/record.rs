@@ -249,40 +249,46 @@ impl HistoryStore {
         audit_retention_days: u32,
         event_retention_days: u32,
     ) -> Result<PruneOutcome, HistoryError> {
-        let mut outcome = PruneOutcome::default();
-        loop {
-            let removed = sqlx::query(
-                "DELETE FROM history_deletions WHERE id IN (
-                    SELECT id FROM history_deletions
-                    WHERE deleted_at < now() - make_interval(days => $1) LIMIT $2)",
-            )
-            .bind(i32::try_from(audit_retention_days).unwrap_or(i32::MAX))
-            .bind(ROWS_PER_PRUNE)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-            outcome.deletions += removed;
-            if removed < ROWS_PER_PRUNE as u64 {
-                break;
-            }
-        }
-        loop {
-            let removed = sqlx::query(
-                "DELETE FROM history_events WHERE event_id IN (
-                    SELECT event_id FROM history_events
-                    WHERE received_at < now() - make_interval(days => $1) LIMIT $2)",
-            )
-            .bind(i32::try_from(event_retention_days).unwrap_or(i32::MAX))
-            .bind(ROWS_PER_PRUNE)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-            outcome.events += removed;
-            if removed < ROWS_PER_PRUNE as u64 {
-                break;
-            }
-        }
+        let deletions = prune_chunked(
+            &self.pool,
+            "DELETE FROM history_deletions WHERE id IN (
+                SELECT id FROM history_deletions
+                WHERE deleted_at < now() - make_interval(days => $1) LIMIT $2)",
+            audit_retention_days,
+        )
+        .await?;
+        let events = prune_chunked(
+            &self.pool,
+            "DELETE FROM history_events WHERE event_id IN (
+                SELECT event_id FROM history_events
+                WHERE received_at < now() - make_interval(days => $1) LIMIT $2)",
+            event_retention_days,
+        )
+        .await?;
+        let outcome = PruneOutcome { deletions, events };
         Ok(outcome)
+    }
+}
+
+/// Runs `delete` (`$1`: the retention in days, `$2`: the most rows at once) until it
+/// removes less than a chunk; returns the rows removed.
+async fn prune_chunked(
+    pool: &PgPool,
+    delete: &str,
+    retention_days: u32,
+) -> Result<u64, HistoryError> {
+    let mut total = 0;
+    loop {
+        let removed = sqlx::query(delete)
+            .bind(i32::try_from(retention_days).unwrap_or(i32::MAX))
+            .bind(ROWS_PER_PRUNE)
+            .execute(pool)
+            .await?
+            .rows_affected();
+        total += removed;
+        if removed < ROWS_PER_PRUNE as u64 {
+            return Ok(total);
+        }
     }
 }
 
