@@ -65,6 +65,15 @@ pub(crate) struct Message {
 
 type Session = bus::ConsumerSession;
 
+/// What dispatching needs across sessions: the handlers, the coalescer, the tasks in
+/// flight and the token that kills them.
+type Work<'a> = (
+    &'a Arc<Handlers>,
+    &'a Coalescer<Message>,
+    &'a TaskTracker,
+    &'a CancellationToken,
+);
+
 impl Worker {
     pub fn new(config: Config, refetcher: Arc<dyn Refetcher>, metrics: WorkerMetrics) -> Self {
         Self {
@@ -99,41 +108,45 @@ impl Worker {
             kill.clone(),
         );
 
-        let (handlers_ref, coalescer, tracker, kill) = (&handlers, &coalescer, &tracker, &kill);
-        let shutdown = &shutdown;
+        let (work, shutdown) = ((&handlers, &coalescer, &tracker, &kill), &shutdown);
         bus::consume_reconnecting(
             &handlers.topology.work_queue,
             shutdown,
             || self.open_session(),
-            |mut session| async move {
-                self.metrics.amqp_connected.set(1);
-                let lost = loop {
-                    let next = tokio::select! {
-                        _ = shutdown.cancelled() => break None,
-                        next = session.consumer.next() => next,
-                    };
-                    match next {
-                        Some(Ok(delivery)) => {
-                            handlers_ref
-                                .dispatch(delivery, coalescer, tracker, kill)
-                                .await
-                        }
-                        Some(Err(e)) => break Some(e.to_string()),
-                        None => break Some("consumer cancelled by the broker".to_owned()),
-                    }
-                };
-                self.metrics.amqp_connected.set(0);
-                match lost {
-                    Some(reason) => SessionEnd::Lost(reason),
-                    None => {
-                        self.stop(session, tracker).await;
-                        SessionEnd::Stopped
-                    }
-                }
-            },
+            |session| self.consume(session, work, shutdown),
         )
         .await;
         handlers.publisher.close().await;
+    }
+
+    /// Dispatches the deliveries of one session until the broker is lost or `shutdown`
+    /// (then stops gracefully).
+    async fn consume(
+        &self,
+        mut session: Session,
+        (handlers, coalescer, tracker, kill): Work<'_>,
+        shutdown: &CancellationToken,
+    ) -> SessionEnd {
+        self.metrics.amqp_connected.set(1);
+        let lost = loop {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => break None,
+                next = session.consumer.next() => next,
+            };
+            match next {
+                Some(Ok(delivery)) => handlers.dispatch(delivery, coalescer, tracker, kill).await,
+                Some(Err(e)) => break Some(e.to_string()),
+                None => break Some("consumer cancelled by the broker".to_owned()),
+            }
+        };
+        self.metrics.amqp_connected.set(0);
+        match lost {
+            Some(reason) => SessionEnd::Lost(reason),
+            None => {
+                self.stop(session, tracker).await;
+                SessionEnd::Stopped
+            }
+        }
     }
 
     async fn open_session(&self) -> Result<Session, BusError> {
