@@ -13,14 +13,14 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use chrono::Utc;
 use regindex::config::Config;
-use regindex::history::queries::{
-    BlobRow, Counts, DailyActivity, DeletionRow, HistoryQueries, ImageRow, MissingBlob,
-    TaggedManifest,
-};
 use regindex::history::query::{
     ActivityQuery, CountsQuery, DeletionsQuery, ImagesQuery, Paged, QueryError, ScopedQuery,
 };
 use regindex::history::{AliasError, AliasMap, HistoryError};
+use regindex::store::history::statistics::{
+    BlobRow, Counts, DailyActivity, DeletionRow, HistoryQueries, ImageRow, MissingBlob,
+    TaggedManifest,
+};
 use regindex::store::Store;
 use tracing::error;
 

@@ -14,8 +14,7 @@ use regindex::bus::bodhi::{Nvr, UpdateTarget};
 use regindex::bus::dead_letters::{DeadLetterQueue, Filter};
 use regindex::bus::definitions::{self, BrokerLogin};
 use regindex::bus::fedora_messaging::{self, UpdateSpec};
-use regindex::bus::messages::RefetchRequest;
-use regindex::bus::topology::routing_key;
+use regindex::bus::messages;
 use regindex::bus::{OutgoingMessage, Publisher, Topology};
 use regindex::config::{ComposeCompleteMode, Config};
 use regindex::model::RepositoryName;
@@ -359,13 +358,8 @@ struct Trigger {
 fn plan_trigger(config: &Config, args: &TriggerArgs) -> Result<Trigger> {
     if let Some(name) = &args.repository {
         let repository = RepositoryName::parse(name)?;
-        let body = serde_json::to_vec(&RefetchRequest { repository })?;
         return Ok(Trigger {
-            message: OutgoingMessage::json(
-                &config.amqp.events_exchange,
-                routing_key::REFETCH,
-                body,
-            ),
+            message: messages::refetch_message(&config.amqp.events_exchange, repository)?,
             effect: format!("refetch of {name} requested"),
         });
     }

@@ -17,13 +17,13 @@ use regindex::bus::bodhi::{self, BuildMatch, UpdateComplete};
 use regindex::model::RepositoryName;
 use tracing::{info, warn};
 
-use crate::consumer::Shared;
+use crate::consumer::Handlers;
 use crate::outcome::Failure;
 
 /// The `match` metric label of a build that matched nothing.
 const NO_MATCH: &str = "none";
 
-impl Shared {
+impl Handlers {
     pub(crate) async fn update(&self, update: &UpdateComplete) -> Result<(), Failure> {
         for reason in &update.skipped_builds {
             warn!(alias = %update.alias, %reason, "build left out of the update");
@@ -32,7 +32,7 @@ impl Shared {
         let mut targets: BTreeMap<RepositoryName, BuildMatch> = BTreeMap::new();
         let mut unmatched = Vec::new();
         for nvr in &update.builds {
-            let matches = bodhi::strongest(self.index.build_matches(nvr).await?);
+            let matches = bodhi::strongest(self.refetcher.build_matches(nvr).await?);
             if matches.is_empty() {
                 metrics.build_matches.with_label_values(&[NO_MATCH]).inc();
                 unmatched.push(nvr.to_string());
@@ -50,7 +50,7 @@ impl Shared {
         if !unmatched.is_empty() {
             // A build no label or name leads to: perhaps pushed to a repository the index
             // has not seen (its webhook lost). Only those are worth a look.
-            let fresh = self.index.not_indexed().await?;
+            let fresh = self.refetcher.not_indexed().await?;
             if fresh.is_empty() {
                 warn!(builds = ?unmatched, "builds matched no repository, and every repository of the catalog is indexed");
             }
@@ -66,7 +66,7 @@ impl Shared {
             }
         }
         let repositories: Vec<RepositoryName> = targets.into_keys().collect();
-        self.index
+        self.refetcher
             .record_update(
                 &update.alias,
                 &repositories,
@@ -94,14 +94,14 @@ impl Shared {
 
     pub(crate) async fn compose(&self) -> Result<(), Failure> {
         let recent = self
-            .index
+            .refetcher
             .recent_updates(self.bodhi.recent_update_window())
             .await?;
-        let all = self.index.repositories().await?;
+        let all = self.refetcher.repositories().await?;
         let (first, rest) = bodhi::compose_order(recent, all);
         let recent = self.publish_refetches(first).await?;
         let checked = rest.len();
-        let changed = self.index.changed(rest, self.concurrency).await?;
+        let changed = self.refetcher.changed(rest, self.concurrency).await?;
         let changed = self.publish_refetches(changed).await?;
         let metrics = &self.metrics.bodhi;
         metrics

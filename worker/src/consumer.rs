@@ -8,16 +8,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backon::Retryable;
 use chrono::Utc;
 use futures::future::BoxFuture;
 use futures::{stream, StreamExt, TryStreamExt};
+use lapin::acker::Acker;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicNackOptions};
-use regindex::bus::messages::{self, RefetchRequest, WorkItem};
+use regindex::bus::messages::{self, WorkItem};
 use regindex::bus::republish::{self, Received};
-use regindex::bus::topology::routing_key;
-use regindex::bus::{self as bus, BusError, OutgoingMessage, Publisher, Topology};
+use regindex::bus::{self as bus, BusError, Publisher, SessionEnd, Topology};
 use regindex::config::{BodhiConfig, ComposeCompleteMode, Config};
 use regindex::model::RepositoryName;
 use tokio_util::sync::CancellationToken;
@@ -25,9 +24,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::coalesce::{Coalescer, Job, Ran, Urgency};
-use crate::index::Index;
 use crate::metrics::{outcome as counted, WorkerMetrics};
 use crate::outcome::{decide, Failure, Outcome};
+use crate::refetcher::Refetcher;
 
 /// How long a graceful shutdown waits for work in flight.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -40,13 +39,14 @@ const REQUEUE_PAUSE: Duration = Duration::from_secs(1);
 /// Consumes the work queue, reconnecting until told to stop.
 pub struct Worker {
     config: Config,
-    index: Arc<dyn Index>,
+    refetcher: Arc<dyn Refetcher>,
     metrics: WorkerMetrics,
 }
 
-/// Everything the handlers share.
-pub(crate) struct Shared {
-    pub(crate) index: Arc<dyn Index>,
+/// The handlers of work-queue messages (refetch, compose, update) and how they settle
+/// them (ack, retry, dead letter), with what they need for that.
+pub(crate) struct Handlers {
+    pub(crate) refetcher: Arc<dyn Refetcher>,
     publisher: Publisher,
     topology: Topology,
     max_attempts: u32,
@@ -56,13 +56,29 @@ pub(crate) struct Shared {
     pub(crate) concurrency: usize,
 }
 
+/// A work-queue delivery, taken apart once ([`Received::open`]): the message that the
+/// decoder, the refetch and the retry path read, and the acker that settles it.
+pub(crate) struct Message {
+    received: Received,
+    acker: Acker,
+}
+
 type Session = bus::ConsumerSession;
 
+/// What dispatching needs across sessions: the handlers, the coalescer, the tasks in
+/// flight and the token that kills them.
+type Work<'a> = (
+    &'a Arc<Handlers>,
+    &'a Coalescer<Message>,
+    &'a TaskTracker,
+    &'a CancellationToken,
+);
+
 impl Worker {
-    pub fn new(config: Config, index: Arc<dyn Index>, metrics: WorkerMetrics) -> Self {
+    pub fn new(config: Config, refetcher: Arc<dyn Refetcher>, metrics: WorkerMetrics) -> Self {
         Self {
             config,
-            index,
+            refetcher,
             metrics,
         }
     }
@@ -72,8 +88,8 @@ impl Worker {
     /// everything at once, acknowledging nothing more (the broker redelivers).
     pub async fn run(&self, shutdown: CancellationToken) {
         let topology = Topology::new(&self.config.amqp);
-        let shared = Arc::new(Shared {
-            index: self.index.clone(),
+        let handlers = Arc::new(Handlers {
+            refetcher: self.refetcher.clone(),
             publisher: Publisher::new(self.config.amqp.url.clone(), Some(topology.clone())),
             topology,
             max_attempts: self.config.amqp.max_attempts,
@@ -85,51 +101,52 @@ impl Worker {
         let kill = CancellationToken::new();
         let _kill_on_drop = kill.clone().drop_guard();
         let coalescer = Coalescer::new(
-            shared.clone() as Arc<dyn Job<Delivery>>,
+            handlers.clone() as Arc<dyn Job<Message>>,
             Duration::from_millis(self.config.worker.coalesce_ms),
             self.config.worker.concurrency,
             tracker.clone(),
             kill.clone(),
         );
 
-        while !shutdown.is_cancelled() {
-            let opening = (|| self.open_session())
-                .retry(bus::reconnect_backoff())
-                .notify(
-                    |e, delay| warn!(error = %e, ?delay, "cannot consume the work queue; retrying"),
-                );
-            let mut session = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                session = opening => match session {
-                    Ok(session) => session,
-                    Err(e) => { error!(error = %e, "giving up connecting"); break; }
-                },
+        let (work, shutdown) = ((&handlers, &coalescer, &tracker, &kill), &shutdown);
+        bus::consume_reconnecting(
+            &handlers.topology.work_queue,
+            shutdown,
+            || self.open_session(),
+            |session| self.consume(session, work, shutdown),
+        )
+        .await;
+        handlers.publisher.close().await;
+    }
+
+    /// Dispatches the deliveries of one session until the broker is lost or `shutdown`
+    /// (then stops gracefully).
+    async fn consume(
+        &self,
+        mut session: Session,
+        (handlers, coalescer, tracker, kill): Work<'_>,
+        shutdown: &CancellationToken,
+    ) -> SessionEnd {
+        self.metrics.amqp_connected.set(1);
+        let lost = loop {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => break None,
+                next = session.consumer.next() => next,
             };
-            info!(queue = %shared.topology.work_queue, "consuming");
-            self.metrics.amqp_connected.set(1);
-            let lost = loop {
-                let next = tokio::select! {
-                    _ = shutdown.cancelled() => break None,
-                    next = session.consumer.next() => next,
-                };
-                match next {
-                    Some(Ok(delivery)) => {
-                        shared.dispatch(delivery, &coalescer, &tracker, &kill).await
-                    }
-                    Some(Err(e)) => break Some(e.to_string()),
-                    None => break Some("consumer cancelled by the broker".to_owned()),
-                }
-            };
-            self.metrics.amqp_connected.set(0);
-            match lost {
-                Some(reason) => warn!(%reason, "lost the broker; reconnecting"),
-                None => {
-                    self.stop(session, &tracker).await;
-                    break;
-                }
+            match next {
+                Some(Ok(delivery)) => handlers.dispatch(delivery, coalescer, tracker, kill).await,
+                Some(Err(e)) => break Some(e.to_string()),
+                None => break Some("consumer cancelled by the broker".to_owned()),
+            }
+        };
+        self.metrics.amqp_connected.set(0);
+        match lost {
+            Some(reason) => SessionEnd::Lost(reason),
+            None => {
+                self.stop(session, tracker).await;
+                SessionEnd::Stopped
             }
         }
-        shared.publisher.close().await;
     }
 
     async fn open_session(&self) -> Result<Session, BusError> {
@@ -166,15 +183,15 @@ impl Worker {
     }
 }
 
-impl Shared {
+impl Handlers {
     async fn dispatch(
         self: &Arc<Self>,
         delivery: Delivery,
-        coalescer: &Coalescer<Delivery>,
+        coalescer: &Coalescer<Message>,
         tracker: &TaskTracker,
         kill: &CancellationToken,
     ) {
-        let received = Received::from_delivery(&delivery);
+        let (received, acker) = Received::open(delivery);
         let key = received.original_routing_key();
         let span = info_span!(
             "message",
@@ -183,10 +200,11 @@ impl Shared {
             attempts = received.attempts(),
         );
         let item = messages::decode(&key, &received.body);
+        let delivery = Message { received, acker };
         async move {
             match item {
                 Ok(WorkItem::Refetch(repository)) => {
-                    let urgency = if messages::is_untagged_push(&key, &received.body) {
+                    let urgency = if messages::is_untagged_push(&key, &delivery.received.body) {
                         Urgency::Quiet
                     } else {
                         Urgency::Now
@@ -203,18 +221,18 @@ impl Shared {
                 }
                 Ok(WorkItem::ReindexAll { source }) => {
                     info!(%source, "reindexing after a compose");
-                    let shared = self.clone();
+                    let handlers = self.clone();
                     self.spawn_settled(
                         delivery,
                         tracker,
                         kill,
-                        async move { shared.compose().await },
+                        async move { handlers.compose().await },
                     );
                 }
                 Ok(WorkItem::Update(update)) => {
-                    let shared = self.clone();
+                    let handlers = self.clone();
                     self.spawn_settled(delivery, tracker, kill, async move {
-                        shared.update(&update).await
+                        handlers.update(&update).await
                     });
                 }
                 Ok(WorkItem::Ignore(reason)) => {
@@ -237,15 +255,15 @@ impl Shared {
     /// with its result; stops at once when the worker is dropped (the broker redelivers).
     fn spawn_settled(
         self: &Arc<Self>,
-        delivery: Delivery,
+        delivery: Message,
         tracker: &TaskTracker,
         kill: &CancellationToken,
         work: impl std::future::Future<Output = Result<(), Failure>> + Send + 'static,
     ) {
-        let (shared, kill) = (self.clone(), kill.clone());
+        let (handlers, kill) = (self.clone(), kill.clone());
         let work = async move {
             let result = work.await;
-            shared.settle(delivery, result).await;
+            handlers.settle(delivery, result).await;
         };
         tracker.spawn(
             async move {
@@ -269,13 +287,8 @@ impl Shared {
         let count = repositories.len();
         stream::iter(repositories)
             .map(|repository| async move {
-                let body = serde_json::to_vec(&RefetchRequest { repository })
+                let message = messages::refetch_message(&self.topology.events_exchange, repository)
                     .map_err(|e| Failure::permanent(e.to_string()))?;
-                let message = OutgoingMessage::json(
-                    &self.topology.events_exchange,
-                    routing_key::REFETCH,
-                    body,
-                );
                 self.publisher.publish(&message).await.map_err(|e| {
                     Failure::transient(format!(
                         "publishing refetches: {}",
@@ -290,7 +303,7 @@ impl Shared {
     }
 
     /// Acks on success; otherwise republishes to retry or dead-letter (confirmed), then acks.
-    async fn settle(&self, delivery: Delivery, result: Result<(), Failure>) {
+    async fn settle(&self, delivery: Message, result: Result<(), Failure>) {
         let failure = match result {
             Ok(()) => {
                 if ack(&delivery).await {
@@ -300,24 +313,19 @@ impl Shared {
             }
             Err(failure) => failure,
         };
-        let received = Received::from_delivery(&delivery);
+        let received = &delivery.received;
         let (message, counter) = match decide(&failure, received.attempts(), self.max_attempts) {
             Outcome::Retry { attempts } => {
                 warn!(attempts, error = %failure.reason, "failed; will retry");
                 (
-                    republish::retry(&self.topology, &received, attempts, &failure.reason),
+                    republish::retry(&self.topology, received, attempts, &failure.reason),
                     counted::RETRIED,
                 )
             }
             Outcome::DeadLetter { attempts, reason } => {
                 error!(attempts, %reason, "failed; dead-lettered");
-                let message = republish::dead_letter(
-                    &self.topology,
-                    &received,
-                    attempts,
-                    &reason,
-                    Utc::now(),
-                );
+                let message =
+                    republish::dead_letter(&self.topology, received, attempts, &reason, Utc::now());
                 (message, counted::DEAD_LETTERED)
             }
         };
@@ -342,27 +350,30 @@ impl Shared {
     }
 }
 
-impl Job<Delivery> for Shared {
+impl Job<Message> for Handlers {
     fn run<'a>(
         &'a self,
         repository: &'a RepositoryName,
-        deliveries: &'a [Delivery],
+        deliveries: &'a [Message],
     ) -> BoxFuture<'a, Result<Ran, Failure>> {
         Box::pin(async move {
             // The tags the push events announce: the refetch makes sure it sees them.
             let announced: Vec<_> = deliveries
                 .iter()
                 .filter_map(|delivery| {
-                    let received = Received::from_delivery(delivery);
+                    let received = &delivery.received;
                     messages::pushed_tag(&received.original_routing_key(), &received.body)
                 })
                 .collect();
             let started = Instant::now();
-            let result = self.index.refetch_announced(repository, &announced).await;
+            let result = self
+                .refetcher
+                .refetch_announced(repository, &announced)
+                .await;
             self.metrics
                 .refetch_seconds
                 .observe(started.elapsed().as_secs_f64());
-            if let Some(count) = self.index.problem_count().await {
+            if let Some(count) = self.refetcher.problem_count().await {
                 self.metrics.tag_problems.set(count);
             }
             match result {
@@ -382,14 +393,14 @@ impl Job<Delivery> for Shared {
     fn settle<'a>(
         &'a self,
         repository: &'a RepositoryName,
-        deliveries: Vec<Delivery>,
+        deliveries: Vec<Message>,
         result: Result<(), Failure>,
     ) -> BoxFuture<'a, ()> {
         let span = info_span!("settle", repository = %repository, messages = deliveries.len());
         Box::pin(
             async move {
                 for delivery in deliveries {
-                    Shared::settle(self, delivery, result.clone()).await;
+                    Handlers::settle(self, delivery, result.clone()).await;
                 }
             }
             .instrument(span),
@@ -398,7 +409,7 @@ impl Job<Delivery> for Shared {
 }
 
 /// Acks; false (logged) when the channel is gone, in which case the broker redelivers.
-async fn ack(delivery: &Delivery) -> bool {
+async fn ack(delivery: &Message) -> bool {
     match delivery.acker.ack(BasicAckOptions::default()).await {
         Ok(()) => true,
         Err(e) => {

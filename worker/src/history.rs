@@ -17,7 +17,7 @@ use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::Channel;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts};
 use regindex::bus::messages::RegistryEvent;
-use regindex::bus::{self as bus, BusError, Topology};
+use regindex::bus::{self as bus, BusError, SessionEnd, Topology};
 use regindex::config::Config;
 use regindex::history::event::is_ignored_pull;
 use regindex::history::{ActivityEvent, AliasMap, HistoryError, HistoryStore, RecordOutcome};
@@ -144,26 +144,22 @@ impl HistoryConsumer {
             self.config.history.clone(),
             shutdown.clone(),
         ));
-        while !shutdown.is_cancelled() {
-            let opening = (|| self.open_session())
-                .retry(bus::reconnect_backoff())
-                .notify(|e, delay| warn!(error = %e, ?delay, "cannot consume the history queue; retrying"));
-            let mut session = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                session = opening => match session {
-                    Ok(session) => session,
-                    Err(e) => { warn!(error = %e, "giving up on the history queue"); break; }
-                },
-            };
-            info!(queue = %self.config.history.queue, "consuming history");
-            let result = self.consume(&mut session, &shutdown).await;
-            let _ = session.channel.close(200, "closing").await;
-            let _ = session.connection.close(200, "closing").await;
-            match result {
-                Ok(()) => break,
-                Err(e) => warn!(error = %e, "history consumer lost the broker; reconnecting"),
-            }
-        }
+        let shutdown = &shutdown;
+        bus::consume_reconnecting(
+            &self.config.history.queue,
+            shutdown,
+            || self.open_session(),
+            |mut session| async move {
+                let result = self.consume(&mut session, shutdown).await;
+                let _ = session.channel.close(200, "closing").await;
+                let _ = session.connection.close(200, "closing").await;
+                match result {
+                    Ok(()) => SessionEnd::Stopped,
+                    Err(e) => SessionEnd::Lost(e.to_string()),
+                }
+            },
+        )
+        .await;
         let _ = prune.await;
     }
 

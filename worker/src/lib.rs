@@ -7,10 +7,10 @@ pub mod coalesce;
 pub mod consumer;
 pub mod dead_letters;
 pub mod history;
-pub mod index;
 pub mod metrics;
 pub mod outcome;
 pub mod periodic;
+pub mod refetcher;
 pub mod static_files;
 
 use std::sync::Arc;

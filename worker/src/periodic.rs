@@ -49,7 +49,7 @@ pub async fn run(
                 .await
                 .map_err(|e| regindex::error_chain(&e))?;
             info!(%summary, "full scan done");
-            if let Some(count) = crate::index::Index::problem_count(&syncer).await {
+            if let Some(count) = crate::refetcher::Refetcher::problem_count(&syncer).await {
                 metrics.tag_problems.set(count);
             }
             Ok(())

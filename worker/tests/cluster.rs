@@ -14,8 +14,8 @@ use regindex::bus::{OutgoingMessage, Publisher, Topology};
 use regindex::config::{BrokerUrls, Config, QueueType};
 use regindex::model::RepositoryName;
 use regindex_testkit::RabbitMqCluster;
-use regindex_worker::index::Index;
 use regindex_worker::outcome::Failure;
+use regindex_worker::refetcher::Refetcher;
 use regindex_worker::{Worker, WorkerMetrics};
 use tokio_util::sync::CancellationToken;
 
@@ -29,7 +29,7 @@ struct RecordingIndex {
     refetched: Mutex<BTreeSet<String>>,
 }
 
-impl Index for RecordingIndex {
+impl Refetcher for RecordingIndex {
     fn refetch<'a>(&'a self, repository: &'a RepositoryName) -> BoxFuture<'a, Result<(), Failure>> {
         Box::pin(async move {
             self.refetched

@@ -13,8 +13,8 @@ use regindex::bus::{OutgoingMessage, Publisher};
 use regindex::config::{Config, QueueType};
 use regindex::model::RepositoryName;
 use regindex_testkit::rabbitmq::rabbitmqctl;
-use regindex_worker::index::Index;
 use regindex_worker::outcome::Failure;
+use regindex_worker::refetcher::Refetcher;
 use regindex_worker::{Worker, WorkerMetrics};
 use tokio_util::sync::CancellationToken;
 
@@ -57,7 +57,7 @@ impl FakeIndex {
     }
 }
 
-impl Index for FakeIndex {
+impl Refetcher for FakeIndex {
     fn refetch<'a>(&'a self, repository: &'a RepositoryName) -> BoxFuture<'a, Result<(), Failure>> {
         Box::pin(async move {
             self.started.fetch_add(1, Ordering::SeqCst);

@@ -719,7 +719,7 @@ async fn a_stale_backfill_does_not_resurrect_deleted_rows() {
         })
         .collect();
     history.record(batch).await.unwrap();
-    let manifest = regindex::history::store::ScannedManifest {
+    let manifest = regindex::store::history::ScannedManifest {
         digest: digest.clone(),
         media_type: regindex::model::media_type::OCI_MANIFEST.into(),
         size: Some(10),

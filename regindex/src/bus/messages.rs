@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::publisher::OutgoingMessage;
 use super::topology::routing_key;
 use crate::bus::bodhi::{Nvr, UpdateComplete, UpdateTarget};
 use crate::model::{media_type, Digest, InvalidValue, RepositoryName, Tag};
@@ -139,11 +140,63 @@ impl RegistryEvent {
 
     /// The worker acts on it (the work queue is bound to its routing key).
     pub fn needs_refetch(&self) -> bool {
-        matches!(
-            (self.action, self.kind),
-            (Action::Push, Kind::Manifest) | (Action::Delete, _)
-        )
+        REFETCHING_EVENTS
+            .iter()
+            .any(|rule| rule.matches(self.action.as_str(), self.kind.as_str()))
     }
+}
+
+/// Registry events that change what the registry holds, as (action, kind) with `None`
+/// for any kind: the one place that decides which events make the worker refetch. The
+/// work queue's bindings ([`RefetchingEvent::binding_key`]), [`RegistryEvent::needs_refetch`]
+/// (which the api uses to coalesce a notification) and [`decode`] all read it.
+pub const REFETCHING_EVENTS: [RefetchingEvent; 2] = [
+    // A tag or a manifest changed.
+    RefetchingEvent {
+        action: Action::Push,
+        kind: Some(Kind::Manifest),
+    },
+    // Every delete: a manifest by digest, an untag, a blob.
+    RefetchingEvent {
+        action: Action::Delete,
+        kind: None,
+    },
+];
+
+/// One entry of [`REFETCHING_EVENTS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefetchingEvent {
+    pub action: Action,
+    /// `None`: every kind.
+    pub kind: Option<Kind>,
+}
+
+impl RefetchingEvent {
+    /// The work queue's binding: `registry.<action>.<kind>`, `#` for any kind.
+    pub fn binding_key(&self) -> String {
+        routing_key::registry(self.action.as_str(), self.kind.map_or("#", Kind::as_str))
+    }
+
+    /// Whether the event `registry.<action>.<kind>` is one of these. Compared as text so
+    /// that a kind this version does not know still matches an any-kind entry, as the
+    /// broker's `#` binding does.
+    fn matches(&self, action: &str, kind: &str) -> bool {
+        self.action.as_str() == action && self.kind.is_none_or(|k| k.as_str() == kind)
+    }
+}
+
+/// Whether a registry event's routing key (`registry.<action>.<kind>`) makes the worker
+/// refetch; false for anything else (a coalesced copy, another prefix).
+pub fn refetches(routing_key: &str) -> bool {
+    let Some((action, kind)) = routing_key
+        .strip_prefix(routing_key::REGISTRY_PREFIX)
+        .and_then(|rest| rest.split_once('.'))
+    else {
+        return false;
+    };
+    REFETCHING_EVENTS
+        .iter()
+        .any(|rule| rule.matches(action, kind))
 }
 
 /// Where one event of a notification is published.
@@ -357,6 +410,20 @@ pub struct RefetchRequest {
     pub repository: RepositoryName,
 }
 
+/// The `regindex.refetch` message for `repository`, on the events exchange: what the
+/// worker's fan-outs and `regindexctl trigger-reindex --repository` publish.
+pub fn refetch_message(
+    events_exchange: &str,
+    repository: RepositoryName,
+) -> Result<OutgoingMessage, MessageError> {
+    let body = serde_json::to_vec(&RefetchRequest { repository })?;
+    Ok(OutgoingMessage::json(
+        events_exchange,
+        routing_key::REFETCH,
+        body,
+    ))
+}
+
 /// A Bodhi compose message body (fedora-messaging ComposeCompleteV1 / legacy mashtask).
 #[derive(Deserialize)]
 struct ComposeComplete {
@@ -426,11 +493,12 @@ pub fn decode(routing_key: &str, body: &[u8]) -> Result<WorkItem, MessageError> 
         let request: RefetchRequest = serde_json::from_slice(body)?;
         return Ok(WorkItem::Refetch(request.repository));
     }
-    if let Some(rest) = routing_key.strip_prefix(routing_key::REGISTRY_PREFIX) {
+    if routing_key.starts_with(routing_key::REGISTRY_PREFIX) {
         let event: RefetchRequest = serde_json::from_slice(body)?;
-        return Ok(match rest.split_once('.') {
-            Some(("push", "manifest")) | Some(("delete", _)) => WorkItem::Refetch(event.repository),
-            _ => WorkItem::Ignore(format!("{routing_key} does not change the index")),
+        return Ok(if refetches(routing_key) {
+            WorkItem::Refetch(event.repository)
+        } else {
+            WorkItem::Ignore(format!("{routing_key} does not change the index"))
         });
     }
     if is_bodhi_compose_topic(routing_key) {
@@ -750,6 +818,43 @@ mod tests {
             decode(&pull.routing_key(), &body).unwrap(),
             WorkItem::Ignore(_)
         ));
+    }
+
+    #[test]
+    fn the_bindings_and_the_decoder_agree_on_what_refetches() {
+        let keys: Vec<String> = REFETCHING_EVENTS
+            .iter()
+            .map(RefetchingEvent::binding_key)
+            .collect();
+        assert_eq!(keys, ["registry.push.manifest", "registry.delete.#"]);
+        for (key, refetch) in [
+            ("registry.push.manifest", true),
+            ("registry.delete.manifest", true),
+            ("registry.delete.tag", true),
+            ("registry.delete.blob", true),
+            ("registry.push.blob", false),
+            ("registry.pull.manifest", false),
+            ("registry.mount.blob", false),
+            ("registry.coalesced.delete.tag", false),
+            ("registry.push", false),
+            ("regindex.refetch", false),
+        ] {
+            assert_eq!(refetches(key), refetch, "{key}");
+        }
+    }
+
+    #[test]
+    fn a_refetch_message_decodes_to_its_refetch() {
+        let repository = RepositoryName::parse("apps/calc").unwrap();
+        let message = refetch_message("events", repository.clone()).unwrap();
+        assert_eq!(
+            (message.exchange.as_str(), message.routing_key.as_str()),
+            ("events", "regindex.refetch")
+        );
+        assert_eq!(
+            decode(&message.routing_key, &message.body).unwrap(),
+            WorkItem::Refetch(repository)
+        );
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub mod republish;
 pub mod testing;
 pub mod topology;
 
-pub use consumer::{reconnect_backoff, ConsumerSession};
+pub use consumer::{consume_reconnecting, reconnect_backoff, ConsumerSession, SessionEnd};
 pub use error::BusError;
 pub use publisher::{OutgoingMessage, Publisher};
 pub use topology::Topology;

@@ -30,6 +30,18 @@ impl Received {
         }
     }
 
+    /// Takes a delivery apart without copying its body or properties: the message, and
+    /// the acker that settles it (a consumer that keeps the message until it settles).
+    pub fn open(delivery: lapin::message::Delivery) -> (Self, lapin::acker::Acker) {
+        let received = Self {
+            exchange: delivery.exchange.to_string(),
+            routing_key: delivery.routing_key.to_string(),
+            properties: delivery.properties,
+            body: delivery.data,
+        };
+        (received, delivery.acker)
+    }
+
     pub fn headers(&self) -> Option<&FieldTable> {
         self.properties.headers().as_ref()
     }

@@ -16,6 +16,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, ExchangeKind};
 use serde_json::json;
 
+use super::messages::REFETCHING_EVENTS;
 use super::BusError;
 use crate::config::{AmqpConfig, Config, QueueType};
 
@@ -23,10 +24,6 @@ use crate::config::{AmqpConfig, Config, QueueType};
 pub mod routing_key {
     /// Internal: refetch one repository, body `{"repository": "..."}`.
     pub const REFETCH: &str = "regindex.refetch";
-    /// Manifest pushes: a tag or a manifest changed.
-    pub const PUSH_MANIFEST: &str = "registry.push.manifest";
-    /// Every delete (manifest by digest, untag, blob).
-    pub const DELETE_ANY: &str = "registry.delete.#";
     /// Every registry event (the history queue's binding).
     pub const REGISTRY_ALL: &str = "registry.#";
     /// Prefix of registry events: `registry.<action>.<kind>`.
@@ -46,7 +43,8 @@ pub mod routing_key {
 
     /// `registry.coalesced.<action>.<kind>`: an event whose refetch another event of the
     /// same notification already asks for. `registry.#` (the history) matches it; the
-    /// work queue's bindings (`registry.push.manifest`, `registry.delete.#`) do not.
+    /// work queue's bindings (`registry.push.manifest`, `registry.delete.#`, from
+    /// [`super::super::messages::REFETCHING_EVENTS`]) do not.
     pub fn registry_coalesced(action: &str, kind: &str) -> String {
         format!("{REGISTRY_PREFIX}coalesced.{action}.{kind}")
     }
@@ -121,9 +119,12 @@ impl Topology {
         };
         let bodhi_topic =
             |topic: &str| format!("{}.{}.{topic}", config.topic_prefix, config.environment);
-        let bindings = vec![
-            bind(&config.events_exchange, routing_key::PUSH_MANIFEST.into()),
-            bind(&config.events_exchange, routing_key::DELETE_ANY.into()),
+        // The registry events that make the worker refetch, as `messages` decides.
+        let mut bindings: Vec<Binding> = REFETCHING_EVENTS
+            .iter()
+            .map(|event| bind(&config.events_exchange, event.binding_key()))
+            .collect();
+        bindings.extend([
             bind(&config.events_exchange, routing_key::REFETCH.into()),
             bind(
                 &config.bodhi_exchange,
@@ -141,7 +142,7 @@ impl Topology {
                 &config.bodhi_exchange,
                 bodhi_topic(routing_key::BODHI_UPDATE_COMPLETE_TESTING),
             ),
-        ];
+        ]);
         let delays: BTreeSet<u64> = config.retry_delays_ms.iter().copied().collect();
         Self {
             events_exchange: config.events_exchange.clone(),

@@ -417,4 +417,105 @@ mod tests {
         let agg = Aggregates::from_events(&dedup_by_id(events));
         assert_eq!(agg.tags[&tag_key("x")].counts.pulls, 2);
     }
+
+    fn day_key(repository: &str, day: &str) -> DayKey {
+        DayKey {
+            registry: "r".into(),
+            repository: repository.into(),
+            day: day.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn days_are_per_repository_and_utc_day() {
+        let mut other = event("3", Activity::PushBlob, 0, None, Some(4));
+        other.repository = RepositoryName::parse("apps/edit").unwrap();
+        let events = [
+            // 1_700_000_000 is 2023-11-14T22:13:20Z: a day later is the next UTC day.
+            event("1", Activity::PushManifest, 0, Some("1"), Some(1)),
+            event("2", Activity::DeleteTag, 86_400, Some("1"), None),
+            other,
+        ];
+        let agg = Aggregates::from_events(&events);
+        assert_eq!(agg.daily.len(), 3);
+        assert_eq!(
+            agg.daily[&day_key("apps/calc", "2023-11-14")],
+            DailyDelta {
+                manifest_pushes: 1,
+                ..DailyDelta::default()
+            }
+        );
+        assert_eq!(agg.daily[&day_key("apps/calc", "2023-11-15")].deletes, 1);
+        assert_eq!(
+            agg.daily[&day_key("apps/edit", "2023-11-14")].blob_pushes,
+            1
+        );
+    }
+
+    #[test]
+    fn later_events_without_details_keep_the_known_ones() {
+        let mut first = event("1", Activity::PushManifest, 1, None, Some(1));
+        first.media_type = Some("application/vnd.oci.image.manifest.v1+json".into());
+        let mut later = event("2", Activity::PullManifest, 2, None, Some(1));
+        later.size = None;
+        let mut blob = event("3", Activity::PushBlob, 1, None, Some(2));
+        blob.media_type = Some("application/octet-stream".into());
+        let mut blob_pull = event("4", Activity::PullBlob, 2, None, Some(2));
+        blob_pull.size = Some(99);
+        let agg = Aggregates::from_events(&[first, later, blob, blob_pull]);
+        let manifest = &agg.manifests[&object_key(1)];
+        assert_eq!(
+            (manifest.media_type.as_deref(), manifest.size),
+            (Some("application/vnd.oci.image.manifest.v1+json"), Some(10))
+        );
+        let blob = &agg.blobs[&object_key(2)];
+        assert_eq!(
+            (blob.media_type.as_deref(), blob.size),
+            (Some("application/octet-stream"), Some(99)),
+            "a later size wins, a missing media type does not erase one"
+        );
+    }
+
+    #[test]
+    fn a_mount_is_a_push_of_the_blob_and_pulls_are_not_pushes() {
+        let events = [
+            event("1", Activity::MountBlob, 5, None, Some(3)),
+            event("2", Activity::PullBlob, 9, None, Some(3)),
+            event("3", Activity::PullManifest, 9, Some("x"), Some(1)),
+        ];
+        let agg = Aggregates::from_events(&events);
+        let blob = &agg.blobs[&object_key(3)].counts;
+        assert_eq!(
+            (blob.first_pushed, blob.last_pushed, blob.last_pulled),
+            (Some(at(5)), Some(at(5)), Some(at(9)))
+        );
+        let tag = &agg.tags[&tag_key("x")].counts;
+        assert_eq!((tag.first_pushed, tag.pushes, tag.pulls), (None, 0, 1));
+        assert!(
+            agg.manifests_without_links().is_empty(),
+            "only pushed manifests wait for their links"
+        );
+    }
+
+    #[test]
+    fn a_delete_by_digest_carries_who_and_where() {
+        let mut delete = event("d", Activity::DeleteDigest, 3, None, Some(5));
+        delete.actor = Some("alice".into());
+        delete.addr = Some("10.0.0.1:1".into());
+        let agg = Aggregates::from_events(&[delete]);
+        assert_eq!(
+            agg.deletions,
+            [Deletion {
+                event_id: "d".into(),
+                at: at(3),
+                registry: "r".into(),
+                repository: "apps/calc".into(),
+                tag: None,
+                digest: Some(digest(5).to_string()),
+                actor: Some("alice".into()),
+                addr: Some("10.0.0.1:1".into()),
+            }]
+        );
+        assert!(agg.manifests.is_empty() && agg.blobs.is_empty());
+    }
 }

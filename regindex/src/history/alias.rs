@@ -172,4 +172,28 @@ mod tests {
             Err(AliasError::EmptyHost(_))
         ));
     }
+
+    #[test]
+    fn a_trailing_dot_before_the_port_and_nul_characters_do_not_make_another_host() {
+        let m = map("", false);
+        assert_eq!(m.canonical(Some("registry.:5000")), "registry.example.com");
+        assert_eq!(m.canonical(Some("registry\0:5000")), "registry.example.com");
+        assert_eq!(m.canonical(Some("Other.:80")), "other:80");
+        // A colon without a port is part of the name.
+        assert_eq!(m.canonical(Some("a:b.")), "a:b");
+    }
+
+    #[test]
+    fn the_default_host_may_be_an_alias_and_a_host_may_list_itself() {
+        let aliases: BTreeMap<String, Vec<String>> =
+            [("a".to_owned(), vec!["A".to_owned(), "b".to_owned()])]
+                .into_iter()
+                .collect();
+        let m = AliasMap::new(&aliases, "B.", false).unwrap();
+        assert_eq!(m.canonical(None), "a");
+        assert!(matches!(
+            AliasMap::new(&[(" ".to_owned(), vec![])].into_iter().collect(), "", false),
+            Err(AliasError::EmptyHost(_))
+        ));
+    }
 }

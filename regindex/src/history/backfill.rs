@@ -16,10 +16,10 @@ use futures::future::BoxFuture;
 use tracing::{debug, warn};
 
 use super::event::BlobRef;
-use super::store::{HistoryStore, ScannedManifest};
 use super::HistoryError;
 use crate::model::{Digest, Reference, RepositoryName, Tag};
 use crate::registry::{FetchedManifest, Manifest, RegistryClient, RegistryError};
+use crate::store::history::{HistoryStore, ScannedManifest};
 use crate::sync::{RefetchObserver, Refetched};
 
 /// Records refetched state into the history.

@@ -342,4 +342,78 @@ mod tests {
         pull.digest = None;
         assert!(ActivityEvent::from_registry_event(&pull, &aliases(), Utc::now()).is_err());
     }
+
+    fn interpret_event(event: &RegistryEvent) -> ActivityEvent {
+        ActivityEvent::from_registry_event(event, &aliases(), Utc::now()).unwrap()
+    }
+
+    #[test]
+    fn blob_pulls_and_mounts_are_blob_activities() {
+        let mut event = fixture("blob-push");
+        event.action = Action::Pull;
+        assert_eq!(interpret_event(&event).activity, Activity::PullBlob);
+        event.action = Action::Mount;
+        let mount = interpret_event(&event);
+        assert_eq!(mount.activity, Activity::MountBlob);
+        assert!(!mount.is_manifest());
+        assert!(interpret("manifest-pull").is_manifest());
+    }
+
+    #[test]
+    fn a_missing_or_unreadable_timestamp_is_the_reception_time() {
+        let received = chrono::DateTime::parse_from_rfc3339("2026-12-01T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut event = fixture("manifest-pull");
+        for timestamp in [None, Some("yesterday".to_owned())] {
+            event.timestamp = timestamp;
+            let recorded =
+                ActivityEvent::from_registry_event(&event, &aliases(), received).unwrap();
+            assert_eq!(recorded.at, received);
+        }
+    }
+
+    #[test]
+    fn an_index_and_its_manifest_references_are_not_blobs() {
+        let reference = |media_type: &str, n: u8| crate::bus::messages::EventReference {
+            digest: Digest::sha256_of(&[n]),
+            media_type: Some(media_type.into()),
+            size: Some(u64::MAX),
+        };
+        let mut push = fixture("manifest-push-oci");
+        push.references = vec![
+            reference("application/vnd.oci.image.manifest.v1+json", 1),
+            reference("application/vnd.oci.image.layer.v1.tar+gzip", 2),
+        ];
+        let recorded = interpret_event(&push);
+        assert_eq!(
+            recorded.references.len(),
+            1,
+            "the manifest reference is left out"
+        );
+        assert_eq!(recorded.references[0].digest, Digest::sha256_of(&[2]));
+        assert_eq!(
+            recorded.references[0].size, None,
+            "a size beyond i64 is unknown"
+        );
+        let mut index = fixture("index-push-oci");
+        index.references = push.references.clone();
+        assert!(interpret_event(&index).references.is_empty());
+        let mut pull = fixture("manifest-pull");
+        pull.references = push.references;
+        assert!(
+            interpret_event(&pull).references.is_empty(),
+            "only pushes link"
+        );
+    }
+
+    #[test]
+    fn content_ids_differ_by_activity() {
+        let mut event = fixture("manifest-pull");
+        event.id = None;
+        let pull = interpret_event(&event);
+        event.action = Action::Push;
+        assert_ne!(interpret_event(&event).id, pull.id);
+        assert_eq!(Activity::DeleteTag.as_str(), "delete_tag");
+    }
 }

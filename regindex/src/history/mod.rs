@@ -8,10 +8,11 @@
 //! - [`event`]: what a bus event means for the history, under which canonical host;
 //! - [`alias`]: equivalent registry host names;
 //! - [`aggregate`]: a batch folded into row changes (pure);
-//! - [`store`]: the transaction (idempotent on the event id), backfill, pruning;
 //! - [`query`]: statistics query parameters and pagination (pure);
-//! - [`queries`]: the statistics read from PostgreSQL;
 //! - [`backfill`]: records what a refetch or scan found, for history predating regindex.
+//!
+//! The SQL (the transaction, backfill state, pruning, the statistics) is with the rest
+//! of the SQL, in [`crate::store::history`].
 //!
 //! The tables are in the history section of `schema.sql`; see `docs/history.md`.
 
@@ -19,13 +20,11 @@ pub mod aggregate;
 pub mod alias;
 pub mod backfill;
 pub mod event;
-pub mod queries;
 pub mod query;
-pub mod store;
 
+pub use crate::store::history::{HistoryStore, RecordOutcome};
 pub use alias::{AliasError, AliasMap};
 pub use event::{Activity, ActivityEvent, BlobRef, UnrecordableEvent};
-pub use store::{HistoryStore, RecordOutcome};
 
 /// The canonical host the configured registry (`registry.url`) is recorded under: what
 /// backfill scans attribute their findings to. Configure `history.aliases` so that it is

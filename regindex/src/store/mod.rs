@@ -11,7 +11,9 @@
 //! data version in memory, from notifications), `jobs.rs` (when the worker's
 //! periodic jobs last succeeded, and their locks), `summaries.rs` (per-repository titles and
 //! descriptions), `browse.rs` (repositories as the web page lists them), `full_text.rs`
-//! (search), `icon_blobs.rs` (content-addressed icon bytes).
+//! (search), `icon_blobs.rs` (content-addressed icon bytes), `history/` (the activity
+//! history: recording, backfill state, pruning, statistics), `unnest.rs` (batch upserts
+//! in one statement).
 
 pub mod availability;
 mod bodhi;
@@ -20,6 +22,7 @@ mod data_version;
 mod error;
 mod full_text;
 mod gc;
+pub mod history;
 mod icon_blobs;
 mod index_query;
 mod jobs;
@@ -30,6 +33,7 @@ mod refetch;
 mod replace;
 mod rows;
 mod summaries;
+mod unnest;
 
 pub use availability::{Availability, DatabaseMonitor};
 pub use browse::{RepositoryContents, RepositorySummary};

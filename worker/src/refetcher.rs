@@ -1,6 +1,12 @@
-//! What the worker needs from the index: refetch one repository, list them all, and
-//! what Bodhi messages need (which repositories hold a build, a warm pass). The real one
-//! is [`Syncer`]; tests of the consumer substitute their own.
+//! What the worker needs from the sync: refetch one repository, list them all, and what
+//! Bodhi messages need (which repositories hold a build, a warm pass). The real one is
+//! [`Syncer`].
+//!
+//! Why a trait: it is the seam between the consumer loop (coalescing, retry, dead
+//! letters, Bodhi fan-outs) and the refetch itself. The consumer's tests put a
+//! [`Refetcher`] there that fails, blocks or records on demand, which a real registry
+//! cannot do at a chosen moment; and every sync, store and registry error becomes a
+//! [`Failure`] (transient or permanent, with its cause chain) here, in one place.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -20,7 +26,7 @@ use crate::outcome::Failure;
 /// semaphore bounds the total).
 const WARM_RESOLVE_CONCURRENCY: usize = 8;
 
-pub trait Index: Send + Sync + 'static {
+pub trait Refetcher: Send + Sync + 'static {
     /// Makes the store's view of `repository` equal to the registry's.
     fn refetch<'a>(&'a self, repository: &'a RepositoryName) -> BoxFuture<'a, Result<(), Failure>>;
     /// `refetch` for push events that announced these tags at these digests; `Ok(false)`
@@ -91,7 +97,7 @@ fn store_failure(error: StoreError) -> Failure {
     Failure::from(&SyncError::from(error))
 }
 
-impl Index for Syncer {
+impl Refetcher for Syncer {
     fn refetch_announced<'a>(
         &'a self,
         repository: &'a RepositoryName,

@@ -1,15 +1,18 @@
 //! PostgreSQL side of the history: recording batches, backfilling, pruning.
-//! (The read side, the statistics queries, is in [`super::queries`].)
+//! (The read side, the statistics queries, is in [`super::statistics`].)
 
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
 
-use super::aggregate::{dedup_by_id, Aggregates, Deletion, ObjectKey};
-use super::event::{ActivityEvent, BlobRef};
-use super::HistoryError;
+use crate::history::aggregate::{
+    dedup_by_id, Aggregates, Counts, DailyDelta, Deletion, ObjectKey, TagDelta, TagKey,
+};
+use crate::history::event::{ActivityEvent, BlobRef};
+use crate::history::HistoryError;
 use crate::model::{Digest, RepositoryName, Tag};
+use crate::store::unnest::UnnestInsert;
 
 type Tx<'a> = Transaction<'a, Postgres>;
 
@@ -246,40 +249,46 @@ impl HistoryStore {
         audit_retention_days: u32,
         event_retention_days: u32,
     ) -> Result<PruneOutcome, HistoryError> {
-        let mut outcome = PruneOutcome::default();
-        loop {
-            let removed = sqlx::query(
-                "DELETE FROM history_deletions WHERE id IN (
-                    SELECT id FROM history_deletions
-                    WHERE deleted_at < now() - make_interval(days => $1) LIMIT $2)",
-            )
-            .bind(i32::try_from(audit_retention_days).unwrap_or(i32::MAX))
-            .bind(ROWS_PER_PRUNE)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-            outcome.deletions += removed;
-            if removed < ROWS_PER_PRUNE as u64 {
-                break;
-            }
-        }
-        loop {
-            let removed = sqlx::query(
-                "DELETE FROM history_events WHERE event_id IN (
-                    SELECT event_id FROM history_events
-                    WHERE received_at < now() - make_interval(days => $1) LIMIT $2)",
-            )
-            .bind(i32::try_from(event_retention_days).unwrap_or(i32::MAX))
-            .bind(ROWS_PER_PRUNE)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-            outcome.events += removed;
-            if removed < ROWS_PER_PRUNE as u64 {
-                break;
-            }
-        }
+        let deletions = prune_chunked(
+            &self.pool,
+            "DELETE FROM history_deletions WHERE id IN (
+                SELECT id FROM history_deletions
+                WHERE deleted_at < now() - make_interval(days => $1) LIMIT $2)",
+            audit_retention_days,
+        )
+        .await?;
+        let events = prune_chunked(
+            &self.pool,
+            "DELETE FROM history_events WHERE event_id IN (
+                SELECT event_id FROM history_events
+                WHERE received_at < now() - make_interval(days => $1) LIMIT $2)",
+            event_retention_days,
+        )
+        .await?;
+        let outcome = PruneOutcome { deletions, events };
         Ok(outcome)
+    }
+}
+
+/// Runs `delete` (`$1`: the retention in days, `$2`: the most rows at once) until it
+/// removes less than a chunk; returns the rows removed.
+async fn prune_chunked(
+    pool: &PgPool,
+    delete: &str,
+    retention_days: u32,
+) -> Result<u64, HistoryError> {
+    let mut total = 0;
+    loop {
+        let removed = sqlx::query(delete)
+            .bind(i32::try_from(retention_days).unwrap_or(i32::MAX))
+            .bind(ROWS_PER_PRUNE)
+            .execute(pool)
+            .await?
+            .rows_affected();
+        total += removed;
+        if removed < ROWS_PER_PRUNE as u64 {
+            return Ok(total);
+        }
     }
 }
 
@@ -288,54 +297,37 @@ async fn insert_events(
     tx: &mut Tx<'_>,
     events: &[ActivityEvent],
 ) -> Result<HashSet<String>, HistoryError> {
-    let mut ids = Vec::with_capacity(events.len());
-    let mut ats = Vec::with_capacity(events.len());
-    let mut activities = Vec::with_capacity(events.len());
-    let mut registries = Vec::with_capacity(events.len());
-    let mut repositories = Vec::with_capacity(events.len());
-    let mut tags = Vec::with_capacity(events.len());
-    let mut digests = Vec::with_capacity(events.len());
-    let mut media_types = Vec::with_capacity(events.len());
-    let mut sizes = Vec::with_capacity(events.len());
-    let mut actors = Vec::with_capacity(events.len());
-    let mut addrs = Vec::with_capacity(events.len());
-    let mut methods = Vec::with_capacity(events.len());
-    for e in events {
-        ids.push(e.id.as_str());
-        ats.push(e.at);
-        activities.push(e.activity.as_str());
-        registries.push(e.registry.as_str());
-        repositories.push(e.repository.as_str());
-        tags.push(e.tag.as_ref().map(Tag::as_str));
-        digests.push(e.digest.as_ref().map(Digest::as_str));
-        media_types.push(e.media_type.as_deref());
-        sizes.push(e.size);
-        actors.push(e.actor.as_deref());
-        addrs.push(e.addr.as_deref());
-        methods.push(e.method.as_deref());
-    }
-    let inserted: Vec<String> = sqlx::query_scalar(
-        "INSERT INTO history_events
-            (event_id, occurred_at, activity, registry, repository, tag, digest, media_type, size, actor, addr, method)
-         SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[],
-                              $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[])
-         ON CONFLICT (event_id) DO NOTHING
-         RETURNING event_id",
-    )
-    .bind(&ids)
-    .bind(&ats)
-    .bind(&activities)
-    .bind(&registries)
-    .bind(&repositories)
-    .bind(&tags)
-    .bind(&digests)
-    .bind(&media_types)
-    .bind(&sizes)
-    .bind(&actors)
-    .bind(&addrs)
-    .bind(&methods)
-    .fetch_all(&mut **tx)
-    .await?;
+    let column = |f: fn(&ActivityEvent) -> Option<&str>| events.iter().map(f).collect::<Vec<_>>();
+    let inserted = UnnestInsert::into_table("history_events")
+        .column("event_id", "text[]", column(|e| Some(e.id.as_str())))
+        .column(
+            "occurred_at",
+            "timestamptz[]",
+            events.iter().map(|e| e.at).collect(),
+        )
+        .column("activity", "text[]", column(|e| Some(e.activity.as_str())))
+        .column("registry", "text[]", column(|e| Some(e.registry.as_str())))
+        .column(
+            "repository",
+            "text[]",
+            column(|e| Some(e.repository.as_str())),
+        )
+        .column("tag", "text[]", column(|e| e.tag.as_ref().map(Tag::as_str)))
+        .column(
+            "digest",
+            "text[]",
+            column(|e| e.digest.as_ref().map(Digest::as_str)),
+        )
+        .column("media_type", "text[]", column(|e| e.media_type.as_deref()))
+        .column("size", "bigint[]", events.iter().map(|e| e.size).collect())
+        .column("actor", "text[]", column(|e| e.actor.as_deref()))
+        .column("addr", "text[]", column(|e| e.addr.as_deref()))
+        .column("method", "text[]", column(|e| e.method.as_deref()))
+        .returning_text(
+            "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+            &mut **tx,
+        )
+        .await?;
     Ok(inserted.into_iter().collect())
 }
 
@@ -379,144 +371,84 @@ async fn insert_links<'a>(
 /// Applies a batch's aggregates: upserts in key order, then the deletes in time order.
 async fn apply(tx: &mut Tx<'_>, agg: &Aggregates) -> Result<(), HistoryError> {
     if !agg.tags.is_empty() {
-        let mut cols = TimeCols::default();
-        let (mut registries, mut repositories, mut tags, mut digests, mut seen) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for (key, delta) in &agg.tags {
-            registries.push(key.registry.as_str());
-            repositories.push(key.repository.as_str());
-            tags.push(key.tag.as_str());
-            digests.push(delta.digest.as_ref().map(|(_, d)| d.as_str()));
-            seen.push(delta.digest.as_ref().map(|(at, _)| *at));
-            cols.push(&delta.counts);
-        }
-        sqlx::query(
-            "INSERT INTO history_tags AS t (registry, repository, tag, digest, digest_seen_at,
-                first_pushed, last_pushed, push_count, last_pulled, pull_count)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
-                $6::timestamptz[], $7::timestamptz[], $8::bigint[], $9::timestamptz[], $10::bigint[])
-             ON CONFLICT (registry, repository, tag) DO UPDATE SET
-                digest = CASE WHEN t.digest_seen_at IS NULL OR EXCLUDED.digest_seen_at >= t.digest_seen_at
-                              THEN COALESCE(EXCLUDED.digest, t.digest) ELSE t.digest END,
-                digest_seen_at = GREATEST(t.digest_seen_at, EXCLUDED.digest_seen_at),
-                first_pushed = LEAST(t.first_pushed, EXCLUDED.first_pushed),
-                last_pushed = GREATEST(t.last_pushed, EXCLUDED.last_pushed),
-                push_count = t.push_count + EXCLUDED.push_count,
-                last_pulled = GREATEST(t.last_pulled, EXCLUDED.last_pulled),
-                pull_count = t.pull_count + EXCLUDED.pull_count",
-        )
-        .bind(&registries)
-        .bind(&repositories)
-        .bind(&tags)
-        .bind(&digests)
-        .bind(&seen)
-        .bind(&cols.first_pushed)
-        .bind(&cols.last_pushed)
-        .bind(&cols.pushes)
-        .bind(&cols.last_pulled)
-        .bind(&cols.pulls)
-        .execute(&mut **tx)
-        .await?;
+        let rows: Vec<_> = agg.tags.iter().collect();
+        let seen = |(_, d): &(&TagKey, &TagDelta)| d.digest.as_ref().map(|(at, _)| *at);
+        UnnestInsert::into_table("history_tags AS t")
+            .places(rows.iter().map(|(k, _)| (&k.registry, &k.repository)))
+            .column("tag", "text[]", map(&rows, |(k, _)| k.tag.as_str()))
+            .column("digest", "text[]", map(&rows, |(_, d)| d.digest.as_ref().map(|(_, d)| d.as_str())))
+            .column("digest_seen_at", "timestamptz[]", map(&rows, seen))
+            .counts(rows.iter().map(|(_, d)| &d.counts))
+            .execute(
+                &format!(
+                    "ON CONFLICT (registry, repository, tag) DO UPDATE SET
+                    digest = CASE WHEN t.digest_seen_at IS NULL OR EXCLUDED.digest_seen_at >= t.digest_seen_at
+                                  THEN COALESCE(EXCLUDED.digest, t.digest) ELSE t.digest END,
+                    digest_seen_at = GREATEST(t.digest_seen_at, EXCLUDED.digest_seen_at),
+                    {}",
+                    counts_update("t")
+                ),
+                &mut **tx,
+            )
+            .await?;
     }
 
     if !agg.manifests.is_empty() {
-        let mut cols = TimeCols::default();
-        let (mut registries, mut repositories, mut digests, mut types, mut sizes, mut linked) = (
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-        );
         let with_links: HashSet<&ObjectKey> = agg.links.keys().map(|l| &l.manifest).collect();
-        for (key, delta) in &agg.manifests {
-            registries.push(key.registry.as_str());
-            repositories.push(key.repository.as_str());
-            digests.push(key.digest.as_str());
-            types.push(delta.media_type.as_deref());
-            sizes.push(delta.size);
-            linked.push(with_links.contains(key));
-            cols.push(&delta.counts);
-        }
-        sqlx::query(
-            "INSERT INTO history_manifests AS m (registry, repository, digest, media_type, size, links_known,
-                first_pushed, last_pushed, push_count, last_pulled, pull_count)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bool[],
-                $7::timestamptz[], $8::timestamptz[], $9::bigint[], $10::timestamptz[], $11::bigint[])
-             ON CONFLICT (registry, repository, digest) DO UPDATE SET
-                media_type = COALESCE(EXCLUDED.media_type, m.media_type),
-                size = COALESCE(EXCLUDED.size, m.size),
-                links_known = m.links_known OR EXCLUDED.links_known,
-                first_pushed = LEAST(m.first_pushed, EXCLUDED.first_pushed),
-                last_pushed = GREATEST(m.last_pushed, EXCLUDED.last_pushed),
-                push_count = m.push_count + EXCLUDED.push_count,
-                last_pulled = GREATEST(m.last_pulled, EXCLUDED.last_pulled),
-                pull_count = m.pull_count + EXCLUDED.pull_count",
-        )
-        .bind(&registries)
-        .bind(&repositories)
-        .bind(&digests)
-        .bind(&types)
-        .bind(&sizes)
-        .bind(&linked)
-        .bind(&cols.first_pushed)
-        .bind(&cols.last_pushed)
-        .bind(&cols.pushes)
-        .bind(&cols.last_pulled)
-        .bind(&cols.pulls)
-        .execute(&mut **tx)
-        .await?;
+        let rows: Vec<_> = agg.manifests.iter().collect();
+        UnnestInsert::into_table("history_manifests AS m")
+            .objects(rows.iter().map(|(k, _)| *k))
+            .column(
+                "media_type",
+                "text[]",
+                map(&rows, |(_, d)| d.media_type.as_deref()),
+            )
+            .column("size", "bigint[]", map(&rows, |(_, d)| d.size))
+            .column(
+                "links_known",
+                "bool[]",
+                map(&rows, |(k, _)| with_links.contains(k)),
+            )
+            .counts(rows.iter().map(|(_, d)| &d.counts))
+            .execute(
+                &format!(
+                    "ON CONFLICT (registry, repository, digest) DO UPDATE SET
+                    media_type = COALESCE(EXCLUDED.media_type, m.media_type),
+                    size = COALESCE(EXCLUDED.size, m.size),
+                    links_known = m.links_known OR EXCLUDED.links_known,
+                    {}",
+                    counts_update("m")
+                ),
+                &mut **tx,
+            )
+            .await?;
     }
 
     if !agg.blobs.is_empty() {
-        let mut cols = TimeCols::default();
-        let (mut registries, mut repositories, mut digests, mut types, mut sizes, mut mounts) = (
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-        );
-        for (key, delta) in &agg.blobs {
-            registries.push(key.registry.as_str());
-            repositories.push(key.repository.as_str());
-            digests.push(key.digest.as_str());
-            types.push(delta.media_type.as_deref());
-            sizes.push(delta.size);
-            mounts.push(delta.mounts);
-            cols.push(&delta.counts);
-        }
-        sqlx::query(
-            "INSERT INTO history_blobs AS b (registry, repository, digest, media_type, size, mount_count,
-                first_pushed, last_pushed, push_count, last_pulled, pull_count)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
-                $7::timestamptz[], $8::timestamptz[], $9::bigint[], $10::timestamptz[], $11::bigint[])
-             ON CONFLICT (registry, repository, digest) DO UPDATE SET
-                media_type = COALESCE(EXCLUDED.media_type, b.media_type),
-                size = COALESCE(EXCLUDED.size, b.size),
-                source = 'event',
-                mount_count = b.mount_count + EXCLUDED.mount_count,
-                first_pushed = LEAST(b.first_pushed, EXCLUDED.first_pushed),
-                last_pushed = GREATEST(b.last_pushed, EXCLUDED.last_pushed),
-                push_count = b.push_count + EXCLUDED.push_count,
-                last_pulled = GREATEST(b.last_pulled, EXCLUDED.last_pulled),
-                pull_count = b.pull_count + EXCLUDED.pull_count",
-        )
-        .bind(&registries)
-        .bind(&repositories)
-        .bind(&digests)
-        .bind(&types)
-        .bind(&sizes)
-        .bind(&mounts)
-        .bind(&cols.first_pushed)
-        .bind(&cols.last_pushed)
-        .bind(&cols.pushes)
-        .bind(&cols.last_pulled)
-        .bind(&cols.pulls)
-        .execute(&mut **tx)
-        .await?;
+        let rows: Vec<_> = agg.blobs.iter().collect();
+        UnnestInsert::into_table("history_blobs AS b")
+            .objects(rows.iter().map(|(k, _)| *k))
+            .column(
+                "media_type",
+                "text[]",
+                map(&rows, |(_, d)| d.media_type.as_deref()),
+            )
+            .column("size", "bigint[]", map(&rows, |(_, d)| d.size))
+            .column("mount_count", "bigint[]", map(&rows, |(_, d)| d.mounts))
+            .counts(rows.iter().map(|(_, d)| &d.counts))
+            .execute(
+                &format!(
+                    "ON CONFLICT (registry, repository, digest) DO UPDATE SET
+                    media_type = COALESCE(EXCLUDED.media_type, b.media_type),
+                    size = COALESCE(EXCLUDED.size, b.size),
+                    source = 'event',
+                    mount_count = b.mount_count + EXCLUDED.mount_count,
+                    {}",
+                    counts_update("b")
+                ),
+                &mut **tx,
+            )
+            .await?;
     }
 
     // Links are per repository; one batch may span several.
@@ -540,41 +472,26 @@ async fn apply(tx: &mut Tx<'_>, agg: &Aggregates) -> Result<(), HistoryError> {
     }
 
     if !agg.daily.is_empty() {
-        let (mut registries, mut repositories, mut days) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut mpush, mut mpull, mut bpush, mut bpull, mut deletes) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for (key, delta) in &agg.daily {
-            registries.push(key.registry.as_str());
-            repositories.push(key.repository.as_str());
-            days.push(key.day);
-            mpush.push(delta.manifest_pushes);
-            mpull.push(delta.manifest_pulls);
-            bpush.push(delta.blob_pushes);
-            bpull.push(delta.blob_pulls);
-            deletes.push(delta.deletes);
-        }
-        sqlx::query(
-            "INSERT INTO history_daily AS d (registry, repository, day, manifest_pushes, manifest_pulls,
-                blob_pushes, blob_pulls, deletes)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::date[], $4::bigint[], $5::bigint[],
-                $6::bigint[], $7::bigint[], $8::bigint[])
-             ON CONFLICT (registry, repository, day) DO UPDATE SET
-                manifest_pushes = d.manifest_pushes + EXCLUDED.manifest_pushes,
-                manifest_pulls = d.manifest_pulls + EXCLUDED.manifest_pulls,
-                blob_pushes = d.blob_pushes + EXCLUDED.blob_pushes,
-                blob_pulls = d.blob_pulls + EXCLUDED.blob_pulls,
-                deletes = d.deletes + EXCLUDED.deletes",
-        )
-        .bind(&registries)
-        .bind(&repositories)
-        .bind(&days)
-        .bind(&mpush)
-        .bind(&mpull)
-        .bind(&bpush)
-        .bind(&bpull)
-        .bind(&deletes)
-        .execute(&mut **tx)
-        .await?;
+        let rows: Vec<_> = agg.daily.iter().collect();
+        let count = |f: fn(&DailyDelta) -> i64| map(&rows, move |(_, d)| f(d));
+        UnnestInsert::into_table("history_daily AS d")
+            .places(rows.iter().map(|(k, _)| (&k.registry, &k.repository)))
+            .column("day", "date[]", map(&rows, |(k, _)| k.day))
+            .column("manifest_pushes", "bigint[]", count(|d| d.manifest_pushes))
+            .column("manifest_pulls", "bigint[]", count(|d| d.manifest_pulls))
+            .column("blob_pushes", "bigint[]", count(|d| d.blob_pushes))
+            .column("blob_pulls", "bigint[]", count(|d| d.blob_pulls))
+            .column("deletes", "bigint[]", count(|d| d.deletes))
+            .execute(
+                "ON CONFLICT (registry, repository, day) DO UPDATE SET
+                    manifest_pushes = d.manifest_pushes + EXCLUDED.manifest_pushes,
+                    manifest_pulls = d.manifest_pulls + EXCLUDED.manifest_pulls,
+                    blob_pushes = d.blob_pushes + EXCLUDED.blob_pushes,
+                    blob_pulls = d.blob_pulls + EXCLUDED.blob_pulls,
+                    deletes = d.deletes + EXCLUDED.deletes",
+                &mut **tx,
+            )
+            .await?;
     }
 
     for deletion in &agg.deletions {
@@ -682,22 +599,55 @@ async fn apply_deletion(tx: &mut Tx<'_>, d: &Deletion) -> Result<(), HistoryErro
     Ok(())
 }
 
-/// Column arrays of [`super::aggregate::Counts`] for UNNEST.
-#[derive(Default)]
-struct TimeCols {
-    first_pushed: Vec<Option<DateTime<Utc>>>,
-    last_pushed: Vec<Option<DateTime<Utc>>>,
-    pushes: Vec<i64>,
-    last_pulled: Vec<Option<DateTime<Utc>>>,
-    pulls: Vec<i64>,
+/// One column of a batch: `f` of every row.
+fn map<'a, R, T>(rows: &'a [R], f: impl Fn(&'a R) -> T) -> Vec<T> {
+    rows.iter().map(f).collect()
 }
 
-impl TimeCols {
-    fn push(&mut self, counts: &super::aggregate::Counts) {
-        self.first_pushed.push(counts.first_pushed);
-        self.last_pushed.push(counts.last_pushed);
-        self.pushes.push(counts.pushes);
-        self.last_pulled.push(counts.last_pulled);
-        self.pulls.push(counts.pulls);
+/// The `SET` clauses of the activity columns of table alias `alias` (tags, manifests,
+/// blobs): times widen, counts add up.
+fn counts_update(alias: &str) -> String {
+    format!(
+        "first_pushed = LEAST({alias}.first_pushed, EXCLUDED.first_pushed),
+        last_pushed = GREATEST({alias}.last_pushed, EXCLUDED.last_pushed),
+        push_count = {alias}.push_count + EXCLUDED.push_count,
+        last_pulled = GREATEST({alias}.last_pulled, EXCLUDED.last_pulled),
+        pull_count = {alias}.pull_count + EXCLUDED.pull_count"
+    )
+}
+
+/// The columns the history's tables share, added to a batch.
+trait HistoryColumns: Sized {
+    /// `registry` and `repository`.
+    fn places<'a>(self, places: impl Iterator<Item = (&'a String, &'a String)> + Clone) -> Self;
+    /// `registry`, `repository` and `digest` of manifests or blobs.
+    fn objects<'a>(self, keys: impl Iterator<Item = &'a ObjectKey> + Clone) -> Self;
+    /// `first_pushed`, `last_pushed`, `push_count`, `last_pulled`, `pull_count`.
+    fn counts<'a>(self, counts: impl Iterator<Item = &'a Counts> + Clone) -> Self;
+}
+
+impl HistoryColumns for UnnestInsert {
+    fn places<'a>(self, places: impl Iterator<Item = (&'a String, &'a String)> + Clone) -> Self {
+        let registries: Vec<&str> = places.clone().map(|(r, _)| r.as_str()).collect();
+        let repositories: Vec<&str> = places.map(|(_, r)| r.as_str()).collect();
+        self.column("registry", "text[]", registries)
+            .column("repository", "text[]", repositories)
+    }
+
+    fn objects<'a>(self, keys: impl Iterator<Item = &'a ObjectKey> + Clone) -> Self {
+        let digests: Vec<&str> = keys.clone().map(|k| k.digest.as_str()).collect();
+        self.places(keys.map(|k| (&k.registry, &k.repository)))
+            .column("digest", "text[]", digests)
+    }
+
+    fn counts<'a>(self, counts: impl Iterator<Item = &'a Counts> + Clone) -> Self {
+        let time =
+            |f: fn(&Counts) -> Option<DateTime<Utc>>| counts.clone().map(f).collect::<Vec<_>>();
+        let count = |f: fn(&Counts) -> i64| counts.clone().map(f).collect::<Vec<_>>();
+        self.column("first_pushed", "timestamptz[]", time(|c| c.first_pushed))
+            .column("last_pushed", "timestamptz[]", time(|c| c.last_pushed))
+            .column("push_count", "bigint[]", count(|c| c.pushes))
+            .column("last_pulled", "timestamptz[]", time(|c| c.last_pulled))
+            .column("pull_count", "bigint[]", count(|c| c.pulls))
     }
 }

@@ -1,5 +1,5 @@
 //! The statistics, read from the history tables. Each function takes a parsed query
-//! (see [`super::query`]) and returns one page in a stable order (every ORDER BY ends
+//! (see [`crate::history::query`]) and returns one page in a stable order (every ORDER BY ends
 //! with the row's key).
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
@@ -8,11 +8,12 @@ use sqlx::postgres::PgArguments;
 use sqlx::query::QueryAs;
 use sqlx::{PgPool, Postgres};
 
-use super::query::{
-    ActivityQuery, Bind, CountsQuery, DeletionsQuery, Filter, ImageSelection, ImagesQuery, Paged,
+use super::filter::{Bind, Filter};
+use crate::history::query::{
+    ActivityQuery, CountsQuery, DeletionsQuery, ImageSelection, ImagesQuery, Page, Paged,
     ScopedQuery,
 };
-use super::HistoryError;
+use crate::history::HistoryError;
 
 /// A tagged image: a tag, the manifest it points at, and their activity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -130,6 +131,20 @@ fn bind_all<'q, O>(
     query
 }
 
+impl HistoryQueries {
+    /// One page of `sql` (whose `LIMIT` fetches one row more than the page, to tell
+    /// whether there is a next one), with the filter's values bound.
+    async fn page<T>(&self, sql: &str, f: &Filter, page: Page) -> Result<Paged<T>, HistoryError>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    {
+        let rows = bind_all(sqlx::query_as::<_, T>(sql), f.binds())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(Paged::from_rows(rows, page))
+    }
+}
+
 fn days_ago(now: DateTime<Utc>, days: u32) -> DateTime<Utc> {
     now - Duration::days(i64::from(days))
 }
@@ -188,10 +203,7 @@ impl HistoryQueries {
             f.where_sql(),
             f.page_sql(q.page)
         );
-        let rows = bind_all(sqlx::query_as::<_, ImageRow>(&sql), f.binds())
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(Paged::from_rows(rows, q.page))
+        self.page(&sql, &f, q.page).await
     }
 
     pub async fn counts(&self, q: &CountsQuery) -> Result<Counts, HistoryError> {
@@ -232,10 +244,7 @@ impl HistoryQueries {
             f.where_sql(),
             f.page_sql(q.page)
         );
-        let rows = bind_all(sqlx::query_as::<_, TaggedManifest>(&sql), f.binds())
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(Paged::from_rows(rows, q.page))
+        self.page(&sql, &f, q.page).await
     }
 
     /// Blobs no recorded manifest of their repository references.
@@ -252,10 +261,7 @@ impl HistoryQueries {
             f.where_sql(),
             f.page_sql(q.page)
         );
-        let rows = bind_all(sqlx::query_as::<_, BlobRow>(&sql), f.binds())
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(Paged::from_rows(rows, q.page))
+        self.page(&sql, &f, q.page).await
     }
 
     /// Manifest → blob links whose blob the registry never reported (no push, mount or
@@ -273,10 +279,7 @@ impl HistoryQueries {
             f.where_sql(),
             f.page_sql(q.page)
         );
-        let rows = bind_all(sqlx::query_as::<_, MissingBlob>(&sql), f.binds())
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(Paged::from_rows(rows, q.page))
+        self.page(&sql, &f, q.page).await
     }
 
     pub async fn deletions(&self, q: &DeletionsQuery) -> Result<Paged<DeletionRow>, HistoryError> {
@@ -294,10 +297,7 @@ impl HistoryQueries {
             f.where_sql(),
             f.page_sql(q.page)
         );
-        let rows = bind_all(sqlx::query_as::<_, DeletionRow>(&sql), f.binds())
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(Paged::from_rows(rows, q.page))
+        self.page(&sql, &f, q.page).await
     }
 
     /// Per UTC day, summed over the registry's aliases (and over registries unless one
@@ -322,9 +322,6 @@ impl HistoryQueries {
             f.where_sql(),
             f.page_sql(q.page)
         );
-        let rows = bind_all(sqlx::query_as::<_, DailyActivity>(&sql), f.binds())
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(Paged::from_rows(rows, q.page))
+        self.page(&sql, &f, q.page).await
     }
 }
