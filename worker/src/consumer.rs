@@ -86,7 +86,7 @@ impl Worker {
         let _kill_on_drop = kill.clone().drop_guard();
         let coalescer = Coalescer::new(
             shared.clone() as Arc<dyn Job<Delivery>>,
-            Duration::from_millis(self.config.worker.coalesce_ms),
+            self.config.worker.coalesce,
             self.config.worker.concurrency,
             tracker.clone(),
             kill.clone(),
