@@ -176,7 +176,7 @@ async fn main() -> anyhow::Result<()> {
     let registry = TestRegistry::new().await?;
     let db = TestDatabase::create().await?;
     let mut config = Config::default();
-    config.registry.url = registry.url();
+    config.registry.url = registry.url().parse().unwrap();
     config.registry.public_url = Some("/".into());
     config.database.url = SecretString::from(db.url());
     let store = Store::connect_unchecked(&config.database).await?;

@@ -173,7 +173,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let mut config = Config::default();
-    config.registry.url = registry.url();
+    config.registry.url = registry.url().parse().unwrap();
     config.database = DatabaseConfig {
         url: SecretString::from(db.url()),
         max_connections: 20,

@@ -1,4 +1,4 @@
-//! Request header logic of the index routes (pure): content negotiation and
+//! Request header logic of the index and icon routes (pure): content negotiation and
 //! conditional requests.
 
 /// True when `Accept-Encoding` admits gzip (`gzip`, `x-gzip` or `*` with a non-zero q;
@@ -76,5 +76,8 @@ mod tests {
         assert!(!none_match(Some("abc"), &tags));
         assert!(!none_match(None, &tags));
         assert!(!none_match(Some(""), &tags));
+        // An icon's one strong tag.
+        assert!(none_match(Some("W/\"abc\""), &["\"abc\""]));
+        assert!(none_match(Some("\"x\", \"abc\""), &["\"abc\""]));
     }
 }

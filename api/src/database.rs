@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 pub fn session_settings(config: &Config) -> SessionSettings {
     SessionSettings {
         read_only: true,
-        statement_timeout: Some(config.api.statement_timeout()),
+        statement_timeout: Some(config.api.statement_timeout),
         jit_off: true,
     }
 }

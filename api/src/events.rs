@@ -78,7 +78,7 @@ impl EventsState {
             publish_pulls: config.api.publish_pulls,
             history: config.history.enabled,
             pull_host: config.pull_host(),
-            publish_timeout: config.api.publish_timeout(),
+            publish_timeout: config.api.publish_timeout,
             metrics,
         })))
     }

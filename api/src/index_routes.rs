@@ -72,8 +72,8 @@ pub(crate) async fn serve(
     let cache_control = cache_control(
         flavour,
         stale_age.is_some(),
-        state.config.api.static_max_age_secs,
-        state.config.api.stale_if_error_secs,
+        state.config.api.static_max_age.as_secs(),
+        state.config.api.stale_if_error.as_secs(),
     );
     let gzip = accepts_gzip(header_str(&headers, header::ACCEPT_ENCODING));
     let etag = if gzip {
@@ -149,7 +149,7 @@ async fn answer(
     key: &str,
     profile: Option<&IndexProfile>,
 ) -> Result<Answer, ApiError> {
-    let max_stale = Duration::from_secs(state.config.api.stale_if_error_secs);
+    let max_stale = state.config.api.stale_if_error;
     let fresh = match &state.database {
         // Known down: do not queue up for the pool.
         Some(monitor) if monitor.is_down() => Err(ApiError::DatabaseUnavailable),

@@ -100,15 +100,7 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
 /// The operator routes: history statistics, `/openapi.json` and `/metrics`, served on
 /// `api.operator_listen` only (statistics name clients; see docs/operations.md).
 pub fn operator_router(state: &AppState, metrics: metrics::ApiMetrics) -> Router {
-    // The configuration was validated at load, so the aliases parse; should they not,
-    // the metrics still serve.
-    let stats = match stats_routes::StatsState::new(&state.config, &state.store) {
-        Ok(stats) => stats_routes::router(stats),
-        Err(e) => {
-            tracing::error!(error = %e, "history statistics disabled: bad history.aliases");
-            Router::new()
-        }
-    };
+    let stats = stats_routes::router(stats_routes::StatsState::new(&state.config, &state.store));
     with_http_metrics(
         with_fallbacks(stats.merge(metrics::router(metrics.clone()))),
         metrics,
@@ -158,7 +150,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .webhook_auth()
         .context("webhook authentication")?;
     let listeners = Listeners::bind(&config.api).await?;
-    serve(config, listeners, shutdown_signal()).await
+    serve(config, listeners, regindex::process::shutdown_signal()).await
 }
 
 /// Serves the public and the operator routes on `listeners` until `shutdown` completes,
@@ -240,32 +232,4 @@ async fn ingest_routes(
 fn publisher(config: &Config) -> Arc<Publisher> {
     let topology = regindex::bus::Topology::from_config(config);
     Arc::new(Publisher::new(config.amqp.url.clone(), Some(topology)))
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
-    tracing::info!("shutting down");
 }

@@ -1,6 +1,7 @@
 //! regindex-api: parses arguments, loads the configuration, runs the API.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -18,9 +19,15 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let args = Args::parse();
     regindex::telemetry::init_tracing();
-    let config = Config::load(args.config.as_deref()).context("loading configuration")?;
-    regindex_api::run(config).await
+    let run = async {
+        let config = Config::load(args.config.as_deref()).context("loading configuration")?;
+        regindex_api::run(config).await
+    };
+    match run.await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => regindex::process::fail("regindex-api", e.as_ref()),
+    }
 }

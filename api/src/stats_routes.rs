@@ -16,7 +16,8 @@ use regindex::config::Config;
 use regindex::history::query::{
     ActivityQuery, CountsQuery, DeletionsQuery, ImagesQuery, Paged, QueryError, ScopedQuery,
 };
-use regindex::history::{AliasError, AliasMap, HistoryError};
+use regindex::history::HistoryError;
+use regindex::model::AliasMap;
 use regindex::store::history::statistics::{
     BlobRow, Counts, DailyActivity, DeletionRow, HistoryQueries, ImageRow, MissingBlob,
     TaggedManifest,
@@ -35,16 +36,11 @@ struct Inner {
 }
 
 impl StatsState {
-    pub fn new(config: &Config, store: &Store) -> Result<Self, AliasError> {
-        let history = &config.history;
-        Ok(Self(Arc::new(Inner {
+    pub fn new(config: &Config, store: &Store) -> Self {
+        Self(Arc::new(Inner {
             queries: HistoryQueries::new(store.pool().clone()),
-            aliases: AliasMap::new(
-                &history.aliases,
-                &history.default_host,
-                history.merge_unlisted_hosts,
-            )?,
-        })))
+            aliases: config.history.aliases.clone(),
+        }))
     }
 }
 

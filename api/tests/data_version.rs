@@ -138,7 +138,7 @@ async fn cached_answers_and_304s_are_served_from_memory() {
             free_port().unwrap()
         )
         .into(),
-        acquire_timeout_ms: 500,
+        acquire_timeout: std::time::Duration::from_millis(500),
         ..DatabaseConfig::default()
     };
     let cut_off = AppState {

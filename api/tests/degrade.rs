@@ -30,7 +30,7 @@ const QUERY: &str =
     "/index/static?label%3Aorg.flatpak.ref%3Aexists=1&architecture=amd64&os=linux&tag=latest";
 /// The pool's acquire timeout in the outage tests: far longer than any client waits, so
 /// an answer proves the api did not queue up for the pool.
-const LONG_ACQUIRE_TIMEOUT_MS: u64 = 30_000;
+const LONG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest a client waits for one answer in the outage tests.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -141,7 +141,7 @@ async fn index_an_app(url: &str) -> TestRegistry {
         .await
         .unwrap();
     let mut config = Config::default();
-    config.registry.url = registry.url();
+    config.registry.url = registry.url().parse().unwrap();
     config.database.url = url.to_owned().into();
     let store = Store::connect(&config.database).await.unwrap();
     Syncer::new(
@@ -162,7 +162,7 @@ async fn api_sessions_are_read_only_and_every_read_path_is_time_limited() {
     let db = TestDatabase::create().await.unwrap();
     migrate(&db.url()).await;
     let mut config = config(db.url());
-    config.api.statement_timeout_ms = 300;
+    config.api.statement_timeout = Duration::from_millis(300);
     let store = regindex_api::database::store(&config).unwrap();
 
     let write = sqlx::query("UPDATE data_version SET version = version + 1")
@@ -279,7 +279,7 @@ async fn a_database_outage_serves_the_last_good_answers() {
     migrate(&url).await;
     let _registry = index_an_app(&url).await;
     let mut config = config(url);
-    config.database.acquire_timeout_ms = LONG_ACQUIRE_TIMEOUT_MS;
+    config.database.acquire_timeout = LONG_ACQUIRE_TIMEOUT;
     let api = RunningApi::start(config).await;
     eventually("the database to be up", WAIT, || async {
         let ready = api.get("/readyz", &[]).await;
@@ -460,7 +460,11 @@ async fn readiness_reports_the_broker() {
 /// The `REGINDEX_AMQP__*` variables of `bus`'s uniquely named topology.
 fn amqp_env(bus: &TestBus) -> Vec<(&'static str, String)> {
     let amqp = &bus.config;
-    let delays: Vec<String> = amqp.retry_delays_ms.iter().map(u64::to_string).collect();
+    let delays: Vec<String> = amqp
+        .retry_delays
+        .iter()
+        .map(|d| d.as_millis().to_string())
+        .collect();
     vec![
         (
             "REGINDEX_AMQP__EVENTS_EXCHANGE",
@@ -592,7 +596,7 @@ async fn the_data_version_watch_recovers_after_a_database_restart() {
     migrate(&url).await;
     let registry = index_an_app(&url).await;
     let mut config = config(url);
-    config.registry.url = registry.url();
+    config.registry.url = registry.url().parse().unwrap();
     let store = Store::connect(&config.database).await.unwrap();
     let syncer = Syncer::new(
         RegistryClient::new(&config.registry).unwrap(),

@@ -78,7 +78,7 @@ async fn index_queries_answer_what_was_pushed() {
     let registry = TestRegistry::new().await.unwrap();
     let db = TestDatabase::create().await.unwrap();
     let mut config = Config::default();
-    config.registry.url = registry.url();
+    config.registry.url = registry.url().parse().unwrap();
     config.registry.public_url = Some("https://registry.example.org/".into());
     config.database = DatabaseConfig {
         url: SecretString::from(db.url()),

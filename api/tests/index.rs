@@ -233,7 +233,7 @@ async fn spawn_app() -> TestApp {
     }
     let mut config = Config::default();
     config.registry.public_url = Some("/".into());
-    config.api.static_max_age_secs = MAX_AGE_SECS;
+    config.api.static_max_age = std::time::Duration::from_secs(MAX_AGE_SECS);
     config.database = db.config.clone();
     let state = AppState::new(Arc::new(config), store.clone());
     TestApp {

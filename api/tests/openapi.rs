@@ -27,7 +27,7 @@ fn configure(config: &mut Config) {
     config.api.body_limit_bytes = 4096;
     // No broker: readiness and publishing answer their 503s.
     config.amqp.url = "amqp://guest:guest@127.0.0.1:1/%2f".to_owned().into();
-    config.api.publish_timeout_ms = 500;
+    config.api.publish_timeout = std::time::Duration::from_millis(500);
     config.history.enabled = false;
     config.api.publish_pulls = false;
 }

@@ -182,8 +182,8 @@ async fn icon_status(stack: &Stack, url: &str) -> u16 {
 #[tokio::test]
 async fn icons_no_image_carries_are_collected_after_the_grace_period() {
     let stack = Stack::start(|c| c.icons.extract = true).await.unwrap();
-    let grace = stack.config.icons.gc_grace_secs;
-    assert!(grace > stack.config.api.static_max_age_secs);
+    let grace = stack.config.icons.gc_grace.as_secs();
+    assert!(grace > stack.config.api.static_max_age.as_secs());
     let red = png([255, 0, 0], 64);
     let green = png([0, 255, 0], 64);
     let red_spec = ImageSpec::flatpak("org.example.A", "amd64").label(ICON_64, &data_uri(&red));
@@ -286,7 +286,7 @@ async fn icons_no_image_carries_are_collected_after_the_grace_period() {
 #[tokio::test]
 async fn an_icon_referenced_again_starts_its_grace_period_afresh() {
     let stack = Stack::start(|_| {}).await.unwrap();
-    let grace = stack.config.icons.gc_grace_secs;
+    let grace = stack.config.icons.gc_grace.as_secs();
     let blue = png([0, 0, 200], 64);
     let spec = ImageSpec::flatpak("org.example.C", "amd64").label(ICON_64, &data_uri(&blue));
     let pushed = stack

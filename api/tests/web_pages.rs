@@ -10,7 +10,7 @@ async fn front_page_lists_repositories_with_titles_icons_tags_and_pull_reference
     let stack = Stack::start(|c| {
         c.web.title = "Test <Registry>".into();
         c.web.pull_host = Some("registry.example.org".into());
-        c.web.max_age_secs = 42;
+        c.web.max_age = std::time::Duration::from_secs(42);
     })
     .await
     .unwrap();

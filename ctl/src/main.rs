@@ -152,10 +152,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli).await {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("regindexctl: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => regindex::process::fail("regindexctl", e.as_ref()),
     }
 }
 
@@ -257,7 +254,6 @@ async fn scan(config: &Config) -> Result<ExitCode> {
     // The activity history records what the scan finds (backfill).
     if let Some(backfill) =
         regindex::history::backfill::Backfill::from_config(config, registry, store.pool().clone())
-            .context("history configuration")?
     {
         syncer = syncer.with_observer(std::sync::Arc::new(backfill));
     }

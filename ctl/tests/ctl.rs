@@ -30,9 +30,9 @@ fn ctl_with(bus: &TestBus, args: &[&str], env: &[(&str, &str)]) -> Output {
         .env("REGINDEX_AMQP__ENVIRONMENT", &c.environment)
         .env(
             "REGINDEX_AMQP__RETRY_DELAYS_MS",
-            c.retry_delays_ms
+            c.retry_delays
                 .iter()
-                .map(u64::to_string)
+                .map(|d| d.as_millis().to_string())
                 .collect::<Vec<_>>()
                 .join(","),
         )

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use url::Url;
 
 pub use crate::index::{IndexProfile, RepositoryPattern};
+use crate::model::AliasMap;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -25,6 +26,123 @@ fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key,
         problem: problem.into(),
+    }
+}
+
+/// Durations written as whole numbers of the unit the key names (`_secs`, `_ms`), for
+/// `#[serde(deserialize_with)]`. Errors name the key: the `config` crate appends it.
+mod duration {
+    use std::time::Duration;
+
+    use serde::{de::Error as _, Deserialize, Deserializer};
+
+    pub fn secs<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
+    }
+
+    pub fn millis<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+
+    /// A timeout or wait that 0 would turn into "never" or "no limit".
+    pub fn positive_secs<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        positive(secs(d)?)
+    }
+
+    pub fn positive_millis<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        positive(millis(d)?)
+    }
+
+    fn positive<E: serde::de::Error>(duration: Duration) -> Result<Duration, E> {
+        if duration.is_zero() {
+            return Err(E::custom("must be at least 1"));
+        }
+        Ok(duration)
+    }
+
+    /// An interval where 0 disables what it paces.
+    pub fn secs_or_off<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Some(secs(d)?).filter(|every| !every.is_zero()))
+    }
+
+    /// At least one.
+    pub fn millis_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+        let list = Vec::<u64>::deserialize(d)?;
+        if list.is_empty() {
+            return Err(D::Error::custom("needs at least one delay"));
+        }
+        Ok(list.into_iter().map(Duration::from_millis).collect())
+    }
+}
+
+/// `registry.url`: an `http(s)://host[:port][/prefix]` URL, kept as written for the
+/// `Registry` field of index answers (parsing would add a `/` to a bare host).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct RegistryUrl {
+    text: String,
+    url: Url,
+}
+
+impl RegistryUrl {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let url = Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(format!("{text:?} must be http(s)://host[:port][/prefix]"));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(format!("{text:?} must not have a query or fragment"));
+        }
+        Ok(Self {
+            text: text.to_owned(),
+            url,
+        })
+    }
+
+    /// As written in the configuration.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// `host` or `host:port` (the port when the URL names one).
+    pub fn host_port(&self) -> String {
+        let host = self.url.host_str().unwrap_or_default();
+        match self.url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        }
+    }
+}
+
+impl TryFrom<String> for RegistryUrl {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        Self::parse(&text)
+    }
+}
+
+impl std::str::FromStr for RegistryUrl {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        Self::parse(text)
+    }
+}
+
+impl std::fmt::Display for RegistryUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::fmt::Debug for RegistryUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.text)
     }
 }
 
@@ -53,7 +171,7 @@ pub struct Config {
 pub struct RegistryConfig {
     /// Where the worker fetches from: the only host it ever contacts. May carry a path
     /// prefix (`https://host/prefix`), under which `/v2/` is expected.
-    pub url: String,
+    pub url: RegistryUrl,
     /// The `Registry` value in index responses (what clients fetch manifests from).
     /// Defaults to `url`; may be relative to the index URL, e.g. `/`.
     pub public_url: Option<String>,
@@ -61,7 +179,11 @@ pub struct RegistryConfig {
     pub password: Option<SecretString>,
     /// A docker `config.json` to take credentials for the registry host from.
     pub docker_config: Option<PathBuf>,
-    pub request_timeout_secs: u64,
+    #[serde(
+        rename = "request_timeout_secs",
+        deserialize_with = "duration::positive_secs"
+    )]
+    pub request_timeout: Duration,
     /// Requests in flight to the registry at once, per process.
     pub max_concurrency: usize,
     /// Page size asked for on `_catalog` and `tags/list`.
@@ -75,7 +197,11 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     /// How long a query waits for a pooled connection (all busy, or none can be opened)
     /// before it fails.
-    pub acquire_timeout_ms: u64,
+    #[serde(
+        rename = "acquire_timeout_ms",
+        deserialize_with = "duration::positive_millis"
+    )]
+    pub acquire_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -96,8 +222,9 @@ pub struct AmqpConfig {
     /// fedora-messaging topic prefix and environment: topics are `<prefix>.<env>.bodhi...`.
     pub topic_prefix: String,
     pub environment: String,
-    /// Delays of the retry path, one per attempt; the last repeats.
-    pub retry_delays_ms: Vec<u64>,
+    /// Delays of the retry path, one per attempt; the last repeats. Never empty.
+    #[serde(rename = "retry_delays_ms", deserialize_with = "duration::millis_list")]
+    pub retry_delays: Vec<Duration>,
     /// Attempts before a message is dead-lettered.
     pub max_attempts: u32,
     /// Unacknowledged messages the worker holds at once.
@@ -235,7 +362,8 @@ pub struct ApiConfig {
     /// statistics name clients (addresses, accounts) and must not be public.
     pub operator_listen: SocketAddr,
     /// `Cache-Control: max-age` of `/index/static`.
-    pub static_max_age_secs: u64,
+    #[serde(rename = "static_max_age_secs", deserialize_with = "duration::secs")]
+    pub static_max_age: Duration,
     /// `POST /events` requires `Authorization: Bearer <webhook_token>` unless
     /// `webhook_auth` is `none`; the api refuses to start without a token otherwise.
     pub webhook_token: Option<SecretString>,
@@ -244,18 +372,28 @@ pub struct ApiConfig {
     /// confirming all its events) before it is answered 503. Keep it below the registry's
     /// notification `timeout`, or the registry gives up and resends while the api still
     /// publishes.
-    pub publish_timeout_ms: u64,
+    #[serde(
+        rename = "publish_timeout_ms",
+        deserialize_with = "duration::positive_millis"
+    )]
+    pub publish_timeout: Duration,
     pub body_limit_bytes: usize,
     /// Also publish pull, mount and blob events. The activity history consumes them, so
     /// this is on by default and requires `history.enabled` (nothing else would consume
     /// them); push and delete of manifests always go.
     pub publish_pulls: bool,
     /// `statement_timeout` of every api database session: no read path (index, search,
-    /// pages, icons, statistics) can hold a connection longer.
-    pub statement_timeout_ms: u64,
+    /// pages, icons, statistics) can hold a connection longer. Never 0, which would mean
+    /// "no limit" to PostgreSQL: the opposite of what the key is for.
+    #[serde(
+        rename = "statement_timeout_ms",
+        deserialize_with = "duration::positive_millis"
+    )]
+    pub statement_timeout: Duration,
     /// `stale-if-error` of `/index/static`, and how long the api keeps serving an answer
     /// from before a database outage.
-    pub stale_if_error_secs: u64,
+    #[serde(rename = "stale_if_error_secs", deserialize_with = "duration::secs")]
+    pub stale_if_error: Duration,
     /// Byte budget of the api's response cache: current and last good answers, each
     /// body (JSON and gzip) counted once. Least recently used queries go first.
     pub cache_bytes: usize,
@@ -289,18 +427,32 @@ pub enum WebhookAuth {
 pub struct WorkerConfig {
     /// Repositories refetched at once by one worker process.
     pub concurrency: usize,
-    /// Full scan interval; 0 disables the periodic scan.
-    pub scan_interval_secs: u64,
-    /// Garbage collection interval; 0 disables it.
-    pub gc_interval_secs: u64,
+    /// Full scan interval; `None` (0 in the file) disables the periodic scan.
+    #[serde(
+        rename = "scan_interval_secs",
+        deserialize_with = "duration::secs_or_off"
+    )]
+    pub scan_interval: Option<Duration>,
+    /// Garbage collection interval; `None` (0 in the file) disables it.
+    #[serde(
+        rename = "gc_interval_secs",
+        deserialize_with = "duration::secs_or_off"
+    )]
+    pub gc_interval: Option<Duration>,
     /// The least time between two refetch starts of one repository. The first event of
     /// a quiet repository is refetched at once; events within this time of that start
     /// are gathered into one follow-up refetch.
-    pub coalesce_ms: u64,
+    #[serde(rename = "coalesce_ms", deserialize_with = "duration::millis")]
+    pub coalesce: Duration,
     /// `/metrics`, `/healthz` and `/readyz` of the worker.
     pub metrics_listen: SocketAddr,
-    /// How often the dead-letter queue's depth is read for `/metrics`; 0 disables it.
-    pub dead_letter_poll_secs: u64,
+    /// How often the dead-letter queue's depth is read for `/metrics`; `None` (0 in the
+    /// file) disables it.
+    #[serde(
+        rename = "dead_letter_poll_secs",
+        deserialize_with = "duration::secs_or_off"
+    )]
+    pub dead_letter_poll: Option<Duration>,
 }
 
 /// Bodhi messages (see `docs/operations.md`, "Bodhi updates and composes").
@@ -311,7 +463,8 @@ pub struct BodhiConfig {
     pub compose_complete: ComposeCompleteMode,
     /// Repositories that update messages of this many seconds back named are refetched
     /// first after a compose.
-    pub recent_update_secs: u64,
+    #[serde(rename = "recent_update_secs", deserialize_with = "duration::secs")]
+    pub recent_update_window: Duration,
 }
 
 /// `bodhi.compose_complete`.
@@ -329,20 +482,14 @@ impl Default for BodhiConfig {
     fn default() -> Self {
         Self {
             compose_complete: ComposeCompleteMode::Full,
-            recent_update_secs: 24 * 3600,
+            recent_update_window: Duration::from_secs(24 * 3600),
         }
-    }
-}
-
-impl BodhiConfig {
-    pub fn recent_update_window(&self) -> Duration {
-        Duration::from_secs(self.recent_update_secs)
     }
 }
 
 /// Registry activity history and statistics (see `docs/history.md`).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(try_from = "HistoryFile")]
 pub struct HistoryConfig {
     /// The feature: the history queue is declared and bound, and the api publishes pull,
     /// mount and blob events for it.
@@ -355,23 +502,19 @@ pub struct HistoryConfig {
     pub prefetch: u16,
     /// Events written in one transaction at most.
     pub batch_size: usize,
-    /// A batch is written at the latest this long after its first event arrived.
-    pub batch_max_ms: u64,
-    /// Equivalent registry host names: canonical host → aliases. Events carry the host the
-    /// client used (`request.host`); every alias is recorded under its canonical host.
-    pub aliases: BTreeMap<String, Vec<String>>,
-    /// Recorded under this host when an event names none (or an unlisted one, when
-    /// `merge_unlisted_hosts` is set). Empty: the host as reported.
-    pub default_host: String,
-    /// Treat hosts not listed in `aliases` as `default_host` (a registry that only ever
-    /// serves one name set, reached through load balancers with varying host headers).
-    pub merge_unlisted_hosts: bool,
+    /// A batch is written at the latest this long after its first event arrived
+    /// (`batch_max_ms`).
+    pub batch_max_wait: Duration,
+    /// The canonical host of every host name an event may carry, built from the keys
+    /// `aliases`, `default_host` and `merge_unlisted_hosts`.
+    pub aliases: AliasMap,
     /// Deleted tags, manifests and blobs stay in the audit trail this long.
     pub audit_retention_days: u32,
     /// Raw events (and the event ids that make redeliveries harmless) are kept this long.
     pub event_retention_days: u32,
-    /// How often the consumer prunes the audit trail and the raw events; 0: never.
-    pub prune_interval_secs: u64,
+    /// How often the consumer prunes the audit trail and the raw events
+    /// (`prune_interval_secs`); `None` (0 in the file): never.
+    pub prune_interval: Option<Duration>,
     /// Scans and refetches record the registry's current state (tags, manifests, blobs and
     /// their links) for history that predates regindex.
     pub backfill: bool,
@@ -380,7 +523,35 @@ pub struct HistoryConfig {
     pub ignore_user_agents: Vec<String>,
 }
 
-impl Default for HistoryConfig {
+/// The `history` section as written; [`HistoryConfig`] is what it means.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct HistoryFile {
+    enabled: bool,
+    consume: bool,
+    queue: String,
+    prefetch: u16,
+    batch_size: usize,
+    #[serde(deserialize_with = "duration::positive_millis")]
+    batch_max_ms: Duration,
+    /// Equivalent registry host names: canonical host → aliases. Events carry the host the
+    /// client used (`request.host`); every alias is recorded under its canonical host.
+    aliases: BTreeMap<String, Vec<String>>,
+    /// Recorded under this host when an event names none (or an unlisted one, when
+    /// `merge_unlisted_hosts` is set). Empty: the host as reported.
+    default_host: String,
+    /// Treat hosts not listed in `aliases` as `default_host` (a registry that only ever
+    /// serves one name set, reached through load balancers with varying host headers).
+    merge_unlisted_hosts: bool,
+    audit_retention_days: u32,
+    event_retention_days: u32,
+    #[serde(deserialize_with = "duration::secs_or_off")]
+    prune_interval_secs: Option<Duration>,
+    backfill: bool,
+    ignore_user_agents: Vec<String>,
+}
+
+impl Default for HistoryFile {
     fn default() -> Self {
         Self {
             enabled: true,
@@ -388,16 +559,45 @@ impl Default for HistoryConfig {
             queue: "regindex.history".into(),
             prefetch: 2_000,
             batch_size: 500,
-            batch_max_ms: 200,
+            batch_max_ms: Duration::from_millis(200),
             aliases: BTreeMap::new(),
             default_host: String::new(),
             merge_unlisted_hosts: false,
             audit_retention_days: 365,
             event_retention_days: 30,
-            prune_interval_secs: 3_600,
+            prune_interval_secs: Some(Duration::from_secs(3_600)),
             backfill: true,
             ignore_user_agents: vec!["regindex/".into()],
         }
+    }
+}
+
+impl TryFrom<HistoryFile> for HistoryConfig {
+    type Error = String;
+
+    fn try_from(file: HistoryFile) -> Result<Self, String> {
+        let aliases = AliasMap::new(&file.aliases, &file.default_host, file.merge_unlisted_hosts)
+            .map_err(|e| format!("history.aliases: {e}"))?;
+        Ok(Self {
+            enabled: file.enabled,
+            consume: file.consume,
+            queue: file.queue,
+            prefetch: file.prefetch,
+            batch_size: file.batch_size,
+            batch_max_wait: file.batch_max_ms,
+            aliases,
+            audit_retention_days: file.audit_retention_days,
+            event_retention_days: file.event_retention_days,
+            prune_interval: file.prune_interval_secs,
+            backfill: file.backfill,
+            ignore_user_agents: file.ignore_user_agents,
+        })
+    }
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self::try_from(HistoryFile::default()).expect("the default history section is valid")
     }
 }
 
@@ -419,7 +619,8 @@ pub struct IconsConfig {
     /// long after it was first found unreferenced: answers cached by HTTP caches may still
     /// point at it until their max-age ends. Must exceed `api.static_max_age_secs` and
     /// `web.max_age_secs` by `ICON_GC_MARGIN`.
-    pub gc_grace_secs: u64,
+    #[serde(rename = "gc_grace_secs", deserialize_with = "duration::secs")]
+    pub gc_grace: Duration,
 }
 
 /// What `icons.gc_grace_secs` must exceed the longest answer max-age by: an answer may be
@@ -437,7 +638,8 @@ pub struct WebConfig {
     /// Unset: the host of `registry.public_url`, or of `registry.url`.
     pub pull_host: Option<String>,
     /// `Cache-Control: max-age` of the HTML pages and `/v1/search`.
-    pub max_age_secs: u64,
+    #[serde(rename = "max_age_secs", deserialize_with = "duration::secs")]
+    pub max_age: Duration,
     /// Repositories per page on `/`.
     pub page_size: u32,
 }
@@ -515,7 +717,7 @@ impl Default for IconsConfig {
             extract: false,
             max_bytes: 256 * 1024,
             base_url: None,
-            gc_grace_secs: 24 * 3600,
+            gc_grace: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -525,21 +727,13 @@ impl Default for WebConfig {
         Self {
             title: "Container and Flatpak registry".into(),
             pull_host: None,
-            max_age_secs: 60,
+            max_age: Duration::from_secs(60),
             page_size: 100,
         }
     }
 }
 
 impl HistoryConfig {
-    pub fn batch_max_wait(&self) -> Duration {
-        Duration::from_millis(self.batch_max_ms)
-    }
-
-    pub fn prune_interval(&self) -> Option<Duration> {
-        (self.prune_interval_secs > 0).then(|| Duration::from_secs(self.prune_interval_secs))
-    }
-
     fn validate(&self, publish_pulls: bool) -> Result<(), ConfigError> {
         if publish_pulls && !self.enabled {
             return Err(invalid(
@@ -559,11 +753,6 @@ impl HistoryConfig {
                 "must be at least history.batch_size, or batches never fill",
             ));
         }
-        if self.batch_max_ms == 0 {
-            return Err(invalid("history.batch_max_ms", "must be at least 1"));
-        }
-        crate::history::AliasMap::new(&self.aliases, &self.default_host, self.merge_unlisted_hosts)
-            .map_err(|e| invalid("history.aliases", e.to_string()))?;
         Ok(())
     }
 }
@@ -571,12 +760,12 @@ impl HistoryConfig {
 impl Default for RegistryConfig {
     fn default() -> Self {
         Self {
-            url: "http://127.0.0.1:5000".into(),
+            url: "http://127.0.0.1:5000".parse().expect("a valid URL"),
             public_url: None,
             username: None,
             password: None,
             docker_config: None,
-            request_timeout_secs: 30,
+            request_timeout: Duration::from_secs(30),
             max_concurrency: 16,
             page_size: 1000,
         }
@@ -588,7 +777,7 @@ impl Default for DatabaseConfig {
         Self {
             url: SecretString::from("postgres://postgres@127.0.0.1:5432/regindex"),
             max_connections: 10,
-            acquire_timeout_ms: 5000,
+            acquire_timeout: Duration::from_millis(5000),
         }
     }
 }
@@ -603,7 +792,9 @@ impl Default for AmqpConfig {
             dead_letter_queue: "regindex.dead".into(),
             topic_prefix: "org.fedoraproject".into(),
             environment: "prod".into(),
-            retry_delays_ms: vec![1_000, 5_000, 30_000, 120_000, 600_000],
+            retry_delays: [1_000, 5_000, 30_000, 120_000, 600_000]
+                .map(Duration::from_millis)
+                .to_vec(),
             max_attempts: 8,
             prefetch: 64,
             queue_type: QueueType::Classic,
@@ -616,14 +807,14 @@ impl Default for ApiConfig {
         Self {
             listen: ([127, 0, 0, 1], 8080).into(),
             operator_listen: ([127, 0, 0, 1], 8081).into(),
-            static_max_age_secs: 300,
+            static_max_age: Duration::from_secs(300),
             webhook_token: None,
             webhook_auth: WebhookAuthMode::Token,
-            publish_timeout_ms: 3_000,
+            publish_timeout: Duration::from_millis(3_000),
             body_limit_bytes: 1 << 20,
             publish_pulls: true,
-            statement_timeout_ms: 10_000,
-            stale_if_error_secs: 86_400,
+            statement_timeout: Duration::from_millis(10_000),
+            stale_if_error: Duration::from_secs(86_400),
             cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
@@ -636,11 +827,11 @@ impl Default for WorkerConfig {
             // A webhook the registry lost is repaired by the next scan: 30 min plus the
             // scan (seconds at 500 repositories, docs/benchmarks.md) stays within 1 h
             // even when one scan fails and is retried.
-            scan_interval_secs: 30 * 60,
-            gc_interval_secs: 3600,
-            coalesce_ms: 200,
+            scan_interval: Some(Duration::from_secs(30 * 60)),
+            gc_interval: Some(Duration::from_secs(3600)),
+            coalesce: Duration::from_millis(200),
             metrics_listen: ([127, 0, 0, 1], 9091).into(),
-            dead_letter_poll_secs: 15,
+            dead_letter_poll: Some(Duration::from_secs(15)),
         }
     }
 }
@@ -648,6 +839,14 @@ impl Default for WorkerConfig {
 impl Config {
     /// Loads `path` (when given) and then the environment, and validates the result.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(path, std::env::vars())
+    }
+
+    /// [`Config::load`] with these environment variables instead of the process's.
+    fn load_from(
+        path: Option<&Path>,
+        vars: impl Iterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
         let mut builder = config::Config::builder();
         if let Some(path) = path {
             builder = builder.add_source(config::File::from(path).required(true));
@@ -659,19 +858,14 @@ impl Config {
             .list_separator(",")
             .with_list_parse_key("amqp.retry_delays_ms")
             .with_list_parse_key("history.ignore_user_agents")
-            .source(Some(config_env_vars(std::env::vars())));
+            .source(Some(config_env_vars(vars)));
         let cfg: Config = builder.add_source(env).build()?.try_deserialize()?;
         cfg.validate()?;
         Ok(cfg)
     }
 
-    /// Checks what serde cannot: URLs that parse, numbers in range.
+    /// Checks what parsing each key alone cannot: numbers in range, keys that must agree.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let url = Url::parse(&self.registry.url)
-            .map_err(|e| invalid("registry.url", format!("not a URL: {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(invalid("registry.url", "scheme must be http or https"));
-        }
         if self.registry.max_concurrency == 0 {
             return Err(invalid("registry.max_concurrency", "must be at least 1"));
         }
@@ -698,21 +892,11 @@ impl Config {
                 ));
             }
         }
-        if self.amqp.retry_delays_ms.is_empty() {
-            return Err(invalid("amqp.retry_delays_ms", "needs at least one delay"));
-        }
         if self.amqp.max_attempts == 0 {
             return Err(invalid("amqp.max_attempts", "must be at least 1"));
         }
         if self.amqp.prefetch == 0 {
             return Err(invalid("amqp.prefetch", "must be at least 1"));
-        }
-        if self.database.acquire_timeout_ms == 0 {
-            return Err(invalid("database.acquire_timeout_ms", "must be at least 1"));
-        }
-        // 0 would mean "no limit" to PostgreSQL: the opposite of what the key is for.
-        if self.api.statement_timeout_ms == 0 {
-            return Err(invalid("api.statement_timeout_ms", "must be at least 1"));
         }
         if self.worker.concurrency == 0 {
             return Err(invalid("worker.concurrency", "must be at least 1"));
@@ -767,12 +951,13 @@ impl Config {
                 ));
             }
         }
-        let longest_max_age = self.api.static_max_age_secs.max(self.web.max_age_secs);
-        if self.icons.gc_grace_secs <= longest_max_age + ICON_GC_MARGIN.as_secs() {
+        let longest_max_age = self.api.static_max_age.max(self.web.max_age);
+        if self.icons.gc_grace <= longest_max_age + ICON_GC_MARGIN {
             return Err(invalid(
                 "icons.gc_grace_secs",
                 format!(
-                    "must exceed the longest answer max-age ({longest_max_age} s, api.static_max_age_secs / web.max_age_secs) by more than {} s: cached answers may point at an icon that long",
+                    "must exceed the longest answer max-age ({} s, api.static_max_age_secs / web.max_age_secs) by more than {} s: cached answers may point at an icon that long",
+                    longest_max_age.as_secs(),
                     ICON_GC_MARGIN.as_secs()
                 ),
             ));
@@ -902,7 +1087,7 @@ impl Config {
         self.registry
             .public_url
             .as_deref()
-            .unwrap_or(&self.registry.url)
+            .unwrap_or(self.registry.url.as_str())
     }
 }
 
@@ -927,19 +1112,12 @@ impl ApiConfig {
         }
     }
 
-    pub fn publish_timeout(&self) -> Duration {
-        Duration::from_millis(self.publish_timeout_ms)
-    }
-
     fn validate(&self) -> Result<(), ConfigError> {
         if self.webhook_auth == WebhookAuthMode::None && self.webhook_token.is_some() {
             return Err(invalid(
                 "api.webhook_auth",
                 "is none but api.webhook_token is set: remove one of them",
             ));
-        }
-        if self.publish_timeout_ms == 0 {
-            return Err(invalid("api.publish_timeout_ms", "must be at least 1"));
         }
         let (public, operator) = (self.listen, self.operator_listen);
         let overlapping_ips = public.ip() == operator.ip()
@@ -952,24 +1130,6 @@ impl ApiConfig {
             ));
         }
         Ok(())
-    }
-}
-
-impl RegistryConfig {
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_secs(self.request_timeout_secs)
-    }
-}
-
-impl DatabaseConfig {
-    pub fn acquire_timeout(&self) -> Duration {
-        Duration::from_millis(self.acquire_timeout_ms)
-    }
-}
-
-impl ApiConfig {
-    pub fn statement_timeout(&self) -> Duration {
-        Duration::from_millis(self.statement_timeout_ms)
     }
 }
 
@@ -1070,9 +1230,12 @@ mod tests {
         )
         .unwrap();
         let cfg = Config::load(Some(f.path())).unwrap();
-        assert_eq!(cfg.registry.url, "https://registry.example.org/prefix");
+        assert_eq!(
+            cfg.registry.url.as_str(),
+            "https://registry.example.org/prefix"
+        );
         assert_eq!(cfg.public_registry_url(), "/");
-        assert_eq!(cfg.api.static_max_age_secs, 60);
+        assert_eq!(cfg.api.static_max_age, Duration::from_secs(60));
         assert_eq!(cfg.worker.concurrency, WorkerConfig::default().concurrency);
     }
 
@@ -1093,8 +1256,11 @@ mod tests {
         )
         .unwrap();
         let cfg = Config::load(Some(f.path())).unwrap();
-        assert_eq!(cfg.history.aliases["registry.example.com"].len(), 2);
-        assert_eq!(cfg.history.batch_max_wait(), Duration::from_millis(200));
+        assert_eq!(
+            cfg.history.aliases.canonical(Some("10.0.0.5:5000")),
+            "registry.example.com"
+        );
+        assert_eq!(cfg.history.batch_max_wait, Duration::from_millis(200));
 
         let mut cfg = Config::default();
         cfg.history.enabled = false;
@@ -1112,14 +1278,11 @@ mod tests {
             .to_string()
             .contains("history.prefetch"));
 
-        let mut cfg = Config::default();
-        cfg.history.aliases.insert("a".into(), vec!["x".into()]);
-        cfg.history.aliases.insert("b".into(), vec!["X".into()]);
-        assert!(cfg
-            .validate()
+        let err = load_yaml("history:\n  aliases:\n    a: [x]\n    b: [X]")
             .unwrap_err()
-            .to_string()
-            .contains("history.aliases"));
+            .to_string();
+        assert!(err.contains("history.aliases"), "{err}");
+        assert!(err.contains("listed under both"), "{err}");
     }
 
     #[test]
@@ -1132,7 +1295,7 @@ mod tests {
         .unwrap();
         let cfg = Config::load(Some(f.path())).unwrap();
         assert_eq!(cfg.bodhi.compose_complete, ComposeCompleteMode::Off);
-        assert_eq!(cfg.bodhi.recent_update_window(), Duration::from_secs(60));
+        assert_eq!(cfg.bodhi.recent_update_window, Duration::from_secs(60));
         assert_eq!(
             Config::default().bodhi.compose_complete,
             ComposeCompleteMode::Full
@@ -1308,12 +1471,12 @@ mod tests {
     #[test]
     fn icon_grace_exceeds_every_max_age() {
         let mut cfg = Config::default();
-        cfg.icons.gc_grace_secs = cfg.api.static_max_age_secs + ICON_GC_MARGIN.as_secs();
+        cfg.icons.gc_grace = cfg.api.static_max_age + ICON_GC_MARGIN;
         let err = cfg.validate().unwrap_err().to_string();
         assert!(err.contains("icons.gc_grace_secs"), "{err}");
-        cfg.icons.gc_grace_secs += 1;
+        cfg.icons.gc_grace += Duration::from_secs(1);
         cfg.validate().unwrap();
-        cfg.web.max_age_secs = 10_000;
+        cfg.web.max_age = Duration::from_secs(10_000);
         assert!(cfg.validate().is_err());
     }
 
@@ -1360,7 +1523,7 @@ mod tests {
     #[test]
     fn publish_timeout_is_below_every_shipped_registry_notification_timeout() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let publish = ApiConfig::default().publish_timeout();
+        let publish = ApiConfig::default().publish_timeout;
         for file in ["README.md", "deploy/registry.yml", "scripts/dev-up.sh"] {
             let text = std::fs::read_to_string(root.join(file)).unwrap();
             let timeouts: Vec<Duration> = text
@@ -1392,5 +1555,156 @@ mod tests {
         writeln!(f, "registry:\n  urll: http://x").unwrap();
         let err = Config::load(Some(f.path())).unwrap_err().to_string();
         assert!(err.contains("urll"), "{err}");
+    }
+
+    /// The one line a binary prints for `err` (see `error_chain`).
+    fn one_line(err: ConfigError) -> String {
+        crate::error_chain(&err)
+    }
+
+    #[test]
+    fn durations_are_read_in_the_unit_their_key_names() {
+        let cfg = load_yaml(
+            "registry:\n  request_timeout_secs: 7\ndatabase:\n  acquire_timeout_ms: 250\namqp:\n  retry_delays_ms: [10, 2000]\napi:\n  static_max_age_secs: 5\n  publish_timeout_ms: 1500\n  statement_timeout_ms: 900\n  stale_if_error_secs: 3600\nworker:\n  coalesce_ms: 0\n  scan_interval_secs: 120\n  gc_interval_secs: 60\n  dead_letter_poll_secs: 2\nbodhi:\n  recent_update_secs: 90\nhistory:\n  batch_max_ms: 20\n  prune_interval_secs: 30\nicons:\n  gc_grace_secs: 100000\nweb:\n  max_age_secs: 12",
+        )
+        .unwrap();
+        let (s, ms) = (Duration::from_secs, Duration::from_millis);
+        assert_eq!(cfg.registry.request_timeout, s(7));
+        assert_eq!(cfg.database.acquire_timeout, ms(250));
+        assert_eq!(cfg.amqp.retry_delays, [ms(10), ms(2000)]);
+        assert_eq!(cfg.api.static_max_age, s(5));
+        assert_eq!(cfg.api.publish_timeout, ms(1500));
+        assert_eq!(cfg.api.statement_timeout, ms(900));
+        assert_eq!(cfg.api.stale_if_error, s(3600));
+        assert_eq!(
+            cfg.worker.coalesce,
+            Duration::ZERO,
+            "0: no coalescing window"
+        );
+        assert_eq!(cfg.worker.scan_interval, Some(s(120)));
+        assert_eq!(cfg.worker.gc_interval, Some(s(60)));
+        assert_eq!(cfg.worker.dead_letter_poll, Some(s(2)));
+        assert_eq!(cfg.bodhi.recent_update_window, s(90));
+        assert_eq!(cfg.history.batch_max_wait, ms(20));
+        assert_eq!(cfg.history.prune_interval, Some(s(30)));
+        assert_eq!(cfg.icons.gc_grace, s(100_000));
+        assert_eq!(cfg.web.max_age, s(12));
+    }
+
+    #[test]
+    fn zero_disables_the_periodic_tasks() {
+        let cfg = load_yaml(
+            "worker:\n  scan_interval_secs: 0\n  gc_interval_secs: 0\n  dead_letter_poll_secs: 0\nhistory:\n  prune_interval_secs: 0",
+        )
+        .unwrap();
+        assert_eq!(cfg.worker.scan_interval, None);
+        assert_eq!(cfg.worker.gc_interval, None);
+        assert_eq!(cfg.worker.dead_letter_poll, None);
+        assert_eq!(cfg.history.prune_interval, None);
+        let defaults = Config::default();
+        assert!(defaults.worker.scan_interval.is_some() && defaults.worker.gc_interval.is_some());
+        assert!(defaults.history.prune_interval.is_some());
+    }
+
+    #[test]
+    fn zero_timeouts_are_refused_naming_the_key() {
+        for (yaml, key) in [
+            (
+                "registry:\n  request_timeout_secs: 0",
+                "registry.request_timeout_secs",
+            ),
+            (
+                "database:\n  acquire_timeout_ms: 0",
+                "database.acquire_timeout_ms",
+            ),
+            ("api:\n  publish_timeout_ms: 0", "api.publish_timeout_ms"),
+            (
+                "api:\n  statement_timeout_ms: 0",
+                "api.statement_timeout_ms",
+            ),
+            ("history:\n  batch_max_ms: 0", "history.batch_max_ms"),
+            ("amqp:\n  retry_delays_ms: []", "amqp.retry_delays_ms"),
+        ] {
+            let err = one_line(load_yaml(yaml).unwrap_err());
+            assert!(err.contains(key), "{yaml}: {err}");
+            assert!(err.contains("at least"), "{yaml}: {err}");
+        }
+    }
+
+    #[test]
+    fn durations_from_the_environment() {
+        let vars = [
+            ("REGINDEX_WORKER__COALESCE_MS", "75"),
+            ("REGINDEX_WORKER__SCAN_INTERVAL_SECS", "0"),
+            ("REGINDEX_AMQP__RETRY_DELAYS_MS", "5,50"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let cfg = Config::load_from(None, vars.into_iter()).unwrap();
+        assert_eq!(cfg.worker.coalesce, Duration::from_millis(75));
+        assert_eq!(cfg.worker.scan_interval, None);
+        assert_eq!(
+            cfg.amqp.retry_delays,
+            [Duration::from_millis(5), Duration::from_millis(50)]
+        );
+        let vars =
+            [("REGINDEX_HISTORY__BATCH_MAX_MS", "0")].map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let err = one_line(Config::load_from(None, vars.into_iter()).unwrap_err());
+        assert!(err.contains("history.batch_max_ms"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_give_one_error_naming_the_key() {
+        for (yaml, key, says) in [
+            ("worker:\n  coalesce_ms: soon", "worker.coalesce_ms", "soon"),
+            (
+                "worker:\n  scan_interval_secs: -1",
+                "worker.scan_interval_secs",
+                "-1",
+            ),
+            (
+                "registry:\n  url: ftp://r",
+                "registry.url",
+                "http(s)://host",
+            ),
+            ("registry:\n  url: http://r/?q=1", "registry.url", "query"),
+            (
+                "history:\n  aliases:\n    a: [' ']",
+                "history.aliases",
+                "empty host",
+            ),
+        ] {
+            let err = one_line(load_yaml(yaml).unwrap_err());
+            assert!(err.contains(key) && err.contains(says), "{yaml}: {err}");
+            assert_eq!(
+                err.matches(says).count(),
+                1,
+                "{yaml}: said once, not once per cause: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_registry_url_is_kept_as_written() {
+        let cfg = load_yaml("registry:\n  url: http://Registry:5000").unwrap();
+        assert_eq!(cfg.registry.url.as_str(), "http://Registry:5000");
+        assert_eq!(cfg.public_registry_url(), "http://Registry:5000");
+        assert_eq!(cfg.registry.url.host_port(), "registry:5000");
+        assert_eq!(cfg.pull_host(), "registry:5000");
+    }
+
+    #[test]
+    fn aliases_are_built_at_load() {
+        let cfg = load_yaml(
+            "history:\n  aliases:\n    registry.example.com: ['registry:5000']\n  default_host: registry:5000\n  merge_unlisted_hosts: true",
+        )
+        .unwrap();
+        let aliases = &cfg.history.aliases;
+        assert_eq!(aliases.canonical(None), "registry.example.com");
+        assert_eq!(
+            aliases.canonical(Some("REGISTRY:5000")),
+            "registry.example.com"
+        );
+        assert_eq!(aliases.canonical(Some("elsewhere")), "registry.example.com");
+        assert_eq!(Config::default().history.aliases.canonical(Some("A")), "a");
     }
 }

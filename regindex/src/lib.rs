@@ -11,6 +11,7 @@ mod error_chain;
 pub mod history;
 pub mod index;
 pub mod model;
+pub mod process;
 pub mod registry;
 pub mod store;
 pub mod sync;

@@ -10,6 +10,9 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
+mod host_aliases;
+pub use host_aliases::{AliasError, AliasMap};
+
 /// Media types regindex understands.
 pub mod media_type {
     pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";

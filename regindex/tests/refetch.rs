@@ -43,7 +43,7 @@ impl Harness {
     /// A syncer asking the registry at `url` (the registry itself, or a gate before it).
     fn syncer(&self, url: &str) -> Syncer {
         let mut config = Config::default();
-        config.registry.url = url.to_owned();
+        config.registry.url = url.parse().unwrap();
         Syncer::new(
             RegistryClient::new(&config.registry).unwrap(),
             self.store.clone(),

@@ -12,9 +12,9 @@ use regindex_testkit::{
 
 fn config(url: String, page_size: u32) -> RegistryConfig {
     RegistryConfig {
-        url,
+        url: url.parse().unwrap(),
         page_size,
-        request_timeout_secs: 5,
+        request_timeout: std::time::Duration::from_secs(5),
         ..RegistryConfig::default()
     }
 }

@@ -149,9 +149,9 @@ impl Stub {
 
 fn client(url: &str) -> RegistryClient {
     RegistryClient::new(&RegistryConfig {
-        url: url.into(),
+        url: url.parse().unwrap(),
         page_size: 2,
-        request_timeout_secs: 5,
+        request_timeout: Duration::from_secs(5),
         ..RegistryConfig::default()
     })
     .unwrap()
@@ -270,7 +270,7 @@ async fn bearer_token_is_fetched_cached_per_scope_and_retried_once() {
     *stub_url.lock().unwrap() = stub.url.clone();
 
     let client = RegistryClient::new(&RegistryConfig {
-        url: stub.url.clone(),
+        url: stub.url.parse().unwrap(),
         username: Some("u".into()),
         password: Some("p".to_owned().into()),
         ..RegistryConfig::default()
@@ -302,7 +302,7 @@ async fn bearer_token_is_fetched_cached_per_scope_and_retried_once() {
 
 fn client_for_token_test(url: &str) -> RegistryClient {
     RegistryClient::new(&RegistryConfig {
-        url: url.into(),
+        url: url.parse().unwrap(),
         username: Some("u".into()),
         password: Some("wrong".to_owned().into()),
         ..RegistryConfig::default()
@@ -399,7 +399,7 @@ async fn blob_redirects_are_followed_manifest_redirects_are_not() {
     })
     .await;
     let client = RegistryClient::new(&RegistryConfig {
-        url: registry.url.clone(),
+        url: registry.url.parse().unwrap(),
         username: Some("u".into()),
         password: Some("p".to_owned().into()),
         ..RegistryConfig::default()
@@ -454,7 +454,7 @@ async fn concurrency_is_bounded() {
     })
     .await;
     let client = RegistryClient::new(&RegistryConfig {
-        url: stub.url.clone(),
+        url: stub.url.parse().unwrap(),
         max_concurrency: 2,
         ..RegistryConfig::default()
     })
@@ -480,8 +480,8 @@ async fn timeouts_are_transient() {
     })
     .await;
     let client = RegistryClient::new(&RegistryConfig {
-        url: stub.url.clone(),
-        request_timeout_secs: 1,
+        url: stub.url.parse().unwrap(),
+        request_timeout: Duration::from_secs(1),
         ..RegistryConfig::default()
     })
     .unwrap();

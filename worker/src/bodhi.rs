@@ -70,7 +70,7 @@ impl Handlers {
             .record_update(
                 &update.alias,
                 &repositories,
-                self.bodhi.recent_update_window(),
+                self.bodhi.recent_update_window,
             )
             .await?;
         let requested = self.publish_refetches(repositories).await?;
@@ -95,7 +95,7 @@ impl Handlers {
     pub(crate) async fn compose(&self) -> Result<(), Failure> {
         let recent = self
             .refetcher
-            .recent_updates(self.bodhi.recent_update_window())
+            .recent_updates(self.bodhi.recent_update_window)
             .await?;
         let all = self.refetcher.repositories().await?;
         let (first, rest) = bodhi::compose_order(recent, all);

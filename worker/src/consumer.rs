@@ -102,7 +102,7 @@ impl Worker {
         let _kill_on_drop = kill.clone().drop_guard();
         let coalescer = Coalescer::new(
             handlers.clone() as Arc<dyn Job<Message>>,
-            Duration::from_millis(self.config.worker.coalesce_ms),
+            self.config.worker.coalesce,
             self.config.worker.concurrency,
             tracker.clone(),
             kill.clone(),

@@ -20,7 +20,8 @@ use regindex::bus::messages::RegistryEvent;
 use regindex::bus::{self as bus, BusError, SessionEnd, Topology};
 use regindex::config::Config;
 use regindex::history::event::is_ignored_pull;
-use regindex::history::{ActivityEvent, AliasMap, HistoryError, HistoryStore, RecordOutcome};
+use regindex::history::{ActivityEvent, HistoryError, HistoryStore, RecordOutcome};
+use regindex::model::AliasMap;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -82,7 +83,6 @@ impl HistoryMetrics {
 pub struct HistoryConsumer {
     config: Config,
     store: HistoryStore,
-    aliases: AliasMap,
     metrics: HistoryMetrics,
 }
 
@@ -117,23 +117,12 @@ fn decode(body: &[u8], aliases: &AliasMap, ignored_agents: &[String]) -> Decoded
 }
 
 impl HistoryConsumer {
-    pub fn new(
-        config: Config,
-        store: HistoryStore,
-        metrics: HistoryMetrics,
-    ) -> Result<Self, regindex::history::AliasError> {
-        let history = &config.history;
-        let aliases = AliasMap::new(
-            &history.aliases,
-            &history.default_host,
-            history.merge_unlisted_hosts,
-        )?;
-        Ok(Self {
+    pub fn new(config: Config, store: HistoryStore, metrics: HistoryMetrics) -> Self {
+        Self {
             config,
             store,
-            aliases,
             metrics,
-        })
+        }
     }
 
     /// Consumes until `shutdown`, reconnecting after broker failures. The batch being
@@ -180,7 +169,7 @@ impl HistoryConsumer {
         shutdown: &CancellationToken,
     ) -> Result<(), HistoryConsumerError> {
         let batch_size = self.config.history.batch_size;
-        let max_wait = self.config.history.batch_max_wait();
+        let max_wait = self.config.history.batch_max_wait;
         loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
@@ -226,7 +215,7 @@ impl HistoryConsumer {
         for delivery in &batch {
             match decode(
                 &delivery.data,
-                &self.aliases,
+                &self.config.history.aliases,
                 &self.config.history.ignore_user_agents,
             ) {
                 Decoded::Event(event) => events.push(*event),
@@ -333,7 +322,7 @@ async fn prune_loop(
     config: regindex::config::HistoryConfig,
     shutdown: CancellationToken,
 ) {
-    let Some(interval) = config.prune_interval() else {
+    let Some(interval) = config.prune_interval else {
         return;
     };
     loop {

@@ -14,7 +14,6 @@ pub mod refetcher;
 pub mod static_files;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use regindex::config::Config;
 use regindex::history::backfill::Backfill;
@@ -35,8 +34,6 @@ pub enum WorkerError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
-    #[error("history: {0}")]
-    History(#[from] regindex::history::AliasError),
     #[error("cannot listen on {addr} for metrics: {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -86,19 +83,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
 
     let history_store = HistoryStore::new(store.pool().clone());
     let mut syncer = Syncer::new(registry.clone(), store);
-    if let Some(backfill) = Backfill::from_config(&config, registry, history_store.pool().clone())?
-    {
+    if let Some(backfill) = Backfill::from_config(&config, registry, history_store.pool().clone()) {
         syncer = syncer.with_observer(Arc::new(backfill));
     }
     let periodic = tokio::spawn(periodic::run(
         syncer.clone(),
         config.worker.concurrency,
-        interval(config.worker.scan_interval_secs),
-        interval(config.worker.gc_interval_secs),
+        config.worker.scan_interval,
+        config.worker.gc_interval,
         metrics.clone(),
         stop.clone(),
     ));
-    let dead_letters = interval(config.worker.dead_letter_poll_secs).map(|every| {
+    let dead_letters = config.worker.dead_letter_poll.map(|every| {
         tokio::spawn(dead_letters::watch(
             config.amqp.clone(),
             metrics.dead_letters.clone(),
@@ -111,7 +107,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
             config.clone(),
             history_store,
             HistoryMetrics::register(&metrics.registry),
-        )?;
+        );
         let stop = stop.clone();
         Some(tokio::spawn(async move { consumer.run(stop).await }))
     } else {
@@ -153,9 +149,4 @@ async fn report_database(
             changed = state.changed() => if changed.is_err() { break },
         }
     }
-}
-
-/// `0` disables.
-fn interval(secs: u64) -> Option<Duration> {
-    (secs > 0).then(|| Duration::from_secs(secs))
 }

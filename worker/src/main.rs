@@ -1,6 +1,7 @@
 //! The regindex worker.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
@@ -18,35 +19,24 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     regindex::telemetry::init_tracing();
     let args = Args::parse();
-    let config = Config::load(args.config.as_deref()).context("loading the configuration")?;
-    let shutdown = CancellationToken::new();
-    tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            wait_for_signal().await;
-            tracing::info!("shutdown requested");
-            shutdown.cancel();
-        }
-    });
-    regindex_worker::run(config, shutdown).await?;
-    Ok(())
-}
-
-/// Ctrl-C or SIGTERM.
-async fn wait_for_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    let run = async {
+        let config = Config::load(args.config.as_deref()).context("loading the configuration")?;
+        let shutdown = CancellationToken::new();
+        tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                regindex::process::shutdown_signal().await;
+                shutdown.cancel();
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
+        });
+        regindex_worker::run(config, shutdown).await?;
+        anyhow::Ok(())
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
+    match run.await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => regindex::process::fail("regindex-worker", e.as_ref()),
     }
 }

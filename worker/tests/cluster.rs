@@ -67,8 +67,8 @@ async fn losing_the_connected_node_and_queue_leader_loses_no_confirmed_message()
     let mut config = Config::default();
     config.amqp.url = BrokerUrls::from(cluster.amqp_urls());
     config.amqp.queue_type = QueueType::Quorum;
-    config.amqp.retry_delays_ms = vec![100, 200];
-    config.worker.coalesce_ms = 20;
+    config.amqp.retry_delays = [100, 200].map(std::time::Duration::from_millis).to_vec();
+    config.worker.coalesce = std::time::Duration::from_millis(20);
     let topology = Topology::new(&config.amqp);
 
     let index = Arc::new(RecordingIndex::default());

@@ -94,7 +94,7 @@ impl Running {
 fn config(bus: &TestBus) -> Config {
     let mut config = Config::default();
     config.amqp = bus.config.clone();
-    config.worker.coalesce_ms = 50;
+    config.worker.coalesce = std::time::Duration::from_millis(50);
     config
 }
 
@@ -155,7 +155,7 @@ async fn events_for_one_repository_coalesce_into_one_refetch_and_are_all_acked(
     TestBus::run_on(queue_type, |bus| async move {
         let index = Arc::new(FakeIndex::default());
         let mut config = config(&bus);
-        config.worker.coalesce_ms = 300;
+        config.worker.coalesce = std::time::Duration::from_millis(300);
         // Queued before the worker starts, so they all arrive within the window: the
         // first is refetched at once, the others at most once more.
         for _ in 0..5 {

@@ -60,9 +60,9 @@ fn config(database_url: &str, bus: Option<&TestBus>) -> Config {
     }
     config.database.url = database_url.to_owned().into();
     // Never contacted: no work is sent in these tests.
-    config.registry.url = "http://127.0.0.1:1".to_owned();
-    config.worker.scan_interval_secs = 0;
-    config.worker.gc_interval_secs = 0;
+    config.registry.url = "http://127.0.0.1:1".parse().unwrap();
+    config.worker.scan_interval = None;
+    config.worker.gc_interval = None;
     config.worker.metrics_listen = ([127, 0, 0, 1], free_port().unwrap()).into();
     config.history.enabled = false;
     config.api.publish_pulls = false;
@@ -120,11 +120,15 @@ async fn the_worker_binary_waits_for_the_database_at_start_up() {
         let config = config(&url, Some(&bus));
         let addr = config.worker.metrics_listen.to_string();
         let amqp = &bus.config;
-        let delays: Vec<String> = amqp.retry_delays_ms.iter().map(u64::to_string).collect();
+        let delays: Vec<String> = amqp
+            .retry_delays
+            .iter()
+            .map(|d| d.as_millis().to_string())
+            .collect();
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_regindex-worker"))
             .env_remove("REGINDEX_CONFIG")
             .env("REGINDEX_DATABASE__URL", &url)
-            .env("REGINDEX_REGISTRY__URL", &config.registry.url)
+            .env("REGINDEX_REGISTRY__URL", config.registry.url.as_str())
             .env("REGINDEX_WORKER__METRICS_LISTEN", &addr)
             .env("REGINDEX_WORKER__SCAN_INTERVAL_SECS", "0")
             .env("REGINDEX_WORKER__GC_INTERVAL_SECS", "0")

@@ -65,9 +65,9 @@ impl Stack {
         config.amqp.max_attempts = 20;
         config.database.url = db.url().into();
         config.api.webhook_token = Some(TOKEN.to_owned().into());
-        config.worker.coalesce_ms = 50;
-        config.worker.scan_interval_secs = 0;
-        config.worker.gc_interval_secs = 0;
+        config.worker.coalesce = std::time::Duration::from_millis(50);
+        config.worker.scan_interval = None;
+        config.worker.gc_interval = None;
         let store = Store::connect_unchecked(&config.database).await.unwrap();
         store.migrate().await.unwrap();
 
@@ -91,7 +91,7 @@ impl Stack {
             );
         }
         let registry = builder.start().await.expect("docker-registry");
-        config.registry.url = registry.url();
+        config.registry.url = registry.url().parse().unwrap();
         Self {
             bus,
             db: Some(db),
@@ -309,7 +309,7 @@ async fn rapid_pushes_with_blob_events_first_are_never_lost() {
     TestBus::run(|bus| async move {
         let stack = Stack::start(bus, true).await;
         let mut config = stack.config.clone();
-        config.worker.coalesce_ms = Config::default().worker.coalesce_ms;
+        config.worker.coalesce = Config::default().worker.coalesce;
         let worker = stack.start_worker_with(config);
         let name = "apps/busy";
         let r = &stack.registry;
@@ -368,7 +368,7 @@ async fn single_pushes_are_indexed_although_the_event_precedes_the_tag() {
     TestBus::run(|bus| async move {
         let stack = Stack::start(bus, true).await;
         let mut config = stack.config.clone();
-        config.worker.coalesce_ms = Config::default().worker.coalesce_ms;
+        config.worker.coalesce = Config::default().worker.coalesce;
         let worker = stack.start_worker_with(config);
         let mut pushed = Vec::new();
         // Paced, so that the worker is idle and reacts to each event at once.
@@ -485,7 +485,7 @@ async fn a_registry_outage_is_retried_until_indexed() {
 async fn a_message_that_keeps_failing_is_dead_lettered_then_replayed() {
     TestBus::run(|bus| async move {
         let mut stack = Stack::start(bus, true).await;
-        stack.config.amqp.retry_delays_ms = vec![100];
+        stack.config.amqp.retry_delays = vec![std::time::Duration::from_millis(100)];
         stack.config.amqp.max_attempts = 2;
         let pushed = stack
             .registry
@@ -601,7 +601,7 @@ async fn a_worker_killed_mid_batch_is_taken_over() {
         // One refetch at a time, so the first worker is killed with work done and work pending.
         let mut serial = stack.config.clone();
         serial.worker.concurrency = 1;
-        serial.worker.coalesce_ms = 0;
+        serial.worker.coalesce = std::time::Duration::ZERO;
         let first = stack.start_worker_with(serial);
         let deadline = tokio::time::Instant::now() + WAIT;
         while first.counted("processed") == 0 {
@@ -652,8 +652,8 @@ async fn the_worker_process_scans_periodically_and_reports_it() {
             .await
             .unwrap();
         let mut config = stack.config.clone();
-        config.worker.scan_interval_secs = 1;
-        config.worker.gc_interval_secs = 1;
+        config.worker.scan_interval = Some(std::time::Duration::from_secs(1));
+        config.worker.gc_interval = Some(std::time::Duration::from_secs(1));
         config.worker.metrics_listen =
             ([127, 0, 0, 1], regindex_testkit::free_port().unwrap()).into();
         let metrics_url = format!("http://{}/metrics", config.worker.metrics_listen);
@@ -830,7 +830,7 @@ async fn the_scan_runs_at_start_up_unless_a_recent_one_is_recorded() {
         let stack = Stack::start(bus, false).await;
         let mut config = stack.config.clone();
         // Far longer than the test: only a start-up scan can happen.
-        config.worker.scan_interval_secs = 3600;
+        config.worker.scan_interval = Some(std::time::Duration::from_secs(3600));
         let first = stack
             .registry
             .push_image(
@@ -903,7 +903,7 @@ async fn the_dead_letter_queue_depth_is_exported() {
     TestBus::run(|bus| async move {
         let stack = Stack::start(bus, false).await;
         let mut config = stack.config.clone();
-        config.worker.dead_letter_poll_secs = 1;
+        config.worker.dead_letter_poll = Some(std::time::Duration::from_secs(1));
         let worker = WorkerProcess::start(config);
         const DEPTH: &str = "regindex_worker_dead_letter_messages";
         worker.reports(DEPTH, 0).await;
@@ -940,7 +940,9 @@ async fn a_refetch_against_a_closed_port_is_dead_lettered_with_the_cause() {
         config.registry.url = format!(
             "http://127.0.0.1:{}",
             regindex_testkit::free_port().unwrap()
-        );
+        )
+        .parse()
+        .unwrap();
         config.amqp.max_attempts = 1;
         let worker = stack.start_worker_with(config);
         let body = serde_json::json!({ "repository": "apps/unreachable" }).to_string();

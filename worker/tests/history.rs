@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use history_support::{pull_event, Options, Stack, WAIT};
 use regindex::bus::messages::parse_envelope;
 use regindex::bus::OutgoingMessage;
-use regindex::history::{ActivityEvent, AliasMap, HistoryStore};
+use regindex::history::{ActivityEvent, HistoryStore};
+use regindex::model::AliasMap;
 use regindex::model::Digest;
 use regindex_testkit::{eventually, ImageSpec, ListFormat, LoggedRequest, TestDatabase};
 use serde_json::Value;
@@ -616,7 +617,7 @@ async fn a_scan_backfills_history_that_predates_regindex() {
             .await
             .unwrap();
         let client = regindex::registry::RegistryClient::new(&s.config.registry).unwrap();
-        let host = regindex::history::backfill_host(&s.config).unwrap();
+        let host = regindex::history::backfill_host(&s.config);
         let backfill = regindex::history::backfill::Backfill::new(
             client.clone(),
             HistoryStore::new(store.pool().clone()),

@@ -79,8 +79,7 @@ async fn history_pull_throughput() {
                 config,
                 regindex::history::HistoryStore::new(s.store.pool().clone()),
                 regindex_worker::HistoryMetrics::register(&prometheus::Registry::new()),
-            )
-            .unwrap();
+            );
             let stop = tokio_util::sync::CancellationToken::new();
             let task = tokio::spawn({
                 let stop = stop.clone();

@@ -135,9 +135,9 @@ impl Stack {
         let mut config = Config::default();
         config.amqp = bus.config.clone();
         config.history.queue = format!("{}.history", bus.config.work_queue);
-        config.history.batch_max_ms = 50;
+        config.history.batch_max_wait = std::time::Duration::from_millis(50);
         config.database.url = db.url().into();
-        config.registry.url = registry.url();
+        config.registry.url = registry.url().parse().unwrap();
         if let Some((user, password)) = registry.credentials() {
             config.registry.username = Some(user.to_owned());
             config.registry.password = Some(password.to_owned().into());
@@ -145,16 +145,22 @@ impl Stack {
         config.api.webhook_token = Some(TOKEN.to_owned().into());
         config.api.body_limit_bytes = 8 << 20;
         config.worker.metrics_listen = ([127, 0, 0, 1], free_port().unwrap()).into();
-        config.worker.scan_interval_secs = options.scan_interval_secs.unwrap_or(0);
-        config.worker.gc_interval_secs = 0;
-        config.worker.coalesce_ms = options.coalesce_ms.unwrap_or(50);
-        config.history.prune_interval_secs = 0;
+        config.worker.scan_interval = options
+            .scan_interval_secs
+            .filter(|&secs| secs > 0)
+            .map(std::time::Duration::from_secs);
+        config.worker.gc_interval = None;
+        config.worker.coalesce =
+            std::time::Duration::from_millis(options.coalesce_ms.unwrap_or(50));
+        config.history.prune_interval = None;
         if let Some((canonical, aliases)) = options.aliases {
             let port = registry.port().to_string();
-            config.history.aliases.insert(
+            let aliases = [(
                 canonical.replace("{port}", &port),
                 aliases.iter().map(|a| a.replace("{port}", &port)).collect(),
-            );
+            )];
+            config.history.aliases =
+                regindex::model::AliasMap::new(&aliases.into_iter().collect(), "", false).unwrap();
         }
         config.validate().unwrap();
 

@@ -35,7 +35,7 @@ fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
 /// The worker as users run it: the default coalescing window.
 fn options() -> Options {
     Options {
-        coalesce_ms: Some(Config::default().worker.coalesce_ms),
+        coalesce_ms: Some(Config::default().worker.coalesce.as_millis() as u64),
         ..Options::default()
     }
 }
@@ -134,7 +134,7 @@ async fn push_to_queryable_latency() {
 async fn refetches_caused_by_a_20_platform_list_push() {
     let lists = env("LIST_BENCH_PUSHES", 5);
     Stack::run(options(), |s| async move {
-        let window = Duration::from_millis(s.config.worker.coalesce_ms);
+        let window = s.config.worker.coalesce;
         let mut counts = Vec::new();
         for n in 0..lists {
             let repository = format!("lists/app-{n:02}");

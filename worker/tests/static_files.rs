@@ -49,7 +49,7 @@ async fn static_index_files_follow_refetches() {
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("flatpak-latest.json");
     let mut config = Config::default();
-    config.registry.url = registry.url();
+    config.registry.url = registry.url().parse().unwrap();
     config.database.url = db.url().into();
     config.static_indexes = vec![StaticIndexConfig {
         name: "flatpak".into(),

@@ -32,14 +32,6 @@ pub fn url_param(value: &str) -> String {
     utf8_percent_encode(value, QUERY_ENCODE).to_string()
 }
 
-/// Keeps at most `max` characters, marking the cut.
-pub fn shorten(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_owned(),
-    }
-}
-
 const STYLE: &str = "
 :root{--fg:#1d1f21;--muted:#5f6368;--bg:#f6f7f9;--card:#fff;--line:#dde1e6;--accent:#1a5fb4;--chip:#eef1f5}
 @media (prefers-color-scheme:dark){:root{--fg:#e8eaed;--muted:#a0a6ad;--bg:#17191c;--card:#212428;--line:#33373d;--accent:#78aeed;--chip:#2c3036}}
@@ -124,11 +116,5 @@ mod tests {
         assert!(page.contains("value=\"q&quot;&gt;&lt;x&gt;\""));
         assert!(page.contains("<p>body</p>"));
         assert!(!page.contains("<x>"));
-    }
-
-    #[test]
-    fn shorten_cuts_on_characters() {
-        assert_eq!(shorten("ééé", 2), "éé…");
-        assert_eq!(shorten("abc", 3), "abc");
     }
 }

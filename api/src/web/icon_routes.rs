@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use regindex::catalog::icons::parse_file_name;
 
 use super::WebState;
+use crate::conditional::none_match;
 use crate::error::{ApiError, ErrorAnswer, ErrorCode};
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
@@ -19,14 +20,6 @@ fn not_found() -> Response {
             HeaderValue::from_static("public, max-age=60"),
         )
         .into_response()
-}
-
-/// True when an `If-None-Match` header value names `etag` (or is `*`).
-pub(super) fn etag_matches(if_none_match: &str, etag: &str) -> bool {
-    if_none_match
-        .split(',')
-        .map(|candidate| candidate.trim().trim_start_matches("W/"))
-        .any(|candidate| candidate == etag || candidate == "*")
 }
 
 pub(crate) async fn icon(
@@ -61,28 +54,11 @@ pub(crate) async fn icon(
             HeaderValue::from_static("nosniff"),
         ),
     ];
-    let revalidating = headers
+    let if_none_match = headers
         .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| etag_matches(v, &etag));
-    if revalidating {
+        .and_then(|v| v.to_str().ok());
+    if none_match(if_none_match, &[&etag]) {
         return (StatusCode::NOT_MODIFIED, common).into_response();
     }
     (StatusCode::OK, common, stored.data).into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn if_none_match_forms() {
-        let etag = "\"abc\"";
-        assert!(etag_matches("\"abc\"", etag));
-        assert!(etag_matches("W/\"abc\"", etag));
-        assert!(etag_matches("\"x\", \"abc\"", etag));
-        assert!(etag_matches("*", etag));
-        assert!(!etag_matches("\"abcd\"", etag));
-        assert!(!etag_matches("", etag));
-    }
 }

@@ -49,8 +49,11 @@ impl WebState {
     }
 
     fn cache_control(&self) -> HeaderValue {
-        HeaderValue::from_str(&format!("public, max-age={}", self.config.web.max_age_secs))
-            .unwrap_or_else(|_| HeaderValue::from_static("no-cache"))
+        HeaderValue::from_str(&format!(
+            "public, max-age={}",
+            self.config.web.max_age.as_secs()
+        ))
+        .unwrap_or_else(|_| HeaderValue::from_static("no-cache"))
     }
 }
 

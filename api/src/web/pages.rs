@@ -2,11 +2,12 @@
 
 use std::fmt::Write as _;
 
+use regindex::catalog::describe::truncate;
 use regindex::catalog::icons;
 use regindex::index::{ImageFields, RepositoryResult};
 use regindex::store::StoredProblem;
 
-use super::html::{esc, layout, shorten, url_param};
+use super::html::{esc, layout, url_param};
 
 /// Tags shown on a repository's card before "+N more".
 const CARD_TAGS: usize = 8;
@@ -114,7 +115,7 @@ fn card_html(out: &mut String, site: &Site, card: &Card) {
         let _ = write!(
             out,
             "<p class=\"desc\">{}</p>",
-            esc(&shorten(&card.description, 300))
+            esc(&truncate(&card.description, 300))
         );
     }
     chips(out, "tag", &card.tags, CARD_TAGS);
@@ -207,7 +208,7 @@ fn labels_html(out: &mut String, title: &str, map: &regindex::model::StringMap) 
         let shown = if icons::is_data_uri(value) {
             format!("(data URI, {} characters)", value.len())
         } else {
-            shorten(value, LABEL_CHARS)
+            truncate(value, LABEL_CHARS)
         };
         let _ = write!(out, "<dt>{}</dt><dd>{}</dd>", esc(key), esc(&shown));
     }
@@ -237,7 +238,7 @@ fn problems_html(out: &mut String, problems: &[StoredProblem]) {
             tag = esc(p.problem.tag.as_str()),
             digest = esc(p.problem.digest.as_str()),
             indexed = if p.problem.partial { "in part" } else { "no" },
-            reason = esc(&shorten(&p.problem.reason, LABEL_CHARS)),
+            reason = esc(&truncate(&p.problem.reason, LABEL_CHARS)),
             since = esc(&p.first_seen.format("%Y-%m-%d %H:%M UTC").to_string()),
         );
     }

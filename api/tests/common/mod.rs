@@ -32,7 +32,7 @@ impl Stack {
         let registry = TestRegistry::new().await?;
         let db = TestDatabase::create().await?;
         let mut config = Config::default();
-        config.registry.url = registry.url();
+        config.registry.url = registry.url().parse().unwrap();
         config.database.url = SecretString::from(db.url());
         config.database.max_connections = 4;
         tweak(&mut config);

@@ -174,7 +174,7 @@ mod tests {
         Topology::new(&AmqpConfig {
             work_queue: "w".into(),
             dead_letter_queue: "d".into(),
-            retry_delays_ms: vec![10, 20],
+            retry_delays: [10, 20].map(std::time::Duration::from_millis).to_vec(),
             ..AmqpConfig::default()
         })
     }

@@ -44,7 +44,7 @@ impl TestBus {
             work_queue: format!("test-{id}.work"),
             dead_letter_queue: format!("test-{id}.dead"),
             environment: format!("test{id}"),
-            retry_delays_ms: vec![100, 200],
+            retry_delays: [100, 200].map(std::time::Duration::from_millis).to_vec(),
             max_attempts: 3,
             queue_type,
             url,

@@ -143,7 +143,13 @@ impl Topology {
                 bodhi_topic(routing_key::BODHI_UPDATE_COMPLETE_TESTING),
             ),
         ]);
-        let delays: BTreeSet<u64> = config.retry_delays_ms.iter().copied().collect();
+        // Whole milliseconds: they name the delay queues and set their message TTLs.
+        let retry_delays_ms: Vec<u64> = config
+            .retry_delays
+            .iter()
+            .map(|delay| delay.as_millis() as u64)
+            .collect();
+        let delays: BTreeSet<u64> = retry_delays_ms.iter().copied().collect();
         Self {
             events_exchange: config.events_exchange.clone(),
             bodhi_exchange: config.bodhi_exchange.clone(),
@@ -156,7 +162,7 @@ impl Topology {
                     delay_ms,
                 })
                 .collect(),
-            retry_delays_ms: config.retry_delays_ms.clone(),
+            retry_delays_ms,
             bindings,
             history_queue: None,
             queue_type: config.queue_type,
@@ -399,7 +405,9 @@ mod tests {
             events_exchange: "e".into(),
             topic_prefix: "org.example".into(),
             environment: "stg".into(),
-            retry_delays_ms: vec![100, 50, 100],
+            retry_delays: [100, 50, 100]
+                .map(std::time::Duration::from_millis)
+                .to_vec(),
             ..AmqpConfig::default()
         };
         let topology = Topology::new(&config);
@@ -432,7 +440,7 @@ mod tests {
     fn retry_delays_follow_the_attempts_and_the_last_repeats() {
         let topology = Topology::new(&AmqpConfig {
             work_queue: "w".into(),
-            retry_delays_ms: vec![10, 20],
+            retry_delays: [10, 20].map(std::time::Duration::from_millis).to_vec(),
             ..AmqpConfig::default()
         });
         assert_eq!(topology.retry_delay_ms(1), 10);

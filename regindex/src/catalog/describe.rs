@@ -68,7 +68,9 @@ fn lookup<'a>(maps: &[&'a StringMap], keys: &[&str]) -> Option<&'a str> {
     None
 }
 
-fn truncate(value: &str, max_chars: usize) -> String {
+/// Keeps at most `max_chars` characters of `value`, marking a cut with `…` (titles and
+/// descriptions here, long values on the web pages).
+pub fn truncate(value: &str, max_chars: usize) -> String {
     match value.char_indices().nth(max_chars) {
         Some((end, _)) => format!("{}…", &value[..end]),
         None => value.to_owned(),
@@ -232,6 +234,13 @@ mod tests {
         let summary = summarize("r", [&first, &second]);
         assert_eq!(summary.title, "First");
         assert_eq!(summary.description, "From second");
+    }
+
+    #[test]
+    fn truncate_cuts_on_characters_and_marks_the_cut() {
+        assert_eq!(truncate("ééé", 2), "éé…");
+        assert_eq!(truncate("abc", 3), "abc");
+        assert_eq!(truncate("", 0), "");
     }
 
     #[test]

@@ -37,12 +37,12 @@ impl Backfill {
         config: &crate::config::Config,
         registry: RegistryClient,
         pool: sqlx::PgPool,
-    ) -> Result<Option<Self>, super::AliasError> {
+    ) -> Option<Self> {
         if !(config.history.enabled && config.history.backfill) {
-            return Ok(None);
+            return None;
         }
-        let host = super::backfill_host(config)?;
-        Ok(Some(Self::new(registry, HistoryStore::new(pool), host)))
+        let host = super::backfill_host(config);
+        Some(Self::new(registry, HistoryStore::new(pool), host))
     }
 
     pub fn new(registry: RegistryClient, store: HistoryStore, host: String) -> Self {

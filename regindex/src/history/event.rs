@@ -6,9 +6,8 @@
 
 use chrono::{DateTime, Utc};
 
-use super::alias::AliasMap;
 use crate::bus::messages::{Action, Kind, RegistryEvent};
-use crate::model::{media_type, Digest, RepositoryName, Tag};
+use crate::model::{media_type, AliasMap, Digest, RepositoryName, Tag};
 
 /// What an event means for the history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

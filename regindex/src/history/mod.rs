@@ -6,7 +6,6 @@
 //! worker's history consumer records batches of events in one transaction each:
 //!
 //! - [`event`]: what a bus event means for the history, under which canonical host;
-//! - [`alias`]: equivalent registry host names;
 //! - [`aggregate`]: a batch folded into row changes (pure);
 //! - [`query`]: statistics query parameters and pagination (pure);
 //! - [`backfill`]: records what a refetch or scan found, for history predating regindex.
@@ -17,34 +16,21 @@
 //! The tables are in the history section of `schema.sql`; see `docs/history.md`.
 
 pub mod aggregate;
-pub mod alias;
 pub mod backfill;
 pub mod event;
 pub mod query;
 
 pub use crate::store::history::{HistoryStore, RecordOutcome};
-pub use alias::{AliasError, AliasMap};
 pub use event::{Activity, ActivityEvent, BlobRef, UnrecordableEvent};
 
 /// The canonical host the configured registry (`registry.url`) is recorded under: what
 /// backfill scans attribute their findings to. Configure `history.aliases` so that it is
 /// the same host clients use.
-pub fn backfill_host(config: &crate::config::Config) -> Result<String, AliasError> {
-    let history = &config.history;
-    let aliases = AliasMap::new(
-        &history.aliases,
-        &history.default_host,
-        history.merge_unlisted_hosts,
-    )?;
-    let url = url::Url::parse(&config.registry.url).ok();
-    let host = url.as_ref().and_then(|u| {
-        let host = u.host_str()?;
-        Some(match u.port() {
-            Some(port) => format!("{host}:{port}"),
-            None => host.to_owned(),
-        })
-    });
-    Ok(aliases.canonical(host.as_deref()))
+pub fn backfill_host(config: &crate::config::Config) -> String {
+    config
+        .history
+        .aliases
+        .canonical(Some(&config.registry.url.host_port()))
 }
 
 #[derive(Debug, thiserror::Error)]

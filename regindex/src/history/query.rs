@@ -9,8 +9,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use serde::Serialize;
 
-use super::alias::AliasMap;
-use crate::model::RepositoryName;
+use crate::model::{AliasMap, RepositoryName};
 
 pub const DEFAULT_PER_PAGE: u32 = 100;
 pub const MAX_PER_PAGE: u32 = 1_000;

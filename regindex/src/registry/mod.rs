@@ -120,26 +120,9 @@ impl std::fmt::Debug for RegistryClient {
 
 impl RegistryClient {
     pub fn new(config: &RegistryConfig) -> Result<Self, RegistryError> {
-        let url = Url::parse(&config.url)
-            .map_err(|e| RegistryError::Config(format!("registry URL {:?}: {e}", config.url)))?;
-        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            return Err(RegistryError::Config(format!(
-                "registry URL {:?} must be http(s)://host[:port][/prefix]",
-                config.url
-            )));
-        }
-        if url.query().is_some() || url.fragment().is_some() {
-            return Err(RegistryError::Config(format!(
-                "registry URL {:?} must not have a query or fragment",
-                config.url
-            )));
-        }
-        let base = url.as_str().trim_end_matches('/').to_owned();
-        let host = match (url.host_str(), url.port()) {
-            (Some(host), Some(port)) => format!("{host}:{port}"),
-            (Some(host), None) => host.to_owned(),
-            (None, _) => String::new(),
-        };
+        // `RegistryUrl` is an http(s) URL with a host and neither query nor fragment.
+        let base = config.url.url().as_str().trim_end_matches('/').to_owned();
+        let host = config.url.host_port();
 
         let credentials = match (&config.username, &config.password, &config.docker_config) {
             (Some(username), password, _) => Some(Credentials {
@@ -153,8 +136,8 @@ impl RegistryClient {
         let build = |redirects: reqwest::redirect::Policy| {
             reqwest::Client::builder()
                 .user_agent(USER_AGENT)
-                .timeout(config.request_timeout())
-                .connect_timeout(CONNECT_TIMEOUT.min(config.request_timeout()))
+                .timeout(config.request_timeout)
+                .connect_timeout(CONNECT_TIMEOUT.min(config.request_timeout))
                 .redirect(redirects)
                 .build()
                 .map_err(|e| RegistryError::Config(format!("building the HTTP client: {e}")))
@@ -711,7 +694,7 @@ mod tests {
     #[test]
     fn base_url_with_prefix() {
         let config = RegistryConfig {
-            url: "https://registry.example.org/prefix/".into(),
+            url: "https://registry.example.org/prefix/".parse().unwrap(),
             ..RegistryConfig::default()
         };
         let client = RegistryClient::new(&config).unwrap();
@@ -719,15 +702,8 @@ mod tests {
             client.url("_catalog?n=2").unwrap().as_str(),
             "https://registry.example.org/prefix/v2/_catalog?n=2"
         );
-        for bad in ["ftp://x", "not a url", "http://x/?q=1"] {
-            let config = RegistryConfig {
-                url: bad.into(),
-                ..RegistryConfig::default()
-            };
-            assert!(
-                matches!(RegistryClient::new(&config), Err(RegistryError::Config(_))),
-                "{bad}"
-            );
+        for bad in ["ftp://x", "not a url", "http://x/?q=1", "http://x/#f"] {
+            assert!(bad.parse::<crate::config::RegistryUrl>().is_err(), "{bad}");
         }
     }
 

@@ -169,7 +169,7 @@ impl Store {
         Self {
             pool,
             icon_max_bytes: crate::config::IconsConfig::default().max_bytes,
-            icon_gc_grace: Duration::from_secs(crate::config::IconsConfig::default().gc_grace_secs),
+            icon_gc_grace: crate::config::IconsConfig::default().gc_grace,
             statement_timeout: None,
         }
     }
@@ -184,7 +184,7 @@ impl Store {
     /// period of unreferenced ones).
     pub fn with_icons(mut self, icons: &crate::config::IconsConfig) -> Self {
         self.icon_max_bytes = icons.max_bytes;
-        self.icon_gc_grace = Duration::from_secs(icons.gc_grace_secs);
+        self.icon_gc_grace = icons.gc_grace;
         self
     }
 
@@ -261,7 +261,7 @@ impl Store {
 fn pool_options(config: &DatabaseConfig) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(config.max_connections.max(1))
-        .acquire_timeout(config.acquire_timeout())
+        .acquire_timeout(config.acquire_timeout)
 }
 
 fn connect_options(

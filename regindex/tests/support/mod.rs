@@ -30,7 +30,7 @@ impl Harness {
         let registry = TestRegistry::new().await.unwrap();
         let db = TestDatabase::create().await.unwrap();
         let mut config = Config::default();
-        config.registry.url = registry.url();
+        config.registry.url = registry.url().parse().unwrap();
         config.database = DatabaseConfig {
             url: SecretString::from(db.url()),
             max_connections: 8,
