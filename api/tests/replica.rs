@@ -354,10 +354,12 @@ impl SwitchingProxy {
         }
     }
 
-    /// New connections go to `upstream`; the open ones are closed.
-    fn switch_to(&self, upstream: SocketAddr) {
+    /// New connections go to `upstream`; returns once the open ones are closed.
+    async fn switch_to(&self, upstream: SocketAddr) {
         *self.upstream.lock().unwrap() = upstream;
-        self.connections.lock().unwrap().abort_all();
+        let mut open = std::mem::take(&mut *self.connections.lock().unwrap());
+        open.abort_all();
+        while open.join_next().await.is_some() {}
     }
 }
 
@@ -415,7 +417,7 @@ async fn switching_to_a_laggier_replica_does_not_go_back() {
     })
     .await;
 
-    proxy.switch_to(socket(&laggy));
+    proxy.switch_to(socket(&laggy)).await;
     // The answer it has is still current for it; an answer it has not rendered yet
     // (another query) must not come from the laggy replica's older data.
     let other_query = format!("{}/index/static?architecture=amd64&os=linux", api.public);
