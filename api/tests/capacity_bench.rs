@@ -38,7 +38,7 @@ fn digest(repository: usize, tag: usize, salt: u8) -> Digest {
 
 /// One repository's images: tag `latest` and `v1`..: each its own image.
 fn images(repository: usize, tags: usize) -> (BTreeMap<Tag, Digest>, Vec<Image>) {
-    let flatpak = repository % 2 == 0;
+    let flatpak = repository.is_multiple_of(2);
     let mut map = BTreeMap::new();
     let mut images = Vec::new();
     for t in 0..tags {
@@ -122,7 +122,10 @@ async fn database_size_and_index_query_cost() {
         let started = Instant::now();
         load(&store, loaded, step, tags).await;
         let load_time = started.elapsed();
-        sqlx::query("VACUUM ANALYZE").execute(store.pool()).await.unwrap();
+        sqlx::query("VACUUM ANALYZE")
+            .execute(store.pool())
+            .await
+            .unwrap();
         let per_repo = load_time.as_secs_f64() * 1e3 / (step - loaded) as f64;
         loaded = step;
         let mut times: Vec<Duration> = Vec::new();

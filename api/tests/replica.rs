@@ -92,8 +92,10 @@ impl Cluster {
     /// An api reading `read_url` (else the primary), learning versions from the
     /// primary, without a broker (the index does not need one).
     async fn api(&self, read_url: Option<String>) -> RunningApi {
-        let mut amqp = AmqpConfig::default();
-        amqp.url = "amqp://guest:guest@127.0.0.1:1/%2f".to_owned().into();
+        let amqp = AmqpConfig {
+            url: "amqp://guest:guest@127.0.0.1:1/%2f".to_owned().into(),
+            ..AmqpConfig::default()
+        };
         self.api_with_broker(read_url, amqp).await
     }
 

@@ -12,7 +12,9 @@ use regindex_testkit::TestDatabase;
 #[tokio::test]
 async fn regindexctl_never_connects_to_read_url() {
     let db = TestDatabase::create().await.unwrap();
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
     let read_url = format!(
         "postgres://postgres@{}/regindex",
         listener.local_addr().unwrap()
@@ -45,7 +47,11 @@ async fn regindexctl_never_connects_to_read_url() {
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    assert_eq!(accepted.load(Ordering::SeqCst), 0, "connections to read_url");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        0,
+        "connections to read_url"
+    );
     accept.abort();
     db.drop().await.unwrap();
 }
