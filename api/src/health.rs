@@ -37,9 +37,12 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>,
             broker: broker.err(),
         });
     }
-    Ok(Json(
-        json!({ "status": "ready", "database": "up", "broker": "up" }),
-    ))
+    Ok(Json(json!({
+        "status": "ready",
+        "database": "up",
+        "broker": "up",
+        "database_connections": database::connections(state.data_version.as_ref()),
+    })))
 }
 
 /// From the monitor when one runs (no waiting), else by asking the pool.

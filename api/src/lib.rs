@@ -171,12 +171,17 @@ pub async fn serve(
             "api.webhook_auth is none: POST /events accepts notifications from anyone who can reach the api"
         );
     }
-    let store = database::store(&config).context("database configuration")?;
+    let reads = database::reads(&config).context("database configuration")?;
     let stop_monitor = CancellationToken::new();
     let _stop_monitor = stop_monitor.clone().drop_guard();
-    let monitor = database::monitor(&store, stop_monitor.clone());
-    let data_version = database::data_version(&store, stop_monitor);
+    // The monitor probes where requests read (the replica, with `database.read_url`).
+    let monitor = database::monitor(&reads.store, stop_monitor.clone());
+    let data_version =
+        database::data_version(&config, &reads, stop_monitor).context("database configuration")?;
+    let store = reads.store;
     let metrics = metrics::ApiMetrics::new();
+    database::register_replica_metrics(&metrics.registry, &data_version)
+        .context("replica lag metrics")?;
     let publisher = publisher(&config);
     let ingest = ingest_routes(&config, publisher.clone(), metrics.clone()).await?;
     let state = AppState::new(Arc::new(config), store)

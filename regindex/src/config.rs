@@ -194,6 +194,9 @@ pub struct RegistryConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
     pub url: SecretString,
+    /// Where the api reads (a streaming replica of `url`); unset: the api reads `url`.
+    /// The worker and `regindexctl` always use `url`. See docs/architecture.md, "Serving".
+    pub read_url: Option<SecretString>,
     pub max_connections: u32,
     /// How long a query waits for a pooled connection (all busy, or none can be opened)
     /// before it fails.
@@ -776,6 +779,7 @@ impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
             url: SecretString::from("postgres://postgres@127.0.0.1:5432/regindex"),
+            read_url: None,
             max_connections: 10,
             acquire_timeout: Duration::from_millis(5000),
         }

@@ -63,6 +63,46 @@ impl PrivatePostgres {
     /// As `new`, with extra server settings (`-c name=value`), e.g.
     /// `[("max_connections", "5")]`.
     pub async fn with_settings(settings: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let mut pg = Self::unstarted(settings)?;
+        pg.initdb().await?;
+        pg.start().await?;
+        Ok(pg)
+    }
+
+    /// A hot-standby streaming replica of this server (which must be running): a
+    /// `pg_basebackup -R` into a directory of its own, started on a free port; ready to
+    /// accept (read-only) connections on return. It runs with this server's extra
+    /// settings. Pause and resume its replay with `SELECT pg_wal_replay_pause()` /
+    /// `pg_wal_replay_resume()` on it; `stop`/`start` it like any server.
+    pub async fn start_replica(&self) -> anyhow::Result<PrivatePostgres> {
+        let extra: Vec<(&str, &str)> = self.settings[DEFAULT_SETTINGS.len()..]
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let mut replica = Self::unstarted(&extra)?;
+        let mut command = tokio::process::Command::new(self.bin_dir.join("pg_basebackup"));
+        command
+            .arg("-D")
+            .arg(replica.data_dir())
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            // -R writes standby.signal and primary_conninfo; -X stream copies the WAL
+            // written during the backup; a fast checkpoint starts it at once (a spread one
+            // takes minutes).
+            .args(["-R", "-X", "stream", "--no-sync", "--checkpoint=fast"]);
+        replica.run(command, "pg_basebackup").await?;
+        replica.start().await?;
+        Ok(replica)
+    }
+
+    /// A server directory and port, not initialised yet.
+    fn unstarted(settings: &[(&str, &str)]) -> anyhow::Result<Self> {
         if let Some((k, _)) = settings.iter().find(|(_, v)| v.contains('\'')) {
             bail!("setting {k}: values with a single quote are not supported");
         }
@@ -82,17 +122,14 @@ impl PrivatePostgres {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
         );
-        let mut pg = Self {
+        Ok(Self {
             dir,
             bin_dir,
             run_as,
             port: free_port()?,
             settings: all,
             running: false,
-        };
-        pg.initdb().await?;
-        pg.start().await?;
-        Ok(pg)
+        })
     }
 
     pub fn port(&self) -> u16 {

@@ -37,7 +37,10 @@ mod unnest;
 
 pub use availability::{Availability, DatabaseMonitor};
 pub use browse::{RepositoryContents, RepositorySummary};
-pub use data_version::{DataVersionWatch, DATA_VERSION_CHANNEL, DATA_VERSION_POLL_INTERVAL};
+pub use data_version::{
+    DataVersionWatch, ReplicaLag, VersionFloor, DATA_VERSION_CHANNEL, DATA_VERSION_POLL_INTERVAL,
+    REPLICA_CATCH_UP_POLL,
+};
 pub use error::StoreError;
 pub use full_text::SummaryHit;
 pub use icon_blobs::{IconGc, StoredIcon};
