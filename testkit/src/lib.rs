@@ -50,6 +50,7 @@
 //! # }
 //! ```
 
+pub mod app;
 mod database;
 mod gate;
 mod icon;
