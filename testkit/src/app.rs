@@ -40,7 +40,7 @@ use regindex::config::{Config, DatabaseConfig, QueueType};
 use regindex::model::{RepositoryName, RepositoryState};
 use regindex::registry::RegistryClient;
 use regindex::store::Store;
-use regindex::sync::Syncer;
+use regindex::sync::{RefetchReport, SyncError, Syncer};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -78,7 +78,7 @@ impl TestStore {
             ..DatabaseConfig::default()
         };
         adjust(&mut config);
-        migrate(&config).await;
+        migrate(&db.url()).await;
         let store = Store::connect(&config).await.expect("migrated schema");
         Self {
             store,
@@ -122,10 +122,14 @@ impl TestStore {
     }
 }
 
-/// Applies the schema to the database of `config` (e.g. a [`crate::PrivatePostgres`] one)
+/// Applies the schema to the database at `url` (e.g. a [`crate::PrivatePostgres`] one)
 /// through a connection of its own.
-pub async fn migrate(config: &DatabaseConfig) {
-    let store = Store::connect_unchecked(config)
+pub async fn migrate(url: &str) {
+    let config = DatabaseConfig {
+        url: url.to_owned().into(),
+        ..DatabaseConfig::default()
+    };
+    let store = Store::connect_unchecked(&config)
         .await
         .expect("connecting to the test database");
     store.migrate().await.expect("applying schema.sql");
@@ -149,6 +153,7 @@ pub struct AppBuilder {
     bus: bool,
     queue_type: QueueType,
     amqp_urls: Option<Vec<String>>,
+    existing_bus: Option<Arc<TestBus>>,
     notify: bool,
     endpoint: Option<Box<dyn Fn(NotificationEndpoint) -> NotificationEndpoint>>,
     registry: Option<Box<dyn FnOnce(TestRegistryBuilder) -> TestRegistryBuilder>>,
@@ -208,6 +213,14 @@ impl AppBuilder {
     /// `amqp.url`: these brokers (e.g. a `RabbitMqCluster`'s nodes) instead of the local one.
     pub fn amqp_urls(mut self, urls: Vec<String>) -> Self {
         self.amqp_urls = Some(urls);
+        self.bus = true;
+        self
+    }
+
+    /// The broker names of `bus` (e.g. from `TestBus::run`, which deletes them) instead of
+    /// names of the app's own.
+    pub fn on_bus(mut self, bus: Arc<TestBus>) -> Self {
+        self.existing_bus = Some(bus);
         self.bus = true;
         self
     }
@@ -302,7 +315,7 @@ pub struct Process {
     /// `addr` again.
     pub operator: SocketAddr,
     shutdown: CancellationToken,
-    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<Result<(), String>>>>,
 }
 
 impl Process {
@@ -310,7 +323,7 @@ impl Process {
         addr: SocketAddr,
         operator: SocketAddr,
         shutdown: CancellationToken,
-        run: impl Future<Output = ()> + Send + 'static,
+        run: impl Future<Output = Result<(), String>> + Send + 'static,
     ) -> Self {
         Self {
             addr,
@@ -324,12 +337,18 @@ impl Process {
         self.task.lock().unwrap().is_some()
     }
 
-    /// Shuts it down as SIGTERM does, and waits until it has ended.
-    pub async fn stop(&self) {
+    /// Shuts it down as SIGTERM does, waits until it has ended, and returns how it ended
+    /// (`Err` with the error's text; `Ok` if it was stopped before).
+    pub async fn stop(&self) -> Result<(), String> {
         self.shutdown.cancel();
         let task = self.task.lock().unwrap().take();
-        if let Some(task) = task {
-            let _ = tokio::time::timeout(Duration::from_secs(40), task).await;
+        match task {
+            Some(task) => match tokio::time::timeout(Duration::from_secs(40), task).await {
+                Ok(Ok(ended)) => ended,
+                Ok(Err(panicked)) => Err(format!("panicked: {panicked}")),
+                Err(_) => Err("still running 40 s after its shutdown".to_owned()),
+            },
+            None => Ok(()),
         }
     }
 }
@@ -350,7 +369,8 @@ pub struct App {
     /// Every worker; [`App::stop_worker`] ends one.
     pub workers: Vec<Process>,
     pub http: reqwest::Client,
-    bus: Option<TestBus>,
+    bus: Option<Arc<TestBus>>,
+    owns_bus: bool,
     shutdown: CancellationToken,
 }
 
@@ -363,6 +383,7 @@ impl App {
             bus: false,
             queue_type: QueueType::Classic,
             amqp_urls: None,
+            existing_bus: None,
             notify: true,
             endpoint: None,
             registry: None,
@@ -373,14 +394,17 @@ impl App {
     }
 
     async fn start(options: AppBuilder) -> Self {
-        let bus = if options.bus {
-            Some(
+        let owns_bus = options.existing_bus.is_none();
+        let bus = if let Some(bus) = options.existing_bus {
+            Some(bus)
+        } else if options.bus {
+            Some(Arc::new(
                 match options.amqp_urls {
                     Some(urls) => TestBus::on(urls.into(), options.queue_type).await,
                     None => TestBus::with_queue_type(options.queue_type).await,
                 }
                 .expect("RabbitMQ on 127.0.0.1:5672 or at AppBuilder::amqp_urls"),
-            )
+            ))
         } else {
             None
         };
@@ -474,7 +498,10 @@ impl App {
                 let addr = config.worker.metrics_listen;
                 let stop = shutdown.child_token();
                 let run = regindex_worker::run(config, stop.clone());
-                Process::spawn(addr, addr, stop, async move { run.await.unwrap() })
+                Process::spawn(addr, addr, stop, async move {
+                    run.await
+                        .map_err(|e| format!("worker {addr} failed: {e:#}"))
+                })
             })
             .collect();
         Self {
@@ -487,6 +514,7 @@ impl App {
             workers,
             http: reqwest::Client::new(),
             bus,
+            owns_bus,
             shutdown,
         }
     }
@@ -525,23 +553,22 @@ impl App {
         self.registry.host()
     }
 
-    /// Stops api `n` (0: the one `api()` and `operator()` point at).
-    pub async fn stop_api(&self, n: usize) {
-        self.apis[n].stop().await;
+    /// Stops api `n` (0: the one `api()` and `operator()` point at); how it ended.
+    pub async fn stop_api(&self, n: usize) -> Result<(), String> {
+        self.apis[n].stop().await
     }
 
-    /// Stops worker `n`.
-    pub async fn stop_worker(&self, n: usize) {
-        self.workers[n].stop().await;
+    /// Stops worker `n`; how it ended.
+    pub async fn stop_worker(&self, n: usize) -> Result<(), String> {
+        self.workers[n].stop().await
     }
 
     /// `GET` on the first api's public listener.
-    pub async fn get(&self, path_and_query: &str) -> reqwest::Response {
+    pub async fn get(&self, path_and_query: &str) -> reqwest::Result<reqwest::Response> {
         self.http
             .get(format!("{}{path_and_query}", self.base()))
             .send()
             .await
-            .unwrap_or_else(|e| panic!("GET {path_and_query}: {e}"))
     }
 
     /// `GET` on the first api's operator listener; panics unless 200 with JSON.
@@ -579,12 +606,9 @@ impl App {
     }
 
     /// Refetches `repository` from the registry in the test's own task.
-    pub async fn refetch(&self, repository: &str) {
+    pub async fn refetch(&self, repository: &str) -> Result<RefetchReport, SyncError> {
         let name = RepositoryName::parse(repository).expect("repository name");
-        self.syncer
-            .refetch(&name)
-            .await
-            .unwrap_or_else(|e| panic!("refetching {repository}: {e}"));
+        self.syncer.refetch(&name).await
     }
 
     /// What the store holds of `repository`.
@@ -599,14 +623,16 @@ impl App {
     pub async fn finish(mut self) {
         self.shutdown.cancel();
         for process in self.workers.iter().chain(&self.apis) {
-            process.stop().await;
+            let _ = process.stop().await;
         }
         if let Some(bus) = &self.bus {
             let _ = bus
                 .channel
                 .queue_delete(&self.config.history.queue, QueueDeleteOptions::default())
                 .await;
-            bus.cleanup().await;
+            if self.owns_bus {
+                bus.cleanup().await;
+            }
         }
         self.registry.stop();
         self.store.pool().close().await;
@@ -628,9 +654,10 @@ fn spawn_api(
             let serving =
                 regindex_api::serve(config.clone(), listeners, stop.clone().cancelled_owned());
             Process::spawn(addr, operator, stop, async move {
-                if let Err(e) = serving.await {
+                serving.await.map_err(|e| {
                     eprintln!("api {addr} failed: {e:#}");
-                }
+                    format!("{e:#}")
+                })
             })
         }
         ApiKind::Router => {
@@ -638,9 +665,10 @@ fn spawn_api(
             let app = regindex_api::router(state);
             let graceful = stop.clone().cancelled_owned();
             Process::spawn(addr, addr, stop, async move {
-                let _ = axum::serve(listeners.public, app)
+                axum::serve(listeners.public, app)
                     .with_graceful_shutdown(graceful)
-                    .await;
+                    .await
+                    .map_err(|e| e.to_string())
             })
         }
     }
