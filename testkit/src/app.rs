@@ -673,3 +673,59 @@ fn spawn_api(
         }
     }
 }
+
+/// A `regindex_worker::Worker` (the work consumer alone) in the test's own task, its
+/// metrics in reach: for tests of the consumer with an `Index` of their own, or one
+/// started late on an [`App`] ([`App::start_consumer`]).
+pub struct Consumer {
+    pub metrics: regindex_worker::WorkerMetrics,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Consumer {
+    pub fn start(config: Config, index: Arc<dyn regindex_worker::index::Index>) -> Self {
+        let metrics = regindex_worker::WorkerMetrics::new();
+        let worker = regindex_worker::Worker::new(config, index, metrics.clone());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { worker.run(shutdown).await }
+        });
+        Self {
+            metrics,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Messages counted with `outcome` (`processed`, `retried`, `dead_lettered`, ...).
+    pub fn counted(&self, outcome: &str) -> u64 {
+        self.metrics.messages.with_label_values(&[outcome]).get()
+    }
+
+    /// Ends it as a crash does: no graceful shutdown, its unacknowledged messages go back
+    /// to the queue.
+    pub async fn abort(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+
+    /// Shuts it down and waits (30 s at most) until it has ended.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("the consumer stops")
+            .expect("the consumer task");
+    }
+}
+
+impl App {
+    /// A [`Consumer`] refetching from the registry into the store, with `config`.
+    pub fn start_consumer(&self, config: Config) -> Consumer {
+        let registry = RegistryClient::new(&config.registry).expect("registry client");
+        let syncer = Syncer::new(registry, self.store.clone());
+        Consumer::start(config, Arc::new(syncer))
+    }
+}

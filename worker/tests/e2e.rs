@@ -11,12 +11,9 @@ use regindex::bus::topology::routing_key;
 use regindex::bus::{fedora_messaging, OutgoingMessage, Publisher};
 use regindex::config::Config;
 use regindex::model::{Digest, RepositoryName, RepositoryState, Tag};
-use regindex::registry::RegistryClient;
 use regindex::store::{PeriodicJob, Store};
-use regindex::sync::Syncer;
-use regindex_testkit::app::{App, TestStore};
+use regindex_testkit::app::{App, Consumer, TestStore};
 use regindex_testkit::{eventually, ImageSpec, ListFormat, PushedImage};
-use regindex_worker::{Worker, WorkerMetrics};
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -36,58 +33,19 @@ async fn start(bus: Arc<TestBus>, notify: bool) -> App {
     builder.start().await
 }
 
-struct RunningWorker {
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-    metrics: WorkerMetrics,
-}
-
-impl RunningWorker {
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("worker stops")
-            .expect("worker task");
-    }
-
-    fn counted(&self, outcome: &str) -> u64 {
-        self.metrics.messages.with_label_values(&[outcome]).get()
-    }
-}
-
 /// What these tests ask of testkit's `App` beyond the harness.
 #[allow(async_fn_in_trait)]
 trait E2e {
-    fn start_worker(&self) -> RunningWorker;
-    fn start_worker_with(&self, config: Config) -> RunningWorker;
+    fn start_worker(&self) -> Consumer;
     async fn converges(&self, repository: &str, expected: &[(&str, &str)]) -> RepositoryState;
     async fn queued(&self, n: u32);
 }
 
 impl E2e for App {
-    fn start_worker(&self) -> RunningWorker {
-        self.start_worker_with(self.config.clone())
+    fn start_worker(&self) -> Consumer {
+        self.start_consumer(self.config.clone())
     }
 
-    fn start_worker_with(&self, config: Config) -> RunningWorker {
-        let registry = RegistryClient::new(&config.registry).unwrap();
-        let syncer = Syncer::new(registry, self.store.clone());
-        let metrics = WorkerMetrics::new();
-        let worker = Worker::new(config, Arc::new(syncer), metrics.clone());
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn({
-            let shutdown = shutdown.clone();
-            async move { worker.run(shutdown).await }
-        });
-        RunningWorker {
-            shutdown,
-            task,
-            metrics,
-        }
-    }
-
-    /// Waits until the stored tags of `repository` are exactly `expected`.
     async fn converges(&self, repository: &str, expected: &[(&str, &str)]) -> RepositoryState {
         let expected: Vec<(Tag, Digest)> = expected
             .iter()
@@ -263,7 +221,7 @@ async fn rapid_pushes_with_blob_events_first_are_never_lost() {
         let stack = start(bus, true).await;
         let mut config = stack.config.clone();
         config.worker.coalesce_ms = Config::default().worker.coalesce_ms;
-        let worker = stack.start_worker_with(config);
+        let worker = stack.start_consumer(config);
         let name = "apps/busy";
         let r = &stack.registry;
         let platforms: Vec<ImageSpec> = (0..20)
@@ -322,7 +280,7 @@ async fn single_pushes_are_indexed_although_the_event_precedes_the_tag() {
         let stack = start(bus, true).await;
         let mut config = stack.config.clone();
         config.worker.coalesce_ms = Config::default().worker.coalesce_ms;
-        let worker = stack.start_worker_with(config);
+        let worker = stack.start_consumer(config);
         let mut pushed = Vec::new();
         // Paced, so that the worker is idle and reacts to each event at once.
         let mut pace = tokio::time::interval(Duration::from_millis(250));
@@ -555,7 +513,7 @@ async fn a_worker_killed_mid_batch_is_taken_over() {
         let mut serial = stack.config.clone();
         serial.worker.concurrency = 1;
         serial.worker.coalesce_ms = 0;
-        let first = stack.start_worker_with(serial);
+        let first = stack.start_consumer(serial);
         let deadline = tokio::time::Instant::now() + WAIT;
         while first.counted("processed") == 0 {
             assert!(
@@ -564,9 +522,9 @@ async fn a_worker_killed_mid_batch_is_taken_over() {
             );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        first.task.abort();
-        let done_by_first = first.counted("processed");
-        let _ = first.task.await;
+        let metrics = first.metrics.clone();
+        first.abort().await;
+        let done_by_first = metrics.messages.with_label_values(&["processed"]).get();
         assert!(
             done_by_first < 6,
             "killed mid-batch ({done_by_first} of 6 done)"
@@ -892,7 +850,7 @@ async fn a_refetch_against_a_closed_port_is_dead_lettered_with_the_cause() {
             regindex_testkit::free_port().unwrap()
         );
         config.amqp.max_attempts = 1;
-        let worker = stack.start_worker_with(config);
+        let worker = stack.start_consumer(config);
         let body = serde_json::json!({ "repository": "apps/unreachable" }).to_string();
         let publisher = Publisher::new(stack.config.amqp.url.clone(), None);
         let message = OutgoingMessage::json(
