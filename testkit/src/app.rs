@@ -145,6 +145,9 @@ enum ApiKind {
     Router,
 }
 
+/// A change of the configuration, seeing the started registry.
+type ConfigTweak = Box<dyn FnOnce(&mut Config, &TestRegistry)>;
+
 /// Options of an [`App`]; from [`App::builder`].
 #[must_use]
 pub struct AppBuilder {
@@ -159,7 +162,7 @@ pub struct AppBuilder {
     registry: Option<Box<dyn FnOnce(TestRegistryBuilder) -> TestRegistryBuilder>>,
     coalesce_ms: u64,
     aliases: Option<(String, Vec<String>)>,
-    tweaks: Vec<Box<dyn FnOnce(&mut Config, &TestRegistry)>>,
+    tweaks: Vec<ConfigTweak>,
 }
 
 impl AppBuilder {

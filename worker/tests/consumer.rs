@@ -87,9 +87,13 @@ fn start(config: Config, index: Arc<FakeIndex>) -> Consumer {
     Consumer::start(config, index)
 }
 
-/// Waits until `check` holds.
+/// Waits until `check` holds, looking every 20 ms: the retry tests change the index
+/// between two attempts 100 ms apart.
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    regindex_testkit::eventually(what, WAIT, || std::future::ready(check().then_some(()))).await
+    regindex_testkit::eventually_every(what, WAIT, Duration::from_millis(20), || {
+        std::future::ready(check().then_some(()))
+    })
+    .await
 }
 
 async fn publish(bus: &TestBus, exchange: &str, routing_key: &str, body: &str) {
