@@ -91,13 +91,8 @@ impl RepositoryTx {
 
         self.insert_images(repository_id, &new.images, &mut known)
             .await?;
-        super::icon_blobs::store_image_icons(
-            &mut self.tx,
-            &new.images,
-            &known,
-            self.icon_max_bytes,
-        )
-        .await?;
+        super::icon_blobs::store_image_icons(&mut self.tx, &new.images, &known, self.icon_max_bytes)
+            .await?;
         self.insert_lists(repository_id, &new.lists, &mut known)
             .await?;
         outcome.manifests_added = new.images.len() + new.lists.len();
