@@ -5,12 +5,14 @@
 mod common;
 
 use std::future::IntoFuture as _;
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::{RunningApi, Stack};
+use common::start;
 use regindex::config::{Config, DatabaseConfig};
 use regindex::store::{DataVersionWatch, SessionSettings, Store};
 use regindex_api::AppState;
+use regindex_testkit::app::App;
 use regindex_testkit::{eventually_every, free_port, ImageSpec};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -30,7 +32,7 @@ fn servable(config: &mut Config) {
     config.api.publish_pulls = false;
 }
 
-async fn push_app(stack: &Stack, repository: &str, app_id: &str) {
+async fn push_app(stack: &App, repository: &str, app_id: &str) {
     stack
         .registry
         .push_image(
@@ -76,11 +78,16 @@ async fn get(client: &reqwest::Client, url: &str, if_none_match: Option<&str>) -
 /// asserted (speed goals live in docs/benchmarks.md).
 #[tokio::test]
 async fn a_commit_is_served_as_soon_as_it_is_announced() {
-    let stack = Stack::start(servable).await.unwrap();
+    // The api as its binary runs it (data version watch, database monitor).
+    let stack = App::builder()
+        .api()
+        .no_notifications()
+        .config(servable)
+        .start()
+        .await;
     push_app(&stack, "apps/calc", "org.example.Calc").await;
-    let api = RunningApi::start((*stack.config).clone()).await.unwrap();
     let client = reqwest::Client::new();
-    let url = format!("{}{QUERY}", api.public);
+    let url = format!("{}{QUERY}", stack.base());
     eventually_every(
         "the first answer",
         WAIT,
@@ -107,8 +114,8 @@ async fn a_commit_is_served_as_soon_as_it_is_announced() {
         assert_eq!(answer.status, 200);
         assert!(!answer.stale);
     }
-    api.stop().await.unwrap();
-    stack.stop().await.unwrap();
+    stack.stop_api(0).await.unwrap();
+    stack.finish().await;
 }
 
 /// Deterministic proof that a cached answer and a 304 do not read the database: the
@@ -119,7 +126,7 @@ async fn a_commit_is_served_as_soon_as_it_is_announced() {
 /// store serves the new answer.
 #[tokio::test]
 async fn cached_answers_and_304s_are_served_from_memory() {
-    let stack = Stack::start(|_| {}).await.unwrap();
+    let stack = start(|_| {}).await;
     push_app(&stack, "apps/calc", "org.example.Calc").await;
     let stop = CancellationToken::new();
     let _stop = stop.clone().drop_guard();
@@ -130,8 +137,8 @@ async fn cached_answers_and_304s_are_served_from_memory() {
         .await
         .expect("the watch to listen");
 
-    let live =
-        AppState::new(stack.config.clone(), stack.store.clone()).with_data_version(watch.clone());
+    let live = AppState::new(Arc::new(stack.config.clone()), stack.store.clone())
+        .with_data_version(watch.clone());
     let nowhere = DatabaseConfig {
         url: format!(
             "postgres://postgres@127.0.0.1:{}/nowhere",
@@ -178,7 +185,7 @@ async fn cached_answers_and_304s_are_served_from_memory() {
     let fresh = get(&client, &live_url, Some(&etag)).await;
     assert_eq!((fresh.status, fresh.stale), (200, false));
     assert!(fresh.body.contains("org.example.Draw"));
-    stack.stop().await.unwrap();
+    stack.finish().await;
 }
 
 /// Serves `state`'s public routes on a free port; the URL of `QUERY` there.

@@ -16,8 +16,9 @@ use regindex::store::{DataVersionWatch, Store};
 use regindex::sync::Syncer;
 use regindex_api::metrics::ApiMetrics;
 use regindex_api::{AppState, Listeners};
+use regindex_testkit::app::{migrate, TestStore};
 use regindex_testkit::{
-    eventually, free_port, ImageSpec, PrivatePostgres, PrivateRabbitMq, TestDatabase, TestRegistry,
+    eventually, free_port, ImageSpec, PrivatePostgres, PrivateRabbitMq, TestRegistry,
 };
 use serde_json::Value;
 use sqlx::Connection;
@@ -120,15 +121,6 @@ fn config(database_url: String) -> Config {
     config
 }
 
-/// Applies the schema with write rights (as `regindexctl migrate` does).
-async fn migrate(url: &str) {
-    let mut config = Config::default();
-    config.database.url = url.to_owned().into();
-    let store = Store::connect_unchecked(&config.database).await.unwrap();
-    store.migrate().await.unwrap();
-    store.pool().close().await;
-}
-
 /// Pushes a Flatpak app to a fresh registry and indexes it into `url`.
 async fn index_an_app(url: &str) -> TestRegistry {
     let registry = TestRegistry::new().await.unwrap();
@@ -159,8 +151,7 @@ async fn index_an_app(url: &str) -> TestRegistry {
 /// `api.statement_timeout_ms`.
 #[tokio::test]
 async fn api_sessions_are_read_only_and_every_read_path_is_time_limited() {
-    let db = TestDatabase::create().await.unwrap();
-    migrate(&db.url()).await;
+    let db = TestStore::start().await;
     let mut config = config(db.url());
     config.api.statement_timeout = Duration::from_millis(300);
     let store = regindex_api::database::store(&config).unwrap();
@@ -267,7 +258,7 @@ async fn api_sessions_are_read_only_and_every_read_path_is_time_limited() {
         server.abort();
     }
     store.pool().close().await;
-    db.drop().await.unwrap();
+    db.finish().await;
 }
 
 /// Item 8: while PostgreSQL is down, a query answered before gets that answer again,
@@ -425,8 +416,7 @@ async fn the_api_binary_waits_for_the_database_at_start_up() {
 #[tokio::test]
 async fn readiness_reports_the_broker() {
     let mut broker = PrivateRabbitMq::new().await.unwrap();
-    let db = TestDatabase::create().await.unwrap();
-    migrate(&db.url()).await;
+    let db = TestStore::start().await;
     let mut config = config(db.url());
     config.amqp.url = broker.amqp_url().into();
     let api = RunningApi::start(config).await;
@@ -454,7 +444,7 @@ async fn readiness_reports_the_broker() {
     broker.start().await.unwrap();
     eventually("ready again", WAIT, || ready(200, "up")).await;
     api.stop();
-    db.drop().await.unwrap();
+    db.finish().await;
 }
 
 /// The `REGINDEX_AMQP__*` variables of `bus`'s uniquely named topology.

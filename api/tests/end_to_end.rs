@@ -6,15 +6,10 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
-use regindex::config::{Config, DatabaseConfig};
-use regindex::registry::RegistryClient;
-use regindex::store::Store;
-use regindex::sync::{NoProgress, Syncer};
+use regindex::sync::NoProgress;
 use regindex_api::{router, AppState};
-use regindex_testkit::{
-    ImageFormat, ImageSpec, ListFormat, PushedImage, TestDatabase, TestRegistry,
-};
-use secrecy::SecretString;
+use regindex_testkit::app::App;
+use regindex_testkit::{ImageFormat, ImageSpec, ListFormat, PushedImage};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -75,16 +70,14 @@ async fn query(app: &axum::Router, q: &str) -> Value {
 
 #[tokio::test]
 async fn index_queries_answer_what_was_pushed() {
-    let registry = TestRegistry::new().await.unwrap();
-    let db = TestDatabase::create().await.unwrap();
-    let mut config = Config::default();
-    config.registry.url = registry.url().parse().unwrap();
-    config.registry.public_url = Some("https://registry.example.org/".into());
-    config.database = DatabaseConfig {
-        url: SecretString::from(db.url()),
-        max_connections: 4,
-        ..DatabaseConfig::default()
-    };
+    let test = App::builder()
+        .config(|config| {
+            config.registry.public_url = Some("https://registry.example.org/".into());
+            config.database.max_connections = 4;
+        })
+        .start()
+        .await;
+    let registry = &test.registry;
 
     let calc = registry
         .push_image(
@@ -138,15 +131,12 @@ async fn index_queries_answer_what_was_pushed() {
         .await
         .unwrap();
 
-    let store = Store::connect_unchecked(&config.database).await.unwrap();
-    store.migrate().await.unwrap();
-    let syncer = Syncer::new(
-        RegistryClient::new(&config.registry).unwrap(),
-        store.clone(),
-    );
-    let summary = syncer.scan(4, &NoProgress).await.unwrap();
+    let summary = test.syncer.scan(4, &NoProgress).await.unwrap();
     assert!(summary.failed.is_empty(), "{:?}", summary.failed);
-    let app = router(AppState::new(Arc::new(config), store));
+    let app = router(AppState::new(
+        Arc::new(test.config.clone()),
+        test.store.clone(),
+    ));
 
     // The query a real Flatpak 1.14 client sends, in its own parameter order.
     let amd_entry = &multi.entries[0];
@@ -223,7 +213,10 @@ async fn index_queries_answer_what_was_pushed() {
         )
         .await
         .unwrap();
-    syncer.refetch(&"apps/calc".parse().unwrap()).await.unwrap();
+    test.syncer
+        .refetch(&"apps/calc".parse().unwrap())
+        .await
+        .unwrap();
     let (status, changed, body) = get(&app, &uri, Some(&etag)).await;
     assert_eq!(status, StatusCode::OK);
     assert_ne!(changed.as_deref(), Some(etag.as_str()));
@@ -232,5 +225,5 @@ async fn index_queries_answer_what_was_pushed() {
         body["Results"][0]["Images"],
         json!([image_json(&newer, Some(&["latest"]))])
     );
-    db.drop().await.unwrap();
+    test.finish().await;
 }

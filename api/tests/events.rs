@@ -11,6 +11,7 @@ use regindex::bus::{Publisher, Topology};
 use regindex::config::Config;
 use regindex_api::events::{self, EventsState};
 use regindex_api::metrics::{self, ApiMetrics};
+use regindex_testkit::app::TestStore;
 use serde_json::Value;
 
 const TOKEN: &str = "secret";
@@ -315,13 +316,10 @@ async fn an_unreachable_broker_is_a_503_so_the_registry_retries() {
 #[tokio::test]
 async fn the_api_router_serves_events_metrics_and_json_fallbacks() {
     TestBus::run(|bus| async move {
-        let db = regindex_testkit::TestDatabase::create().await.unwrap();
+        let db = TestStore::start().await;
         let mut config = config(&bus);
-        config.database.url = db.url().into();
-        let store = regindex::store::Store::connect_unchecked(&config.database)
-            .await
-            .unwrap();
-        store.migrate().await.unwrap();
+        config.database = db.config.clone();
+        let store = db.store.clone();
 
         let publisher = Arc::new(Publisher::new(
             config.amqp.url.clone(),
@@ -365,8 +363,7 @@ async fn the_api_router_serves_events_metrics_and_json_fallbacks() {
             .unwrap();
         assert_eq!(index.status(), 200);
 
-        store.pool().close().await;
-        db.drop().await.unwrap();
+        db.finish().await;
     })
     .await;
 }
@@ -375,19 +372,14 @@ async fn the_api_router_serves_events_metrics_and_json_fallbacks() {
 /// until it is back.
 #[tokio::test]
 async fn the_api_runs_without_the_broker() {
-    let db = regindex_testkit::TestDatabase::create().await.unwrap();
+    let db = TestStore::start().await;
     let mut config = Config::default();
-    config.database.url = db.url().into();
+    config.database = db.config.clone();
     config.amqp.url = "amqp://guest:guest@127.0.0.1:1/%2f".to_owned().into();
     config.api.webhook_token = Some("secret".to_owned().into()); // the fixtures' token
     let port = regindex_testkit::free_port().unwrap();
     config.api.listen = ([127, 0, 0, 1], port).into();
     config.api.operator_listen = ([127, 0, 0, 1], regindex_testkit::free_port().unwrap()).into();
-    let store = regindex::store::Store::connect_unchecked(&config.database)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
-    store.pool().close().await;
 
     let server = tokio::spawn(regindex_api::run(config));
     let app = App {
@@ -416,5 +408,5 @@ async fn the_api_runs_without_the_broker() {
     );
     server.abort();
     let _ = server.await;
-    db.drop().await.unwrap();
+    db.finish().await;
 }

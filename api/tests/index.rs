@@ -8,42 +8,19 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
-use regindex::config::{Config, DatabaseConfig};
+use regindex::config::Config;
 use regindex::model::{
     media_type, Digest, Image, ImageList, RepositoryName, RepositoryState, StringMap, Tag,
 };
 use regindex::store::Store;
 use regindex_api::{router, AppState};
-use regindex_testkit::TestDatabase;
-use secrecy::SecretString;
+use regindex_testkit::app::TestStore;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
 const FLATPAK_QUERY: &str =
     "/index/static?label%3Aorg.flatpak.ref%3Aexists=1&architecture=amd64&os=linux&tag=latest";
 const MAX_AGE_SECS: u64 = 123;
-
-/// A throw-away database (testkit's `TestDatabase`, dropped with the test) and the
-/// configuration pointing at it.
-struct TestDb {
-    _database: TestDatabase,
-    config: DatabaseConfig,
-}
-
-impl TestDb {
-    async fn new() -> Self {
-        let database = TestDatabase::create().await.unwrap();
-        let config = DatabaseConfig {
-            url: SecretString::from(database.url()),
-            max_connections: 5,
-            ..DatabaseConfig::default()
-        };
-        Self {
-            _database: database,
-            config,
-        }
-    }
-}
 
 fn d(name: &str) -> Digest {
     Digest::sha256_of(name.as_bytes())
@@ -220,14 +197,12 @@ struct TestApp {
     router: Router,
     state: AppState,
     store: Store,
-    _db: Option<TestDb>,
+    _db: Option<TestStore>,
 }
 
 async fn spawn_app() -> TestApp {
-    let db = TestDb::new().await;
-    let store = Store::connect_unchecked(&db.config).await.unwrap();
-    store.migrate().await.unwrap();
-    let store = Store::connect(&db.config).await.unwrap();
+    let db = TestStore::start().await;
+    let store = db.store.clone();
     for (name, state) in ground_truth() {
         write(&store, &name, &state).await;
     }

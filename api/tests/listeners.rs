@@ -5,28 +5,23 @@ mod common;
 
 use std::time::Duration;
 
-use regindex::bus::testing::TestBus;
 use regindex::config::{Config, WebhookAuthMode};
-use regindex::store::Store;
-use regindex_testkit::TestDatabase;
+use regindex_testkit::app::{App, AppBuilder};
 use serde_json::json;
-
-use common::RunningApi;
 
 const V1: &str = "application/vnd.docker.distribution.events.v1+json";
 
-/// Database (schema applied) and broker for `RunningApi`; history off, so no queue but
-/// the test bus's is declared.
-async fn config(bus: &TestBus, db: &TestDatabase) -> Config {
-    let mut config = Config::default();
-    config.amqp = bus.config.clone();
-    config.database.url = db.url().into();
-    config.history.enabled = false;
-    config.api.publish_pulls = false;
-    let store = Store::connect_unchecked(&config.database).await.unwrap();
-    store.migrate().await.unwrap();
-    store.pool().close().await;
-    config
+/// The api as its binary runs it, with its database and broker; history off, so no
+/// queue but the test bus's is declared.
+fn listening(tweak: impl FnOnce(&mut Config) + 'static) -> AppBuilder {
+    App::builder()
+        .api()
+        .no_notifications()
+        .config(move |config| {
+            config.history.enabled = false;
+            config.api.publish_pulls = false;
+            tweak(config);
+        })
 }
 
 fn push_event() -> serde_json::Value {
@@ -61,13 +56,15 @@ async fn the_api_refuses_to_start_without_a_webhook_token() {
 /// The explicit opt-out: `api.webhook_auth: none` accepts webhooks without a token.
 #[tokio::test]
 async fn webhook_auth_none_is_an_explicit_opt_out() {
-    TestBus::run(|bus| async move {
-        let db = TestDatabase::create().await.unwrap();
-        let mut config = config(&bus, &db).await;
+    listening(move |config| {
         config.api.webhook_auth = WebhookAuthMode::None;
-        let api = RunningApi::start(config).await.unwrap();
+        config.api.webhook_token = None;
+    })
+    .run(|app| async move {
+        let bus = app.bus();
+        let api = app.base();
         let response = reqwest::Client::new()
-            .post(format!("{}/events", api.public))
+            .post(format!("{api}/events"))
             .header("content-type", V1)
             .json(&push_event())
             .send()
@@ -75,8 +72,7 @@ async fn webhook_auth_none_is_an_explicit_opt_out() {
             .unwrap();
         assert_eq!(response.status(), 200);
         assert_eq!(bus.count(&bus.config.work_queue).await, 1);
-        api.stop().await.unwrap();
-        db.drop().await.unwrap();
+        app.stop_api(0).await.unwrap();
     })
     .await;
 }
@@ -86,11 +82,12 @@ async fn webhook_auth_none_is_an_explicit_opt_out() {
 /// serves the index, the web page, search, webhooks and health.
 #[tokio::test]
 async fn operator_routes_are_only_on_the_operator_listener() {
-    TestBus::run(|bus| async move {
-        let db = TestDatabase::create().await.unwrap();
-        let mut config = config(&bus, &db).await;
+    listening(move |config| {
         config.api.webhook_token = Some("t".to_owned().into());
-        let api = RunningApi::start(config).await.unwrap();
+    })
+    .run(|app| async move {
+        let api = app.base();
+        let operator = format!("http://{}", app.operator());
         let http = reqwest::Client::new();
         let status = |base: String, path: &'static str| {
             let http = http.clone();
@@ -109,12 +106,8 @@ async fn operator_routes_are_only_on_the_operator_listener() {
             "/metrics",
             "/openapi.json",
         ] {
-            assert_eq!(status(api.public.clone(), path).await, 404, "public {path}");
-            assert_eq!(
-                status(api.operator.clone(), path).await,
-                200,
-                "operator {path}"
-            );
+            assert_eq!(status(api.clone(), path).await, 404, "public {path}");
+            assert_eq!(status(operator.clone(), path).await, 200, "operator {path}");
         }
         for path in [
             "/index/static",
@@ -123,15 +116,11 @@ async fn operator_routes_are_only_on_the_operator_listener() {
             "/healthz",
             "/readyz",
         ] {
-            assert_eq!(status(api.public.clone(), path).await, 200, "public {path}");
-            assert_eq!(
-                status(api.operator.clone(), path).await,
-                404,
-                "operator {path}"
-            );
+            assert_eq!(status(api.clone(), path).await, 200, "public {path}");
+            assert_eq!(status(operator.clone(), path).await, 404, "operator {path}");
         }
         let webhook = http
-            .post(format!("{}/events", api.public))
+            .post(format!("{api}/events"))
             .bearer_auth("t")
             .header("content-type", V1)
             .json(&push_event())
@@ -139,8 +128,7 @@ async fn operator_routes_are_only_on_the_operator_listener() {
             .await
             .unwrap();
         assert_eq!(webhook.status(), 200);
-        api.stop().await.unwrap();
-        db.drop().await.unwrap();
+        app.stop_api(0).await.unwrap();
     })
     .await;
 }
@@ -149,13 +137,14 @@ async fn operator_routes_are_only_on_the_operator_listener() {
 /// included, and paths no route matches share one label.
 #[tokio::test]
 async fn http_requests_are_counted_by_route_and_status() {
-    TestBus::run(|bus| async move {
-        let db = TestDatabase::create().await.unwrap();
-        let mut config = config(&bus, &db).await;
+    listening(move |config| {
         config.api.webhook_token = Some("t".to_owned().into());
-        let api = RunningApi::start(config).await.unwrap();
+    })
+    .run(|app| async move {
+        let api = app.base();
+        let operator = format!("http://{}", app.operator());
         let http = reqwest::Client::new();
-        let index = format!("{}/index/static?tag=latest", api.public);
+        let index = format!("{api}/index/static?tag=latest");
         let first = http.get(&index).send().await.unwrap();
         assert_eq!(first.status(), 200);
         let etag = first.headers()["etag"].to_str().unwrap().to_owned();
@@ -167,11 +156,11 @@ async fn http_requests_are_counted_by_route_and_status() {
             .unwrap();
         assert_eq!(again.status(), 304);
         for path in ["/repository/apps/calc", "/no/such/path-1", "/no/such/path-2"] {
-            http.get(format!("{}{path}", api.public)).send().await.unwrap();
+            http.get(format!("{api}{path}")).send().await.unwrap();
         }
 
         let metrics = http
-            .get(format!("{}/metrics", api.operator))
+            .get(format!("{operator}/metrics"))
             .send()
             .await
             .unwrap()
@@ -188,8 +177,7 @@ async fn http_requests_are_counted_by_route_and_status() {
             assert!(metrics.contains(line), "{line} missing from\n{metrics}");
         }
         assert!(!metrics.contains("path-1"), "raw paths are not labels");
-        api.stop().await.unwrap();
-        db.drop().await.unwrap();
+        app.stop_api(0).await.unwrap();
     })
     .await;
 }

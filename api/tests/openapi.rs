@@ -9,7 +9,8 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{flatpak_app, png, sha256_hex, RunningApi, Stack};
+use common::{flatpak_app, png, sha256_hex};
+use regindex_testkit::app::Process;
 use regindex::config::{Config, IndexProfile};
 use regindex_api::routes::{Listener, Method, ROUTES};
 use serde_json::{json, Value};
@@ -194,7 +195,7 @@ fn escape(segment: &str) -> String {
 
 #[tokio::test]
 async fn sampled_answers_match_the_document() {
-    let stack = Stack::start(configure).await.unwrap();
+    let stack = common::start(configure).await;
     stack
         .registry
         .push_image(
@@ -206,11 +207,11 @@ async fn sampled_answers_match_the_document() {
         .unwrap();
     stack.refetch("apps/calculator").await.unwrap();
     let icon = format!("{}.png", sha256_hex(&png([0, 0, 255], 64)));
-    let api = RunningApi::start((*stack.config).clone()).await.unwrap();
+    let api = Process::api(stack.config.clone()).await;
     let http = reqwest::Client::new();
 
     let served: Value = http
-        .get(format!("{}/openapi.json", api.operator))
+        .get(format!("{}/openapi.json", api.operator_url()))
         .send()
         .await
         .unwrap()
@@ -224,8 +225,8 @@ async fn sampled_answers_match_the_document() {
     let mut failures = Vec::new();
     for sample in samples(&icon) {
         let base = match sample.listener {
-            Listener::Public => &api.public,
-            Listener::Operator => &api.operator,
+            Listener::Public => &api.public_url(),
+            Listener::Operator => &api.operator_url(),
         };
         let url = format!("{base}{}", sample.path_and_query);
         let mut request = match sample.method {
@@ -314,5 +315,5 @@ async fn sampled_answers_match_the_document() {
     assert!(unsampled.is_empty(), "routes not sampled: {unsampled:?}");
 
     api.stop().await.unwrap();
-    stack.stop().await.unwrap();
+    stack.finish().await;
 }

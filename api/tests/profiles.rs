@@ -5,10 +5,11 @@
 mod common;
 
 use base64::Engine as _;
-use common::{flatpak_app, Stack};
+use common::{flatpak_app, start};
 use regindex::config::{IndexProfile, RepositoryPattern, StaticIndexConfig};
 use regindex::index::static_index::{query_string, write_static_indexes};
 use regindex::index::{FLATPAK_REF, TOKEN_TYPE_LABEL, TOKEN_TYPE_VALUE};
+use regindex_testkit::app::App;
 use regindex_testkit::{ImageSpec, ListFormat};
 use serde_json::Value;
 
@@ -73,7 +74,7 @@ fn decode_token_type(value: &str) -> (String, i32) {
     (signature, i32::from_le_bytes(child))
 }
 
-async fn json(stack: &Stack, path: &str) -> (Vec<u8>, Value) {
+async fn json(stack: &App, path: &str) -> (Vec<u8>, Value) {
     let response = stack.get(path).await.unwrap();
     assert_eq!(response.status(), 200, "{path}");
     let bytes = response.bytes().await.unwrap().to_vec();
@@ -92,7 +93,7 @@ struct Pushed {
 
 /// Calc in two places: `main/calc` (amd64) and `mirror/calc` (a list: amd64 and arm64);
 /// Notes in `mirror/beta-notes`, Maps in `other/maps`, a non-Flatpak in `main/fedora`.
-async fn seed(stack: &Stack) -> Pushed {
+async fn seed(stack: &App) -> Pushed {
     let registry = &stack.registry;
     let main = registry
         .push_image(
@@ -170,7 +171,7 @@ fn fedora_profile() -> IndexProfile {
 
 #[tokio::test]
 async fn each_profile_option_shapes_the_answer() {
-    let stack = Stack::start(|c| {
+    let stack = start(move |c| {
         c.icons.extract = true;
         c.index_profiles.insert("fedora".into(), fedora_profile());
         for (name, profile) in [
@@ -221,8 +222,7 @@ async fn each_profile_option_shapes_the_answer() {
             c.index_profiles.insert(name.into(), profile);
         }
     })
-    .await
-    .unwrap();
+    .await;
     let p = seed(&stack).await;
     let all_flatpaks = {
         let mut v = vec![
@@ -385,7 +385,7 @@ async fn each_profile_option_shapes_the_answer() {
     // And the protocol path still answers exactly as before.
     let (again, _) = json(&stack, &format!("/index/static?{FLATPAKS}")).await;
     assert_eq!(again, plain_bytes);
-    stack.stop().await.unwrap();
+    stack.finish().await;
 }
 
 #[tokio::test]
@@ -403,14 +403,13 @@ async fn expanded_static_files_equal_the_live_profile_answers() {
         architecture_expand: vec!["".into(), "amd64".into(), "arm64".into()],
     };
     let configured = index.clone();
-    let stack = Stack::start(move |c| {
+    let stack = start(move |c| {
         c.icons.extract = true;
         c.registry.public_url = Some("/".into());
         c.index_profiles.insert("fedora".into(), fedora_profile());
         c.static_indexes = vec![configured];
     })
-    .await
-    .unwrap();
+    .await;
     let p = seed(&stack).await;
 
     let written = write_static_indexes(&stack.store, &stack.config)
@@ -489,5 +488,5 @@ async fn expanded_static_files_equal_the_live_profile_answers() {
         .await;
         assert_eq!(live, file, "{}", expanded.name);
     }
-    stack.stop().await.unwrap();
+    stack.finish().await;
 }

@@ -9,7 +9,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{flatpak_app, Stack};
+use common::{flatpak_app, start};
+use regindex_testkit::app::App;
 use regindex_testkit::samples::{push_samples, SAMPLES};
 use regindex_testkit::ImageSpec;
 
@@ -32,7 +33,7 @@ fn require(binary: &str, package: &str) -> PathBuf {
 
 /// The flatpak applications of `APPS` (amd64 and arm64, tagged `latest`), one runtime-like
 /// image that is not an app for amd64 only under another tag, and a plain container.
-async fn seeded(stack: &Stack) {
+async fn seeded(stack: &App) {
     for (repository, app_id, rgb) in APPS {
         stack
             .registry
@@ -104,11 +105,11 @@ async fn flatpak_lists_the_pushed_applications() {
 }
 
 async fn flatpak_lists(flatpak: &Path, extract: bool) {
-    let stack = Stack::start(|c| c.icons.extract = extract).await.unwrap();
+    let stack = start(move |c| c.icons.extract = extract).await;
     seeded(&stack).await;
 
     let home = tempfile::tempdir().unwrap();
-    let url = format!("oci+{}", stack.base);
+    let url = format!("oci+{}", stack.base());
     let flatpak_run = |args: &[&str]| flatpak_in(flatpak, home.path(), args);
     flatpak_run(&[
         "remote-add",
@@ -172,7 +173,7 @@ async fn flatpak_lists(flatpak: &Path, extract: bool) {
             "{details}"
         );
     }
-    stack.stop().await.unwrap();
+    stack.finish().await;
 }
 
 /// Runs `flatpak` with a private home (user and system installations under `home`).
@@ -199,7 +200,7 @@ fn flatpak_in(flatpak: &Path, home: &Path, args: &[&str]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_testing_remote_lists_the_testing_set() {
     let flatpak = require("flatpak", "flatpak");
-    let stack = Stack::start(|_| {}).await.unwrap();
+    let stack = start(|_| {}).await;
     seeded(&stack).await;
     // An update of the calculator in testing: its new build is tagged `testing` only.
     let update = flatpak_app("org.example.Calculator", "amd64", [231, 31, 61]).seed(7);
@@ -235,8 +236,8 @@ async fn a_testing_remote_lists_the_testing_set() {
         refs
     };
     for (name, url) in [
-        ("stable", format!("oci+{}", stack.base)),
-        ("testing", format!("oci+{}#testing", stack.base)),
+        ("stable", format!("oci+{}", stack.base())),
+        ("testing", format!("oci+{}#testing", stack.base())),
     ] {
         flatpak_in(
             &flatpak,
@@ -260,7 +261,7 @@ async fn a_testing_remote_lists_the_testing_set() {
     assert_eq!(response.status(), 200);
     let body = response.text().await.unwrap();
     assert!(body.contains("org.example.Testing") && !body.contains("org.example.Notes"));
-    stack.stop().await.unwrap();
+    stack.finish().await;
 }
 
 fn artifacts_dir() -> PathBuf {
@@ -380,10 +381,10 @@ impl Chromium {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_renders_the_front_page_with_titles_and_icons() {
     let chromium = Chromium::new();
-    let stack = Stack::start(|_| {}).await.unwrap();
+    let stack = start(|_| {}).await;
     seeded(&stack).await;
 
-    let dom = chromium.dump_dom(&format!("{}/", stack.base));
+    let dom = chromium.dump_dom(&format!("{}/", stack.base()));
     for (repository, app_id, _) in APPS {
         assert!(
             dom.contains(&format!(">{app_id}</a>")),
@@ -395,7 +396,7 @@ async fn chromium_renders_the_front_page_with_titles_and_icons() {
         );
     }
 
-    let screenshot = chromium.screenshot(&format!("{}/", stack.base), "web-front-page.png");
+    let screenshot = chromium.screenshot(&format!("{}/", stack.base()), "web-front-page.png");
     // Each app's icon (a solid square of its colour) is on screen, at least 40 px wide.
     for (repository, _, rgb) in APPS {
         assert!(
@@ -404,7 +405,7 @@ async fn chromium_renders_the_front_page_with_titles_and_icons() {
             screenshot.path.display()
         );
     }
-    stack.stop().await.unwrap();
+    stack.finish().await;
 }
 
 /// What a newcomer sees after `make up`: the samples `regindex-seed` pushes (with skopeo)
@@ -413,7 +414,7 @@ async fn chromium_renders_the_front_page_with_titles_and_icons() {
 async fn chromium_shows_the_icons_of_the_make_up_samples() {
     let chromium = Chromium::new();
     require("skopeo", "skopeo");
-    let stack = Stack::start(|_| {}).await.unwrap();
+    let stack = start(|_| {}).await;
     let host = stack.registry.host();
     tokio::task::spawn_blocking(move || push_samples(&host))
         .await
@@ -442,7 +443,7 @@ async fn chromium_shows_the_icons_of_the_make_up_samples() {
             .unwrap_or_else(|e| panic!("{source} does not decode: {e}"));
     }
 
-    let screenshot = chromium.screenshot(&format!("{}/", stack.base), "web-make-up-samples.png");
+    let screenshot = chromium.screenshot(&format!("{}/", stack.base()), "web-make-up-samples.png");
     for sample in &SAMPLES {
         if let Some(rgb) = sample.icon_rgb {
             assert!(
@@ -453,7 +454,7 @@ async fn chromium_shows_the_icons_of_the_make_up_samples() {
             );
         }
     }
-    stack.stop().await.unwrap();
+    stack.finish().await;
 }
 
 /// A Flatpak remote pointing at a profile (`oci+<api>/profiles/<name>`): the client lists
@@ -466,7 +467,7 @@ async fn flatpak_uses_a_profile_as_its_remote() {
     use regindex::config::{IndexProfile, RepositoryPattern};
     let flatpak = require("flatpak", "flatpak");
     let pattern = |s: &str| RepositoryPattern::new(s).unwrap();
-    let stack = Stack::start(|c| {
+    let stack = start(move |c| {
         c.icons.extract = true;
         c.index_profiles.insert(
             "fedora".into(),
@@ -479,11 +480,10 @@ async fn flatpak_uses_a_profile_as_its_remote() {
             },
         );
     })
-    .await
-    .unwrap();
+    .await;
     seeded(&stack).await;
     let home = tempfile::tempdir().unwrap();
-    let url = format!("oci+{}/profiles/fedora", stack.base);
+    let url = format!("oci+{}/profiles/fedora", stack.base());
     flatpak_in(
         &flatpak,
         home.path(),
@@ -517,5 +517,5 @@ async fn flatpak_uses_a_profile_as_its_remote() {
         ],
         "{listed}"
     );
-    stack.stop().await.unwrap();
+    stack.finish().await;
 }

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::RunningApi;
+use regindex_testkit::app::Process;
 use regindex::bus::testing::TestBus;
 use regindex::config::{AmqpConfig, Config};
 use regindex::model::RepositoryName;
@@ -53,7 +53,7 @@ impl Cluster {
         let replica = primary.start_replica().await.unwrap();
         let replica_url = replica.url("regindex");
         let registry = TestRegistry::new().await.unwrap();
-        config.registry.url = registry.url();
+        config.registry.url = registry.url().parse().unwrap();
         let syncer = Syncer::new(
             RegistryClient::new(&config.registry).unwrap(),
             store.clone(),
@@ -91,7 +91,7 @@ impl Cluster {
 
     /// An api reading `read_url` (else the primary), learning versions from the
     /// primary, without a broker (the index does not need one).
-    async fn api(&self, read_url: Option<String>) -> RunningApi {
+    async fn api(&self, read_url: Option<String>) -> Process {
         let amqp = AmqpConfig {
             url: "amqp://guest:guest@127.0.0.1:1/%2f".to_owned().into(),
             ..AmqpConfig::default()
@@ -100,7 +100,7 @@ impl Cluster {
     }
 
     /// As `api`, publishing webhooks to `amqp` (so that `/readyz` can say ready).
-    async fn api_with_broker(&self, read_url: Option<String>, amqp: AmqpConfig) -> RunningApi {
+    async fn api_with_broker(&self, read_url: Option<String>, amqp: AmqpConfig) -> Process {
         let mut config = Config::default();
         config.database.url = self.primary_url.clone().into();
         config.database.read_url = read_url.map(Into::into);
@@ -108,7 +108,7 @@ impl Cluster {
         config.api.webhook_token = Some("secret".to_owned().into());
         config.history.enabled = false;
         config.api.publish_pulls = false;
-        RunningApi::start(config).await.unwrap()
+        Process::api(config).await
     }
 
     async fn stop(self) {
@@ -188,8 +188,8 @@ async fn get(url: &str) -> Answer {
 }
 
 /// `regindex_api_replica_lag_versions` on the api's `/metrics`.
-async fn lag_versions(api: &RunningApi) -> Option<i64> {
-    let metrics = get(&format!("{}/metrics", api.operator)).await.body;
+async fn lag_versions(api: &Process) -> Option<i64> {
+    let metrics = get(&format!("{}/metrics", api.operator_url())).await.body;
     metrics
         .lines()
         .find_map(|line| line.strip_prefix("regindex_api_replica_lag_versions "))
@@ -206,7 +206,7 @@ async fn an_api_reading_the_replica_serves_a_push_once_replayed() {
         let api = cluster
             .api_with_broker(Some(cluster.replica_url.clone()), bus.config.clone())
             .await;
-        let url = format!("{}{QUERY}", api.public);
+        let url = format!("{}{QUERY}", api.public_url());
         eventually("the first answer", WAIT, || async {
             (get(&url).await.names() == ["apps/calc"]).then_some(())
         })
@@ -226,7 +226,7 @@ async fn an_api_reading_the_replica_serves_a_push_once_replayed() {
             "readiness to report the replica caught up",
             WAIT,
             || async {
-                let ready = get(&format!("{}/readyz", api.public)).await;
+                let ready = get(&format!("{}/readyz", api.public_url())).await;
                 let connections = ready.json()["database_connections"].clone();
                 (ready.status == 200
                     && connections["replica"]["announced_version"] == version
@@ -238,7 +238,7 @@ async fn an_api_reading_the_replica_serves_a_push_once_replayed() {
         assert_eq!(replica["primary_listener"], "listening", "{replica}");
         assert_eq!(replica["replica"]["versions_behind"], 0, "{replica}");
         assert_eq!(lag_versions(&api).await, Some(0));
-        let metrics = get(&format!("{}/metrics", api.operator)).await.body;
+        let metrics = get(&format!("{}/metrics", api.operator_url())).await.body;
         assert!(
             metrics.contains("regindex_api_replica_lag_seconds"),
             "{metrics}"
@@ -258,7 +258,7 @@ async fn answers_never_go_back_while_the_replica_lags() {
     let cluster = Cluster::start().await;
     cluster.push("apps/calc", "org.example.Calc").await;
     let api = cluster.api(Some(cluster.replica_url.clone())).await;
-    let url = format!("{}{QUERY}", api.public);
+    let url = format!("{}{QUERY}", api.public_url());
     let before = eventually("the first answer", WAIT, || async {
         let answer = get(&url).await;
         (answer.names() == ["apps/calc"]).then_some(answer)
@@ -306,7 +306,7 @@ async fn apis_on_the_primary_and_the_replica_give_equal_etags() {
     cluster.push("apps/draw", "org.example.Draw").await;
     let on_primary = cluster.api(None).await;
     let on_replica = cluster.api(Some(cluster.replica_url.clone())).await;
-    let [a, b] = [&on_primary, &on_replica].map(|api| format!("{}{QUERY}", api.public));
+    let [a, b] = [&on_primary, &on_replica].map(|api| format!("{}{QUERY}", api.public_url()));
     let (a, b) = eventually("both apis to serve both apps", WAIT, || async {
         let (a, b) = (get(&a).await, get(&b).await);
         (a.names().len() == 2 && b.names().len() == 2).then_some((a, b))
@@ -389,7 +389,7 @@ async fn switching_to_a_laggier_replica_does_not_go_back() {
     let proxy = SwitchingProxy::start(socket(&cluster.replica)).await;
     let read_url = format!("postgres://postgres@{}/regindex", proxy.addr);
     let api = cluster.api(Some(read_url)).await;
-    let url = format!("{}{QUERY}", api.public);
+    let url = format!("{}{QUERY}", api.public_url());
     eventually("the first answer", WAIT, || async {
         (get(&url).await.names() == ["apps/calc"]).then_some(())
     })
@@ -422,7 +422,7 @@ async fn switching_to_a_laggier_replica_does_not_go_back() {
     proxy.switch_to(socket(&laggy)).await;
     // The answer it has is still current for it; an answer it has not rendered yet
     // (another query) must not come from the laggy replica's older data.
-    let other_query = format!("{}/index/static?architecture=amd64&os=linux", api.public);
+    let other_query = format!("{}/index/static?architecture=amd64&os=linux", api.public_url());
     // Each uncached request waits for the replica up to the pool's acquire timeout.
     for _ in 0..2 {
         let answer = get(&url).await;

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{flatpak_app, Stack};
+use common::{flatpak_app, start};
 use regindex::config::StaticIndexConfig;
 use regindex::index::static_index::{query_string, write_static_indexes};
 use regindex_testkit::{ImageSpec, ListFormat};
@@ -35,13 +35,12 @@ async fn files_hold_what_index_static_answers() {
         architecture_expand: vec![],
     };
     let indexes = vec![flatpak_index.clone(), containers.clone()];
-    let stack = Stack::start(move |c| {
+    let stack = start(move |c| {
         c.icons.extract = true;
         c.registry.public_url = Some("/".into());
         c.static_indexes = indexes;
     })
-    .await
-    .unwrap();
+    .await;
 
     let calculator = stack
         .registry
@@ -196,5 +195,5 @@ async fn files_hold_what_index_static_answers() {
     let body: Value =
         serde_json::from_slice(&std::fs::read(&flatpak_index.output).unwrap()).unwrap();
     assert_eq!(body["Results"].as_array().unwrap().len(), 1);
-    stack.stop().await.unwrap();
+    stack.finish().await;
 }

@@ -3,16 +3,17 @@
 
 mod common;
 
-use common::{data_uri, flatpak_app, png, sha256_hex, Stack};
+use common::{data_uri, flatpak_app, png, sha256_hex, start};
 use regindex::config::IconsConfig;
 use regindex::index::render::render_index;
 use regindex::index::Query;
+use regindex_testkit::app::App;
 use regindex_testkit::ImageSpec;
 
 const ICON_64: &str = "org.freedesktop.appstream.icon-64";
 const ICON_128: &str = "org.freedesktop.appstream.icon-128";
 
-async fn labels_of(stack: &Stack, repository: &str, icons: &IconsConfig) -> serde_json::Value {
+async fn labels_of(stack: &App, repository: &str, icons: &IconsConfig) -> serde_json::Value {
     let query = Query::parse(&format!("repository={repository}")).unwrap();
     let rendered = render_index(&stack.store, &query, "/", icons)
         .await
@@ -23,7 +24,7 @@ async fn labels_of(stack: &Stack, repository: &str, icons: &IconsConfig) -> serd
 
 #[tokio::test]
 async fn icons_are_extracted_served_and_referenced() {
-    let stack = Stack::start(|c| c.icons.extract = true).await.unwrap();
+    let stack = start(move |c| c.icons.extract = true).await;
     let blue64 = png([0, 0, 255], 64);
     let blue128 = png([0, 0, 255], 128);
     stack
@@ -85,7 +86,7 @@ async fn icons_are_extracted_served_and_referenced() {
     assert_eq!(response.bytes().await.unwrap().as_ref(), blue128.as_slice());
     let again = stack
         .http
-        .get(format!("{}{path}", stack.base))
+        .get(format!("{}{path}", stack.base()))
         .header("If-None-Match", &etag)
         .send()
         .await
@@ -109,17 +110,16 @@ async fn icons_are_extracted_served_and_referenced() {
             "{missing}"
         );
     }
-    stack.stop().await.unwrap();
+    stack.finish().await;
 }
 
 #[tokio::test]
 async fn malformed_and_oversized_icons_are_left_alone() {
-    let stack = Stack::start(|c| {
+    let stack = start(move |c| {
         c.icons.extract = true;
         c.icons.max_bytes = 20_000;
     })
-    .await
-    .unwrap();
+    .await;
     let html_as_png = format!("data:image/png;base64,{}", {
         use base64::Engine as _;
         base64::engine::general_purpose::STANDARD.encode(b"<html><script>alert(1)</script></html>")
@@ -159,12 +159,12 @@ async fn malformed_and_oversized_icons_are_left_alone() {
     let page = stack.get("/").await.unwrap().text().await.unwrap();
     assert!(page.contains("apps/broken") && page.contains("apps/big"));
     assert!(!page.contains("<script>alert"));
-    stack.stop().await.unwrap();
+    stack.finish().await;
 }
 
 /// Moves every unreferenced icon's mark back by `secs`: the clock of the grace period,
 /// without waiting a day.
-async fn age_unreferenced_icons(stack: &Stack, secs: u64) {
+async fn age_unreferenced_icons(stack: &App, secs: u64) {
     sqlx::query(
         "UPDATE icons SET unreferenced_since = unreferenced_since - make_interval(secs => $1::double precision)
          WHERE unreferenced_since IS NOT NULL",
@@ -175,13 +175,13 @@ async fn age_unreferenced_icons(stack: &Stack, secs: u64) {
     .unwrap();
 }
 
-async fn icon_status(stack: &Stack, url: &str) -> u16 {
+async fn icon_status(stack: &App, url: &str) -> u16 {
     stack.get(url).await.unwrap().status().as_u16()
 }
 
 #[tokio::test]
 async fn icons_no_image_carries_are_collected_after_the_grace_period() {
-    let stack = Stack::start(|c| c.icons.extract = true).await.unwrap();
+    let stack = start(move |c| c.icons.extract = true).await;
     let grace = stack.config.icons.gc_grace.as_secs();
     assert!(grace > stack.config.api.static_max_age.as_secs());
     let red = png([255, 0, 0], 64);
@@ -207,7 +207,7 @@ async fn icons_no_image_carries_are_collected_after_the_grace_period() {
     for r in ["apps/a", "apps/a2", "apps/b"] {
         stack.refetch(r).await.unwrap();
     }
-    let stored = |stack: &Stack| {
+    let stored = |stack: &App| {
         let pool = stack.store.pool().clone();
         async move {
             let rows: Vec<String> = sqlx::query_scalar("SELECT sha256 FROM icons ORDER BY sha256")
@@ -280,12 +280,12 @@ async fn icons_no_image_carries_are_collected_after_the_grace_period() {
         icon_status(&stack, &format!("/icons/{}.png", sha256_hex(&red))).await,
         200
     );
-    stack.stop().await.unwrap();
+    stack.finish().await;
 }
 
 #[tokio::test]
 async fn an_icon_referenced_again_starts_its_grace_period_afresh() {
-    let stack = Stack::start(|_| {}).await.unwrap();
+    let stack = start(|_| {}).await;
     let grace = stack.config.icons.gc_grace.as_secs();
     let blue = png([0, 0, 200], 64);
     let spec = ImageSpec::flatpak("org.example.C", "amd64").label(ICON_64, &data_uri(&blue));
@@ -335,13 +335,13 @@ async fn an_icon_referenced_again_starts_its_grace_period_afresh() {
     age_unreferenced_icons(&stack, 20).await;
     let summary = stack.store.gc().await.unwrap();
     assert_eq!(summary.icons_removed, 0);
-    stack.stop().await.unwrap();
+    stack.finish().await;
 }
 
 #[tokio::test]
 async fn backfill_extracts_icons_of_images_stored_without_them() {
     // Indexed with a limit below the icon's size: nothing extracted.
-    let stack = Stack::start(|c| c.icons.max_bytes = 100).await.unwrap();
+    let stack = start(move |c| c.icons.max_bytes = 100).await;
     let teal = png([0, 128, 128], 64);
     let spec = ImageSpec::flatpak("org.example.Teal", "amd64").label(ICON_64, &data_uri(&teal));
     stack
@@ -384,7 +384,7 @@ async fn backfill_extracts_icons_of_images_stored_without_them() {
     assert_eq!(summary.title, "org.example.Teal");
     let labels = labels_of(&stack, "apps/teal", &extracting).await;
     assert_eq!(labels[ICON_64], format!("/icons/{}.png", sha256_hex(&teal)));
-    stack.stop().await.unwrap();
+    stack.finish().await;
 }
 
 /// The `<li class="card">` of `repository` on a page.
@@ -400,7 +400,7 @@ fn card<'a>(page: &'a str, repository: &str) -> &'a str {
 /// them is stored, linked and served.
 #[tokio::test]
 async fn only_real_images_are_stored_served_and_shown() {
-    let stack = Stack::start(|c| c.icons.extract = true).await.unwrap();
+    let stack = start(move |c| c.icons.extract = true).await;
     let signature_only = b"\x89PNG\r\n\x1a\n".to_vec();
     let real = png([200, 40, 40], 64);
     // Header intact, pixel data cut short.
@@ -463,5 +463,5 @@ async fn only_real_images_are_stored_served_and_shown() {
     assert_eq!(&served[..], &real[..]);
     let labels = labels_of(&stack, "apps/real", &stack.config.icons).await;
     assert_eq!(labels[ICON_64], path);
-    stack.stop().await.unwrap();
+    stack.finish().await;
 }

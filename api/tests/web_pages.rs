@@ -2,18 +2,17 @@
 
 mod common;
 
-use common::{flatpak_app, png, sha256_hex, Stack};
+use common::{flatpak_app, png, sha256_hex, start};
 use regindex_testkit::{ImageSpec, ListFormat};
 
 #[tokio::test]
 async fn front_page_lists_repositories_with_titles_icons_tags_and_pull_references() {
-    let stack = Stack::start(|c| {
+    let stack = start(move |c| {
         c.web.title = "Test <Registry>".into();
         c.web.pull_host = Some("registry.example.org".into());
         c.web.max_age = std::time::Duration::from_secs(42);
     })
-    .await
-    .unwrap();
+    .await;
     let app = flatpak_app("org.example.Calculator", "amd64", [10, 20, 30]);
     stack
         .registry
@@ -85,14 +84,12 @@ async fn front_page_lists_repositories_with_titles_icons_tags_and_pull_reference
         .map(|n| html.find(&format!("/repository/{n}\"")).unwrap())
         .collect();
     assert!(positions.windows(2).all(|w| w[0] < w[1]));
-    stack.stop().await.unwrap();
+    stack.finish().await;
 }
 
 #[tokio::test]
 async fn repository_page_and_not_found() {
-    let stack = Stack::start(|c| c.web.pull_host = Some("registry.example.org".into()))
-        .await
-        .unwrap();
+    let stack = start(move |c| c.web.pull_host = Some("registry.example.org".into())).await;
     let pushed = stack
         .registry
         .push_image(
@@ -148,12 +145,12 @@ async fn repository_page_and_not_found() {
             .unwrap()
             .contains("There is no repository"));
     }
-    stack.stop().await.unwrap();
+    stack.finish().await;
 }
 
 #[tokio::test]
 async fn pages_of_the_configured_size() {
-    let stack = Stack::start(|c| c.web.page_size = 2).await.unwrap();
+    let stack = start(move |c| c.web.page_size = 2).await;
     for name in ["a/one", "a/two", "a/three"] {
         stack
             .registry
@@ -168,19 +165,19 @@ async fn pages_of_the_configured_size() {
     assert!(first.contains("Page 1 of 2") && first.contains("href=\"/?page=2\""));
     let second = stack.get("/?page=2").await.unwrap().text().await.unwrap();
     assert!(second.contains("/repository/a/two\"") && !second.contains("/repository/a/one\""));
-    stack.stop().await.unwrap();
+    stack.finish().await;
 
     // A page size above the search API's limit on `n` is fine for the page.
-    let stack = Stack::start(|c| c.web.page_size = 500).await.unwrap();
+    let stack = start(move |c| c.web.page_size = 500).await;
     assert_eq!(stack.get("/").await.unwrap().status(), 200);
-    stack.stop().await.unwrap();
+    stack.finish().await;
 }
 
 /// A tag the index could not use is shown on its repository's page, with the reason; a
 /// repository with no usable tag still has a page that says why.
 #[tokio::test]
 async fn repository_page_shows_tags_that_could_not_be_indexed() {
-    let stack = Stack::start(|_| {}).await.unwrap();
+    let stack = start(|_| {}).await;
     const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
     stack
         .registry
@@ -219,5 +216,5 @@ async fn repository_page_shows_tags_that_could_not_be_indexed() {
         stack.get("/repository/apps/none").await.unwrap().status(),
         404
     );
-    stack.stop().await.unwrap();
+    stack.finish().await;
 }

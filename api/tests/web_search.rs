@@ -2,13 +2,14 @@
 
 mod common;
 
-use common::Stack;
+use common::start;
+use regindex_testkit::app::App;
 use regindex_testkit::ImageSpec;
 use serde_json::Value;
 
 /// Pushes and indexes the repositories every search test uses.
-async fn seeded() -> Stack {
-    let stack = Stack::start(|_| {}).await.unwrap();
+async fn seeded() -> App {
+    let stack = start(|_| {}).await;
     let images = [
         (
             "apps/calculator",
@@ -47,7 +48,7 @@ async fn seeded() -> Stack {
     stack
 }
 
-async fn search(stack: &Stack, query: &str) -> Value {
+async fn search(stack: &App, query: &str) -> Value {
     let response = stack.get(&format!("/v1/search?{query}")).await.unwrap();
     assert_eq!(response.status(), 200, "{query}");
     assert_eq!(response.headers()["content-type"], "application/json");
@@ -110,7 +111,7 @@ async fn ranked_full_text_and_name_matches() {
     // LIKE wildcards are literal.
     assert_eq!(names(&search(&stack, "q=%25").await), Vec::<String>::new());
     assert_eq!(names(&search(&stack, "q=_").await), Vec::<String>::new());
-    stack.stop().await.unwrap();
+    stack.finish().await;
 }
 
 #[tokio::test]
@@ -175,7 +176,7 @@ async fn pagination_and_bad_parameters() {
             .status(),
         400
     );
-    stack.stop().await.unwrap();
+    stack.finish().await;
 }
 
 #[tokio::test]
@@ -194,5 +195,5 @@ async fn search_box_of_the_web_page() {
     assert!(!html.contains("/repository/apps/notes"));
     assert!(html.contains("value=\"calc\""));
     assert_eq!(stack.get("/?page=0").await.unwrap().status(), 400);
-    stack.stop().await.unwrap();
+    stack.finish().await;
 }

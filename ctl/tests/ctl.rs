@@ -346,7 +346,8 @@ async fn broker_definitions_provision_the_configured_login() {
 /// index cannot use is listed by `problems` and does not fail the scan.
 #[tokio::test]
 async fn migrate_then_scan_indexes_the_registry() {
-    let db = regindex_testkit::TestDatabase::create().await.unwrap();
+    // No schema: `migrate` applies it.
+    let db = regindex_testkit::app::TestStore::start_empty().await;
     let registry = regindex_testkit::TestRegistry::new().await.unwrap();
     let pushed = registry
         .push_image(
@@ -405,11 +406,7 @@ async fn migrate_then_scan_indexes_the_registry() {
         "no problems\n"
     );
 
-    let mut config = regindex::config::Config::default();
-    config.database.url = db.url().into();
-    let store = regindex::store::Store::connect(&config.database)
-        .await
-        .unwrap();
+    let store = regindex::store::Store::connect(&db.config).await.unwrap();
     let state = store
         .load_repository(&regindex::model::RepositoryName::parse("apps/calc").unwrap())
         .await
@@ -423,7 +420,7 @@ async fn migrate_then_scan_indexes_the_registry() {
         .unwrap()
         .is_some());
     store.pool().close().await;
-    db.drop().await.unwrap();
+    db.finish().await;
 }
 
 /// `regindexctl bus migrate` switches classic queues holding messages (work, delay,

@@ -7,13 +7,14 @@ mod support;
 
 use regindex::model::Digest;
 use regindex::sync::NoProgress;
+use regindex_testkit::app::App;
 use regindex_testkit::ImageSpec;
-use support::{repo, tags, Harness};
+use support::{repo, tags};
 
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 
 /// (tag, digest, partial, reason) of the recorded problems.
-async fn recorded_problems(h: &Harness, repository: &str) -> Vec<(String, String, bool, String)> {
+async fn recorded_problems(h: &App, repository: &str) -> Vec<(String, String, bool, String)> {
     h.syncer
         .store()
         .problems(Some(&repo(repository)))
@@ -33,7 +34,7 @@ async fn recorded_problems(h: &Harness, repository: &str) -> Vec<(String, String
 
 #[tokio::test]
 async fn a_bad_tag_is_recorded_the_others_indexed_and_a_good_push_heals_it() {
-    let h = Harness::start().await;
+    let h = App::builder().start().await;
     let r = &h.registry;
     let name = "apps/mixed";
     let one = r
@@ -52,7 +53,7 @@ async fn a_bad_tag_is_recorded_the_others_indexed_and_a_good_push_heals_it() {
     let report = h.syncer.refetch(&repo(name)).await.unwrap();
     assert_eq!((report.tags, report.problems), (2, 1));
     assert_eq!(
-        h.state(name).await.tags,
+        h.stored(name).await.tags,
         tags(&[("1.0", &one.digest), ("2.0", &two.digest)])
     );
     let problems = recorded_problems(&h, name).await;
@@ -89,7 +90,7 @@ async fn a_bad_tag_is_recorded_the_others_indexed_and_a_good_push_heals_it() {
     let healed = h.syncer.refetch(&repo(name)).await.unwrap();
     assert_eq!((healed.tags, healed.problems), (3, 0));
     assert_eq!(
-        h.state(name).await.tags,
+        h.stored(name).await.tags,
         tags(&[
             ("1.0", &one.digest),
             ("2.0", &two.digest),
@@ -102,7 +103,7 @@ async fn a_bad_tag_is_recorded_the_others_indexed_and_a_good_push_heals_it() {
 
 #[tokio::test]
 async fn a_repository_of_only_bad_tags_is_recorded_and_a_scan_succeeds() {
-    let h = Harness::start().await;
+    let h = App::builder().start().await;
     let r = &h.registry;
     let bad = r
         .push_with_config("apps/bad", Some("latest"), OCI_CONFIG, b"[1, 2]", 1)
@@ -116,10 +117,10 @@ async fn a_repository_of_only_bad_tags_is_recorded_and_a_scan_succeeds() {
     assert!(summary.failed.is_empty(), "{:?}", summary.failed);
     assert_eq!(summary.problems, 1);
     assert_eq!(
-        h.state("apps/good").await.tags,
+        h.stored("apps/good").await.tags,
         tags(&[("latest", &good.digest)])
     );
-    assert!(h.state("apps/bad").await.tags.is_empty());
+    assert!(h.stored("apps/bad").await.tags.is_empty());
     let problems = recorded_problems(&h, "apps/bad").await;
     assert_eq!(problems.len(), 1);
     assert_eq!(problems[0].1, bad);
@@ -133,7 +134,7 @@ async fn a_repository_of_only_bad_tags_is_recorded_and_a_scan_succeeds() {
 
 #[tokio::test]
 async fn artifacts_are_indexed_without_fetching_their_config_and_are_no_problem() {
-    let h = Harness::start().await;
+    let h = App::builder().start().await;
     let r = &h.registry;
     let name = "apps/artifacts";
     let empty = r
@@ -171,7 +172,7 @@ async fn artifacts_are_indexed_without_fetching_their_config_and_are_no_problem(
         .filter(|q| q.is_blob_get())
         .count();
     assert_eq!(blob_gets, 1, "only the image config {{}} is read");
-    let state = h.state(name).await;
+    let state = h.stored(name).await;
     assert_eq!(
         state.tags,
         tags(&[("sig", &empty), ("chart", &chart), ("bare", &bare)])
@@ -186,7 +187,7 @@ async fn artifacts_are_indexed_without_fetching_their_config_and_are_no_problem(
 
 #[tokio::test]
 async fn a_list_with_a_bad_entry_is_indexed_in_part() {
-    let h = Harness::start().await;
+    let h = App::builder().start().await;
     let r = &h.registry;
     let name = "base/multi";
     let good = r
@@ -220,7 +221,7 @@ async fn a_list_with_a_bad_entry_is_indexed_in_part() {
         .unwrap();
 
     h.syncer.refetch(&repo(name)).await.unwrap();
-    let state = h.state(name).await;
+    let state = h.stored(name).await;
     assert_eq!(state.tags, tags(&[("latest", &list)]));
     let stored = &state.lists[&Digest::parse(&list).unwrap()];
     assert_eq!(stored.entries, vec![Digest::parse(&good.digest).unwrap()]);

@@ -3,83 +3,34 @@
 //! that listed the tags earlier never overwrites one that listed them later, and a
 //! manifest the store lost meanwhile is fetched again.
 
-use std::collections::BTreeMap;
+mod support;
+
 use std::time::Duration;
 
-use regindex::config::{Config, DatabaseConfig};
-use regindex::model::{Digest, RepositoryName, Tag};
 use regindex::registry::RegistryClient;
-use regindex::store::Store;
 use regindex::sync::Syncer;
-use regindex_testkit::{ImageSpec, RegistryGate, TestDatabase, TestRegistry};
-use secrecy::SecretString;
+use regindex_testkit::app::App;
+use regindex_testkit::{ImageSpec, RegistryGate};
+use support::{repo, tags};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-struct Harness {
-    registry: TestRegistry,
-    db: TestDatabase,
-    store: Store,
-}
-
-impl Harness {
-    async fn start() -> Self {
-        let registry = TestRegistry::new().await.unwrap();
-        let db = TestDatabase::create().await.unwrap();
-        let database = DatabaseConfig {
-            url: SecretString::from(db.url()),
-            max_connections: 4,
-            ..DatabaseConfig::default()
-        };
-        let store = Store::connect_unchecked(&database).await.unwrap();
-        store.migrate().await.unwrap();
-        Self {
-            registry,
-            db,
-            store,
-        }
-    }
-
-    /// A syncer asking the registry at `url` (the registry itself, or a gate before it).
-    fn syncer(&self, url: &str) -> Syncer {
-        let mut config = Config::default();
-        config.registry.url = url.parse().unwrap();
-        Syncer::new(
-            RegistryClient::new(&config.registry).unwrap(),
-            self.store.clone(),
-        )
-    }
-
-    async fn tags(&self, repository: &str) -> BTreeMap<Tag, Digest> {
-        self.store
-            .load_repository(&repo(repository))
-            .await
-            .unwrap()
-            .tags
-    }
-
-    async fn finish(self) {
-        self.store.pool().close().await;
-        self.db.drop().await.unwrap();
-    }
-}
-
-fn repo(name: &str) -> RepositoryName {
-    RepositoryName::parse(name).unwrap()
-}
-
-fn tags(pairs: &[(&str, &str)]) -> BTreeMap<Tag, Digest> {
-    pairs
-        .iter()
-        .map(|(t, d)| (Tag::parse(t).unwrap(), Digest::parse(d).unwrap()))
-        .collect()
+/// A syncer on the app's store asking the registry at `url` (the registry itself, or a
+/// gate before it).
+fn syncer(app: &App, url: &str) -> Syncer {
+    let mut config = app.config.registry.clone();
+    config.url = url.parse().unwrap();
+    Syncer::new(RegistryClient::new(&config).unwrap(), app.store.clone())
 }
 
 /// While the registry is slow to answer, the refetch holds no database connection and
 /// not the repository's lock: another writer gets the lock at once.
 #[tokio::test]
 async fn no_connection_or_lock_is_held_while_the_registry_answers() {
-    let h = Harness::start().await;
+    let h = App::builder()
+        .config(|c| c.database.max_connections = 4)
+        .start()
+        .await;
     let name = "apps/slow";
     let pushed = h
         .registry
@@ -92,7 +43,7 @@ async fn no_connection_or_lock_is_held_while_the_registry_answers() {
         gate.hold(held);
         // A fresh syncer each round: its config cache would spare the blob request.
         let refetch = tokio::spawn({
-            let syncer = h.syncer(gate.url());
+            let syncer = syncer(&h, gate.url());
             async move { syncer.refetch(&repo(name)).await }
         });
         gate.until_held(1, WAIT).await.unwrap();
@@ -118,11 +69,14 @@ async fn no_connection_or_lock_is_held_while_the_registry_answers() {
             .await
             .unwrap();
     }
-    h.syncer(&h.registry.url())
+    syncer(&h, &h.registry.url())
         .refetch(&repo(name))
         .await
         .unwrap();
-    assert_eq!(h.tags(name).await, tags(&[("latest", &pushed.digest)]));
+    assert_eq!(
+        h.stored(name).await.tags,
+        tags(&[("latest", &pushed.digest)])
+    );
     h.finish().await;
 }
 
@@ -131,7 +85,10 @@ async fn no_connection_or_lock_is_held_while_the_registry_answers() {
 /// older listing over it.
 #[tokio::test]
 async fn a_refetch_that_listed_earlier_does_not_overwrite_a_later_one() {
-    let h = Harness::start().await;
+    let h = App::builder()
+        .config(|c| c.database.max_connections = 4)
+        .start()
+        .await;
     let name = "apps/raced";
     let r = &h.registry;
     r.push_image(name, Some("latest"), &ImageSpec::new("amd64").seed(1))
@@ -140,7 +97,7 @@ async fn a_refetch_that_listed_earlier_does_not_overwrite_a_later_one() {
     let gate = RegistryGate::start(&r.url()).await.unwrap();
     gate.hold("/manifests/");
     let early = tokio::spawn({
-        let syncer = h.syncer(gate.url());
+        let syncer = syncer(&h, gate.url());
         async move { syncer.refetch(&repo(name)).await }
     });
     gate.until_held(1, WAIT).await.unwrap(); // A listed [latest]
@@ -150,15 +107,19 @@ async fn a_refetch_that_listed_earlier_does_not_overwrite_a_later_one() {
         .await
         .unwrap();
     r.tag(name, "new", &v2.digest).await.unwrap();
-    let late = h.syncer(&r.url()).refetch(&repo(name)).await.unwrap();
+    let late = syncer(&h, &r.url()).refetch(&repo(name)).await.unwrap();
     assert!(!late.superseded);
     let expected = tags(&[("latest", &v2.digest), ("new", &v2.digest)]);
-    assert_eq!(h.tags(name).await, expected);
+    assert_eq!(h.stored(name).await.tags, expected);
 
     gate.release();
     let early = early.await.unwrap().unwrap();
     assert!(early.superseded, "{early:?}");
-    assert_eq!(h.tags(name).await, expected, "the later listing stays");
+    assert_eq!(
+        h.stored(name).await.tags,
+        expected,
+        "the later listing stays"
+    );
     h.finish().await;
 }
 
@@ -167,14 +128,17 @@ async fn a_refetch_that_listed_earlier_does_not_overwrite_a_later_one() {
 /// and writes the registry's latest state.
 #[tokio::test]
 async fn a_manifest_the_store_lost_meanwhile_is_fetched_again() {
-    let h = Harness::start().await;
+    let h = App::builder()
+        .config(|c| c.database.max_connections = 4)
+        .start()
+        .await;
     let name = "apps/lost";
     let r = &h.registry;
     let x = r
         .push_image(name, Some("a"), &ImageSpec::new("amd64").seed(1))
         .await
         .unwrap();
-    h.syncer(&r.url()).refetch(&repo(name)).await.unwrap();
+    syncer(&h, &r.url()).refetch(&repo(name)).await.unwrap();
 
     // The registry loses `a`, gains `b`; B lists that, then waits.
     r.delete_manifest(name, &x.digest).await.unwrap();
@@ -185,7 +149,7 @@ async fn a_manifest_the_store_lost_meanwhile_is_fetched_again() {
     let gate_b = RegistryGate::start(&r.url()).await.unwrap();
     gate_b.hold("/manifests/");
     let b = tokio::spawn({
-        let syncer = h.syncer(gate_b.url());
+        let syncer = syncer(&h, gate_b.url());
         async move { syncer.refetch(&repo(name)).await }
     });
     gate_b.until_held(1, WAIT).await.unwrap();
@@ -198,7 +162,7 @@ async fn a_manifest_the_store_lost_meanwhile_is_fetched_again() {
     let gate_a = RegistryGate::start(&r.url()).await.unwrap();
     gate_a.hold("/manifests/");
     let a = tokio::spawn({
-        let syncer = h.syncer(gate_a.url());
+        let syncer = syncer(&h, gate_a.url());
         async move { syncer.refetch(&repo(name)).await }
     });
     gate_a.until_held(1, WAIT).await.unwrap();
@@ -207,7 +171,7 @@ async fn a_manifest_the_store_lost_meanwhile_is_fetched_again() {
     gate_b.release();
     let b = b.await.unwrap().unwrap();
     assert!(!b.superseded);
-    assert_eq!(h.tags(name).await, tags(&[("b", &y.digest)]));
+    assert_eq!(h.stored(name).await.tags, tags(&[("b", &y.digest)]));
 
     // A finds X gone at write time, fetches it, and writes [a, b].
     let mark = r.log_mark().await.unwrap();
@@ -215,7 +179,7 @@ async fn a_manifest_the_store_lost_meanwhile_is_fetched_again() {
     let a = a.await.unwrap().unwrap();
     assert!(!a.superseded);
     assert_eq!(
-        h.tags(name).await,
+        h.stored(name).await.tags,
         tags(&[("a", &x.digest), ("b", &y.digest)])
     );
     let refetched_x = r

@@ -4,42 +4,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use regindex::config::DatabaseConfig;
 use regindex::index::{build_response, Query};
 use regindex::model::{
     media_type, Digest, Image, ImageList, RepositoryName, RepositoryState, StringMap, Tag,
 };
 use regindex::store::{Store, StoreError, SCHEMA_VERSION};
-use regindex_testkit::TestDatabase;
-use secrecy::SecretString;
-
-/// A throw-away database (testkit's `TestDatabase`, dropped with the test) and the
-/// configuration pointing at it.
-struct TestDb {
-    _database: TestDatabase,
-    config: DatabaseConfig,
-}
-
-impl TestDb {
-    async fn new() -> Self {
-        let database = TestDatabase::create().await.unwrap();
-        let config = DatabaseConfig {
-            url: SecretString::from(database.url()),
-            max_connections: 5,
-            ..DatabaseConfig::default()
-        };
-        Self {
-            _database: database,
-            config,
-        }
-    }
-
-    async fn migrated(&self) -> Store {
-        let store = Store::connect_unchecked(&self.config).await.unwrap();
-        store.migrate().await.unwrap();
-        Store::connect(&self.config).await.unwrap()
-    }
-}
+use regindex_testkit::app::TestStore;
 
 fn d(n: u8) -> Digest {
     Digest::sha256_of(&[n])
@@ -124,12 +94,13 @@ async fn write(
 
 #[tokio::test]
 async fn schema_checks() {
-    let db = TestDb::new().await;
+    let db = TestStore::start_empty().await;
     let err = Store::connect(&db.config).await.err().unwrap();
     assert!(matches!(err, StoreError::SchemaMissing), "{err}");
     assert!(err.to_string().contains("migrate"), "{err}");
 
-    let store = db.migrated().await;
+    db.store.migrate().await.unwrap();
+    let store = Store::connect(&db.config).await.unwrap();
     // Re-applying is harmless and keeps data.
     write(&store, &repo("apps/app"), &app_state()).await;
     store.migrate().await.unwrap();
@@ -170,8 +141,8 @@ async fn schema_checks() {
 
 #[tokio::test]
 async fn replace_is_exact_and_idempotent() {
-    let db = TestDb::new().await;
-    let store = db.migrated().await;
+    let db = TestStore::start().await;
+    let store = db.store.clone();
     let name = repo("apps/app");
     let v0 = store.data_version().await.unwrap();
 
@@ -214,8 +185,8 @@ async fn replace_is_exact_and_idempotent() {
 
 #[tokio::test]
 async fn tag_moves_and_untagged_manifests_go() {
-    let db = TestDb::new().await;
-    let store = db.migrated().await;
+    let db = TestStore::start().await;
+    let store = db.store.clone();
     let name = repo("apps/app");
     write(&store, &name, &app_state()).await;
     let v1 = store.data_version().await.unwrap();
@@ -260,8 +231,8 @@ async fn tag_moves_and_untagged_manifests_go() {
 
 #[tokio::test]
 async fn repository_without_tags_is_removed() {
-    let db = TestDb::new().await;
-    let store = db.migrated().await;
+    let db = TestStore::start().await;
+    let store = db.store.clone();
     write(&store, &repo("apps/app"), &app_state()).await;
     write(&store, &repo("apps/other"), &app_state()).await;
     let v1 = store.data_version().await.unwrap();
@@ -295,8 +266,8 @@ async fn repository_without_tags_is_removed() {
 
 #[tokio::test]
 async fn inconsistent_input_is_refused_and_writes_nothing() {
-    let db = TestDb::new().await;
-    let store = db.migrated().await;
+    let db = TestStore::start().await;
+    let store = db.store.clone();
     let name = repo("apps/app");
     write(&store, &name, &app_state()).await;
     let v1 = store.data_version().await.unwrap();
@@ -324,8 +295,8 @@ async fn inconsistent_input_is_refused_and_writes_nothing() {
 
 #[tokio::test]
 async fn nul_characters_do_not_break_a_repository() {
-    let db = TestDb::new().await;
-    let store = db.migrated().await;
+    let db = TestStore::start().await;
+    let store = db.store.clone();
     let name = repo("apps/odd");
     let mut odd = image(1, "amd64", &[("key\0x", "value\0y")]);
     odd.annotations.insert("a".into(), "\0".into());
@@ -344,8 +315,8 @@ async fn nul_characters_do_not_break_a_repository() {
 
 #[tokio::test]
 async fn repository_lock_is_exclusive_across_connections() {
-    let db = TestDb::new().await;
-    let first = db.migrated().await;
+    let db = TestStore::start().await;
+    let first = db.store.clone();
     // A second pool: as another worker process would have.
     let second = Store::connect(&db.config).await.unwrap();
     let name = repo("apps/app");
@@ -418,8 +389,8 @@ async fn repository_lock_is_exclusive_across_connections() {
 
 #[tokio::test]
 async fn gc_removes_unreachable_manifests_and_empty_repositories() {
-    let db = TestDb::new().await;
-    let store = db.migrated().await;
+    let db = TestStore::start().await;
+    let store = db.store.clone();
     write(&store, &repo("apps/app"), &app_state()).await;
     // Leftovers as a crash or a hand edit could leave them: an untagged image and list
     // in a live repository, and a repository without tags.
@@ -461,8 +432,8 @@ async fn gc_removes_unreachable_manifests_and_empty_repositories() {
 /// then in Rust gives the same response as filtering everything in Rust.
 #[tokio::test]
 async fn sql_prefilter_agrees_with_pure_matching() {
-    let db = TestDb::new().await;
-    let store = db.migrated().await;
+    let db = TestStore::start().await;
+    let store = db.store.clone();
     write(&store, &repo("apps/app"), &app_state()).await;
     let mut other = app_state();
     other.tags.insert(t("latest"), d(20));
@@ -538,8 +509,8 @@ async fn sql_prefilter_agrees_with_pure_matching() {
 #[tokio::test]
 #[ignore]
 async fn index_query_timing() {
-    let db = TestDb::new().await;
-    let store = db.migrated().await;
+    let db = TestStore::start().await;
+    let store = db.store.clone();
     let metadata =
         "[Application]\nname=org.example.App\nruntime=org.example.Platform/x86_64/45\n".repeat(20);
     let mut n: u32 = 0;
@@ -626,8 +597,8 @@ fn single(n: u8, labels: &[(&str, &str)]) -> RepositoryState {
 #[tokio::test]
 async fn bodhi_builds_are_matched_by_labels_and_names() {
     use regindex::bus::bodhi::{BuildMatch, Nvr};
-    let db = TestDb::new().await;
-    let store = db.migrated().await;
+    let db = TestStore::start().await;
+    let store = db.store.clone();
     let osbs = |component: &str, release: &str, name: &str| {
         vec![
             ("com.redhat.component", component.to_owned()),
@@ -743,8 +714,8 @@ async fn bodhi_builds_are_matched_by_labels_and_names() {
 #[tokio::test]
 async fn periodic_job_successes_only_move_forward() {
     use regindex::store::PeriodicJob::{FullScan, GarbageCollection};
-    let db = TestDb::new().await;
-    let store = db.migrated().await;
+    let db = TestStore::start().await;
+    let store = db.store.clone();
     assert_eq!(store.last_success(FullScan).await.unwrap(), None);
 
     // Whole microseconds: what PostgreSQL keeps.
@@ -766,8 +737,8 @@ async fn periodic_job_successes_only_move_forward() {
 /// `migrate`, which adds what is missing and keeps the data.
 #[tokio::test]
 async fn migrate_upgrades_a_version_2_database() {
-    let db = TestDb::new().await;
-    let store = db.migrated().await;
+    let db = TestStore::start().await;
+    let store = db.store.clone();
     write(&store, &repo("apps/app"), &app_state()).await;
     sqlx::query("DROP TABLE periodic_jobs")
         .execute(store.pool())
@@ -803,8 +774,8 @@ async fn migrate_upgrades_a_version_2_database() {
 /// before), and a write that changes nothing announces nothing.
 #[tokio::test]
 async fn a_change_notifies_its_data_version_at_commit() {
-    let db = TestDb::new().await;
-    let store = db.migrated().await;
+    let db = TestStore::start().await;
+    let store = db.store.clone();
     let mut listener = sqlx::postgres::PgListener::connect_with(store.pool())
         .await
         .unwrap();

@@ -8,12 +8,16 @@ use std::collections::BTreeMap;
 
 use regindex::model::{Digest, RepositoryState};
 use regindex::sync::{NoProgress, Syncer};
+use regindex_testkit::app::App;
 use regindex_testkit::{ImageFormat, ImageSpec, ListFormat, PushedImage};
-use support::{repo, tags, Harness};
+use support::{repo, tags};
 
 /// The harness with a catalog page of 2: pagination on every catalog walk.
-async fn start() -> Harness {
-    Harness::start_with(|config| config.registry.page_size = 2).await
+async fn start() -> App {
+    App::builder()
+        .config(|config| config.registry.page_size = 2)
+        .start()
+        .await
 }
 
 fn digest(s: &str) -> Digest {
@@ -92,7 +96,7 @@ async fn scan_indexes_every_kind_and_a_second_scan_fetches_nothing() {
     assert_eq!(summary.repositories, 4);
     assert_eq!(summary.tags, 5);
 
-    let calc = h.state("apps/calc").await;
+    let calc = h.stored("apps/calc").await;
     assert_eq!(
         calc.tags,
         tags(&[("latest", &oci.digest), ("1.0", &oci.digest)])
@@ -100,7 +104,7 @@ async fn scan_indexes_every_kind_and_a_second_scan_fetches_nothing() {
     assert_image(&calc, &oci);
     assert!(calc.lists.is_empty());
 
-    let plain = h.state("base/plain").await;
+    let plain = h.stored("base/plain").await;
     assert_eq!(plain.tags, tags(&[("1.0", &docker.digest)]));
     assert_image(&plain, &docker);
 
@@ -108,7 +112,7 @@ async fn scan_indexes_every_kind_and_a_second_scan_fetches_nothing() {
         ("base/multi", "latest", &index),
         ("base/dlist", "stable", &docker_list),
     ] {
-        let state = h.state(name).await;
+        let state = h.stored(name).await;
         assert_eq!(state.tags, tags(&[(tag, &list.digest)]));
         let stored = &state.lists[&digest(&list.digest)];
         assert_eq!(stored.media_type, list.media_type);
@@ -154,7 +158,7 @@ async fn tag_move_tag_removal_and_manifest_delete_converge() {
     r.tag(name, "1", &v1.digest).await.unwrap();
     h.syncer.refetch(&repo(name)).await.unwrap();
     assert_eq!(
-        h.state(name).await.tags,
+        h.stored(name).await.tags,
         tags(&[("latest", &v1.digest), ("1", &v1.digest)])
     );
 
@@ -170,7 +174,7 @@ async fn tag_move_tag_removal_and_manifest_delete_converge() {
     r.tag(name, "2", &v2.digest).await.unwrap();
     let report = h.syncer.refetch(&repo(name)).await.unwrap();
     assert!(report.outcome.changed);
-    let state = h.state(name).await;
+    let state = h.stored(name).await;
     assert_eq!(
         state.tags,
         tags(&[("latest", &v2.digest), ("2", &v2.digest), ("1", &v1.digest)])
@@ -180,7 +184,7 @@ async fn tag_move_tag_removal_and_manifest_delete_converge() {
     // Deleting the old manifest removes its tag and the image.
     r.delete_manifest(name, &v1.digest).await.unwrap();
     h.syncer.refetch(&repo(name)).await.unwrap();
-    let state = h.state(name).await;
+    let state = h.stored(name).await;
     assert_eq!(
         state.tags,
         tags(&[("latest", &v2.digest), ("2", &v2.digest)])
@@ -191,7 +195,7 @@ async fn tag_move_tag_removal_and_manifest_delete_converge() {
     // no tags); a scan removes it from the index.
     r.delete_manifest(name, &v2.digest).await.unwrap();
     h.syncer.scan(2, &NoProgress).await.unwrap();
-    assert_eq!(h.state(name).await, RepositoryState::default());
+    assert_eq!(h.stored(name).await, RepositoryState::default());
     assert!(!h
         .syncer
         .store()
@@ -235,7 +239,7 @@ async fn list_entries_already_known_are_not_fetched_again() {
     assert_eq!((manifest_gets, blob_gets), (2, 1), "{requests:?}");
     assert_eq!((report.manifests_fetched, report.blobs_fetched), (2, 1));
 
-    let state = h.state(name).await;
+    let state = h.stored(name).await;
     assert_eq!(state.lists.len(), 2);
     assert_eq!(state.lists[&digest(&first.digest)].entries.len(), 2);
     assert_eq!(state.lists[&digest(&second.digest)].entries.len(), 3);
@@ -249,7 +253,10 @@ async fn list_entries_already_known_are_not_fetched_again() {
 /// tag lists and one HEAD per tag.
 #[tokio::test]
 async fn a_cold_scan_asks_the_registry_nothing_twice_with_history_on() {
-    let h = Harness::start_with(|config| config.registry.page_size = 100).await;
+    let h = App::builder()
+        .config(|config| config.registry.page_size = 100)
+        .start()
+        .await;
     let registry = &h.registry;
     let (client, store) = (h.syncer.registry().clone(), h.syncer.store().clone());
     let backfill = regindex::history::backfill::Backfill::new(

@@ -1,5 +1,8 @@
 //! Test harness for regindex: real services, real data.
 //!
+//! - [`app::App`]: the one spawn-app harness of the integration tests: a registry, a
+//!   migrated store, and on request broker names, the api and workers (builder options
+//!   for each); [`app::TestStore`] is its database part alone.
 //! - [`TestRegistry`]: a real `docker-registry` process on a free port, with image pushes
 //!   over the distribution API and the registry's own request log as ground truth.
 //! - [`TestDatabase`]: a fresh PostgreSQL database per test.
@@ -13,7 +16,8 @@
 //! - [`rabbitmq::ScratchDefinitions`]: RabbitMQ definitions imported under unique vhost and
 //!   user names on the shared node, removed afterwards.
 //!
-//! This crate must not depend on `regindex`: it is the independent side of every test.
+//! Only [`app`] depends on the regindex crates (it runs them); everything else here is
+//! the independent side of every test: expected values come from what the test pushed.
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
@@ -50,6 +54,7 @@
 //! # }
 //! ```
 
+pub mod app;
 mod database;
 mod gate;
 mod icon;

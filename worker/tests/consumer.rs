@@ -12,10 +12,11 @@ use regindex::bus::testing::TestBus;
 use regindex::bus::{OutgoingMessage, Publisher};
 use regindex::config::{Config, QueueType};
 use regindex::model::RepositoryName;
+use regindex_testkit::app::Consumer;
 use regindex_testkit::rabbitmq::rabbitmqctl;
 use regindex_worker::outcome::Failure;
 use regindex_worker::refetcher::Refetcher;
-use regindex_worker::{Worker, WorkerMetrics};
+use regindex_worker::WorkerMetrics;
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -75,22 +76,6 @@ impl Refetcher for FakeIndex {
     }
 }
 
-struct Running {
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-    metrics: WorkerMetrics,
-}
-
-impl Running {
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .unwrap()
-            .unwrap();
-    }
-}
-
 fn config(bus: &TestBus) -> Config {
     let mut config = Config::default();
     config.amqp = bus.config.clone();
@@ -98,30 +83,17 @@ fn config(bus: &TestBus) -> Config {
     config
 }
 
-fn start(config: Config, index: Arc<FakeIndex>) -> Running {
-    let metrics = WorkerMetrics::new();
-    let shutdown = CancellationToken::new();
-    let worker = Worker::new(config, index, metrics.clone());
-    let task = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move { worker.run(shutdown).await }
-    });
-    Running {
-        shutdown,
-        task,
-        metrics,
-    }
+fn start(config: Config, index: Arc<FakeIndex>) -> Consumer {
+    Consumer::start(config, index)
 }
 
+/// Waits until `check` holds, looking every 20 ms: the retry tests change the index
+/// between two attempts 100 ms apart.
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    regindex_testkit::eventually_every(what, WAIT, Duration::from_millis(20), || {
+        std::future::ready(check().then_some(()))
+    })
+    .await
 }
 
 async fn publish(bus: &TestBus, exchange: &str, routing_key: &str, body: &str) {
@@ -380,8 +352,7 @@ async fn a_dropped_worker_leaves_its_messages_to_the_next_one(queue_type: QueueT
             slow.started.load(Ordering::SeqCst) == 1
         })
         .await;
-        first.task.abort();
-        let _ = first.task.await;
+        first.abort().await;
 
         let index = Arc::new(FakeIndex::default());
         let second = start(config(&bus), index.clone());

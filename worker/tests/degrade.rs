@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use regindex::bus::testing::TestBus;
 use regindex::config::Config;
-use regindex::store::Store;
-use regindex_testkit::{eventually, free_port, PrivatePostgres, PrivateRabbitMq, TestDatabase};
+use regindex_testkit::app::{migrate, TestStore};
+use regindex_testkit::{eventually, free_port, PrivatePostgres, PrivateRabbitMq};
 use serde_json::Value;
 use tokio::io::AsyncBufReadExt;
 use tokio_util::sync::CancellationToken;
@@ -67,14 +67,6 @@ fn config(database_url: &str, bus: Option<&TestBus>) -> Config {
     config.history.enabled = false;
     config.api.publish_pulls = false;
     config
-}
-
-async fn migrate(url: &str) {
-    let mut config = Config::default();
-    config.database.url = url.to_owned().into();
-    let store = Store::connect_unchecked(&config.database).await.unwrap();
-    store.migrate().await.unwrap();
-    store.pool().close().await;
 }
 
 /// `regindex_worker::run` in this process, stopped on drop.
@@ -199,8 +191,7 @@ async fn health_reports_a_database_outage() {
 #[tokio::test]
 async fn health_reports_a_broker_outage() {
     let mut broker = PrivateRabbitMq::new().await.unwrap();
-    let db = TestDatabase::create().await.unwrap();
-    migrate(&db.url()).await;
+    let db = TestStore::start().await;
     let mut config = config(&db.url(), None);
     config.amqp.url = broker.amqp_url().into();
     let addr = config.worker.metrics_listen.to_string();
@@ -213,7 +204,7 @@ async fn health_reports_a_broker_outage() {
     broker.start().await.unwrap();
     wait_health(&addr, 200, "up", "consuming").await;
     worker.stop().await;
-    db.drop().await.unwrap();
+    db.finish().await;
 }
 
 async fn probe_text(addr: &str, path: &str) -> (u16, String) {

@@ -8,128 +8,44 @@ use std::time::Duration;
 use regindex::bus::dead_letters::{DeadLetterQueue, Filter};
 use regindex::bus::testing::TestBus;
 use regindex::bus::topology::routing_key;
-use regindex::bus::{fedora_messaging, OutgoingMessage, Publisher, Topology};
+use regindex::bus::{fedora_messaging, OutgoingMessage, Publisher};
 use regindex::config::Config;
 use regindex::model::{Digest, RepositoryName, RepositoryState, Tag};
-use regindex::registry::RegistryClient;
 use regindex::store::{PeriodicJob, Store};
-use regindex::sync::Syncer;
-use regindex_api::events::{self, EventsState};
-use regindex_api::metrics::ApiMetrics;
-use regindex_testkit::{
-    eventually, ImageSpec, ListFormat, NotificationEndpoint, PushedImage, TestDatabase,
-    TestRegistry,
-};
-use regindex_worker::{Worker, WorkerMetrics};
+use regindex_testkit::app::{App, Consumer, TestStore};
+use regindex_testkit::{eventually, ImageSpec, ListFormat, PushedImage};
 use tokio_util::sync::CancellationToken;
 
-const TOKEN: &str = "e2e-token";
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Registry, api and database for one test; the worker is started on demand.
-struct Stack {
-    bus: Arc<TestBus>,
-    db: Option<TestDatabase>,
-    registry: TestRegistry,
-    config: Config,
-    store: Store,
-}
-
-struct RunningWorker {
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-    metrics: WorkerMetrics,
-}
-
-impl RunningWorker {
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("worker stops")
-            .expect("worker task");
-    }
-
-    fn counted(&self, outcome: &str) -> u64 {
-        self.metrics.messages.with_label_values(&[outcome]).get()
-    }
-}
-
-impl Stack {
-    /// `notify`: whether the registry sends webhooks to the api.
-    async fn start(bus: Arc<TestBus>, notify: bool) -> Self {
-        let db = TestDatabase::create().await.expect("PostgreSQL");
-        let mut config = Config::default();
+/// Registry, api (its notifications without pulls) and database for one test, on the
+/// test's broker names; the worker is started on demand.
+async fn start(bus: Arc<TestBus>, notify: bool) -> App {
+    let mut builder = App::builder()
+        .on_bus(bus)
+        .api()
+        .endpoint(|endpoint| endpoint.ignore_actions(&["pull"]))
         // The test topology's retry delays (100, 200 ms), so its cleanup deletes every queue.
-        config.amqp = bus.config.clone();
-        config.amqp.max_attempts = 20;
-        config.database.url = db.url().into();
-        config.api.webhook_token = Some(TOKEN.to_owned().into());
-        config.worker.coalesce = std::time::Duration::from_millis(50);
-        config.worker.scan_interval = None;
-        config.worker.gc_interval = None;
-        let store = Store::connect_unchecked(&config.database).await.unwrap();
-        store.migrate().await.unwrap();
+        .config(|config| config.amqp.max_attempts = 20);
+    if !notify {
+        builder = builder.no_notifications();
+    }
+    builder.start().await
+}
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let api = listener.local_addr().unwrap();
-        let publisher = Arc::new(Publisher::new(
-            config.amqp.url.clone(),
-            Some(Topology::new(&config.amqp)),
-        ));
-        let app = events::router(
-            EventsState::new(&config, publisher, ApiMetrics::new()).expect("webhook token"),
-        );
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+/// What these tests ask of testkit's `App` beyond the harness.
+#[allow(async_fn_in_trait)]
+trait E2e {
+    fn start_worker(&self) -> Consumer;
+    async fn converges(&self, repository: &str, expected: &[(&str, &str)]) -> RepositoryState;
+    async fn queued(&self, n: u32);
+}
 
-        let mut builder = TestRegistry::builder();
-        if notify {
-            builder = builder.notify(
-                NotificationEndpoint::new(format!("http://{api}/events"))
-                    .bearer_token(TOKEN)
-                    .ignore_actions(&["pull"]),
-            );
-        }
-        let registry = builder.start().await.expect("docker-registry");
-        config.registry.url = registry.url().parse().unwrap();
-        Self {
-            bus,
-            db: Some(db),
-            registry,
-            config,
-            store,
-        }
+impl E2e for App {
+    fn start_worker(&self) -> Consumer {
+        self.start_consumer(self.config.clone())
     }
 
-    fn start_worker(&self) -> RunningWorker {
-        self.start_worker_with(self.config.clone())
-    }
-
-    fn start_worker_with(&self, config: Config) -> RunningWorker {
-        let registry = RegistryClient::new(&config.registry).unwrap();
-        let syncer = Syncer::new(registry, self.store.clone());
-        let metrics = WorkerMetrics::new();
-        let worker = Worker::new(config, Arc::new(syncer), metrics.clone());
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn({
-            let shutdown = shutdown.clone();
-            async move { worker.run(shutdown).await }
-        });
-        RunningWorker {
-            shutdown,
-            task,
-            metrics,
-        }
-    }
-
-    async fn stored(&self, repository: &str) -> RepositoryState {
-        self.store
-            .load_repository(&RepositoryName::parse(repository).unwrap())
-            .await
-            .unwrap()
-    }
-
-    /// Waits until the stored tags of `repository` are exactly `expected`.
     async fn converges(&self, repository: &str, expected: &[(&str, &str)]) -> RepositoryState {
         let expected: Vec<(Tag, Digest)> = expected
             .iter()
@@ -149,19 +65,11 @@ impl Stack {
 
     /// Waits until the registry's webhooks have put `n` messages in the work queue.
     async fn queued(&self, n: u32) {
-        let queue = self.bus.config.work_queue.clone();
+        let queue = self.bus().config.work_queue.clone();
         eventually(&format!("{n} messages queued"), WAIT, || async {
-            (self.bus.count(&queue).await >= n).then_some(())
+            (self.bus().count(&queue).await >= n).then_some(())
         })
         .await
-    }
-
-    async fn finish(mut self) {
-        self.registry.stop();
-        self.store.pool().close().await;
-        if let Some(db) = self.db.take() {
-            db.drop().await.unwrap();
-        }
     }
 }
 
@@ -181,7 +89,7 @@ fn assert_indexed_as_pushed(state: &RepositoryState, pushed: &PushedImage) {
 #[tokio::test]
 async fn a_push_is_indexed_from_its_webhook_without_a_scan() {
     TestBus::run(|bus| async move {
-        let stack = Stack::start(bus, true).await;
+        let stack = start(bus, true).await;
         let worker = stack.start_worker();
 
         let calc = stack
@@ -230,7 +138,7 @@ async fn a_push_is_indexed_from_its_webhook_without_a_scan() {
 #[tokio::test]
 async fn a_malformed_image_does_not_freeze_its_repository() {
     TestBus::run(|bus| async move {
-        let stack = Stack::start(bus, true).await;
+        let stack = start(bus, true).await;
         let worker = stack.start_worker();
         let name = "apps/mixed";
         let r = &stack.registry;
@@ -290,7 +198,10 @@ async fn a_malformed_image_does_not_freeze_its_repository() {
         assert_eq!(worker.counted("dead_lettered"), 0);
         assert_eq!(worker.counted("retried"), 0);
         assert_eq!(
-            stack.bus.count(&stack.bus.config.dead_letter_queue).await,
+            stack
+                .bus()
+                .count(&stack.bus().config.dead_letter_queue)
+                .await,
             0
         );
         worker.stop().await;
@@ -307,10 +218,10 @@ async fn a_malformed_image_does_not_freeze_its_repository() {
 #[tokio::test]
 async fn rapid_pushes_with_blob_events_first_are_never_lost() {
     TestBus::run(|bus| async move {
-        let stack = Stack::start(bus, true).await;
+        let stack = start(bus, true).await;
         let mut config = stack.config.clone();
         config.worker.coalesce = Config::default().worker.coalesce;
-        let worker = stack.start_worker_with(config);
+        let worker = stack.start_consumer(config);
         let name = "apps/busy";
         let r = &stack.registry;
         let platforms: Vec<ImageSpec> = (0..20)
@@ -366,10 +277,10 @@ async fn rapid_pushes_with_blob_events_first_are_never_lost() {
 #[tokio::test]
 async fn single_pushes_are_indexed_although_the_event_precedes_the_tag() {
     TestBus::run(|bus| async move {
-        let stack = Stack::start(bus, true).await;
+        let stack = start(bus, true).await;
         let mut config = stack.config.clone();
         config.worker.coalesce = Config::default().worker.coalesce;
-        let worker = stack.start_worker_with(config);
+        let worker = stack.start_consumer(config);
         let mut pushed = Vec::new();
         // Paced, so that the worker is idle and reacts to each event at once.
         let mut pace = tokio::time::interval(Duration::from_millis(250));
@@ -396,7 +307,7 @@ async fn single_pushes_are_indexed_although_the_event_precedes_the_tag() {
 #[tokio::test]
 async fn tag_and_manifest_deletes_converge() {
     TestBus::run(|bus| async move {
-        let stack = Stack::start(bus, true).await;
+        let stack = start(bus, true).await;
         let worker = stack.start_worker();
         let one = stack
             .registry
@@ -451,7 +362,7 @@ async fn tag_and_manifest_deletes_converge() {
 #[tokio::test]
 async fn a_registry_outage_is_retried_until_indexed() {
     TestBus::run(|bus| async move {
-        let mut stack = Stack::start(bus, true).await;
+        let mut stack = start(bus, true).await;
         let pushed = stack
             .registry
             .push_image(
@@ -484,7 +395,7 @@ async fn a_registry_outage_is_retried_until_indexed() {
 #[tokio::test]
 async fn a_message_that_keeps_failing_is_dead_lettered_then_replayed() {
     TestBus::run(|bus| async move {
-        let mut stack = Stack::start(bus, true).await;
+        let mut stack = start(bus, true).await;
         stack.config.amqp.retry_delays = vec![std::time::Duration::from_millis(100)];
         stack.config.amqp.max_attempts = 2;
         let pushed = stack
@@ -504,7 +415,7 @@ async fn a_message_that_keeps_failing_is_dead_lettered_then_replayed() {
             (worker.counted("dead_lettered") == 1).then_some(())
         })
         .await;
-        let dlq = DeadLetterQueue::open(&stack.bus.connection, stack.bus.topology.clone())
+        let dlq = DeadLetterQueue::open(&stack.bus().connection, stack.bus().topology.clone())
             .await
             .unwrap();
         let letters = dlq.list().await.unwrap();
@@ -539,7 +450,7 @@ async fn a_message_that_keeps_failing_is_dead_lettered_then_replayed() {
 async fn a_compose_complete_indexes_everything() {
     TestBus::run(|bus| async move {
         // No webhooks: only the compose message can make the worker look.
-        let stack = Stack::start(bus, false).await;
+        let stack = start(bus, false).await;
         let mut pushed = Vec::new();
         for (i, repository) in ["flatpaks/a", "flatpaks/b", "containers/c"]
             .into_iter()
@@ -581,7 +492,7 @@ async fn a_compose_complete_indexes_everything() {
 #[tokio::test]
 async fn a_worker_killed_mid_batch_is_taken_over() {
     TestBus::run(|bus| async move {
-        let stack = Stack::start(bus, true).await;
+        let stack = start(bus, true).await;
         let mut pushed = Vec::new();
         for i in 0..6u64 {
             let repository = format!("batch/r{i}");
@@ -602,7 +513,7 @@ async fn a_worker_killed_mid_batch_is_taken_over() {
         let mut serial = stack.config.clone();
         serial.worker.concurrency = 1;
         serial.worker.coalesce = std::time::Duration::ZERO;
-        let first = stack.start_worker_with(serial);
+        let first = stack.start_consumer(serial);
         let deadline = tokio::time::Instant::now() + WAIT;
         while first.counted("processed") == 0 {
             assert!(
@@ -611,9 +522,9 @@ async fn a_worker_killed_mid_batch_is_taken_over() {
             );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        first.task.abort();
-        let done_by_first = first.counted("processed");
-        let _ = first.task.await;
+        let metrics = first.metrics.clone();
+        first.abort().await;
+        let done_by_first = metrics.messages.with_label_values(&["processed"]).get();
         assert!(
             done_by_first < 6,
             "killed mid-batch ({done_by_first} of 6 done)"
@@ -625,9 +536,9 @@ async fn a_worker_killed_mid_batch_is_taken_over() {
                 .converges(repository, &[("latest", &image.digest)])
                 .await;
         }
-        let queue = stack.bus.config.work_queue.clone();
+        let queue = stack.bus().config.work_queue.clone();
         eventually("the work queue drained", WAIT, || async {
-            (stack.bus.count(&queue).await == 0).then_some(())
+            (stack.bus().count(&queue).await == 0).then_some(())
         })
         .await;
         assert_eq!(second.counted("dead_lettered"), 0);
@@ -641,7 +552,7 @@ async fn a_worker_killed_mid_batch_is_taken_over() {
 async fn the_worker_process_scans_periodically_and_reports_it() {
     TestBus::run(|bus| async move {
         // No webhooks: only the periodic scan can find the image.
-        let stack = Stack::start(bus, false).await;
+        let stack = start(bus, false).await;
         let pushed = stack
             .registry
             .push_image(
@@ -690,12 +601,10 @@ async fn the_worker_process_scans_periodically_and_reports_it() {
 #[tokio::test]
 async fn periodic_jobs_are_exclusive_across_processes() {
     use regindex::store::PeriodicJob::{FullScan, GarbageCollection};
-    let db = TestDatabase::create().await.unwrap();
-    let mut config = Config::default();
-    config.database.url = db.url().into();
-    let store = Store::connect_unchecked(&config.database).await.unwrap();
+    let db = TestStore::start().await;
+    let store = db.store.clone();
     // Another process: a pool of its own.
-    let other = Store::connect_unchecked(&config.database).await.unwrap();
+    let other = Store::connect(&db.config).await.unwrap();
 
     let (started, started_rx) = tokio::sync::oneshot::channel();
     let (release, release_rx) = tokio::sync::oneshot::channel::<()>();
@@ -754,9 +663,8 @@ async fn periodic_jobs_are_exclusive_across_processes() {
     })
     .await;
 
-    store.pool().close().await;
     other.pool().close().await;
-    db.drop().await.unwrap();
+    db.finish().await;
 }
 
 /// A whole worker process (`regindex_worker::run`) with its `/metrics`.
@@ -827,7 +735,7 @@ async fn recorded_scan(store: &Store) -> Option<chrono::DateTime<chrono::Utc>> {
 async fn the_scan_runs_at_start_up_unless_a_recent_one_is_recorded() {
     TestBus::run(|bus| async move {
         // No webhooks: only a scan can find the images.
-        let stack = Stack::start(bus, false).await;
+        let stack = start(bus, false).await;
         let mut config = stack.config.clone();
         // Far longer than the test: only a start-up scan can happen.
         config.worker.scan_interval = Some(std::time::Duration::from_secs(3600));
@@ -901,7 +809,7 @@ async fn the_scan_runs_at_start_up_unless_a_recent_one_is_recorded() {
 #[tokio::test]
 async fn the_dead_letter_queue_depth_is_exported() {
     TestBus::run(|bus| async move {
-        let stack = Stack::start(bus, false).await;
+        let stack = start(bus, false).await;
         let mut config = stack.config.clone();
         config.worker.dead_letter_poll = Some(std::time::Duration::from_secs(1));
         let worker = WorkerProcess::start(config);
@@ -919,7 +827,7 @@ async fn the_dead_letter_queue_depth_is_exported() {
         publisher.close().await;
         worker.reports(DEPTH, 1).await;
 
-        let dlq = DeadLetterQueue::open(&stack.bus.connection, stack.bus.topology.clone())
+        let dlq = DeadLetterQueue::open(&stack.bus().connection, stack.bus().topology.clone())
             .await
             .unwrap();
         assert_eq!(dlq.purge().await.unwrap(), 1);
@@ -934,7 +842,7 @@ async fn the_dead_letter_queue_depth_is_exported() {
 #[tokio::test]
 async fn a_refetch_against_a_closed_port_is_dead_lettered_with_the_cause() {
     TestBus::run(|bus| async move {
-        let stack = Stack::start(bus, false).await;
+        let stack = start(bus, false).await;
         let mut config = stack.config.clone();
         // Nothing listens there.
         config.registry.url = format!(
@@ -944,7 +852,7 @@ async fn a_refetch_against_a_closed_port_is_dead_lettered_with_the_cause() {
         .parse()
         .unwrap();
         config.amqp.max_attempts = 1;
-        let worker = stack.start_worker_with(config);
+        let worker = stack.start_consumer(config);
         let body = serde_json::json!({ "repository": "apps/unreachable" }).to_string();
         let publisher = Publisher::new(stack.config.amqp.url.clone(), None);
         let message = OutgoingMessage::json(
@@ -958,7 +866,7 @@ async fn a_refetch_against_a_closed_port_is_dead_lettered_with_the_cause() {
             (worker.counted("dead_lettered") == 1).then_some(())
         })
         .await;
-        let dlq = DeadLetterQueue::open(&stack.bus.connection, stack.bus.topology.clone())
+        let dlq = DeadLetterQueue::open(&stack.bus().connection, stack.bus().topology.clone())
             .await
             .unwrap();
         let letters = dlq.list().await.unwrap();

@@ -7,13 +7,14 @@ mod history_support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use history_support::{pull_event, Options, Stack, WAIT};
+use history_support::{pull_event, stack, HistoryApp, WAIT};
 use regindex::bus::messages::parse_envelope;
 use regindex::bus::OutgoingMessage;
 use regindex::history::{ActivityEvent, HistoryStore};
 use regindex::model::AliasMap;
 use regindex::model::Digest;
-use regindex_testkit::{eventually, ImageSpec, ListFormat, LoggedRequest, TestDatabase};
+use regindex_testkit::app::{App, TestStore};
+use regindex_testkit::{eventually, ImageSpec, ListFormat, LoggedRequest};
 use serde_json::Value;
 
 /// A request of a client (not the testkit, not regindex's own refetches) that the
@@ -37,7 +38,7 @@ fn i(v: &Value) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn skopeo_pushes_and_pulls_are_counted() {
-    Stack::run(Options::default(), |s| async move {
+    stack().run(|s| async move {
         let pushed = s
             .registry
             .push_image("hist/a", Some("1"), &ImageSpec::new("amd64"))
@@ -125,7 +126,7 @@ async fn skopeo_pushes_and_pulls_are_counted() {
             + i(&manifest["config"]["size"])
             + manifest["layers"].as_array().unwrap().iter().map(|l| i(&l["size"])).sum::<i64>();
         let counts = eventually("blob links from the backfill", WAIT, || async {
-            let counts = s.get("/stats/counts").await;
+            let counts = s.operator_json("/stats/counts").await;
             (counts["blobs"] == 2 && i(&counts["bytes"]) == bytes).then_some(counts)
         })
         .await;
@@ -134,29 +135,29 @@ async fn skopeo_pushes_and_pulls_are_counted() {
             serde_json::json!({"repositories": 2, "tags": 2, "manifests": 2, "blobs": 2, "bytes": bytes})
         );
         // Same view under the repository filter.
-        assert_eq!(s.get("/stats/counts?repository=hist/b").await["tags"], 1);
+        assert_eq!(s.operator_json("/stats/counts?repository=hist/b").await["tags"], 1);
 
         // Every blob a manifest references was reported; no blob is unreferenced.
         eventually("links of both manifests", WAIT, || async {
-            let missing = s.get("/stats/manifests/missing-blobs").await;
-            let orphans = s.get("/stats/blobs/orphaned").await;
+            let missing = s.operator_json("/stats/manifests/missing-blobs").await;
+            let orphans = s.operator_json("/stats/blobs/orphaned").await;
             (missing["items"].as_array()?.is_empty() && orphans["items"].as_array()?.is_empty()).then_some(())
         })
         .await;
 
         // Per-day activity.
         let today = chrono::Utc::now().date_naive().to_string();
-        let activity = s.get(&format!("/stats/activity?repository=hist/a&since={today}")).await;
+        let activity = s.operator_json(&format!("/stats/activity?repository=hist/a&since={today}")).await;
         let day = &activity["items"][0];
         assert_eq!(day["day"], today.as_str());
         assert_eq!(i(&day["manifest_pushes"]), 1);
         assert_eq!(i(&day["manifest_pulls"]), by_tag + by_digest);
         assert_eq!(i(&day["blob_pulls"]), blob_pulls);
-        let activity = s.get("/stats/activity?repository=hist/b").await;
+        let activity = s.operator_json("/stats/activity?repository=hist/b").await;
         assert_eq!(i(&activity["items"][0]["manifest_pushes"]), 1);
 
         // Not pulled, most tags, older than.
-        let never = s.get("/stats/images/not-pulled?never_pulled=true").await;
+        let never = s.operator_json("/stats/images/not-pulled?never_pulled=true").await;
         let never: Vec<(&str, &str)> = never["items"]
             .as_array()
             .unwrap()
@@ -167,142 +168,142 @@ async fn skopeo_pushes_and_pulls_are_counted() {
         assert_eq!(never, [("hist/b", "1")]);
         s.registry.tag("hist/b", "also", &pushed.digest).await.unwrap();
         let most = eventually("the second tag of hist/b", WAIT, || async {
-            let most = s.get("/stats/images/most-tags").await;
+            let most = s.operator_json("/stats/images/most-tags").await;
             (most["items"][0]["tag_count"] == 2).then_some(most)
         })
         .await;
         assert_eq!(most["items"][0]["repository"], "hist/b");
         assert_eq!(most["items"][0]["tags"], serde_json::json!(["1", "also"]));
         // (The testkit's tag() GETs the manifest: from now on hist/b was pulled too.)
-        let stale = s.get("/stats/images/not-pulled?days=0").await;
+        let stale = s.operator_json("/stats/images/not-pulled?days=0").await;
         assert_eq!(stale["items"].as_array().unwrap().len(), 3, "days=0: everything");
-        assert!(s.get("/stats/images/older-than?days=1").await["items"].as_array().unwrap().is_empty());
-        assert_eq!(s.get("/stats/images/older-than?days=0").await["items"].as_array().unwrap().len(), 3);
+        assert!(s.operator_json("/stats/images/older-than?days=1").await["items"].as_array().unwrap().is_empty());
+        assert_eq!(s.operator_json("/stats/images/older-than?days=0").await["items"].as_array().unwrap().len(), 3);
     })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn deletes_land_in_the_audit_trail_with_who_and_where() {
-    let options = Options {
-        htpasswd: true,
-        ..Options::default()
-    };
-    Stack::run(options, |s| async move {
-        let before = chrono::Utc::now() - chrono::Duration::seconds(5);
-        let pushed = s
-            .registry
-            .push_image("hist/c", Some("1"), &ImageSpec::new("arm64"))
-            .await
-            .unwrap();
-        s.registry.tag("hist/c", "2", &pushed.digest).await.unwrap();
-        let kept = s
-            .registry
-            .push_image("hist/c", Some("kept"), &ImageSpec::new("amd64"))
-            .await
-            .unwrap();
-        eventually("the three tags", WAIT, || async {
-            let page = s.get("/stats/images?repository=hist/c").await;
-            (page["items"].as_array()?.len() == 3).then_some(())
-        })
-        .await;
+    stack()
+        .htpasswd()
+        .run(|s| async move {
+            let before = chrono::Utc::now() - chrono::Duration::seconds(5);
+            let pushed = s
+                .registry
+                .push_image("hist/c", Some("1"), &ImageSpec::new("arm64"))
+                .await
+                .unwrap();
+            s.registry.tag("hist/c", "2", &pushed.digest).await.unwrap();
+            let kept = s
+                .registry
+                .push_image("hist/c", Some("kept"), &ImageSpec::new("amd64"))
+                .await
+                .unwrap();
+            eventually("the three tags", WAIT, || async {
+                let page = s.operator_json("/stats/images?repository=hist/c").await;
+                (page["items"].as_array()?.len() == 3).then_some(())
+            })
+            .await;
 
-        s.registry
-            .delete_manifest("hist/c", &pushed.digest)
-            .await
-            .unwrap();
-        // Complete: a refetch's backfill may audit the tags first, without a who or
-        // where, and their delete events fill that in later.
-        let trail = eventually("the audit trail, with who and where", WAIT, || async {
-            let page = s.get("/stats/deletions?repository=hist/c").await;
-            let items = page["items"].as_array()?;
-            let complete = items
+            s.registry
+                .delete_manifest("hist/c", &pushed.digest)
+                .await
+                .unwrap();
+            // Complete: a refetch's backfill may audit the tags first, without a who or
+            // where, and their delete events fill that in later.
+            let trail = eventually("the audit trail, with who and where", WAIT, || async {
+                let page = s.operator_json("/stats/deletions?repository=hist/c").await;
+                let items = page["items"].as_array()?;
+                let complete = items
+                    .iter()
+                    .all(|d| d["actor"].is_string() && d["event_id"].is_string());
+                (items.len() == 3 && complete).then_some(page)
+            })
+            .await;
+            let items = trail["items"].as_array().unwrap();
+            let mut kinds: Vec<(&str, Option<&str>)> = items
                 .iter()
-                .all(|d| d["actor"].is_string() && d["event_id"].is_string());
-            (items.len() == 3 && complete).then_some(page)
-        })
-        .await;
-        let items = trail["items"].as_array().unwrap();
-        let mut kinds: Vec<(&str, Option<&str>)> = items
-            .iter()
-            .map(|d| (d["kind"].as_str().unwrap(), d["tag"].as_str()))
-            .collect();
-        kinds.sort();
-        assert_eq!(
-            kinds,
-            [("manifest", None), ("tag", Some("1")), ("tag", Some("2"))]
-        );
-        for deletion in items {
-            assert_eq!(deletion["actor"], "tester", "{deletion}");
-            assert!(
-                deletion["addr"].as_str().unwrap().starts_with("127.0.0.1:"),
-                "{deletion}"
-            );
-            assert!(
-                deletion["record"].is_object(),
-                "the deleted row is kept: {deletion}"
-            );
-            assert!(deletion["event_id"].is_string());
-        }
-        let manifest = items.iter().find(|d| d["kind"] == "manifest").unwrap();
-        assert_eq!(manifest["digest"], pushed.digest.as_str());
-        // Pushed, then pushed again under the second tag (a tag is a manifest PUT).
-        assert_eq!(manifest["record"]["push_count"], 2);
-
-        // Gone from the images; the other tag stays. Written by other transactions than
-        // the audit rows (each delete event, a refetch's backfill): waited for on its own.
-        let images = eventually("only the kept tag in the images", WAIT, || async {
-            let images = s.get("/stats/images?repository=hist/c").await;
-            let tags: Vec<&str> = images["items"]
-                .as_array()?
-                .iter()
-                .filter_map(|i| i["tag"].as_str())
+                .map(|d| (d["kind"].as_str().unwrap(), d["tag"].as_str()))
                 .collect();
-            (tags == ["kept"]).then_some(images)
-        })
-        .await;
-        assert_eq!(images["items"][0]["digest"], kept.digest.as_str());
+            kinds.sort();
+            assert_eq!(
+                kinds,
+                [("manifest", None), ("tag", Some("1")), ("tag", Some("2"))]
+            );
+            for deletion in items {
+                assert_eq!(deletion["actor"], "tester", "{deletion}");
+                assert!(
+                    deletion["addr"].as_str().unwrap().starts_with("127.0.0.1:"),
+                    "{deletion}"
+                );
+                assert!(
+                    deletion["record"].is_object(),
+                    "the deleted row is kept: {deletion}"
+                );
+                assert!(deletion["event_id"].is_string());
+            }
+            let manifest = items.iter().find(|d| d["kind"] == "manifest").unwrap();
+            assert_eq!(manifest["digest"], pushed.digest.as_str());
+            // Pushed, then pushed again under the second tag (a tag is a manifest PUT).
+            assert_eq!(manifest["record"]["push_count"], 2);
 
-        // Time range filters.
-        let since = before.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        let later = (chrono::Utc::now() + chrono::Duration::hours(1))
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        let s2 = &s;
-        let q = |query: String| async move {
-            s2.get(&format!("/stats/deletions?{query}")).await["items"]
+            // Gone from the images; the other tag stays. Written by other transactions than
+            // the audit rows (each delete event, a refetch's backfill): waited for on its own.
+            let images = eventually("only the kept tag in the images", WAIT, || async {
+                let images = s.operator_json("/stats/images?repository=hist/c").await;
+                let tags: Vec<&str> = images["items"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|i| i["tag"].as_str())
+                    .collect();
+                (tags == ["kept"]).then_some(images)
+            })
+            .await;
+            assert_eq!(images["items"][0]["digest"], kept.digest.as_str());
+
+            // Time range filters.
+            let since = before.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            let later = (chrono::Utc::now() + chrono::Duration::hours(1))
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            let s2 = &s;
+            let q = |query: String| async move {
+                s2.operator_json(&format!("/stats/deletions?{query}")).await["items"]
+                    .as_array()
+                    .unwrap()
+                    .len()
+            };
+            assert_eq!(q(format!("repository=hist/c&since={since}")).await, 3);
+            assert_eq!(q(format!("since={later}")).await, 0);
+            assert_eq!(q("until=2000-01-01".to_owned()).await, 0);
+            assert_eq!(q("repository=hist/other".to_owned()).await, 0);
+            // Paginated, stable.
+            let first = s
+                .operator_json("/stats/deletions?repository=hist/c&per_page=2")
+                .await;
+            let second = s
+                .operator_json("/stats/deletions?repository=hist/c&per_page=2&page=2")
+                .await;
+            assert_eq!(first["next_page"], 2);
+            assert_eq!(second["next_page"], Value::Null);
+            let ids: Vec<i64> = first["items"]
                 .as_array()
                 .unwrap()
-                .len()
-        };
-        assert_eq!(q(format!("repository=hist/c&since={since}")).await, 3);
-        assert_eq!(q(format!("since={later}")).await, 0);
-        assert_eq!(q("until=2000-01-01".to_owned()).await, 0);
-        assert_eq!(q("repository=hist/other".to_owned()).await, 0);
-        // Paginated, stable.
-        let first = s.get("/stats/deletions?repository=hist/c&per_page=2").await;
-        let second = s
-            .get("/stats/deletions?repository=hist/c&per_page=2&page=2")
-            .await;
-        assert_eq!(first["next_page"], 2);
-        assert_eq!(second["next_page"], Value::Null);
-        let ids: Vec<i64> = first["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .chain(second["items"].as_array().unwrap())
-            .map(|d| i(&d["id"]))
-            .collect();
-        let mut sorted = ids.clone();
-        sorted.sort();
-        sorted.dedup();
-        assert_eq!(sorted.len(), 3, "{ids:?}");
-    })
-    .await;
+                .iter()
+                .chain(second["items"].as_array().unwrap())
+                .map(|d| i(&d["id"]))
+                .collect();
+            let mut sorted = ids.clone();
+            sorted.sort();
+            sorted.dedup();
+            assert_eq!(sorted.len(), 3, "{ids:?}");
+        })
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_parameters_are_400_json() {
-    Stack::run(Options { no_worker: true, no_notifications: true, ..Options::default() }, |s| async move {
+    App::builder().api().no_notifications().run(|s| async move {
         for path in [
             "/stats/images?per_page=0",
             "/stats/images?per_page=1001",
@@ -319,98 +320,93 @@ async fn bad_parameters_are_400_json() {
             "/stats/activity?repository=a&since=2026-02-30",
             "/stats/counts?page=1",
         ] {
-            let (status, body) = s.get_status(path).await;
+            let (status, body) = s.operator_status(path).await;
             assert_eq!(status, 400, "{path}: {body}");
             assert_eq!(body["error"], "bad_query", "{path}: {body}");
             assert!(body["message"].is_string(), "{path}: {body}");
         }
-        let (status, doc) = s.get_status("/openapi.json").await;
+        let (status, doc) = s.operator_status("/openapi.json").await;
         assert_eq!(status, 200);
         assert!(doc["paths"]["/stats/deletions"].is_object());
         // An empty history answers with empty pages and zero counts.
         assert_eq!(
-            s.get("/stats/counts").await,
+            s.operator_json("/stats/counts").await,
             serde_json::json!({"repositories": 0, "tags": 0, "manifests": 0, "blobs": 0, "bytes": 0})
         );
-        assert_eq!(s.get("/stats/images").await["items"], serde_json::json!([]));
+        assert_eq!(s.operator_json("/stats/images").await["items"], serde_json::json!([]));
     })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn alias_hosts_are_merged() {
-    let options = Options {
-        aliases: Some((
-            "registry.test".into(),
-            vec!["127.0.0.1:{port}".into(), "localhost:{port}".into()],
-        )),
-        ..Options::default()
-    };
-    Stack::run(options, |s| async move {
-        let pushed = s
-            .registry
-            .push_image("hist/d", Some("1"), &ImageSpec::new("amd64"))
-            .await
-            .unwrap();
-        let port = s.registry.port();
-        let mark = s.registry.log_mark().await.unwrap();
-        let dir = temp_dir("alias-pull");
-        for (n, host) in [
-            format!("127.0.0.1:{port}"),
-            format!("localhost:{port}"),
-            format!("localhost:{port}"),
-        ]
-        .iter()
-        .enumerate()
-        {
-            s.skopeo_copy(
-                &format!("docker://{host}/hist/d:1"),
-                &format!("oci:{}:p{n}", dir.display()),
-            )
-            .await;
-        }
-        let _ = std::fs::remove_dir_all(&dir);
-        let log = s.registry.requests_since(mark).await.unwrap();
-        let by_tag = log
+    let options = stack().aliases("registry.test", &["127.0.0.1:{port}", "localhost:{port}"]);
+    options
+        .run(|s| async move {
+            let pushed = s
+                .registry
+                .push_image("hist/d", Some("1"), &ImageSpec::new("amd64"))
+                .await
+                .unwrap();
+            let port = s.registry.port();
+            let mark = s.registry.log_mark().await.unwrap();
+            let dir = temp_dir("alias-pull");
+            for (n, host) in [
+                format!("127.0.0.1:{port}"),
+                format!("localhost:{port}"),
+                format!("localhost:{port}"),
+            ]
             .iter()
-            .filter(|r| client_success(r) && r.path() == "/v2/hist/d/manifests/1")
-            .count() as i64;
-        assert!(by_tag >= 3);
+            .enumerate()
+            {
+                s.skopeo_copy(
+                    &format!("docker://{host}/hist/d:1"),
+                    &format!("oci:{}:p{n}", dir.display()),
+                )
+                .await;
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+            let log = s.registry.requests_since(mark).await.unwrap();
+            let by_tag = log
+                .iter()
+                .filter(|r| client_success(r) && r.path() == "/v2/hist/d/manifests/1")
+                .count() as i64;
+            assert!(by_tag >= 3);
 
-        let image = eventually("pulls under both host names", WAIT, || async {
-            let image = s.image("hist/d", "1").await?;
-            (i(&image["pull_count"]) == by_tag).then_some(image)
+            let image = eventually("pulls under both host names", WAIT, || async {
+                let image = s.image("hist/d", "1").await?;
+                (i(&image["pull_count"]) == by_tag).then_some(image)
+            })
+            .await;
+            assert_eq!(image["registry"], "registry.test");
+            assert_eq!(image["digest"], pushed.digest.as_str());
+            // One row, whatever name the filter uses.
+            for host in [
+                "registry.test",
+                &format!("localhost:{port}"),
+                &format!("127.0.0.1:{port}"),
+            ] {
+                let page = s
+                    .operator_json(&format!("/stats/images?registry={host}"))
+                    .await;
+                assert_eq!(page["items"].as_array().unwrap().len(), 1, "{host}");
+            }
+            assert_eq!(s.operator_json("/stats/counts").await["tags"], 1);
+            let hosts: Vec<String> =
+                sqlx::query_scalar("SELECT DISTINCT registry FROM history_events")
+                    .fetch_all(s.store.pool())
+                    .await
+                    .unwrap();
+            assert_eq!(hosts, ["registry.test"]);
         })
         .await;
-        assert_eq!(image["registry"], "registry.test");
-        assert_eq!(image["digest"], pushed.digest.as_str());
-        // One row, whatever name the filter uses.
-        for host in [
-            "registry.test",
-            &format!("localhost:{port}"),
-            &format!("127.0.0.1:{port}"),
-        ] {
-            let page = s.get(&format!("/stats/images?registry={host}")).await;
-            assert_eq!(page["items"].as_array().unwrap().len(), 1, "{host}");
-        }
-        assert_eq!(s.get("/stats/counts").await["tags"], 1);
-        let hosts: Vec<String> = sqlx::query_scalar("SELECT DISTINCT registry FROM history_events")
-            .fetch_all(s.store.pool())
-            .await
-            .unwrap();
-        assert_eq!(hosts, ["registry.test"]);
-    })
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redelivered_events_do_not_double_count() {
-    Stack::run(
-        Options {
-            no_notifications: true,
-            ..Options::default()
-        },
-        |s| async move {
+    stack()
+        .no_notifications()
+        .run(|s| async move {
             let digest = Digest::sha256_of(b"redelivered").to_string();
             let host = "registry.example.org";
             let events: Vec<Value> = ["r1", "r2", "r3"]
@@ -446,24 +442,18 @@ async fn redelivered_events_do_not_double_count() {
             let image = s.image("hist/e", "1").await.unwrap_or(image);
             assert_eq!(i(&image["pull_count"]), 4);
             assert_eq!(i(&image["manifest_pull_count"]), 4);
-            let activity = s.get("/stats/activity?repository=hist/e").await;
+            let activity = s.operator_json("/stats/activity?repository=hist/e").await;
             assert_eq!(i(&activity["items"][0]["manifest_pulls"]), 4);
             publisher.close().await;
-        },
-    )
-    .await;
+        })
+        .await;
 }
 
 /// The store alone: recording the same batch twice changes nothing the second time.
 #[tokio::test]
 async fn recording_a_batch_twice_is_idempotent() {
-    let db = TestDatabase::create().await.unwrap();
-    let mut config = regindex::config::Config::default();
-    config.database.url = db.url().into();
-    let store = regindex::store::Store::connect_unchecked(&config.database)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
+    let db = TestStore::start().await;
+    let store = db.store.clone();
     let history = HistoryStore::new(store.pool().clone());
     let digest = Digest::sha256_of(b"x").to_string();
     let envelope = serde_json::json!({ "events": (0..20).map(|n| pull_event(&format!("id{n}"), "h", "hist/f", "1", &digest)).collect::<Vec<_>>() });
@@ -492,8 +482,7 @@ async fn recording_a_batch_twice_is_idempotent() {
             .await
             .unwrap();
     assert_eq!(pulls, 21);
-    store.pool().close().await;
-    db.drop().await.unwrap();
+    db.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -501,7 +490,7 @@ async fn a_burst_of_50000_pulls_is_absorbed_and_does_not_delay_indexing() {
     const ENVELOPES: usize = 100;
     const PER_ENVELOPE: usize = 500;
     const TAGS: usize = 5;
-    Stack::run(Options::default(), |s| async move {
+    stack().run(|s| async move {
         let digest = Digest::sha256_of(b"burst").to_string();
         let host = s.host();
         let envelopes: Vec<Vec<Value>> = (0..ENVELOPES)
@@ -561,7 +550,7 @@ async fn a_burst_of_50000_pulls_is_absorbed_and_does_not_delay_indexing() {
             "burst: {} pulls posted in {posted_after:?}, recorded in {recorded_after:?}; a push was indexed {indexed_after:?} after it, with {recorded_then} events recorded by then",
             ENVELOPES * PER_ENVELOPE
         );
-        let page = s.get("/stats/images?repository=hist/burst").await;
+        let page = s.operator_json("/stats/images?repository=hist/burst").await;
         let per_tag: BTreeMap<String, i64> = page["items"]
             .as_array()
             .unwrap()
@@ -570,7 +559,7 @@ async fn a_burst_of_50000_pulls_is_absorbed_and_does_not_delay_indexing() {
             .collect();
         assert_eq!(per_tag.len(), TAGS);
         assert!(per_tag.values().all(|&n| n == (ENVELOPES * PER_ENVELOPE / TAGS) as i64), "{per_tag:?}");
-        let activity = s.get("/stats/activity?repository=hist/burst").await;
+        let activity = s.operator_json("/stats/activity?repository=hist/burst").await;
         let pulls: i64 = activity["items"].as_array().unwrap().iter().map(|d| i(&d["manifest_pulls"])).sum();
         assert_eq!(pulls, (ENVELOPES * PER_ENVELOPE) as i64);
     })
@@ -579,127 +568,125 @@ async fn a_burst_of_50000_pulls_is_absorbed_and_does_not_delay_indexing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_scan_backfills_history_that_predates_regindex() {
-    let options = Options {
-        no_worker: true,
-        no_notifications: true,
-        ..Options::default()
-    };
-    Stack::run(options, |s| async move {
-        let old = s
-            .registry
-            .push_image("hist/old", Some("1"), &ImageSpec::new("amd64"))
-            .await
-            .unwrap();
-        s.registry
-            .tag("hist/old", "same", &old.digest)
-            .await
-            .unwrap();
-        let gone = s
-            .registry
-            .push_image("hist/old", Some("gone"), &ImageSpec::new("s390x"))
-            .await
-            .unwrap();
-        let list = s
-            .registry
-            .push_list(
-                "hist/old",
-                Some("multi"),
-                &[
-                    ImageSpec::new("amd64").seed(7),
-                    ImageSpec::new("arm64").seed(8),
-                ],
-                ListFormat::OciIndex,
-            )
-            .await
-            .unwrap();
+    let options = App::builder().api().no_notifications();
+    options
+        .run(|s| async move {
+            let old = s
+                .registry
+                .push_image("hist/old", Some("1"), &ImageSpec::new("amd64"))
+                .await
+                .unwrap();
+            s.registry
+                .tag("hist/old", "same", &old.digest)
+                .await
+                .unwrap();
+            let gone = s
+                .registry
+                .push_image("hist/old", Some("gone"), &ImageSpec::new("s390x"))
+                .await
+                .unwrap();
+            let list = s
+                .registry
+                .push_list(
+                    "hist/old",
+                    Some("multi"),
+                    &[
+                        ImageSpec::new("amd64").seed(7),
+                        ImageSpec::new("arm64").seed(8),
+                    ],
+                    ListFormat::OciIndex,
+                )
+                .await
+                .unwrap();
 
-        let store = regindex::store::Store::connect(&s.config.database)
-            .await
-            .unwrap();
-        let client = regindex::registry::RegistryClient::new(&s.config.registry).unwrap();
-        let host = regindex::history::backfill_host(&s.config);
-        let backfill = regindex::history::backfill::Backfill::new(
-            client.clone(),
-            HistoryStore::new(store.pool().clone()),
-            host,
-        );
-        let syncer =
-            regindex::sync::Syncer::new(client, store).with_observer(std::sync::Arc::new(backfill));
-        let summary = syncer.scan(2, &regindex::sync::NoProgress).await.unwrap();
-        assert!(summary.failed.is_empty(), "{summary}");
+            let store = regindex::store::Store::connect(&s.config.database)
+                .await
+                .unwrap();
+            let client = regindex::registry::RegistryClient::new(&s.config.registry).unwrap();
+            let host = regindex::history::backfill_host(&s.config);
+            let backfill = regindex::history::backfill::Backfill::new(
+                client.clone(),
+                HistoryStore::new(store.pool().clone()),
+                host,
+            );
+            let syncer = regindex::sync::Syncer::new(client, store)
+                .with_observer(std::sync::Arc::new(backfill));
+            let summary = syncer.scan(2, &regindex::sync::NoProgress).await.unwrap();
+            assert!(summary.failed.is_empty(), "{summary}");
 
-        let images = s.get("/stats/images?repository=hist/old").await;
-        let rows: Vec<(&str, &str)> = images["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| (i["tag"].as_str().unwrap(), i["digest"].as_str().unwrap()))
-            .collect();
-        assert_eq!(
-            rows,
-            [
-                ("1", old.digest.as_str()),
-                ("gone", gone.digest.as_str()),
-                ("multi", list.digest.as_str()),
-                ("same", old.digest.as_str())
-            ]
-        );
-        for image in images["items"].as_array().unwrap() {
-            assert_eq!(image["first_pushed"], Value::Null, "no event: {image}");
-            assert!(image["first_seen"].is_string());
-            assert_eq!(image["pull_count"], 0);
-        }
-        // Manifests: the two images, the list and its two entries. Blobs: one config per
-        // image (4) and one layer per layer seed (3: the first two images share theirs).
-        let counts = s.get("/stats/counts").await;
-        assert_eq!(
-            (
-                i(&counts["tags"]),
-                i(&counts["manifests"]),
-                i(&counts["blobs"])
-            ),
-            (4, 5, 7),
-            "{counts}"
-        );
-        // The registry never reported those blobs: every link is listed.
-        let missing = s.get("/stats/manifests/missing-blobs?per_page=1000").await;
-        assert_eq!(missing["items"].as_array().unwrap().len(), 8);
-        let never = s.get("/stats/images/not-pulled?never_pulled=true").await;
-        assert_eq!(never["items"].as_array().unwrap().len(), 4);
-        let most = s.get("/stats/images/most-tags?per_page=1").await;
-        assert_eq!(most["items"][0]["digest"], old.digest.as_str());
-        assert_eq!(most["next_page"], 2);
+            let images = s.operator_json("/stats/images?repository=hist/old").await;
+            let rows: Vec<(&str, &str)> = images["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| (i["tag"].as_str().unwrap(), i["digest"].as_str().unwrap()))
+                .collect();
+            assert_eq!(
+                rows,
+                [
+                    ("1", old.digest.as_str()),
+                    ("gone", gone.digest.as_str()),
+                    ("multi", list.digest.as_str()),
+                    ("same", old.digest.as_str())
+                ]
+            );
+            for image in images["items"].as_array().unwrap() {
+                assert_eq!(image["first_pushed"], Value::Null, "no event: {image}");
+                assert!(image["first_seen"].is_string());
+                assert_eq!(image["pull_count"], 0);
+            }
+            // Manifests: the two images, the list and its two entries. Blobs: one config per
+            // image (4) and one layer per layer seed (3: the first two images share theirs).
+            let counts = s.operator_json("/stats/counts").await;
+            assert_eq!(
+                (
+                    i(&counts["tags"]),
+                    i(&counts["manifests"]),
+                    i(&counts["blobs"])
+                ),
+                (4, 5, 7),
+                "{counts}"
+            );
+            // The registry never reported those blobs: every link is listed.
+            let missing = s
+                .operator_json("/stats/manifests/missing-blobs?per_page=1000")
+                .await;
+            assert_eq!(missing["items"].as_array().unwrap().len(), 8);
+            let never = s
+                .operator_json("/stats/images/not-pulled?never_pulled=true")
+                .await;
+            assert_eq!(never["items"].as_array().unwrap().len(), 4);
+            let most = s.operator_json("/stats/images/most-tags?per_page=1").await;
+            assert_eq!(most["items"][0]["digest"], old.digest.as_str());
+            assert_eq!(most["next_page"], 2);
 
-        // A delete the history never heard of: the next scan moves the tag to the trail.
-        s.registry
-            .delete_manifest("hist/old", &gone.digest)
-            .await
-            .unwrap();
-        let summary = syncer.scan(2, &regindex::sync::NoProgress).await.unwrap();
-        assert!(summary.failed.is_empty(), "{summary}");
-        let trail = s.get("/stats/deletions?repository=hist/old").await;
-        let items = trail["items"].as_array().unwrap();
-        assert_eq!(items.len(), 1, "{trail}");
-        assert_eq!(items[0]["kind"], "tag");
-        assert_eq!(items[0]["tag"], "gone");
-        assert_eq!(items[0]["actor"], Value::Null);
-        assert_eq!(s.get("/stats/counts").await["tags"], 3);
-        syncer.store().pool().close().await;
-    })
-    .await;
+            // A delete the history never heard of: the next scan moves the tag to the trail.
+            s.registry
+                .delete_manifest("hist/old", &gone.digest)
+                .await
+                .unwrap();
+            let summary = syncer.scan(2, &regindex::sync::NoProgress).await.unwrap();
+            assert!(summary.failed.is_empty(), "{summary}");
+            let trail = s
+                .operator_json("/stats/deletions?repository=hist/old")
+                .await;
+            let items = trail["items"].as_array().unwrap();
+            assert_eq!(items.len(), 1, "{trail}");
+            assert_eq!(items[0]["kind"], "tag");
+            assert_eq!(items[0]["tag"], "gone");
+            assert_eq!(items[0]["actor"], Value::Null);
+            assert_eq!(s.operator_json("/stats/counts").await["tags"], 3);
+            syncer.store().pool().close().await;
+        })
+        .await;
 }
 
 /// A backfill that listed the tags before a delete was recorded must not bring the
 /// deleted tag and manifest back.
 #[tokio::test]
 async fn a_stale_backfill_does_not_resurrect_deleted_rows() {
-    let db = TestDatabase::create().await.unwrap();
-    let mut config = regindex::config::Config::default();
-    config.database.url = db.url().into();
-    let store = regindex::store::Store::connect_unchecked(&config.database)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
+    let db = TestStore::start().await;
+    let store = db.store.clone();
     let history = HistoryStore::new(store.pool().clone());
     let aliases = AliasMap::default();
     let digest = Digest::sha256_of(b"deleted");
@@ -751,21 +738,15 @@ async fn a_stale_backfill_does_not_resurrect_deleted_rows() {
         .await
         .unwrap();
     assert_eq!(kinds, ["tag", "unknown"]);
-    store.pool().close().await;
-    db.drop().await.unwrap();
+    db.finish().await;
 }
 
 /// Retention: audit rows and raw events older than their retention are pruned, newer
 /// ones stay.
 #[tokio::test]
 async fn pruning_keeps_only_what_retention_allows() {
-    let db = TestDatabase::create().await.unwrap();
-    let mut config = regindex::config::Config::default();
-    config.database.url = db.url().into();
-    let store = regindex::store::Store::connect_unchecked(&config.database)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
+    let db = TestStore::start().await;
+    let store = db.store.clone();
     let pool = store.pool();
     for (days, id) in [(10, "old"), (0, "new")] {
         sqlx::query(
@@ -799,21 +780,15 @@ async fn pruning_keeps_only_what_retention_allows() {
         .await
         .unwrap();
     assert_eq!(left, ["new"]);
-    store.pool().close().await;
-    db.drop().await.unwrap();
+    db.finish().await;
 }
 
 /// A scan that finds a tag gone before its delete event is recorded audits it without a
 /// who; the delete event then completes that row rather than auditing the delete twice.
 #[tokio::test]
 async fn a_delete_event_completes_the_audit_row_of_a_scan() {
-    let db = TestDatabase::create().await.unwrap();
-    let mut config = regindex::config::Config::default();
-    config.database.url = db.url().into();
-    let store = regindex::store::Store::connect_unchecked(&config.database)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
+    let db = TestStore::start().await;
+    let store = db.store.clone();
     let history = HistoryStore::new(store.pool().clone());
     let repository = regindex::model::RepositoryName::parse("hist/h").unwrap();
     let tag = regindex::model::Tag::parse("1").unwrap();
@@ -860,6 +835,5 @@ async fn a_delete_event_completes_the_audit_row_of_a_scan() {
             Some("u1".into())
         )]
     );
-    store.pool().close().await;
-    db.drop().await.unwrap();
+    db.finish().await;
 }

@@ -18,8 +18,9 @@ mod history_support;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use history_support::{pull_event, Options, Stack};
+use history_support::{pull_event, HistoryApp};
 use regindex::model::Digest;
+use regindex_testkit::app::App;
 use regindex_testkit::eventually;
 
 fn env(name: &str, default: usize) -> usize {
@@ -38,12 +39,11 @@ async fn history_pull_throughput() {
     let repositories = env("HISTORY_BENCH_REPOSITORIES", 50).max(1);
     let drain = std::env::var_os("HISTORY_BENCH_DRAIN").is_some();
     let batch = env("HISTORY_BENCH_BATCH", 500).max(1);
-    let options = Options {
-        no_notifications: true,
-        no_worker: drain,
-        ..Options::default()
-    };
-    Stack::run(options, |s| async move {
+    let options = App::builder()
+        .api()
+        .workers(if drain { 0 } else { 1 })
+        .no_notifications();
+    options.run(|s| async move {
         let digest = Digest::sha256_of(b"bench").to_string();
         let host = s.host();
         let bodies: Vec<Vec<serde_json::Value>> = (0..total)

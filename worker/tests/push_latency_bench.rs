@@ -16,8 +16,9 @@ mod history_support;
 
 use std::time::{Duration, Instant};
 
-use history_support::{Options, Stack};
+use history_support::stack;
 use regindex::config::Config;
+use regindex_testkit::app::{App, AppBuilder};
 use regindex_testkit::{ImageSpec, ListFormat};
 
 fn env(name: &str, default: u64) -> u64 {
@@ -33,15 +34,12 @@ fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
 }
 
 /// The worker as users run it: the default coalescing window.
-fn options() -> Options {
-    Options {
-        coalesce_ms: Some(Config::default().worker.coalesce.as_millis() as u64),
-        ..Options::default()
-    }
+fn options() -> AppBuilder {
+    stack().coalesce_ms(Config::default().worker.coalesce.as_millis() as u64)
 }
 
 /// Whether `repository:tag` is stored pointing at `digest`.
-async fn indexed(stack: &Stack, repository: &str, tag: &str, digest: &str) -> bool {
+async fn indexed(stack: &App, repository: &str, tag: &str, digest: &str) -> bool {
     sqlx::query_scalar::<_, i64>(
         "SELECT count(*) FROM tags t JOIN repositories r ON r.id = t.repository_id
          JOIN manifests m ON m.id = t.manifest_id
@@ -58,7 +56,7 @@ async fn indexed(stack: &Stack, repository: &str, tag: &str, digest: &str) -> bo
 
 /// Refetches the worker process has run (`regindex_worker_refetch_duration_seconds_count`),
 /// once its metrics endpoint answers.
-async fn refetches(stack: &Stack) -> u64 {
+async fn refetches(stack: &App) -> u64 {
     let url = format!("http://{}/metrics", stack.config.worker.metrics_listen);
     let started = Instant::now();
     let text = loop {
@@ -86,11 +84,7 @@ async fn push_to_queryable_latency() {
         Ok("quorum") => regindex::config::QueueType::Quorum,
         _ => regindex::config::QueueType::Classic,
     };
-    let options = Options {
-        queue_type,
-        ..options()
-    };
-    Stack::run(options, |s| async move {
+    options().queue_type(queue_type).run(|s| async move {
         let mut ticks = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
         let mut waits = Vec::new();
         for i in 0..pushes {
@@ -133,37 +127,40 @@ async fn push_to_queryable_latency() {
 #[ignore = "benchmark: run explicitly (docs/benchmarks.md)"]
 async fn refetches_caused_by_a_20_platform_list_push() {
     let lists = env("LIST_BENCH_PUSHES", 5);
-    Stack::run(options(), |s| async move {
-        let window = s.config.worker.coalesce;
-        let mut counts = Vec::new();
-        for n in 0..lists {
-            let repository = format!("lists/app-{n:02}");
-            let platforms: Vec<ImageSpec> = (0..20)
-                .map(|i| {
-                    ImageSpec::new("amd64")
-                        .seed(n * 100 + i)
-                        .label("n", &i.to_string())
-                })
-                .collect();
-            let before = refetches(&s).await;
-            let list = s
-                .registry
-                .push_list(
-                    &repository,
-                    Some("latest"),
-                    &platforms,
-                    ListFormat::OciIndex,
-                )
-                .await
-                .unwrap();
-            while !indexed(&s, &repository, "latest", &list.digest).await {
-                tokio::time::sleep(Duration::from_millis(5)).await;
+    options()
+        .run(|s| async move {
+            let window = s.config.worker.coalesce;
+            let mut counts = Vec::new();
+            for n in 0..lists {
+                let repository = format!("lists/app-{n:02}");
+                let platforms: Vec<ImageSpec> = (0..20)
+                    .map(|i| {
+                        ImageSpec::new("amd64")
+                            .seed(n * 100 + i)
+                            .label("n", &i.to_string())
+                    })
+                    .collect();
+                let before = refetches(&s).await;
+                let list = s
+                    .registry
+                    .push_list(
+                        &repository,
+                        Some("latest"),
+                        &platforms,
+                        ListFormat::OciIndex,
+                    )
+                    .await
+                    .unwrap();
+                while !indexed(&s, &repository, "latest", &list.digest).await {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                // Any follow-up refetch starts within one window of the last event.
+                tokio::time::sleep(window * 3).await;
+                counts.push(refetches(&s).await - before);
             }
-            // Any follow-up refetch starts within one window of the last event.
-            tokio::time::sleep(window * 3).await;
-            counts.push(refetches(&s).await - before);
-        }
-        println!("refetches caused by one 20-platform list push (21 manifest events): {counts:?}");
-    })
-    .await;
+            println!(
+                "refetches caused by one 20-platform list push (21 manifest events): {counts:?}"
+            );
+        })
+        .await;
 }

@@ -5,17 +5,15 @@
 //! scan run by one worker only. The cluster variant stops the broker node leading the
 //! work queue during a burst instead.
 
-mod history_support;
-
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use history_support::{Options, Stack};
 use regindex::config::QueueType;
 use regindex::store::PeriodicJob;
+use regindex_testkit::app::App;
 use regindex_testkit::{eventually, ImageSpec, RabbitMqCluster};
 
 const REPOSITORIES: usize = 40;
@@ -28,7 +26,7 @@ const PARALLEL: usize = 6;
 const CONVERGE: Duration = Duration::from_secs(45);
 
 /// Pushes `n` (a distinct image each) to `burst/rNN:tK`.
-async fn push(stack: &Stack, n: usize) {
+async fn push(stack: &App, n: usize) {
     let repository = format!("burst/r{:02}", n % REPOSITORIES);
     let tag = format!("t{}", (n / REPOSITORIES) % 3);
     stack
@@ -43,7 +41,7 @@ async fn push(stack: &Stack, n: usize) {
 }
 
 /// Pushes `range` with `PARALLEL` pushes in flight; `done` counts the finished ones.
-async fn burst(stack: &Stack, range: std::ops::Range<usize>, done: &AtomicUsize) {
+async fn burst(stack: &App, range: std::ops::Range<usize>, done: &AtomicUsize) {
     futures::stream::iter(range)
         .for_each_concurrent(PARALLEL, |n| async move {
             push(stack, n).await;
@@ -54,11 +52,7 @@ async fn burst(stack: &Stack, range: std::ops::Range<usize>, done: &AtomicUsize)
 
 /// Pushes the first third of `range`, the second third while `stop` runs, and the rest
 /// after it: pushes land before, during and after the loss, however long it takes.
-async fn burst_around(
-    stack: &Stack,
-    range: std::ops::Range<usize>,
-    stop: impl Future<Output = ()>,
-) {
+async fn burst_around(stack: &App, range: std::ops::Range<usize>, stop: impl Future<Output = ()>) {
     let third = range.len() / 3;
     let (before, during) = (range.start + third, range.start + 2 * third);
     let done = AtomicUsize::new(0);
@@ -70,7 +64,7 @@ async fn burst_around(
 }
 
 /// `(repository, tag) -> digest` as the index holds it.
-async fn indexed(stack: &Stack) -> BTreeMap<(String, String), String> {
+async fn indexed(stack: &App) -> BTreeMap<(String, String), String> {
     let rows: Vec<(String, String, String)> = sqlx::query_as(
         "SELECT r.name, t.tag, m.digest FROM tags t
          JOIN repositories r ON r.id = t.repository_id
@@ -84,7 +78,7 @@ async fn indexed(stack: &Stack) -> BTreeMap<(String, String), String> {
 
 /// Waits until the index equals the registry and the history holds `pushes` manifest
 /// pushes (each delivered to every api, recorded once).
-async fn wait_converged(stack: &Stack, pushes: usize, phase: &str) {
+async fn wait_converged(stack: &App, pushes: usize, phase: &str) {
     let truth = stack.registry.tagged().await.unwrap();
     assert_eq!(
         truth
@@ -175,7 +169,7 @@ async fn wait_converged(stack: &Stack, pushes: usize, phase: &str) {
 /// The sum of the series on a `/metrics` page whose line starts with `name` (e.g. with
 /// some labels) and contains `with` but not `without`.
 async fn counter(
-    stack: &Stack,
+    stack: &App,
     addr: std::net::SocketAddr,
     name: &str,
     with: &str,
@@ -199,7 +193,7 @@ async fn counter(
 
 /// Dead letters and work left on the broker: none. Asked on a new connection, which fails
 /// over as the processes' do (the stack's own one may be on a stopped node).
-async fn assert_queues_drained(stack: &Stack) {
+async fn assert_queues_drained(stack: &App) {
     let connection = regindex::bus::connect(&stack.config.amqp.url)
         .await
         .unwrap();
@@ -232,66 +226,64 @@ async fn assert_queues_drained(stack: &Stack) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_workers_and_two_apis_index_a_burst_and_survive_losing_one_of_each() {
-    let options = Options {
-        apis: 2,
-        workers: 3,
+    let options = App::builder().apis(2).workers(3).config(|config| {
         // Longer than the test: all three workers find the never-run scan due at start,
         // and exactly one may run it (advisory lock, then the due check under it).
-        scan_interval_secs: Some(3600),
-        ..Options::default()
-    };
-    Stack::run(options, |stack| async move {
-        eventually("the first full scan recorded", CONVERGE, || async {
-            stack
-                .store
-                .last_success(PeriodicJob::FullScan)
+        config.worker.scan_interval = Some(std::time::Duration::from_secs(3600));
+    });
+    options
+        .run(|stack| async move {
+            eventually("the first full scan recorded", CONVERGE, || async {
+                stack
+                    .store
+                    .last_success(PeriodicJob::FullScan)
+                    .await
+                    .unwrap()
+            })
+            .await;
+
+            // Phase 1: everything up.
+            let done = AtomicUsize::new(0);
+            let started = Instant::now();
+            burst(&stack, 0..FIRST_BURST, &done).await;
+            eprintln!("phase 1: {FIRST_BURST} pushes in {:?}", started.elapsed());
+            wait_converged(&stack, FIRST_BURST, "phase 1").await;
+            assert_queues_drained(&stack).await;
+            for api in &stack.apis {
+                let received = counter(
+                    &stack,
+                    api.operator,
+                    "regindex_api_events_received_total",
+                    "",
+                    None,
+                )
+                .await;
+                assert!(received > 0.0, "api {} got no event", api.addr);
+            }
+
+            // Phase 2: a worker and an api stop (SIGTERM) mid-burst.
+            burst_around(&stack, FIRST_BURST..FIRST_BURST + SECOND_BURST, async {
+                let _ = tokio::join!(stack.stop_worker(1), stack.stop_api(1));
+            })
+            .await;
+            wait_converged(&stack, FIRST_BURST + SECOND_BURST, "phase 2").await;
+            assert_queues_drained(&stack).await;
+
+            // One full scan in all: the other workers skipped it (the lock was held) or found
+            // it done. A scan starts with `_catalog`; nothing else in this test lists it.
+            let scans = stack
+                .registry
+                .request_log()
                 .await
                 .unwrap()
+                .into_iter()
+                .filter(|r| {
+                    !r.is_testkit() && r.path().ends_with("/_catalog") && !r.uri.contains("last=")
+                })
+                .count();
+            assert_eq!(scans, 1, "full scans run");
         })
         .await;
-
-        // Phase 1: everything up.
-        let done = AtomicUsize::new(0);
-        let started = Instant::now();
-        burst(&stack, 0..FIRST_BURST, &done).await;
-        eprintln!("phase 1: {FIRST_BURST} pushes in {:?}", started.elapsed());
-        wait_converged(&stack, FIRST_BURST, "phase 1").await;
-        assert_queues_drained(&stack).await;
-        for api in &stack.apis {
-            let received = counter(
-                &stack,
-                api.operator,
-                "regindex_api_events_received_total",
-                "",
-                None,
-            )
-            .await;
-            assert!(received > 0.0, "api {} got no event", api.addr);
-        }
-
-        // Phase 2: a worker and an api stop (SIGTERM) mid-burst.
-        burst_around(&stack, FIRST_BURST..FIRST_BURST + SECOND_BURST, async {
-            tokio::join!(stack.stop_worker(1), stack.stop_api(1));
-        })
-        .await;
-        wait_converged(&stack, FIRST_BURST + SECOND_BURST, "phase 2").await;
-        assert_queues_drained(&stack).await;
-
-        // One full scan in all: the other workers skipped it (the lock was held) or found
-        // it done. A scan starts with `_catalog`; nothing else in this test lists it.
-        let scans = stack
-            .registry
-            .request_log()
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|r| {
-                !r.is_testkit() && r.path().ends_with("/_catalog") && !r.uri.contains("last=")
-            })
-            .count();
-        assert_eq!(scans, 1, "full scans run");
-    })
-    .await;
 }
 
 /// Quorum queues on a 3-node cluster; the apis and workers are given every node's URL.
@@ -303,61 +295,62 @@ async fn losing_the_work_queues_leader_node_during_a_burst_loses_no_webhook() {
     // The processes' failover warnings, shown when the test fails.
     regindex::telemetry::init_tracing();
     let mut cluster = RabbitMqCluster::start(3).await.unwrap();
-    let options = Options {
-        apis: 2,
-        workers: 3,
-        queue_type: QueueType::Quorum,
-        amqp_urls: Some(cluster.amqp_urls()),
-        ..Options::default()
-    };
+    let options = App::builder()
+        .apis(2)
+        .workers(3)
+        .queue_type(QueueType::Quorum)
+        .amqp_urls(cluster.amqp_urls());
     let cluster = &mut cluster;
-    Stack::run(options, |stack| async move {
-        let leader = cluster
-            .queue_leader(&stack.config.amqp.work_queue)
-            .await
-            .unwrap();
-        let mut stopped = None;
-        burst_around(&stack, 0..SECOND_BURST, async {
-            stopped = Some(Instant::now());
-            cluster.node_mut(leader).stop().await.unwrap();
-        })
-        .await;
-        let stopped = stopped.unwrap();
-        wait_converged(&stack, SECOND_BURST, "leader node lost").await;
-        eprintln!("converged {:?} after the node stopped", stopped.elapsed());
-        assert_queues_drained(&stack).await;
-        assert_ne!(
-            cluster
+    options
+        .run(|stack| async move {
+            let leader = cluster
                 .queue_leader(&stack.config.amqp.work_queue)
                 .await
-                .unwrap(),
-            leader
-        );
-
-        // Refused webhooks (a failed publish answers 503) were resent by the registry: each
-        // failure it saw is a `retryingsink` line, and the history above holds every push
-        // exactly once, so each refused event was delivered again and stored.
-        let mut refused = 0.0;
-        for api in &stack.apis {
-            refused += counter(
-                &stack,
-                api.operator,
-                "regindex_api_http_requests_total{",
-                "route=\"/events\"",
-                Some("status=\"2"),
-            )
+                .unwrap();
+            let mut stopped = None;
+            burst_around(&stack, 0..SECOND_BURST, async {
+                stopped = Some(Instant::now());
+                cluster.node_mut(leader).stop().await.unwrap();
+            })
             .await;
-        }
-        let retries = stack
-            .registry
-            .log_text()
-            .matches("retryingsink: error writing events")
-            .count();
-        eprintln!("webhooks refused during the failover: {refused}; registry retries: {retries}");
-        assert!(
-            retries as f64 >= refused,
-            "{refused} refused, {retries} retried"
-        );
-    })
-    .await;
+            let stopped = stopped.unwrap();
+            wait_converged(&stack, SECOND_BURST, "leader node lost").await;
+            eprintln!("converged {:?} after the node stopped", stopped.elapsed());
+            assert_queues_drained(&stack).await;
+            assert_ne!(
+                cluster
+                    .queue_leader(&stack.config.amqp.work_queue)
+                    .await
+                    .unwrap(),
+                leader
+            );
+
+            // Refused webhooks (a failed publish answers 503) were resent by the registry: each
+            // failure it saw is a `retryingsink` line, and the history above holds every push
+            // exactly once, so each refused event was delivered again and stored.
+            let mut refused = 0.0;
+            for api in &stack.apis {
+                refused += counter(
+                    &stack,
+                    api.operator,
+                    "regindex_api_http_requests_total{",
+                    "route=\"/events\"",
+                    Some("status=\"2"),
+                )
+                .await;
+            }
+            let retries = stack
+                .registry
+                .log_text()
+                .matches("retryingsink: error writing events")
+                .count();
+            eprintln!(
+                "webhooks refused during the failover: {refused}; registry retries: {retries}"
+            );
+            assert!(
+                retries as f64 >= refused,
+                "{refused} refused, {retries} retried"
+            );
+        })
+        .await;
 }

@@ -4,11 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use regindex::config::{Config, StaticIndexConfig};
-use regindex::registry::RegistryClient;
-use regindex::store::Store;
-use regindex::sync::Syncer;
-use regindex_testkit::{ImageSpec, TestDatabase, TestRegistry};
+use regindex::config::StaticIndexConfig;
+use regindex_testkit::app::App;
+use regindex_testkit::ImageSpec;
 use regindex_worker::static_files;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -44,35 +42,31 @@ async fn file_digests(path: &std::path::Path, expected: usize) -> Vec<String> {
 
 #[tokio::test]
 async fn static_index_files_follow_refetches() {
-    let registry = TestRegistry::new().await.unwrap();
-    let db = TestDatabase::create().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("flatpak-latest.json");
-    let mut config = Config::default();
-    config.registry.url = registry.url().parse().unwrap();
-    config.database.url = db.url().into();
-    config.static_indexes = vec![StaticIndexConfig {
-        name: "flatpak".into(),
-        output: output.clone(),
-        tags: vec!["latest".into()],
-        required_labels: vec!["org.flatpak.ref".into()],
-        required_annotations: vec![],
-        architectures: vec!["amd64".into()],
-        registry_url: None,
-        profile: None,
-        architecture_expand: vec![],
-    }];
-    let store = Store::connect_unchecked(&config.database).await.unwrap();
-    store.migrate().await.unwrap();
-    let syncer = Syncer::new(
-        RegistryClient::new(&config.registry).unwrap(),
-        store.clone(),
-    );
+    let file = output.clone();
+    let app = App::builder()
+        .config(move |config| {
+            config.static_indexes = vec![StaticIndexConfig {
+                name: "flatpak".into(),
+                output: file,
+                tags: vec!["latest".into()],
+                required_labels: vec!["org.flatpak.ref".into()],
+                required_annotations: vec![],
+                architectures: vec!["amd64".into()],
+                registry_url: None,
+                profile: None,
+                architecture_expand: vec![],
+            }];
+        })
+        .start()
+        .await;
+    let (registry, store, syncer) = (&app.registry, &app.store, &app.syncer);
 
     let stop = CancellationToken::new();
     let task = tokio::spawn(static_files::run(
         store.clone(),
-        Arc::new(config),
+        Arc::new(app.config.clone()),
         Duration::from_millis(100),
         stop.clone(),
     ));
@@ -118,5 +112,5 @@ async fn static_index_files_follow_refetches() {
 
     stop.cancel();
     task.await.unwrap();
-    db.drop().await.unwrap();
+    app.finish().await;
 }
