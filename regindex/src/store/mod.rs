@@ -24,7 +24,7 @@ mod icon_blobs;
 mod index_query;
 mod jobs;
 mod load;
-mod plan;
+pub mod plan;
 mod problems;
 mod refetch;
 mod replace;

@@ -32,10 +32,11 @@ use tracing::{debug, info, warn};
 
 pub use configs::{ConfigCache, CONFIG_CACHE_BYTES};
 use fetch::{Fetch, Fetched};
-use plan::{Desired, Usable};
+use plan::Usable;
 
 use crate::model::{Digest, RepositoryName, Tag};
 use crate::registry::{FetchedManifest, RegistryClient, RegistryError};
+use crate::store::plan::{Changes, Listing};
 use crate::store::{RefetchTicket, ReplaceOutcome, Store, StoreError, StoredRepository};
 
 /// Pauses before listing the tags again when they do not show yet what a push event
@@ -176,15 +177,22 @@ pub trait RefetchObserver: Send + Sync {
     ) -> BoxFuture<'a, ()>;
 }
 
-/// How a write attempt ended.
-enum Write {
+/// How a refetch's write ended.
+enum Written {
     Written {
         outcome: ReplaceOutcome,
         problems_changed: bool,
     },
     Superseded,
-    /// Manifests the store lost since it was read.
-    Missing(BTreeSet<Digest>),
+}
+
+/// How a write attempt ended.
+enum Write {
+    Done(Changes, Written),
+    Superseded,
+    /// The store lost manifests the listing relies on since it was read: the state read
+    /// under the lock, to fetch them against.
+    Missing(Box<StoredRepository>),
 }
 
 impl Syncer {
@@ -263,61 +271,68 @@ impl Syncer {
         let announced_unseen = !shows_announced(&resolved);
 
         let mut rounds = 0;
-        let (desired, written) = loop {
+        let (changes, written) = loop {
             let targets = plan::to_fetch(&stored, &resolved, &fetched.usable);
             fetch.complete(&targets, &stored, &mut fetched).await?;
-            let desired = plan::desired(&stored, &resolved, &fetched.usable);
+            let listing = Listing {
+                tags: &resolved,
+                usable: &fetched.usable,
+                vanished: &fetched.vanished,
+            };
+            let changes = crate::store::plan::diff(repository, &stored, listing)?;
             // Most refetches (every one of a warm scan) find nothing new: one statement
             // records that, without a write transaction.
-            if plan::unchanged(&stored, &desired)
+            if changes.is_empty()
                 && self
                     .store
                     .confirm_unchanged(repository, ticket, stored.ticket)
                     .await?
             {
                 break (
-                    desired,
-                    Write::Written {
+                    changes,
+                    Written::Written {
                         outcome: ReplaceOutcome::default(),
                         problems_changed: false,
                     },
                 );
             }
-            match self.write(repository, ticket, &desired).await? {
-                Write::Missing(missing) => {
+            match self.write(repository, ticket, listing).await? {
+                Write::Missing(now) => {
                     rounds += 1;
                     if rounds >= MAX_WRITE_ROUNDS {
                         return Err(SyncError::KeptChanging {
                             repository: repository.to_string(),
                         });
                     }
-                    debug!(?missing, "the store changed meanwhile; reading it again");
+                    debug!("the store lost manifests this refetch counted on; fetching them");
                     // Lists are judged against the store; judge them again.
                     fetched
                         .usable
                         .retain(|_, usable| !matches!(usable, Usable::List { .. }));
-                    stored = self.store.stored_repository(repository).await?;
+                    stored = *now;
                 }
-                other => break (desired, other),
+                Write::Done(changes, written) => break (changes, written),
+                // What this refetch would have written, for its report.
+                Write::Superseded => break (changes, Written::Superseded),
             }
         };
 
         let mut report = RefetchReport {
-            tags: desired.tags.len(),
+            tags: changes.tags.len(),
             manifests_fetched: fetched.manifests,
             blobs_fetched: fetched.blobs,
-            problems: desired.problems.len(),
+            problems: changes.problems.len(),
             announced_unseen,
             ..RefetchReport::default()
         };
         match written {
-            Write::Written {
+            Written::Written {
                 outcome,
                 problems_changed,
             } => {
                 if problems_changed {
                     self.problems_changed.store(true, Ordering::Relaxed);
-                    for problem in &desired.problems {
+                    for problem in &changes.problems {
                         warn!(tag = %problem.tag, digest = %problem.digest, reason = %problem.reason, partial = problem.partial, "tag not fully indexed");
                     }
                 }
@@ -331,7 +346,7 @@ impl Syncer {
                 }
                 if outcome.changed {
                     info!(
-                        tags = desired.tags.len(),
+                        tags = changes.tags.len(),
                         manifests = fetched.manifests,
                         blobs = fetched.blobs,
                         "repository updated"
@@ -339,11 +354,10 @@ impl Syncer {
                 }
                 report.outcome = outcome;
             }
-            Write::Superseded => {
+            Written::Superseded => {
                 debug!("a refetch that listed later has written already");
                 report.superseded = true;
             }
-            Write::Missing(_) => {}
         }
         Ok(report)
     }
@@ -364,30 +378,36 @@ impl Syncer {
     }
 
     /// The short write: under the repository's lock, unless a later listing was written.
+    /// The stored state is read once more here, under the lock, and the listing is
+    /// diffed against it: that is what gets written.
     async fn write(
         &self,
         repository: &RepositoryName,
         ticket: RefetchTicket,
-        desired: &Desired,
+        listing: Listing<'_>,
     ) -> Result<Write, SyncError> {
         let mut tx = self.store.begin_repository(repository).await?;
+        let mut stored = tx.stored().await?;
+        let seen = stored.ticket;
         if !tx.claim(ticket).await? {
             return Ok(Write::Superseded);
         }
-        let known = tx.known_manifests().await?;
-        let missing = plan::missing(desired, &known);
-        if !missing.is_empty() {
-            return Ok(Write::Missing(missing));
+        let changes = crate::store::plan::diff(repository, &stored, listing)?;
+        if !changes.missing.is_empty() {
+            debug!(missing = ?changes.missing, "the store changed meanwhile");
+            stored.ticket = seen;
+            return Ok(Write::Missing(Box::new(stored)));
         }
-        let outcome = tx
-            .replace(&desired.tags, &desired.images, &desired.lists)
-            .await?;
-        let problems_changed = tx.set_problems(&desired.problems).await?;
+        let outcome = tx.apply(&stored, &changes).await?;
+        let problems_changed = tx.set_problems(&changes.problems).await?;
         tx.commit().await?;
-        Ok(Write::Written {
-            outcome,
-            problems_changed,
-        })
+        Ok(Write::Done(
+            changes,
+            Written::Written {
+                outcome,
+                problems_changed,
+            },
+        ))
     }
 
     /// Refetches every repository of the catalog and every repository the store knows
