@@ -10,7 +10,7 @@ use regindex::config::{Config, DatabaseConfig};
 use regindex::model::{Digest, RepositoryName, Tag};
 use regindex::registry::RegistryClient;
 use regindex::store::Store;
-use regindex::sync::Syncer;
+use regindex::sync::{SyncError, Syncer};
 use regindex_testkit::{ImageSpec, RegistryGate, TestDatabase, TestRegistry};
 use secrecy::SecretString;
 
@@ -226,5 +226,64 @@ async fn a_manifest_the_store_lost_meanwhile_is_fetched_again() {
         .filter(|q| q.is_manifest_get() && q.path().ends_with(&x.digest))
         .count();
     assert_eq!(refetched_x, 1, "X fetched again by digest, once");
+    h.finish().await;
+}
+
+/// The garbage collection forgets the refetch ticket of a repository that is gone once no
+/// refetch that took an older ticket may still write, and a refetch older than that bound
+/// does not write what it listed.
+#[tokio::test]
+async fn the_gc_forgets_the_tickets_of_gone_repositories() {
+    let h = Harness::start().await;
+    let r = &h.registry;
+    let spec = |seed| ImageSpec::new("amd64").seed(seed);
+    r.push_image("apps/kept", Some("a"), &spec(1))
+        .await
+        .unwrap();
+    let gone = r
+        .push_image("apps/gone", Some("a"), &spec(2))
+        .await
+        .unwrap();
+    let syncer = h.syncer(&r.url());
+    syncer.refetch(&repo("apps/kept")).await.unwrap();
+    syncer.refetch(&repo("apps/gone")).await.unwrap();
+    r.delete_manifest("apps/gone", &gone.digest).await.unwrap();
+    syncer.refetch(&repo("apps/gone")).await.unwrap();
+    assert_eq!(h.store.repositories().await.unwrap(), [repo("apps/kept")]);
+    let rows = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT repository FROM repository_refetches ORDER BY repository",
+        )
+        .fetch_all(h.store.pool())
+        .await
+        .unwrap()
+    };
+    assert_eq!(rows().await, ["apps/gone", "apps/kept"]);
+
+    // With no age bound, the first collection notes the tickets and the next one removes
+    // the rows of gone repositories below that note.
+    let unbounded = h.store.clone().with_refetch_max_age(Duration::ZERO);
+    assert_eq!(unbounded.gc().await.unwrap().refetch_rows_removed, 0);
+    assert_eq!(rows().await, ["apps/gone", "apps/kept"]);
+    assert_eq!(unbounded.gc().await.unwrap().refetch_rows_removed, 1);
+    assert_eq!(rows().await, ["apps/kept"]);
+
+    // A refetch older than the bound fails (to be retried) and writes nothing.
+    let pushed = r
+        .push_image("apps/gone", Some("b"), &spec(3))
+        .await
+        .unwrap();
+    let mut config = Config::default();
+    config.registry.url = r.url();
+    let too_slow = Syncer::new(RegistryClient::new(&config.registry).unwrap(), unbounded);
+    let err = too_slow.refetch(&repo("apps/gone")).await.unwrap_err();
+    assert!(
+        matches!(err, SyncError::TooSlow { .. }) && err.is_transient(),
+        "{err}"
+    );
+    assert_eq!(h.store.repositories().await.unwrap(), [repo("apps/kept")]);
+    // Within the bound, it writes.
+    syncer.refetch(&repo("apps/gone")).await.unwrap();
+    assert_eq!(h.tags("apps/gone").await, tags(&[("b", &pushed.digest)]));
     h.finish().await;
 }

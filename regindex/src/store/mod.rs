@@ -72,6 +72,9 @@ pub struct Store {
     /// The sessions' own `statement_timeout` (see `SessionSettings`), which index
     /// queries then keep instead of their default limit.
     statement_timeout: Option<Duration>,
+    /// A refetch older than this may not write; see `gc::RefetchRows`.
+    refetch_max_age: Duration,
+    refetch_rows: std::sync::Arc<gc::RefetchRows>,
 }
 
 /// Settings every session of a pool starts with (PostgreSQL start-up `options`, so they
@@ -118,6 +121,9 @@ pub struct ReplaceOutcome {
     pub manifests_removed: usize,
 }
 
+/// Default of [`Store::refetch_max_age`]: far longer than any refetch takes.
+pub const REFETCH_MAX_AGE: Duration = Duration::from_secs(3600);
+
 /// What a global garbage collection removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GcSummary {
@@ -129,6 +135,8 @@ pub struct GcSummary {
     pub icons_removed: u64,
     /// Icons found unreferenced for the first time: deleted after the grace period.
     pub icons_unreferenced: u64,
+    /// Refetch tickets (`repository_refetches`) of repositories no longer stored.
+    pub refetch_rows_removed: u64,
 }
 
 impl Store {
@@ -167,6 +175,8 @@ impl Store {
             icon_max_bytes: crate::config::IconsConfig::default().max_bytes,
             icon_gc_grace: Duration::from_secs(crate::config::IconsConfig::default().gc_grace_secs),
             statement_timeout: None,
+            refetch_max_age: REFETCH_MAX_AGE,
+            refetch_rows: Default::default(),
         }
     }
 
@@ -181,6 +191,19 @@ impl Store {
     pub fn with_icons(mut self, icons: &crate::config::IconsConfig) -> Self {
         self.icon_max_bytes = icons.max_bytes;
         self.icon_gc_grace = Duration::from_secs(icons.gc_grace_secs);
+        self
+    }
+
+    /// How old a refetch (counted from before it took its ticket) may be when it writes;
+    /// an older one fails transiently instead. That bound is what lets the garbage
+    /// collection forget the tickets of repositories that are gone.
+    pub fn refetch_max_age(&self) -> Duration {
+        self.refetch_max_age
+    }
+
+    /// Another `refetch_max_age` (tests).
+    pub fn with_refetch_max_age(mut self, max_age: Duration) -> Self {
+        self.refetch_max_age = max_age;
         self
     }
 

@@ -63,6 +63,10 @@ pub enum SyncError {
     Store(#[from] StoreError),
     #[error("{repository} kept changing in the store while it was refetched")]
     KeptChanging { repository: String },
+    /// The refetch took longer than `Store::refetch_max_age`: its listing may be older
+    /// than what the garbage collection forgot, so it does not write.
+    #[error("the refetch of {repository} took too long to write what it listed")]
+    TooSlow { repository: String },
 }
 
 impl SyncError {
@@ -71,7 +75,7 @@ impl SyncError {
         match self {
             SyncError::Registry(e) => e.is_transient(),
             SyncError::Store(e) => e.is_transient(),
-            SyncError::KeptChanging { .. } => true,
+            SyncError::KeptChanging { .. } | SyncError::TooSlow { .. } => true,
         }
     }
 }
@@ -240,6 +244,7 @@ impl Syncer {
         repository: &RepositoryName,
         announced: &[(Tag, Digest)],
     ) -> Result<RefetchReport, SyncError> {
+        let started = Instant::now();
         let ticket = self.store.refetch_ticket().await?;
         let mut stored = self.store.stored_repository(repository).await?;
 
@@ -296,7 +301,7 @@ impl Syncer {
                     },
                 );
             }
-            match self.write(repository, ticket, listing).await? {
+            match self.write(repository, ticket, started, listing).await? {
                 Write::Missing(now) => {
                     rounds += 1;
                     if rounds >= MAX_WRITE_ROUNDS {
@@ -384,6 +389,7 @@ impl Syncer {
         &self,
         repository: &RepositoryName,
         ticket: RefetchTicket,
+        started: Instant,
         listing: Listing<'_>,
     ) -> Result<Write, SyncError> {
         let mut tx = self.store.begin_repository(repository).await?;
@@ -391,6 +397,12 @@ impl Syncer {
         let seen = stored.ticket;
         if !tx.claim(ticket).await? {
             return Ok(Write::Superseded);
+        }
+        // Checked once the claim holds the ticket's row (see `store::gc`).
+        if started.elapsed() >= self.store.refetch_max_age() {
+            return Err(SyncError::TooSlow {
+                repository: repository.to_string(),
+            });
         }
         let changes = crate::store::plan::diff(repository, &stored, listing)?;
         if !changes.missing.is_empty() {
