@@ -181,6 +181,18 @@ pub trait RefetchObserver: Send + Sync {
     ) -> BoxFuture<'a, ()>;
 }
 
+/// How many refetches of a scan may be in each stage at once. A refetch holds a
+/// `fetching` place while it lists and fetches (the registry client's own limit bounds
+/// the requests; this keeps enough repositories ready to keep that limit busy), and a
+/// `writing` place while it writes and reports to its observer. Writers queue on one
+/// another's commits (they share the data version's row), so a few are enough, and the
+/// pool's other connections stay free for the reads that start the next refetches.
+/// Waiting for a place holds neither a connection nor a registry request.
+struct Stages {
+    fetching: tokio::sync::Semaphore,
+    writing: tokio::sync::Semaphore,
+}
+
 /// How a refetch's write ended.
 enum Written {
     Written {
@@ -238,15 +250,30 @@ impl Syncer {
     /// `refetch`, for push events that announced `announced` (tag, digest) pairs: while
     /// the listing does not show them yet, it lists again after a short pause (see
     /// [`ANNOUNCED_TAG_RETRIES`]).
-    #[tracing::instrument(skip(self, announced), fields(repository = %repository))]
     pub async fn refetch_expecting(
         &self,
         repository: &RepositoryName,
         announced: &[(Tag, Digest)],
     ) -> Result<RefetchReport, SyncError> {
+        self.refetch_staged(repository, announced, None).await
+    }
+
+    /// A refetch; within a scan, its registry part and its database part each wait for
+    /// a place in the scan's [`Stages`].
+    #[tracing::instrument(skip(self, announced, stages), fields(repository = %repository))]
+    async fn refetch_staged(
+        &self,
+        repository: &RepositoryName,
+        announced: &[(Tag, Digest)],
+        stages: Option<&Stages>,
+    ) -> Result<RefetchReport, SyncError> {
         let started = Instant::now();
         let ticket = self.store.refetch_ticket().await?;
         let mut stored = self.store.stored_repository(repository).await?;
+        let fetching = match stages {
+            Some(stages) => Some(stages.fetching.acquire().await),
+            None => None,
+        };
 
         let fetch = Fetch {
             registry: &self.registry,
@@ -276,9 +303,16 @@ impl Syncer {
         let announced_unseen = !shows_announced(&resolved);
 
         let mut rounds = 0;
+        let mut fetching = fetching;
+        let mut writing = None;
         let (changes, written) = loop {
             let targets = plan::to_fetch(&stored, &resolved, &fetched.usable);
             fetch.complete(&targets, &stored, &mut fetched).await?;
+            // The registry part is done: make room for another repository's.
+            drop(fetching.take());
+            if let (Some(stages), None) = (stages, &writing) {
+                writing = Some(stages.writing.acquire().await);
+            }
             let listing = Listing {
                 tags: &resolved,
                 usable: &fetched.usable,
@@ -348,6 +382,7 @@ impl Syncer {
                         manifests: &fetched.bodies,
                     };
                     observer.refetched(repository, refetched).await;
+                    drop(writing);
                 }
                 if outcome.changed {
                     info!(
@@ -450,12 +485,29 @@ impl Syncer {
             repositories: repositories.len(),
             ..ScanSummary::default()
         };
+        let tmp = |k: &str, d: usize| -> usize {
+            std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+        };
+        let requests = self.registry.max_concurrency();
+        let connections = self.store.pool().options().get_max_connections() as usize;
+        let stages = Stages {
+            fetching: tokio::sync::Semaphore::new(tmp("TMP_FETCHING", 2 * requests)),
+            writing: tokio::sync::Semaphore::new(tmp("TMP_WRITING", (connections / 2).max(1))),
+        };
+        let staged = tmp("TMP_STAGES", 1) == 1;
+        let width = if staged {
+            tmp("TMP_SCAN_WIDTH", 4 * requests + connections)
+        } else {
+            tmp("TMP_SCAN_WIDTH", concurrency.max(2 * requests))
+        };
+        let stages = &stages;
         let mut results = stream::iter(repositories)
             .map(|repository| async move {
-                let result = self.refetch(&repository).await;
+                let stages = staged.then_some(stages);
+                let result = self.refetch_staged(&repository, &[], stages).await;
                 (repository, result)
             })
-            .buffer_unordered(concurrency.max(2 * self.registry.max_concurrency()));
+            .buffer_unordered(width.max(concurrency));
         while let Some((repository, result)) = results.next().await {
             match result {
                 Ok(report) => {
