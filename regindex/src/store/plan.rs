@@ -74,6 +74,16 @@ impl Changes {
             && !self.problems_changed
             && self.missing.is_empty()
     }
+
+    /// Whether writing may leave manifests of `stored` that no tag reaches: a tag moved or
+    /// deleted.
+    pub fn orphans_possible(&self, stored: &StoredRepository) -> bool {
+        !self.removed.is_empty()
+            || self
+                .set
+                .iter()
+                .any(|(tag, _)| stored.tags.contains_key(tag))
+    }
 }
 
 /// The diff. A tag whose target is neither stored nor usable is not indexed; if a reason
@@ -672,6 +682,20 @@ mod tests {
                 && same_problems;
             assert_eq!(changes.is_empty(), unchanged, "{name}: is_empty");
         }
+    }
+
+    #[test]
+    fn only_moved_or_deleted_tags_can_orphan_manifests() {
+        let s = stored(&[("a", 1), ("b", 2)], &[1, 2], &[], &[]);
+        let orphans = |listed: &[(&str, u8)]| {
+            plan(&repo(), &s, tags(listed), &[image(3)], &[])
+                .unwrap()
+                .orphans_possible(&s)
+        };
+        assert!(!orphans(&[("a", 1), ("b", 2)]), "unchanged");
+        assert!(!orphans(&[("a", 1), ("b", 2), ("c", 3)]), "a new tag");
+        assert!(orphans(&[("a", 1), ("b", 3)]), "moved");
+        assert!(orphans(&[("a", 1)]), "deleted");
     }
 
     #[test]

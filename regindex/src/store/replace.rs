@@ -125,7 +125,12 @@ impl RepositoryTx {
             .await?;
         }
         outcome.tags_set = changes.set.len();
-        outcome.manifests_removed = delete_unreachable(&mut self.tx, repository_id).await? as usize;
+        // Only a tag that moved or went can leave a manifest unreachable (a committed state
+        // holds none; the garbage collection is the backstop).
+        if changes.orphans_possible(stored) {
+            outcome.manifests_removed =
+                delete_unreachable(&mut self.tx, repository_id).await? as usize;
+        }
         outcome.changed = existing_id.is_none()
             || !changes.set.is_empty()
             || !changes.removed.is_empty()

@@ -446,7 +446,8 @@ impl Syncer {
             return Ok(Write::Missing(Box::new(stored)));
         }
         let outcome = tx.apply(&stored, &changes).await?;
-        let problems_changed = tx.set_problems(&changes.problems).await?;
+        let problems_changed =
+            changes.problems_changed && tx.set_problems(&changes.problems).await?;
         tx.commit().await?;
         Ok(Write::Done(
             changes,
@@ -486,7 +487,10 @@ impl Syncer {
             ..ScanSummary::default()
         };
         let tmp = |k: &str, d: usize| -> usize {
-            std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(d)
         };
         let requests = self.registry.max_concurrency();
         let connections = self.store.pool().options().get_max_connections() as usize;
