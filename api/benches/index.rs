@@ -8,7 +8,8 @@
 //! turns it off), each with the requests the registry logged and the time a plain
 //! concurrent client takes for exactly those requests (the registry's raw serve time),
 //! the uncached Flatpak query, and requests/second and latency of `/index/static` on the
-//! 200 and 304 paths over HTTP. Sizes: BENCH_REPOS, BENCH_SECONDS, BENCH_CONNECTIONS.
+//! 200 and 304 paths over HTTP. Sizes: BENCH_REPOS, BENCH_SECONDS, BENCH_CONNECTIONS;
+//! BENCH_SCAN_ONLY=1 stops after the scans.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -459,11 +459,12 @@ impl Syncer {
     }
 
     /// Refetches every repository of the catalog and every repository the store knows
-    /// (so that repositories gone from the registry are removed), `concurrency`
-    /// repositories at a time but at least twice the registry client's request limit: a
-    /// refetch holds no database connection while it waits for the registry, so the
-    /// registry is kept busy without tying up the pool. One failing repository does not
-    /// stop the scan; it is reported in `failed`. Listing the catalog failing does.
+    /// (so that repositories gone from the registry are removed). The refetches share
+    /// [`Stages`]: twice the registry client's request limit may list and fetch at once,
+    /// half the pool's connections may write at once, and enough repositories (at least
+    /// `concurrency`) are under way that the registry is never left waiting for a
+    /// repository's database work. One failing repository does not stop the scan; it is
+    /// reported in `failed`. Listing the catalog failing does.
     pub async fn scan(
         &self,
         concurrency: usize,
@@ -486,32 +487,21 @@ impl Syncer {
             repositories: repositories.len(),
             ..ScanSummary::default()
         };
-        let tmp = |k: &str, d: usize| -> usize {
-            std::env::var(k)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(d)
-        };
         let requests = self.registry.max_concurrency();
         let connections = self.store.pool().options().get_max_connections() as usize;
         let stages = Stages {
-            fetching: tokio::sync::Semaphore::new(tmp("TMP_FETCHING", 2 * requests)),
-            writing: tokio::sync::Semaphore::new(tmp("TMP_WRITING", (connections / 2).max(1))),
+            fetching: tokio::sync::Semaphore::new(2 * requests),
+            writing: tokio::sync::Semaphore::new((connections / 2).max(1)),
         };
-        let staged = tmp("TMP_STAGES", 1) == 1;
-        let width = if staged {
-            tmp("TMP_SCAN_WIDTH", 4 * requests + connections)
-        } else {
-            tmp("TMP_SCAN_WIDTH", concurrency.max(2 * requests))
-        };
+        // Enough repositories under way that some wait for each stage.
+        let width = (4 * requests + connections).max(concurrency);
         let stages = &stages;
         let mut results = stream::iter(repositories)
             .map(|repository| async move {
-                let stages = staged.then_some(stages);
-                let result = self.refetch_staged(&repository, &[], stages).await;
+                let result = self.refetch_staged(&repository, &[], Some(stages)).await;
                 (repository, result)
             })
-            .buffer_unordered(width.max(concurrency));
+            .buffer_unordered(width);
         while let Some((repository, result)) = results.next().await {
             match result {
                 Ok(report) => {
