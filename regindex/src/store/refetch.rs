@@ -106,7 +106,8 @@ pub(super) async fn read_stored(
         stored.tags.insert(rows::tag(&tag)?, rows::digest(&digest)?);
     }
     // The repository's row, with its manifests if it has any.
-    let manifests: Vec<(i64, Option<i64>, Option<String>, Option<bool>)> = sqlx::query_as(
+    type Row = (i64, Option<i64>, Option<String>, Option<bool>);
+    let manifests: Vec<Row> = sqlx::query_as(
         "SELECT r.id, m.id, m.digest, m.is_list
          FROM repositories r LEFT JOIN manifests m ON m.repository_id = r.id WHERE r.name = $1",
     )

@@ -204,7 +204,7 @@ enum Written {
 
 /// How a write attempt ended.
 enum Write {
-    Done(Changes, Written),
+    Done(Box<Changes>, Written),
     Superseded,
     /// The store lost manifests the listing relies on since it was read: the state read
     /// under the lock, to fetch them against.
@@ -350,7 +350,7 @@ impl Syncer {
                         .retain(|_, usable| !matches!(usable, Usable::List { .. }));
                     stored = *now;
                 }
-                Write::Done(changes, written) => break (changes, written),
+                Write::Done(changes, written) => break (*changes, written),
                 // What this refetch would have written, for its report.
                 Write::Superseded => break (changes, Written::Superseded),
             }
@@ -450,7 +450,7 @@ impl Syncer {
             changes.problems_changed && tx.set_problems(&changes.problems).await?;
         tx.commit().await?;
         Ok(Write::Done(
-            changes,
+            Box::new(changes),
             Written::Written {
                 outcome,
                 problems_changed,
