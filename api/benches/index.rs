@@ -8,7 +8,8 @@
 //! turns it off), each with the requests the registry logged and the time a plain
 //! concurrent client takes for exactly those requests (the registry's raw serve time),
 //! the uncached Flatpak query, and requests/second and latency of `/index/static` on the
-//! 200 and 304 paths over HTTP. Sizes: BENCH_REPOS, BENCH_SECONDS, BENCH_CONNECTIONS.
+//! 200 and 304 paths over HTTP. Sizes: BENCH_REPOS, BENCH_SECONDS, BENCH_CONNECTIONS;
+//! BENCH_SCAN_ONLY=1 stops after the scans.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -182,6 +183,7 @@ async fn main() -> anyhow::Result<()> {
     let store = Store::connect_unchecked(&config.database).await?;
     store.migrate().await?;
     let client = RegistryClient::new(&config.registry)?;
+    let sampled = client.clone();
     let mut syncer = Syncer::new(client.clone(), store.clone());
     if env_or("BENCH_HISTORY", 1) == 1 {
         let backfill = regindex::history::backfill::Backfill::new(
@@ -198,7 +200,27 @@ async fn main() -> anyhow::Result<()> {
     // (worker.scan_interval_secs).
     for which in ["cold", "warm"] {
         let mark = registry.log_mark().await?;
+        // Samples the registry requests in flight every millisecond: a scan that keeps
+        // the registry as busy as the plain client has `max_concurrency` in flight.
+        let sampling = tokio_util::sync::CancellationToken::new();
+        let sampler = tokio::spawn({
+            let (client, sampling) = (sampled.clone(), sampling.clone());
+            async move {
+                let mut samples = Vec::new();
+                while !sampling.is_cancelled() {
+                    samples.push(client.in_flight());
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                samples
+            }
+        });
         let summary = syncer.scan(concurrency, &NoProgress).await?;
+        sampling.cancel();
+        let samples = sampler.await?;
+        let full = samples
+            .iter()
+            .filter(|n| **n >= config.registry.max_concurrency)
+            .count();
         let requests = registry.requests_since(mark).await?;
         let raw = replay(&base, &requests, config.registry.max_concurrency).await;
         println!(
@@ -208,6 +230,17 @@ async fn main() -> anyhow::Result<()> {
             raw.as_secs_f64(),
             summary.elapsed.as_secs_f64() / raw.as_secs_f64(),
         );
+        println!(
+            "  registry requests in flight during the scan: mean {:.1} of {}, all {} busy {:.0} % of the time",
+            samples.iter().sum::<usize>() as f64 / samples.len().max(1) as f64,
+            config.registry.max_concurrency,
+            config.registry.max_concurrency,
+            100.0 * full as f64 / samples.len().max(1) as f64,
+        );
+    }
+    if env_or("BENCH_SCAN_ONLY", 0) == 1 {
+        db.drop().await?;
+        return Ok(());
     }
 
     let config = Arc::new(config);

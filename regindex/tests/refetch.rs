@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use regindex::registry::RegistryClient;
-use regindex::sync::Syncer;
+use regindex::sync::{SyncError, Syncer};
 use regindex_testkit::app::App;
 use regindex_testkit::{ImageSpec, RegistryGate};
 use support::{repo, tags};
@@ -47,12 +47,15 @@ async fn no_connection_or_lock_is_held_while_the_registry_answers() {
             async move { syncer.refetch(&repo(name)).await }
         });
         gate.until_held(1, WAIT).await.unwrap();
+        // The refetch is held at the gate; a connection it used before goes back to the
+        // pool asynchronously (sqlx), so wait for that, not for a fixed time.
         let pool = h.store.pool();
-        assert_eq!(
-            pool.size() as usize - pool.num_idle(),
-            0,
-            "connections in use while waiting for {held}"
-        );
+        regindex_testkit::eventually(
+            &format!("no connection in use while waiting for {held}"),
+            Duration::from_secs(5),
+            || async { (pool.size() as usize == pool.num_idle()).then_some(()) },
+        )
+        .await;
         let other = tokio::time::timeout(
             Duration::from_secs(2),
             h.store.begin_repository(&repo(name)),
@@ -190,5 +193,70 @@ async fn a_manifest_the_store_lost_meanwhile_is_fetched_again() {
         .filter(|q| q.is_manifest_get() && q.path().ends_with(&x.digest))
         .count();
     assert_eq!(refetched_x, 1, "X fetched again by digest, once");
+    h.finish().await;
+}
+
+/// The garbage collection forgets the refetch ticket of a repository that is gone once no
+/// refetch that took an older ticket may still write, and a refetch older than that bound
+/// does not write what it listed.
+#[tokio::test]
+async fn the_gc_forgets_the_tickets_of_gone_repositories() {
+    let h = App::builder()
+        .config(|c| c.database.max_connections = 4)
+        .start()
+        .await;
+    let r = &h.registry;
+    let spec = |seed| ImageSpec::new("amd64").seed(seed);
+    r.push_image("apps/kept", Some("a"), &spec(1))
+        .await
+        .unwrap();
+    let gone = r
+        .push_image("apps/gone", Some("a"), &spec(2))
+        .await
+        .unwrap();
+    let syncer = syncer(&h, &r.url());
+    syncer.refetch(&repo("apps/kept")).await.unwrap();
+    syncer.refetch(&repo("apps/gone")).await.unwrap();
+    r.delete_manifest("apps/gone", &gone.digest).await.unwrap();
+    syncer.refetch(&repo("apps/gone")).await.unwrap();
+    assert_eq!(h.store.repositories().await.unwrap(), [repo("apps/kept")]);
+    let rows = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT repository FROM repository_refetches ORDER BY repository",
+        )
+        .fetch_all(h.store.pool())
+        .await
+        .unwrap()
+    };
+    assert_eq!(rows().await, ["apps/gone", "apps/kept"]);
+
+    // With no age bound, the first collection notes the tickets and the next one removes
+    // the rows of gone repositories below that note.
+    let unbounded = h.store.clone().with_refetch_max_age(Duration::ZERO);
+    assert_eq!(unbounded.gc().await.unwrap().refetch_rows_removed, 0);
+    assert_eq!(rows().await, ["apps/gone", "apps/kept"]);
+    assert_eq!(unbounded.gc().await.unwrap().refetch_rows_removed, 1);
+    assert_eq!(rows().await, ["apps/kept"]);
+
+    // A refetch older than the bound fails (to be retried) and writes nothing.
+    let pushed = r
+        .push_image("apps/gone", Some("b"), &spec(3))
+        .await
+        .unwrap();
+    let mut config = h.config.registry.clone();
+    config.url = r.url().parse().unwrap();
+    let too_slow = Syncer::new(RegistryClient::new(&config).unwrap(), unbounded);
+    let err = too_slow.refetch(&repo("apps/gone")).await.unwrap_err();
+    assert!(
+        matches!(err, SyncError::TooSlow { .. }) && err.is_transient(),
+        "{err}"
+    );
+    assert_eq!(h.store.repositories().await.unwrap(), [repo("apps/kept")]);
+    // Within the bound, it writes.
+    syncer.refetch(&repo("apps/gone")).await.unwrap();
+    assert_eq!(
+        h.stored("apps/gone").await.tags,
+        tags(&[("b", &pushed.digest)])
+    );
     h.finish().await;
 }

@@ -167,6 +167,11 @@ impl RegistryClient {
         self.inner.max_concurrency
     }
 
+    /// Requests in flight right now (sent and not yet read to the end), for profiling.
+    pub fn in_flight(&self) -> usize {
+        self.inner.max_concurrency - self.inner.permits.available_permits()
+    }
+
     pub fn stats(&self) -> RegistryStats {
         let c = &self.inner.counters;
         RegistryStats {

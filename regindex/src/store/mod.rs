@@ -27,7 +27,7 @@ mod icon_blobs;
 mod index_query;
 mod jobs;
 mod load;
-mod plan;
+pub mod plan;
 mod problems;
 mod refetch;
 mod replace;
@@ -79,6 +79,9 @@ pub struct Store {
     /// The sessions' own `statement_timeout` (see `SessionSettings`), which index
     /// queries then keep instead of their default limit.
     statement_timeout: Option<Duration>,
+    /// A refetch older than this may not write; see `gc::RefetchRows`.
+    refetch_max_age: Duration,
+    refetch_rows: std::sync::Arc<gc::RefetchRows>,
 }
 
 /// Settings every session of a pool starts with (PostgreSQL start-up `options`, so they
@@ -125,6 +128,9 @@ pub struct ReplaceOutcome {
     pub manifests_removed: usize,
 }
 
+/// Default of [`Store::refetch_max_age`]: far longer than any refetch takes.
+pub const REFETCH_MAX_AGE: Duration = Duration::from_secs(3600);
+
 /// What a global garbage collection removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GcSummary {
@@ -136,6 +142,8 @@ pub struct GcSummary {
     pub icons_removed: u64,
     /// Icons found unreferenced for the first time: deleted after the grace period.
     pub icons_unreferenced: u64,
+    /// Refetch tickets (`repository_refetches`) of repositories no longer stored.
+    pub refetch_rows_removed: u64,
 }
 
 impl Store {
@@ -174,6 +182,8 @@ impl Store {
             icon_max_bytes: crate::config::IconsConfig::default().max_bytes,
             icon_gc_grace: crate::config::IconsConfig::default().gc_grace,
             statement_timeout: None,
+            refetch_max_age: REFETCH_MAX_AGE,
+            refetch_rows: Default::default(),
         }
     }
 
@@ -188,6 +198,19 @@ impl Store {
     pub fn with_icons(mut self, icons: &crate::config::IconsConfig) -> Self {
         self.icon_max_bytes = icons.max_bytes;
         self.icon_gc_grace = icons.gc_grace;
+        self
+    }
+
+    /// How old a refetch (counted from before it took its ticket) may be when it writes;
+    /// an older one fails transiently instead. That bound is what lets the garbage
+    /// collection forget the tickets of repositories that are gone.
+    pub fn refetch_max_age(&self) -> Duration {
+        self.refetch_max_age
+    }
+
+    /// Another `refetch_max_age` (tests).
+    pub fn with_refetch_max_age(mut self, max_age: Duration) -> Self {
+        self.refetch_max_age = max_age;
         self
     }
 

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::plan::Known;
 use super::{rows, RepositoryTx, Store, StoreError};
 use crate::model::{Digest, RepositoryName, Tag, TagProblem};
 
@@ -19,9 +20,11 @@ pub struct RefetchTicket(i64);
 /// A repository as stored, as far as a refetch needs it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoredRepository {
+    /// None when the store holds no row for it.
+    pub repository_id: Option<i64>,
     pub tags: BTreeMap<Tag, Digest>,
-    /// Every stored image and list, with whether it is a list.
-    pub manifests: HashMap<Digest, bool>,
+    /// Every stored image and list.
+    pub manifests: HashMap<Digest, Known>,
     pub problems: BTreeMap<Tag, TagProblem>,
     /// The ticket of the refetch whose listing this is (none before the first).
     pub ticket: Option<RefetchTicket>,
@@ -37,7 +40,7 @@ impl Store {
     }
 
     /// The stored tags, manifests and problems of `repository`, from one snapshot. Takes
-    /// no lock: the write transaction checks again.
+    /// no lock: the write transaction reads again.
     pub async fn stored_repository(
         &self,
         repository: &RepositoryName,
@@ -46,52 +49,7 @@ impl Store {
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
             .await?;
-        let mut stored = StoredRepository::default();
-        let tags: Vec<(String, String)> = sqlx::query_as(
-            "SELECT t.tag, m.digest
-             FROM tags t JOIN repositories r ON r.id = t.repository_id JOIN manifests m ON m.id = t.manifest_id
-             WHERE r.name = $1",
-        )
-        .bind(repository.as_str())
-        .fetch_all(&mut *tx)
-        .await?;
-        for (tag, digest) in tags {
-            stored.tags.insert(rows::tag(&tag)?, rows::digest(&digest)?);
-        }
-        let manifests: Vec<(String, bool)> = sqlx::query_as(
-            "SELECT m.digest, m.is_list FROM manifests m
-             JOIN repositories r ON r.id = m.repository_id WHERE r.name = $1",
-        )
-        .bind(repository.as_str())
-        .fetch_all(&mut *tx)
-        .await?;
-        for (digest, is_list) in manifests {
-            stored.manifests.insert(rows::digest(&digest)?, is_list);
-        }
-        let problems: Vec<(String, String, String, bool)> = sqlx::query_as(
-            "SELECT tag, digest, reason, partial FROM tag_problems WHERE repository = $1",
-        )
-        .bind(repository.as_str())
-        .fetch_all(&mut *tx)
-        .await?;
-        for (tag, digest, reason, partial) in problems {
-            let tag = rows::tag(&tag)?;
-            stored.problems.insert(
-                tag.clone(),
-                TagProblem {
-                    tag,
-                    digest: rows::digest(&digest)?,
-                    reason,
-                    partial,
-                },
-            );
-        }
-        let ticket: Option<i64> =
-            sqlx::query_scalar("SELECT ticket FROM repository_refetches WHERE repository = $1")
-                .bind(repository.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-        stored.ticket = ticket.map(RefetchTicket);
+        let stored = read_stored(&mut tx, repository).await?;
         tx.commit().await?;
         Ok(stored)
     }
@@ -130,7 +88,74 @@ impl Store {
     }
 }
 
+/// What the store holds for `repository`, as `conn` sees it.
+pub(super) async fn read_stored(
+    conn: &mut sqlx::PgConnection,
+    repository: &RepositoryName,
+) -> Result<StoredRepository, StoreError> {
+    let mut stored = StoredRepository::default();
+    let tags: Vec<(String, String)> = sqlx::query_as(
+        "SELECT t.tag, m.digest
+         FROM tags t JOIN repositories r ON r.id = t.repository_id JOIN manifests m ON m.id = t.manifest_id
+         WHERE r.name = $1",
+    )
+    .bind(repository.as_str())
+    .fetch_all(&mut *conn)
+    .await?;
+    for (tag, digest) in tags {
+        stored.tags.insert(rows::tag(&tag)?, rows::digest(&digest)?);
+    }
+    // The repository's row, with its manifests if it has any.
+    type Row = (i64, Option<i64>, Option<String>, Option<bool>);
+    let manifests: Vec<Row> = sqlx::query_as(
+        "SELECT r.id, m.id, m.digest, m.is_list
+         FROM repositories r LEFT JOIN manifests m ON m.repository_id = r.id WHERE r.name = $1",
+    )
+    .bind(repository.as_str())
+    .fetch_all(&mut *conn)
+    .await?;
+    for (repository_id, id, digest, is_list) in manifests {
+        stored.repository_id = Some(repository_id);
+        if let (Some(id), Some(digest), Some(is_list)) = (id, digest, is_list) {
+            stored
+                .manifests
+                .insert(rows::digest(&digest)?, Known { id, is_list });
+        }
+    }
+    let problems: Vec<(String, String, String, bool)> = sqlx::query_as(
+        "SELECT tag, digest, reason, partial FROM tag_problems WHERE repository = $1",
+    )
+    .bind(repository.as_str())
+    .fetch_all(&mut *conn)
+    .await?;
+    for (tag, digest, reason, partial) in problems {
+        let tag = rows::tag(&tag)?;
+        stored.problems.insert(
+            tag.clone(),
+            TagProblem {
+                tag,
+                digest: rows::digest(&digest)?,
+                reason,
+                partial,
+            },
+        );
+    }
+    let ticket: Option<i64> =
+        sqlx::query_scalar("SELECT ticket FROM repository_refetches WHERE repository = $1")
+            .bind(repository.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+    stored.ticket = ticket.map(RefetchTicket);
+    Ok(stored)
+}
+
 impl RepositoryTx {
+    /// What the store holds for the repository, under its lock: the state a write
+    /// transaction compares the listing with.
+    pub async fn stored(&mut self) -> Result<StoredRepository, StoreError> {
+        read_stored(&mut self.tx, &self.repository).await
+    }
+
     /// Records that the stored state will be the listing of `ticket`; false (nothing
     /// recorded) when a refetch with a later ticket has written already.
     pub async fn claim(&mut self, ticket: RefetchTicket) -> Result<bool, StoreError> {

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use sqlx::types::Json;
 
 use super::gc::delete_unreachable;
-use super::plan::{self, Known};
-use super::{rows, ReplaceOutcome, RepositoryTx, StoreError};
+use super::plan::{self, Changes, Known};
+use super::{rows, ReplaceOutcome, RepositoryTx, StoreError, StoredRepository};
 use crate::model::{Digest, Image, ImageList, RepositoryName, StringMap, Tag};
 
 impl RepositoryTx {
@@ -19,29 +19,7 @@ impl RepositoryTx {
     /// Digests of the images and lists stored for this repository. A stored list always
     /// has its entries stored too.
     pub async fn known_manifests(&mut self) -> Result<HashSet<Digest>, StoreError> {
-        Ok(self.known().await?.into_keys().collect())
-    }
-
-    async fn repository_id(&mut self) -> Result<Option<i64>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT id FROM repositories WHERE name = $1")
-                .bind(self.repository.as_str())
-                .fetch_optional(&mut *self.tx)
-                .await?,
-        )
-    }
-
-    async fn known(&mut self) -> Result<HashMap<Digest, Known>, StoreError> {
-        let rows: Vec<(i64, String, bool)> = sqlx::query_as(
-            "SELECT m.id, m.digest, m.is_list FROM manifests m
-             JOIN repositories r ON r.id = m.repository_id WHERE r.name = $1",
-        )
-        .bind(self.repository.as_str())
-        .fetch_all(&mut *self.tx)
-        .await?;
-        rows.into_iter()
-            .map(|(id, digest, is_list)| Ok((rows::digest(&digest)?, Known { id, is_list })))
-            .collect()
+        Ok(self.stored().await?.manifests.into_keys().collect())
     }
 
     /// Makes the repository's state exactly `tags`: stores `new_images` and `new_lists`
@@ -58,12 +36,30 @@ impl RepositoryTx {
         new_images: &[Image],
         new_lists: &[ImageList],
     ) -> Result<ReplaceOutcome, StoreError> {
-        let mut known = self.known().await?;
-        let new = plan::plan_new_manifests(&self.repository, tags, &known, new_images, new_lists)?;
+        let stored = self.stored().await?;
+        let changes = plan::plan(
+            &self.repository,
+            &stored,
+            tags.clone(),
+            new_images,
+            new_lists,
+        )?;
+        self.apply(&stored, &changes).await
+    }
+
+    /// Carries out `changes`, planned ([`plan::diff`] or [`plan::plan`]) against `stored`
+    /// as read in this transaction ([`RepositoryTx::stored`]); see [`Self::replace`].
+    /// Leaves the problems alone.
+    pub async fn apply(
+        &mut self,
+        stored: &StoredRepository,
+        changes: &Changes,
+    ) -> Result<ReplaceOutcome, StoreError> {
+        let mut known = stored.manifests.clone();
         let mut outcome = ReplaceOutcome::default();
 
-        let existing_id = self.repository_id().await?;
-        let repository_id = match (existing_id, tags.is_empty()) {
+        let existing_id = stored.repository_id;
+        let repository_id = match (existing_id, changes.tags.is_empty()) {
             (None, true) => return Ok(outcome),
             (Some(id), true) => {
                 // Tags first: they reference the manifests.
@@ -89,34 +85,28 @@ impl RepositoryTx {
             }
         };
 
-        self.insert_images(repository_id, &new.images, &mut known)
+        let images: Vec<&Image> = changes.images.iter().collect();
+        let lists: Vec<&ImageList> = changes.lists.iter().collect();
+        self.insert_images(repository_id, &images, &mut known)
             .await?;
-        super::icon_blobs::store_image_icons(
-            &mut self.tx,
-            &new.images,
-            &known,
-            self.icon_max_bytes,
-        )
-        .await?;
-        self.insert_lists(repository_id, &new.lists, &mut known)
+        super::icon_blobs::store_image_icons(&mut self.tx, &images, &known, self.icon_max_bytes)
             .await?;
-        outcome.manifests_added = new.images.len() + new.lists.len();
+        self.insert_lists(repository_id, &lists, &mut known).await?;
+        outcome.manifests_added = images.len() + lists.len();
 
-        let current = self.current_tags(repository_id).await?;
-        let diff = plan::diff_tags(&current, tags);
-        if !diff.removed.is_empty() {
-            let removed: Vec<&str> = diff.removed.iter().map(|t| t.as_str()).collect();
+        if !changes.removed.is_empty() {
+            let removed: Vec<&str> = changes.removed.iter().map(|t| t.as_str()).collect();
             sqlx::query("DELETE FROM tags WHERE repository_id = $1 AND tag = ANY($2)")
                 .bind(repository_id)
                 .bind(&removed)
                 .execute(&mut *self.tx)
                 .await?;
         }
-        if !diff.set.is_empty() {
-            let mut names = Vec::with_capacity(diff.set.len());
-            let mut ids = Vec::with_capacity(diff.set.len());
-            for (tag, digest) in &diff.set {
-                let known = known.get(*digest).ok_or_else(|| StoreError::Inconsistent {
+        if !changes.set.is_empty() {
+            let mut names = Vec::with_capacity(changes.set.len());
+            let mut ids = Vec::with_capacity(changes.set.len());
+            for (tag, digest) in &changes.set {
+                let known = known.get(digest).ok_or_else(|| StoreError::Inconsistent {
                     repository: self.repository.to_string(),
                     detail: format!("tag {tag} points to {digest}, which was not stored"),
                 })?;
@@ -134,10 +124,16 @@ impl RepositoryTx {
             .execute(&mut *self.tx)
             .await?;
         }
-        outcome.tags_set = diff.set.len();
-        outcome.manifests_removed = delete_unreachable(&mut self.tx, repository_id).await? as usize;
+        outcome.tags_set = changes.set.len();
+        // Only a tag that moved or went can leave a manifest unreachable (a committed state
+        // holds none; the garbage collection is the backstop).
+        if changes.orphans_possible(stored) {
+            outcome.manifests_removed =
+                delete_unreachable(&mut self.tx, repository_id).await? as usize;
+        }
         outcome.changed = existing_id.is_none()
-            || !diff.is_empty()
+            || !changes.set.is_empty()
+            || !changes.removed.is_empty()
             || outcome.manifests_added > 0
             || outcome.manifests_removed > 0;
         if outcome.changed {
@@ -163,22 +159,6 @@ impl RepositoryTx {
             .await?;
         }
         Ok(())
-    }
-
-    async fn current_tags(
-        &mut self,
-        repository_id: i64,
-    ) -> Result<BTreeMap<Tag, Digest>, StoreError> {
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT t.tag, m.digest FROM tags t JOIN manifests m ON m.id = t.manifest_id
-             WHERE t.repository_id = $1",
-        )
-        .bind(repository_id)
-        .fetch_all(&mut *self.tx)
-        .await?;
-        rows.iter()
-            .map(|(tag, digest)| Ok((rows::tag(tag)?, rows::digest(digest)?)))
-            .collect()
     }
 
     async fn insert_images(

@@ -361,7 +361,10 @@ fn assemble_list(
         if !entry.media_type.is_empty() && !media_type::is_image(&entry.media_type) {
             continue;
         }
-        match (stored.manifests.get(child), fetched.usable.get(child)) {
+        match (
+            stored.manifests.get(child).map(|k| k.is_list),
+            fetched.usable.get(child),
+        ) {
             (Some(false), _) | (None, Some(Usable::Image(_))) => entries.push(child.clone()),
             (None, Some(Usable::Bad(reason))) => skipped.push((child.clone(), reason.clone())),
             (None, None) if fetched.vanished.contains(child) => {

@@ -32,10 +32,11 @@ use tracing::{debug, info, warn};
 
 pub use configs::{ConfigCache, CONFIG_CACHE_BYTES};
 use fetch::{Fetch, Fetched};
-use plan::{Desired, Usable};
+use plan::Usable;
 
 use crate::model::{Digest, RepositoryName, Tag};
 use crate::registry::{FetchedManifest, RegistryClient, RegistryError};
+use crate::store::plan::{Changes, Listing};
 use crate::store::{RefetchTicket, ReplaceOutcome, Store, StoreError, StoredRepository};
 
 /// Pauses before listing the tags again when they do not show yet what a push event
@@ -62,6 +63,10 @@ pub enum SyncError {
     Store(#[from] StoreError),
     #[error("{repository} kept changing in the store while it was refetched")]
     KeptChanging { repository: String },
+    /// The refetch took longer than `Store::refetch_max_age`: its listing may be older
+    /// than what the garbage collection forgot, so it does not write.
+    #[error("the refetch of {repository} took too long to write what it listed")]
+    TooSlow { repository: String },
 }
 
 impl SyncError {
@@ -70,7 +75,7 @@ impl SyncError {
         match self {
             SyncError::Registry(e) => e.is_transient(),
             SyncError::Store(e) => e.is_transient(),
-            SyncError::KeptChanging { .. } => true,
+            SyncError::KeptChanging { .. } | SyncError::TooSlow { .. } => true,
         }
     }
 }
@@ -176,15 +181,34 @@ pub trait RefetchObserver: Send + Sync {
     ) -> BoxFuture<'a, ()>;
 }
 
-/// How a write attempt ended.
-enum Write {
+/// How many refetches of a scan may be in each stage at once. A refetch holds a
+/// `fetching` place while it lists and fetches (the registry client's own limit bounds
+/// the requests; this keeps enough repositories ready to keep that limit busy), and a
+/// `writing` place while it writes and reports to its observer. Writers queue on one
+/// another's commits (they share the data version's row), so a few are enough, and the
+/// pool's other connections stay free for the reads that start the next refetches.
+/// Waiting for a place holds neither a connection nor a registry request.
+struct Stages {
+    fetching: tokio::sync::Semaphore,
+    writing: tokio::sync::Semaphore,
+}
+
+/// How a refetch's write ended.
+enum Written {
     Written {
         outcome: ReplaceOutcome,
         problems_changed: bool,
     },
     Superseded,
-    /// Manifests the store lost since it was read.
-    Missing(BTreeSet<Digest>),
+}
+
+/// How a write attempt ended.
+enum Write {
+    Done(Box<Changes>, Written),
+    Superseded,
+    /// The store lost manifests the listing relies on since it was read: the state read
+    /// under the lock, to fetch them against.
+    Missing(Box<StoredRepository>),
 }
 
 impl Syncer {
@@ -226,14 +250,30 @@ impl Syncer {
     /// `refetch`, for push events that announced `announced` (tag, digest) pairs: while
     /// the listing does not show them yet, it lists again after a short pause (see
     /// [`ANNOUNCED_TAG_RETRIES`]).
-    #[tracing::instrument(skip(self, announced), fields(repository = %repository))]
     pub async fn refetch_expecting(
         &self,
         repository: &RepositoryName,
         announced: &[(Tag, Digest)],
     ) -> Result<RefetchReport, SyncError> {
+        self.refetch_staged(repository, announced, None).await
+    }
+
+    /// A refetch; within a scan, its registry part and its database part each wait for
+    /// a place in the scan's [`Stages`].
+    #[tracing::instrument(skip(self, announced, stages), fields(repository = %repository))]
+    async fn refetch_staged(
+        &self,
+        repository: &RepositoryName,
+        announced: &[(Tag, Digest)],
+        stages: Option<&Stages>,
+    ) -> Result<RefetchReport, SyncError> {
+        let started = Instant::now();
         let ticket = self.store.refetch_ticket().await?;
         let mut stored = self.store.stored_repository(repository).await?;
+        let fetching = match stages {
+            Some(stages) => Some(stages.fetching.acquire().await),
+            None => None,
+        };
 
         let fetch = Fetch {
             registry: &self.registry,
@@ -263,61 +303,75 @@ impl Syncer {
         let announced_unseen = !shows_announced(&resolved);
 
         let mut rounds = 0;
-        let (desired, written) = loop {
+        let mut fetching = fetching;
+        let mut writing = None;
+        let (changes, written) = loop {
             let targets = plan::to_fetch(&stored, &resolved, &fetched.usable);
             fetch.complete(&targets, &stored, &mut fetched).await?;
-            let desired = plan::desired(&stored, &resolved, &fetched.usable);
+            // The registry part is done: make room for another repository's.
+            drop(fetching.take());
+            if let (Some(stages), None) = (stages, &writing) {
+                writing = Some(stages.writing.acquire().await);
+            }
+            let listing = Listing {
+                tags: &resolved,
+                usable: &fetched.usable,
+                vanished: &fetched.vanished,
+            };
+            let changes = crate::store::plan::diff(repository, &stored, listing)?;
             // Most refetches (every one of a warm scan) find nothing new: one statement
             // records that, without a write transaction.
-            if plan::unchanged(&stored, &desired)
+            if changes.is_empty()
                 && self
                     .store
                     .confirm_unchanged(repository, ticket, stored.ticket)
                     .await?
             {
                 break (
-                    desired,
-                    Write::Written {
+                    changes,
+                    Written::Written {
                         outcome: ReplaceOutcome::default(),
                         problems_changed: false,
                     },
                 );
             }
-            match self.write(repository, ticket, &desired).await? {
-                Write::Missing(missing) => {
+            match self.write(repository, ticket, started, listing).await? {
+                Write::Missing(now) => {
                     rounds += 1;
                     if rounds >= MAX_WRITE_ROUNDS {
                         return Err(SyncError::KeptChanging {
                             repository: repository.to_string(),
                         });
                     }
-                    debug!(?missing, "the store changed meanwhile; reading it again");
+                    debug!("the store lost manifests this refetch counted on; fetching them");
                     // Lists are judged against the store; judge them again.
                     fetched
                         .usable
                         .retain(|_, usable| !matches!(usable, Usable::List { .. }));
-                    stored = self.store.stored_repository(repository).await?;
+                    stored = *now;
                 }
-                other => break (desired, other),
+                Write::Done(changes, written) => break (*changes, written),
+                // What this refetch would have written, for its report.
+                Write::Superseded => break (changes, Written::Superseded),
             }
         };
 
         let mut report = RefetchReport {
-            tags: desired.tags.len(),
+            tags: changes.tags.len(),
             manifests_fetched: fetched.manifests,
             blobs_fetched: fetched.blobs,
-            problems: desired.problems.len(),
+            problems: changes.problems.len(),
             announced_unseen,
             ..RefetchReport::default()
         };
         match written {
-            Write::Written {
+            Written::Written {
                 outcome,
                 problems_changed,
             } => {
                 if problems_changed {
                     self.problems_changed.store(true, Ordering::Relaxed);
-                    for problem in &desired.problems {
+                    for problem in &changes.problems {
                         warn!(tag = %problem.tag, digest = %problem.digest, reason = %problem.reason, partial = problem.partial, "tag not fully indexed");
                     }
                 }
@@ -328,10 +382,11 @@ impl Syncer {
                         manifests: &fetched.bodies,
                     };
                     observer.refetched(repository, refetched).await;
+                    drop(writing);
                 }
                 if outcome.changed {
                     info!(
-                        tags = desired.tags.len(),
+                        tags = changes.tags.len(),
                         manifests = fetched.manifests,
                         blobs = fetched.blobs,
                         "repository updated"
@@ -339,11 +394,10 @@ impl Syncer {
                 }
                 report.outcome = outcome;
             }
-            Write::Superseded => {
+            Written::Superseded => {
                 debug!("a refetch that listed later has written already");
                 report.superseded = true;
             }
-            Write::Missing(_) => {}
         }
         Ok(report)
     }
@@ -364,38 +418,53 @@ impl Syncer {
     }
 
     /// The short write: under the repository's lock, unless a later listing was written.
+    /// The stored state is read once more here, under the lock, and the listing is
+    /// diffed against it: that is what gets written.
     async fn write(
         &self,
         repository: &RepositoryName,
         ticket: RefetchTicket,
-        desired: &Desired,
+        started: Instant,
+        listing: Listing<'_>,
     ) -> Result<Write, SyncError> {
         let mut tx = self.store.begin_repository(repository).await?;
+        let mut stored = tx.stored().await?;
+        let seen = stored.ticket;
         if !tx.claim(ticket).await? {
             return Ok(Write::Superseded);
         }
-        let known = tx.known_manifests().await?;
-        let missing = plan::missing(desired, &known);
-        if !missing.is_empty() {
-            return Ok(Write::Missing(missing));
+        // Checked once the claim holds the ticket's row (see `store::gc`).
+        if started.elapsed() >= self.store.refetch_max_age() {
+            return Err(SyncError::TooSlow {
+                repository: repository.to_string(),
+            });
         }
-        let outcome = tx
-            .replace(&desired.tags, &desired.images, &desired.lists)
-            .await?;
-        let problems_changed = tx.set_problems(&desired.problems).await?;
+        let changes = crate::store::plan::diff(repository, &stored, listing)?;
+        if !changes.missing.is_empty() {
+            debug!(missing = ?changes.missing, "the store changed meanwhile");
+            stored.ticket = seen;
+            return Ok(Write::Missing(Box::new(stored)));
+        }
+        let outcome = tx.apply(&stored, &changes).await?;
+        let problems_changed =
+            changes.problems_changed && tx.set_problems(&changes.problems).await?;
         tx.commit().await?;
-        Ok(Write::Written {
-            outcome,
-            problems_changed,
-        })
+        Ok(Write::Done(
+            Box::new(changes),
+            Written::Written {
+                outcome,
+                problems_changed,
+            },
+        ))
     }
 
     /// Refetches every repository of the catalog and every repository the store knows
-    /// (so that repositories gone from the registry are removed), `concurrency`
-    /// repositories at a time but at least twice the registry client's request limit: a
-    /// refetch holds no database connection while it waits for the registry, so the
-    /// registry is kept busy without tying up the pool. One failing repository does not
-    /// stop the scan; it is reported in `failed`. Listing the catalog failing does.
+    /// (so that repositories gone from the registry are removed). The refetches share
+    /// [`Stages`]: twice the registry client's request limit may list and fetch at once,
+    /// half the pool's connections may write at once, and enough repositories (at least
+    /// `concurrency`) are under way that the registry is never left waiting for a
+    /// repository's database work. One failing repository does not stop the scan; it is
+    /// reported in `failed`. Listing the catalog failing does.
     pub async fn scan(
         &self,
         concurrency: usize,
@@ -418,12 +487,21 @@ impl Syncer {
             repositories: repositories.len(),
             ..ScanSummary::default()
         };
+        let requests = self.registry.max_concurrency();
+        let connections = self.store.pool().options().get_max_connections() as usize;
+        let stages = Stages {
+            fetching: tokio::sync::Semaphore::new(2 * requests),
+            writing: tokio::sync::Semaphore::new((connections / 2).max(1)),
+        };
+        // Enough repositories under way that some wait for each stage.
+        let width = (4 * requests + connections).max(concurrency);
+        let stages = &stages;
         let mut results = stream::iter(repositories)
             .map(|repository| async move {
-                let result = self.refetch(&repository).await;
+                let result = self.refetch_staged(&repository, &[], Some(stages)).await;
                 (repository, result)
             })
-            .buffer_unordered(concurrency.max(2 * self.registry.max_concurrency()));
+            .buffer_unordered(width);
         while let Some((repository, result)) = results.next().await {
             match result {
                 Ok(report) => {
