@@ -89,7 +89,10 @@ async fn get(app: &axum::Router, uri: &str, gzip: bool) -> (StatusCode, String, 
         .await
         .unwrap();
     let status = response.status();
-    let etag = response.headers()[header::ETAG].to_str().unwrap().to_owned();
+    let etag = response.headers()[header::ETAG]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(
         response.headers().contains_key(header::CONTENT_ENCODING),
         gzip,
