@@ -135,13 +135,6 @@ fn median(mut values: Vec<Duration>) -> f64 {
     values[values.len() / 2].as_secs_f64() * 1e3
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3
-}
-
 fn rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -168,50 +161,14 @@ fn pusher(store: Store, repos: usize, stop: Arc<AtomicBool>) -> tokio::task::Joi
     })
 }
 
-/// `connections` clients asking `urls` in turn for `seconds`: (requests/s, p50, p99 ms).
+/// CONNECTIONS clients asking `urls` in turn for `seconds`: (requests/s, p50, p99 ms).
 async fn load(urls: &[(String, Option<String>)], seconds: u64) -> (f64, f64, f64) {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(CONNECTIONS)
         .no_gzip()
         .build()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..CONNECTIONS)
-        .map(|c| {
-            let client = client.clone();
-            let urls = urls.to_vec();
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                let mut n = c;
-                while Instant::now() < deadline {
-                    let (url, etag) = &urls[n % urls.len()];
-                    n += 1;
-                    let t = Instant::now();
-                    let mut request = client.get(url).header("Accept-Encoding", "gzip");
-                    if let Some(etag) = etag {
-                        request = request.header("If-None-Match", etag);
-                    }
-                    let response = request.send().await.unwrap();
-                    assert!(response.status().is_success() || response.status().as_u16() == 304);
-                    response.bytes().await.unwrap();
-                    latencies.push(t.elapsed());
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut all = Vec::new();
-    for task in tasks {
-        all.extend(task.await.unwrap());
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    all.sort();
-    (
-        all.len() as f64 / elapsed,
-        percentile(&all, 0.5),
-        percentile(&all, 0.99),
-    )
+    support::load(&client, urls, CONNECTIONS, seconds).await
 }
 
 /// The api's first answer after each of SAMPLES pushes, against a full render as before

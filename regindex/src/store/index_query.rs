@@ -67,14 +67,9 @@ impl Store {
         let mut versions_sql =
             QueryBuilder::<Postgres>::new("SELECT id, name, changed_version FROM repositories");
         if !query.repositories.is_empty() {
-            let names: Vec<String> = query
-                .repositories
-                .iter()
-                .map(|r| r.as_str().to_owned())
-                .collect();
             versions_sql
                 .push(" WHERE name = ANY(")
-                .push_bind(names)
+                .push_bind(repository_names(query))
                 .push(")");
         }
         let rows: Vec<(i64, String, i64)> =
@@ -188,13 +183,8 @@ fn build_sql(query: &Query, repository_ids: Option<&[i64]>) -> QueryBuilder<'sta
         qb.push(" AND t.tag = ANY(").push_bind(tags).push(")");
     }
     if !query.repositories.is_empty() {
-        let names: Vec<String> = query
-            .repositories
-            .iter()
-            .map(|r| r.as_str().to_owned())
-            .collect();
         qb.push(" AND t.repository_id IN (SELECT r.id FROM repositories r WHERE r.name = ANY(")
-            .push_bind(names)
+            .push_bind(repository_names(query))
             .push("))");
     }
     if let Some(ids) = repository_ids {
@@ -226,6 +216,14 @@ fn build_sql(query: &Query, repository_ids: Option<&[i64]>) -> QueryBuilder<'sta
     push_image_conditions(&mut qb, query);
     qb.push(" OFFSET 0) im");
     qb
+}
+
+fn repository_names(query: &Query) -> Vec<String> {
+    query
+        .repositories
+        .iter()
+        .map(|r| r.as_str().to_owned())
+        .collect()
 }
 
 /// `AND ...` conditions on image `im`, the SQL twin of `Query::matches_image`.
