@@ -299,6 +299,13 @@ CREATE TABLE IF NOT EXISTS repository_refetches (
     ticket bigint NOT NULL
 );
 
+-- Version 6: each repository's own version (issue 13): the data version of the commit
+-- that last changed what index queries see of it, written by that commit. Answers are
+-- cached per repository keyed on it, so a push re-renders only its own repository. A
+-- repository removed and added again gets a new row, and with it a newer version.
+-- Existing rows start at 0: caches live in memory, and start empty.
+ALTER TABLE repositories ADD COLUMN IF NOT EXISTS changed_version bigint NOT NULL DEFAULT 0;
+
 -- Record the version last: never lower it (re-applying an older file keeps the newer mark).
-INSERT INTO regindex_schema (singleton, version) VALUES (true, 5)
+INSERT INTO regindex_schema (singleton, version) VALUES (true, 6)
 ON CONFLICT (singleton) DO UPDATE SET version = GREATEST(regindex_schema.version, EXCLUDED.version);

@@ -10,7 +10,6 @@
 //!
 //! Prints a Markdown table (docs/benchmarks.md).
 
-use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,64 +23,15 @@ use regindex::store::Store;
 use regindex::sync::{NoProgress, Syncer};
 use regindex_testkit::{ImageSpec, TestDatabase, TestRegistry};
 use secrecy::SecretString;
+use support::icon_png;
+
+mod support;
 
 /// What Flatpak 1.14 sends (PROTOCOL.md).
 const FLATPAK_QUERY: &str =
     "label%3Aorg.flatpak.ref%3Aexists=1&architecture=amd64&os=linux&tag=latest";
 const WARM_REQUESTS: usize = 30;
 const RENDERS: usize = 5;
-
-/// A compressed `size`x`size` RGB PNG: a gradient with noise, so that it compresses about
-/// as well as a real application icon (a few KB at 64 px, ~10-20 KB at 128 px).
-fn icon_png(seed: u64, size: u32) -> Vec<u8> {
-    // Filter type 1 (Sub) on every row, as PNG encoders do for gradients: each byte is
-    // stored as its difference to the pixel on its left.
-    let mut raw = Vec::with_capacity((size * (size * 3 + 1)) as usize);
-    let mut state = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    for y in 0..size {
-        raw.push(1);
-        let mut left = [0u8; 3];
-        for x in 0..size {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let noise = ((state >> 33) % 4) as u8;
-            let r = ((x * 255 / size) as u8)
-                .wrapping_add(seed as u8)
-                .wrapping_add(noise);
-            let g = ((y * 255 / size) as u8).wrapping_add(noise / 2);
-            let b = (((x + y) * 127 / size) as u8).wrapping_add((seed >> 8) as u8);
-            let pixel = [r, g, b];
-            for c in 0..3 {
-                raw.push(pixel[c].wrapping_sub(left[c]));
-            }
-            left = pixel;
-        }
-    }
-    let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
-    let _ = encoder.write_all(&raw);
-    let idat = encoder.finish().unwrap_or_default();
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut ihdr = size.to_be_bytes().to_vec();
-    ihdr.extend_from_slice(&size.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    for (kind, data) in [
-        (&b"IHDR"[..], ihdr),
-        (&b"IDAT"[..], idat),
-        (&b"IEND"[..], Vec::new()),
-    ] {
-        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        let mut body = kind.to_vec();
-        body.extend_from_slice(&data);
-        let mut crc = flate2::Crc::new();
-        crc.update(&body);
-        out.extend_from_slice(&body);
-        out.extend_from_slice(&crc.sum().to_be_bytes());
-    }
-    out
-}
 
 fn data_uri(png: &[u8]) -> String {
     format!(

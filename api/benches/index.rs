@@ -24,6 +24,8 @@ use regindex_testkit::{ImageSpec, LoggedRequest, TestDatabase, TestRegistry, ALL
 use secrecy::SecretString;
 use tower::ServiceExt;
 
+mod support;
+
 const FLATPAK_QUERY: &str =
     "/index/static?label%3Aorg.flatpak.ref%3Aexists=1&architecture=amd64&os=linux&tag=latest";
 
@@ -34,15 +36,7 @@ fn env_or(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index].as_secs_f64() * 1e3
-}
-
-/// Runs `connections` clients in a loop for `seconds`; returns (requests/s, p50 ms, p99 ms).
+/// Runs `connections` clients on `url` for `seconds`; returns (requests/s, p50 ms, p99 ms).
 async fn load(
     url: &str,
     etag: Option<&str>,
@@ -53,41 +47,8 @@ async fn load(
         .pool_max_idle_per_host(connections)
         .build()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(seconds as u64);
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..connections)
-        .map(|_| {
-            let client = client.clone();
-            let url = url.to_owned();
-            let etag = etag.map(str::to_owned);
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                while Instant::now() < deadline {
-                    let t = Instant::now();
-                    let mut request = client.get(&url).header("Accept-Encoding", "gzip");
-                    if let Some(etag) = &etag {
-                        request = request.header("If-None-Match", etag);
-                    }
-                    let response = request.send().await.unwrap();
-                    assert!(response.status().is_success() || response.status().as_u16() == 304);
-                    response.bytes().await.unwrap();
-                    latencies.push(t.elapsed());
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut all = Vec::new();
-    for task in tasks {
-        all.extend(task.await.unwrap());
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    all.sort();
-    (
-        all.len() as f64 / elapsed,
-        percentile(&all, 0.5),
-        percentile(&all, 0.99),
-    )
+    let urls = [(url.to_owned(), etag.map(str::to_owned))];
+    support::load(&client, &urls, connections, seconds as u64).await
 }
 
 /// Sends `requests` again (same methods and URLs, bodies read), `concurrency` at a time,
@@ -270,8 +231,8 @@ async fn main() -> anyhow::Result<()> {
     uncached.sort();
     println!(
         "flatpak query, uncached (PostgreSQL + rendering): {images} images, {body_len} bytes; p50 {:.2} ms, p99 {:.2} ms over {} runs",
-        percentile(&uncached, 0.5),
-        percentile(&uncached, 0.99),
+        support::percentile(&uncached, 0.5),
+        support::percentile(&uncached, 0.99),
         uncached.len()
     );
 

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use sha2::{Digest as _, Sha256};
+use regindex::index::render::{Parts, RenderedParts};
 use tokio::sync::OnceCell;
 
 pub const DEFAULT_MAX_ENTRIES: usize = 1024;
@@ -39,16 +39,30 @@ pub struct Rendered {
 }
 
 impl Rendered {
-    /// Hashes and compresses `json` (CPU work: call it off the async executor).
+    /// The answer assembled from its parts: their bytes and compressed pieces are
+    /// joined, not serialised or compressed again, and the ETags derive from the parts'
+    /// hashes (CPU work: call it off the async executor).
+    pub fn from_parts(parts: &RenderedParts) -> Self {
+        let hash = hex::encode(&parts.hash()[..16]);
+        let json = parts.json();
+        let gzip = match parts.gzip() {
+            Some(gzip) => gzip,
+            None => gzip_whole(&json),
+        };
+        Self {
+            json: Bytes::from(json),
+            gzip: Bytes::from(gzip),
+            etag: format!("\"{hash}\""),
+            gzip_etag: format!("\"{hash}-gzip\""),
+        }
+    }
+
+    /// Hashes and compresses `json` whole.
+    #[cfg(test)]
     pub fn new(json: Vec<u8>) -> Self {
+        use sha2::{Digest as _, Sha256};
         let hash = hex::encode(&Sha256::digest(&json)[..16]);
-        let mut encoder =
-            GzEncoder::new(Vec::with_capacity(json.len() / 4), Compression::default());
-        // Writing into a Vec cannot fail.
-        let gzip = encoder
-            .write_all(&json)
-            .and_then(|()| encoder.finish())
-            .unwrap_or_default();
+        let gzip = gzip_whole(&json);
         Self {
             json: Bytes::from(json),
             gzip: Bytes::from(gzip),
@@ -60,6 +74,15 @@ impl Rendered {
     fn size(&self) -> usize {
         self.json.len() + self.gzip.len()
     }
+}
+
+fn gzip_whole(json: &[u8]) -> Vec<u8> {
+    let mut encoder = GzEncoder::new(Vec::with_capacity(json.len() / 4), Compression::default());
+    // Writing into a Vec cannot fail.
+    encoder
+        .write_all(json)
+        .and_then(|()| encoder.finish())
+        .unwrap_or_default()
 }
 
 #[derive(Debug)]
@@ -92,10 +115,22 @@ struct Entry {
     current: Option<Slot>,
     /// The last answer served as current, for serving during an outage.
     last_good: Option<Remembered>,
+    /// The per-repository parts of the newest render, reused by the next one.
+    parts: Option<KeptParts>,
     /// Tick of the last use (its key in `Inner::lru`).
     used: u64,
     /// Bytes this entry holds, counted in `Inner::bytes`.
     charged: usize,
+}
+
+#[derive(Debug)]
+struct KeptParts {
+    parts: Arc<Parts>,
+    /// The data version they were rendered at: an older render finishing late keeps its
+    /// parts to itself.
+    version: i64,
+    /// `parts.size()`, counted once.
+    bytes: usize,
 }
 
 impl Entry {
@@ -104,7 +139,9 @@ impl Entry {
         let last_good = self.last_good.as_ref().map(|r| &r.rendered);
         let current = self.current.as_ref().and_then(|slot| slot.get());
         let shared = matches!((current, last_good), (Some(a), Some(b)) if Arc::ptr_eq(a, b));
-        last_good.map_or(0, |r| r.size()) + current.filter(|_| !shared).map_or(0, |r| r.size())
+        last_good.map_or(0, |r| r.size())
+            + current.filter(|_| !shared).map_or(0, |r| r.size())
+            + self.parts.as_ref().map_or(0, |p| p.bytes)
     }
 }
 
@@ -138,7 +175,7 @@ impl Inner {
         self.bytes -= entry.charged;
         entry.charged = entry.size();
         self.bytes += entry.charged;
-        if entry.current.is_none() && entry.last_good.is_none() {
+        if entry.current.is_none() && entry.last_good.is_none() && entry.parts.is_none() {
             let used = entry.used;
             self.entries.remove(key);
             self.lru.remove(&used);
@@ -295,6 +332,32 @@ impl ResponseCache {
             }
             inner.recharge(key);
         }
+    }
+
+    /// The parts of `key`'s newest render, for the next render to reuse.
+    pub fn parts(&self, key: &str) -> Option<Arc<Parts>> {
+        let inner = self.lock();
+        Some(inner.entries.get(key)?.parts.as_ref()?.parts.clone())
+    }
+
+    /// Keeps `parts`, rendered for `key` at data `version`, for the next render, unless
+    /// newer parts are kept already or the entry is gone (evicted meanwhile).
+    pub fn keep_parts(&self, key: &str, version: i64, parts: Arc<Parts>) {
+        let bytes = parts.size();
+        let mut inner = self.lock();
+        let Some(entry) = inner.entries.get_mut(key) else {
+            return;
+        };
+        if entry.parts.as_ref().is_some_and(|p| p.version > version) {
+            return;
+        }
+        entry.parts = Some(KeptParts {
+            parts,
+            version,
+            bytes,
+        });
+        inner.recharge(key);
+        inner.evict(self.max_entries, self.max_bytes);
     }
 
     /// Queries with a current body.

@@ -16,7 +16,7 @@ use std::time::Duration;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use regindex::index::render::render_profile_index;
+use regindex::index::render::render_parts;
 use regindex::index::{IndexProfile, Query};
 
 use crate::cache::Rendered;
@@ -207,17 +207,23 @@ async fn rendered(
     state
         .cache
         .get_or_render(version, &key, || async {
-            // The one rendering shared with the static index files (icon URLs included).
-            let rendered = render_profile_index(
+            // The one rendering shared with the static index files (icon URLs included),
+            // rebuilding only the repositories that changed since the last render.
+            let previous = state.cache.parts(&key);
+            let rendered = render_parts(
                 &state.store,
                 &query,
                 state.config.public_registry_url(),
                 &state.config.icons,
                 profile,
+                previous.as_deref(),
+                true,
             )
             .await?;
-            let body = rendered.body;
-            tokio::task::spawn_blocking(move || Rendered::new(body))
+            state
+                .cache
+                .keep_parts(&key, rendered.data_version, rendered.parts.clone());
+            tokio::task::spawn_blocking(move || Rendered::from_parts(&rendered))
                 .await
                 .map_err(|e| ApiError::Internal(format!("rendering task failed: {e}")))
         })

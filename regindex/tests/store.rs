@@ -767,7 +767,66 @@ async fn migrate_upgrades_a_version_2_database() {
         app_state()
     );
     upgraded.pool().close().await;
-    store.pool().close().await;
+    db.finish().await;
+}
+
+/// A version 5 database (no `repositories.changed_version`) is refused until `migrate`,
+/// which adds the column and keeps the data; from then on each change records the data
+/// version of its commit as the repository's own version, and only for that repository.
+#[tokio::test]
+async fn migrate_upgrades_a_version_5_database_with_repository_versions() {
+    let db = TestStore::start().await;
+    let store = db.store.clone();
+    write(&store, &repo("apps/app"), &app_state()).await;
+    write(&store, &repo("apps/other"), &app_state()).await;
+    sqlx::query("ALTER TABLE repositories DROP COLUMN changed_version")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE regindex_schema SET version = 5")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let err = Store::connect(&db.config).await.err().unwrap();
+    assert!(
+        matches!(err, StoreError::SchemaOutdated { found: 5, .. }),
+        "{err}"
+    );
+    store.migrate().await.unwrap();
+    let upgraded = Store::connect(&db.config).await.unwrap();
+    assert_eq!(
+        upgraded.load_repository(&repo("apps/app")).await.unwrap(),
+        app_state()
+    );
+    let versions = |store: Store| async move {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT name, changed_version FROM repositories ORDER BY name")
+                .fetch_all(store.pool())
+                .await
+                .unwrap();
+        rows
+    };
+    assert_eq!(
+        versions(upgraded.clone()).await,
+        [("apps/app".to_owned(), 0), ("apps/other".to_owned(), 0)]
+    );
+    let mut changed = app_state();
+    changed.tags.remove(&t("old"));
+    write(&upgraded, &repo("apps/app"), &changed).await;
+    let data_version = upgraded.data_version().await.unwrap();
+    assert_eq!(
+        versions(upgraded.clone()).await,
+        [
+            ("apps/app".to_owned(), data_version),
+            ("apps/other".to_owned(), 0)
+        ]
+    );
+    // Writing the same state again changes nothing, so neither version moves.
+    write(&upgraded, &repo("apps/app"), &changed).await;
+    assert_eq!(upgraded.data_version().await.unwrap(), data_version);
+    assert_eq!(versions(upgraded.clone()).await[0].1, data_version);
+    upgraded.pool().close().await;
+    db.finish().await;
 }
 
 /// A change announces its new data version on `DATA_VERSION_CHANNEL` at commit (not

@@ -12,6 +12,15 @@ pub async fn start(tweak: impl FnOnce(&mut Config) + 'static) -> App {
     App::builder().router().config(tweak).start().await
 }
 
+/// The api's public router on `app`'s store and configuration, for requests sent
+/// straight into it (each call is another api process: its own, empty cache).
+pub fn router(app: &App) -> axum::Router {
+    regindex_api::router(regindex_api::AppState::new(
+        std::sync::Arc::new(app.config.clone()),
+        app.store.clone(),
+    ))
+}
+
 /// A real `size`x`size` RGB PNG filled with one colour.
 pub fn png(rgb: [u8; 3], size: u32) -> Vec<u8> {
     regindex_testkit::png(rgb, size)

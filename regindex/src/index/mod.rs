@@ -3,6 +3,7 @@
 //! the store runs the SQL pre-filter, the API does HTTP.
 
 mod glob;
+pub mod gzip;
 mod profile;
 mod query;
 pub mod render;

@@ -1,12 +1,31 @@
 //! The index response as served: the one function that turns a query into the bytes of
 //! `/index/static`, `/index/dynamic` and the static index files, so that they can never
 //! differ.
+//!
+//! An answer is assembled from per-repository parts: `{"Registry":…,"Results":[` (the
+//! head), each repository's `Results` entry serialised on its own and joined by commas,
+//! and `]}`. A part is keyed on its repository's own version (`changed_version`, written
+//! by the commit that last changed the repository), so rendering again after a push reads
+//! and builds only the repositories whose version moved, and reuses every other part's
+//! bytes (and compressed bytes, see `gzip.rs`). A fresh render is the same code with no
+//! parts to reuse.
+//!
+//! Icon URLs replace a data URI only for icons stored for the repository's own images,
+//! so a part depends on its repository's data alone (an icon stored for another
+//! repository may be garbage-collected once that repository moves on).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use sha2::{Digest as _, Sha256};
 
 use crate::catalog::icons;
 use crate::config::IconsConfig;
-use crate::index::{build_response, ImageFields, IndexProfile, IndexResponse, Query};
+use crate::index::gzip::{self, Piece};
+use crate::index::{
+    build_response, ImageFields, IndexProfile, IndexResponse, Query, RepositoryResult,
+};
+use crate::model::RepositoryName;
 use crate::store::{Store, StoreError};
 
 /// A rendered index response and the data version it was read at.
@@ -14,6 +33,119 @@ use crate::store::{Store, StoreError};
 pub struct RenderedIndex {
     pub data_version: i64,
     pub body: Vec<u8>,
+}
+
+/// One repository's part of an answer.
+#[derive(Debug)]
+pub struct Part {
+    /// The repository's own version the part was built at.
+    pub version: i64,
+    /// Its `Results` entry as JSON; empty when the repository contributes nothing.
+    pub json: Vec<u8>,
+    /// SHA-256 of `json`.
+    hash: [u8; 32],
+    /// `json` compressed, when the render was asked for gzip.
+    gzip: Option<Piece>,
+}
+
+impl Part {
+    fn new(version: i64, json: Vec<u8>, gzip: bool) -> Self {
+        Self {
+            version,
+            hash: Sha256::digest(&json).into(),
+            gzip: gzip.then(|| Piece::new(&json)),
+            json,
+        }
+    }
+
+    /// Bytes held.
+    pub fn size(&self) -> usize {
+        self.json.len() + self.gzip.as_ref().map_or(0, Piece::len)
+    }
+}
+
+/// The parts of one query's answer, by repository (every repository the query can
+/// select, including those that contribute nothing): what the next render reuses.
+#[derive(Debug, Default)]
+pub struct Parts {
+    by_repository: BTreeMap<RepositoryName, Arc<Part>>,
+}
+
+impl Parts {
+    /// Bytes held by the parts (shared parts counted in each set that holds them).
+    pub fn size(&self) -> usize {
+        self.by_repository.values().map(|p| p.size()).sum()
+    }
+}
+
+/// An answer as parts: the bytes are [`RenderedParts::json`] and [`RenderedParts::gzip`].
+#[derive(Debug)]
+pub struct RenderedParts {
+    pub data_version: i64,
+    /// `{"Registry":<registry>,"Results":[`.
+    head: Vec<u8>,
+    pub parts: Arc<Parts>,
+    /// Parts rebuilt by this render (the others were reused).
+    pub rebuilt: usize,
+}
+
+const TAIL: &[u8] = b"]}";
+const SEPARATOR: &[u8] = b",";
+
+impl RenderedParts {
+    fn non_empty(&self) -> impl Iterator<Item = &Part> + Clone {
+        self.parts
+            .by_repository
+            .values()
+            .map(|p| &**p)
+            .filter(|p| !p.json.is_empty())
+    }
+
+    /// The answer's JSON: head, non-empty parts joined by commas, tail.
+    pub fn json(&self) -> Vec<u8> {
+        let size: usize = self.non_empty().map(|p| p.json.len() + 1).sum();
+        let mut out = Vec::with_capacity(self.head.len() + size + TAIL.len());
+        out.extend_from_slice(&self.head);
+        for (i, part) in self.non_empty().enumerate() {
+            if i > 0 {
+                out.extend_from_slice(SEPARATOR);
+            }
+            out.extend_from_slice(&part.json);
+        }
+        out.extend_from_slice(TAIL);
+        out
+    }
+
+    /// The answer gzipped (the same bytes as [`RenderedParts::json`]), from the parts'
+    /// compressed pieces; `None` when the render was not asked for gzip.
+    pub fn gzip(&self) -> Option<Vec<u8>> {
+        let head = Piece::new(&self.head);
+        let separator = Piece::new(SEPARATOR);
+        let tail = Piece::new(TAIL);
+        let mut pieces = vec![&head];
+        for (i, part) in self.non_empty().enumerate() {
+            if i > 0 {
+                pieces.push(&separator);
+            }
+            pieces.push(part.gzip.as_ref()?);
+        }
+        pieces.push(&tail);
+        Some(gzip::assemble(pieces.iter().copied()))
+    }
+
+    /// A strong validator of the answer's bytes without hashing them all again: SHA-256
+    /// over the head, each non-empty part's SHA-256 in order, and the tail. Equal data
+    /// gives equal parts, so equal hashes in every process.
+    pub fn hash(&self) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        hasher.update(b"regindex parts v1\n");
+        hasher.update(Sha256::digest(&self.head));
+        for part in self.non_empty() {
+            hasher.update(part.hash);
+        }
+        hasher.update(TAIL);
+        hasher.finalize().into()
+    }
 }
 
 /// Runs `query`, builds the response with `registry` as its `Registry`, replaces icon
@@ -38,32 +170,109 @@ pub async fn render_profile_index(
     icons: &IconsConfig,
     profile: &IndexProfile,
 ) -> Result<RenderedIndex, StoreError> {
-    let snapshot = store.query_index(query).await?;
-    let data_version = snapshot.data_version;
-    let (query, registry, config) = (query.clone(), registry.to_owned(), icons.clone());
-    let profile = profile.clone();
-    let (mut response, files) = blocking(move || {
+    let rendered = render_parts(store, query, registry, icons, profile, None, false).await?;
+    let data_version = rendered.data_version;
+    let body = blocking(move || rendered.json()).await?;
+    Ok(RenderedIndex { data_version, body })
+}
+
+/// The answer to `query` as parts, reusing the parts of `previous` (an earlier render of
+/// the same query, registry, icon settings and profile) whose repository has not changed
+/// since. With `gzip`, new parts are compressed as well.
+pub async fn render_parts(
+    store: &Store,
+    query: &Query,
+    registry: &str,
+    icons: &IconsConfig,
+    profile: &IndexProfile,
+    previous: Option<&Parts>,
+    gzip: bool,
+) -> Result<RenderedParts, StoreError> {
+    // Priority selection weighs repositories against each other: a change in one can
+    // change another's part, so nothing is reused.
+    let known: HashMap<RepositoryName, i64> = match previous {
+        Some(previous) if profile.repository_priority.is_empty() => previous
+            .by_repository
+            .iter()
+            .map(|(name, part)| (name.clone(), part.version))
+            .collect(),
+        _ => HashMap::new(),
+    };
+    let snapshot = store
+        .query_index_parts(query, &known, icons.extract)
+        .await?;
+    let reusable: HashMap<RepositoryName, Arc<Part>> = match previous {
+        Some(previous) if !known.is_empty() => snapshot
+            .versions
+            .keys()
+            .filter(|name| !snapshot.read.contains(*name))
+            .filter_map(|name| Some((name.clone(), previous.by_repository.get(name)?.clone())))
+            .collect(),
+        _ => HashMap::new(),
+    };
+    let (query, registry, config, profile) = (
+        query.clone(),
+        registry.to_owned(),
+        icons.clone(),
+        profile.clone(),
+    );
+    blocking(move || {
         let mut response = build_response(&registry, &query, snapshot.listings);
         profile.apply(&mut response);
-        let files = if config.extract {
-            icon_files(&response, config.max_bytes)
-        } else {
-            HashMap::new()
-        };
-        (response, files)
+        if config.extract {
+            let files = icon_files(&response, config.max_bytes);
+            for repository in &mut response.results {
+                let stored = RepositoryName::parse(&repository.name)
+                    .ok()
+                    .and_then(|name| snapshot.icons.get(&name));
+                if let Some(stored) = stored {
+                    rewrite_repository(repository, &icon_urls(&files, stored, &config));
+                }
+            }
+        }
+        let mut built: HashMap<String, Vec<u8>> = response
+            .results
+            .iter()
+            .map(|r| (r.name.clone(), serialise(r)))
+            .collect();
+        let rebuilt = snapshot.read.len();
+        let by_repository = snapshot
+            .versions
+            .into_iter()
+            .map(|(name, version)| {
+                let part = match reusable.get(&name) {
+                    Some(part) => part.clone(),
+                    None => Arc::new(Part::new(
+                        version,
+                        built.remove(name.as_str()).unwrap_or_default(),
+                        gzip,
+                    )),
+                };
+                (name, part)
+            })
+            .collect();
+        RenderedParts {
+            data_version: snapshot.data_version,
+            head: head(&response.registry),
+            parts: Arc::new(Parts { by_repository }),
+            rebuilt,
+        }
     })
-    .await?;
-    let urls = if files.is_empty() {
-        HashMap::new()
-    } else {
-        icon_urls(store, files, icons).await?
-    };
-    let body = blocking(move || {
-        rewrite_response(&mut response, &urls);
-        response.to_json()
-    })
-    .await?;
-    Ok(RenderedIndex { data_version, body })
+    .await
+}
+
+/// `{"Registry":<registry>,"Results":[`, as `IndexResponse::to_json` writes it.
+fn head(registry: &str) -> Vec<u8> {
+    let mut out = b"{\"Registry\":".to_vec();
+    out.extend_from_slice(&serde_json::to_vec(registry).unwrap_or_default());
+    out.extend_from_slice(b",\"Results\":[");
+    out
+}
+
+/// One `Results` entry, as `IndexResponse::to_json` writes it.
+fn serialise(repository: &RepositoryResult) -> Vec<u8> {
+    // Serialising plain strings, vectors and string maps cannot fail.
+    serde_json::to_vec(repository).unwrap_or_default()
 }
 
 async fn blocking<T: Send + 'static>(
@@ -108,58 +317,53 @@ fn icon_files(response: &IndexResponse, max_bytes: usize) -> HashMap<String, Opt
     files
 }
 
-/// Data URI -> icon URL, for the icons that are stored. An icon that is not stored
-/// (invalid, too large, or ingested before extraction and not backfilled) keeps its data
-/// URI, so the answer is never worse than without extraction.
-async fn icon_urls(
-    store: &Store,
-    files: HashMap<String, Option<String>>,
+/// Data URI -> icon URL, for the icons in `stored` (those stored for the repository's
+/// images). An icon that is not stored (invalid, too large, or ingested before extraction
+/// and not backfilled) keeps its data URI, so the answer is never worse than without
+/// extraction.
+fn icon_urls(
+    files: &HashMap<String, Option<String>>,
+    stored: &HashSet<String>,
     config: &IconsConfig,
-) -> Result<HashMap<String, String>, StoreError> {
-    let hashes: Vec<String> = files
-        .values()
-        .flatten()
-        .filter_map(|file| file.split_once('.').map(|(hash, _)| hash.to_owned()))
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    let stored = store.stored_icons(&hashes).await?;
-    Ok(files
-        .into_iter()
+) -> HashMap<String, String> {
+    files
+        .iter()
         .filter_map(|(value, file)| {
-            let file = file?;
+            let file = file.as_ref()?;
             let hash = file.split_once('.').map(|(hash, _)| hash)?;
-            stored
-                .contains(hash)
-                .then(|| (value, icons::icon_url(config.base_url.as_deref(), &file)))
+            stored.contains(hash).then(|| {
+                (
+                    value.clone(),
+                    icons::icon_url(config.base_url.as_deref(), file),
+                )
+            })
         })
-        .collect())
-}
-
-fn for_each_image(response: &mut IndexResponse, mut f: impl FnMut(&mut ImageFields)) {
-    for repository in &mut response.results {
-        for image in &mut repository.images {
-            f(&mut image.image);
-        }
-        for list in &mut repository.lists {
-            for image in &mut list.images {
-                f(image);
-            }
-        }
-    }
+        .collect()
 }
 
 /// Replaces icon values found in `urls` (data URI -> URL) in every image's labels and
 /// annotations.
 pub fn rewrite_response(response: &mut IndexResponse, urls: &HashMap<String, String>) {
+    for repository in &mut response.results {
+        rewrite_repository(repository, urls);
+    }
+}
+
+fn rewrite_repository(repository: &mut RepositoryResult, urls: &HashMap<String, String>) {
     if urls.is_empty() {
         return;
     }
-    for_each_image(response, |image| {
+    let mut rewrite = |image: &mut ImageFields| {
         for map in [&mut image.labels, &mut image.annotations] {
             icons::rewrite(map, |value| urls.get(value).cloned());
         }
-    });
+    };
+    for image in &mut repository.images {
+        rewrite(&mut image.image);
+    }
+    for list in &mut repository.lists {
+        list.images.iter_mut().for_each(&mut rewrite);
+    }
 }
 
 #[cfg(test)]
@@ -180,6 +384,80 @@ mod tests {
                 ("other".to_owned(), icon.to_owned()),
             ]),
         }
+    }
+
+    fn repository(name: &str, icon: &str) -> RepositoryResult {
+        RepositoryResult {
+            name: name.into(),
+            images: vec![ImageResult {
+                tags: vec!["latest".into(), "é\"\u{1}".into()],
+                image: fields(icon),
+            }],
+            lists: vec![],
+        }
+    }
+
+    fn as_parts(response: &IndexResponse, empty: &[&str]) -> RenderedParts {
+        let mut by_repository: BTreeMap<RepositoryName, Arc<Part>> = response
+            .results
+            .iter()
+            .map(|r| {
+                let name = RepositoryName::parse(&r.name).unwrap();
+                (name, Arc::new(Part::new(1, serialise(r), true)))
+            })
+            .collect();
+        for name in empty {
+            by_repository.insert(
+                RepositoryName::parse(name).unwrap(),
+                Arc::new(Part::new(1, Vec::new(), true)),
+            );
+        }
+        RenderedParts {
+            data_version: 1,
+            head: head(&response.registry),
+            parts: Arc::new(Parts { by_repository }),
+            rebuilt: 0,
+        }
+    }
+
+    /// Parts joined give exactly the bytes of the whole response serialised at once,
+    /// and their gzip decompresses to those bytes.
+    #[test]
+    fn parts_assemble_into_the_serialised_response() {
+        for results in [
+            vec![],
+            vec![repository("a", "data:x")],
+            vec![
+                repository("a", "data:x"),
+                repository("b/c", "y"),
+                repository("z", "\"quoted\"\n"),
+            ],
+        ] {
+            let response = IndexResponse {
+                registry: "https://r.example/\"x\"".into(),
+                results,
+            };
+            let parts = as_parts(&response, &["m/empty", "0"]);
+            assert_eq!(parts.json(), response.to_json());
+            let mut unzipped = Vec::new();
+            std::io::Read::read_to_end(
+                &mut flate2::read::GzDecoder::new(&parts.gzip().unwrap()[..]),
+                &mut unzipped,
+            )
+            .unwrap();
+            assert_eq!(unzipped, response.to_json());
+            // The validator follows the bytes, not the empty parts.
+            assert_eq!(parts.hash(), as_parts(&response, &[]).hash());
+        }
+        let one = IndexResponse {
+            registry: "/".into(),
+            results: vec![repository("a", "x")],
+        };
+        let other = IndexResponse {
+            registry: "/".into(),
+            results: vec![repository("a", "y")],
+        };
+        assert_ne!(as_parts(&one, &[]).hash(), as_parts(&other, &[]).hash());
     }
 
     #[test]

@@ -8,14 +8,14 @@
 //!
 //! Every value is bound; only fixed SQL fragments are concatenated.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use sqlx::{Postgres, QueryBuilder, Row};
 
 use super::{rows, Store, StoreError};
 use crate::index::{KeyFilter, Listing, Query, TaggedImage, TaggedList};
-use crate::model::{Digest, Image, Tag};
+use crate::model::{Digest, Image, RepositoryName, Tag};
 
 /// Longest an index query may run in the database, unless the store's sessions have
 /// their own limit.
@@ -28,10 +28,109 @@ pub struct IndexSnapshot {
     pub listings: Vec<Listing>,
 }
 
+/// What one snapshot holds for an answer built from per-repository parts
+/// ([`Store::query_index_parts`]).
+#[derive(Debug, Clone)]
+pub struct IndexPartsSnapshot {
+    pub data_version: i64,
+    /// Every repository the query can select, with its own version
+    /// (`repositories.changed_version`), by name.
+    pub versions: BTreeMap<RepositoryName, i64>,
+    /// Candidates of the repositories that were read (those whose version the caller
+    /// did not have); a read repository without candidates has no listing.
+    pub listings: Vec<Listing>,
+    /// The repositories that were read.
+    pub read: HashSet<RepositoryName>,
+    /// Icons (sha256) stored for the images of each read repository, when asked for.
+    pub icons: HashMap<RepositoryName, HashSet<String>>,
+}
+
+/// Below this share of stale repositories, the index query is restricted to them by id;
+/// above it, the unrestricted query (which the planner drives from the tags) is cheaper.
+const RESTRICT_BELOW_PERCENT: usize = 50;
+
 impl Store {
-    /// Runs `query` against one consistent snapshot. The returned data version is the one
-    /// the listings belong to, so a cache keyed on it never mixes versions.
-    pub async fn query_index(&self, query: &Query) -> Result<IndexSnapshot, StoreError> {
+    /// Like [`Store::query_index`], but reads only the repositories whose version differs
+    /// from `known` (name -> version of the part the caller holds), and gives every
+    /// repository's version, all from one snapshot. With `icons`, also the icons stored
+    /// for the read repositories' images.
+    pub async fn query_index_parts(
+        &self,
+        query: &Query,
+        known: &HashMap<RepositoryName, i64>,
+        icons: bool,
+    ) -> Result<IndexPartsSnapshot, StoreError> {
+        let mut tx = self.snapshot().await?;
+        let data_version: i64 = sqlx::query_scalar("SELECT version FROM data_version")
+            .fetch_one(&mut *tx)
+            .await?;
+        let mut versions_sql =
+            QueryBuilder::<Postgres>::new("SELECT id, name, changed_version FROM repositories");
+        if !query.repositories.is_empty() {
+            versions_sql
+                .push(" WHERE name = ANY(")
+                .push_bind(repository_names(query))
+                .push(")");
+        }
+        let rows: Vec<(i64, String, i64)> =
+            versions_sql.build_query_as().fetch_all(&mut *tx).await?;
+        let mut versions = BTreeMap::new();
+        let mut read = HashSet::new();
+        let mut stale_ids = Vec::new();
+        for (id, name, version) in rows {
+            let name = rows::repository_name(&name)?;
+            if known.get(&name) != Some(&version) {
+                stale_ids.push(id);
+                read.insert(name.clone());
+            }
+            versions.insert(name, version);
+        }
+        let (listings, icon_rows) = if stale_ids.is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            let restrict = stale_ids.len() * 100 < versions.len() * RESTRICT_BELOW_PERCENT;
+            let rows = build_sql(query, restrict.then_some(&stale_ids[..]))
+                .build()
+                .fetch_all(&mut *tx)
+                .await?;
+            let icon_rows: Vec<(String, String)> = if icons {
+                sqlx::query_as(
+                    "SELECT r.name, mi.icon_sha256 FROM manifest_icons mi
+                     JOIN manifests m ON m.id = mi.manifest_id
+                     JOIN repositories r ON r.id = m.repository_id
+                     WHERE m.repository_id = ANY($1)",
+                )
+                .bind(&stale_ids)
+                .fetch_all(&mut *tx)
+                .await?
+            } else {
+                Vec::new()
+            };
+            (assemble(rows)?, icon_rows)
+        };
+        tx.commit().await?;
+        let mut icons: HashMap<RepositoryName, HashSet<String>> = HashMap::new();
+        for (name, sha256) in icon_rows {
+            icons
+                .entry(rows::repository_name(&name)?)
+                .or_default()
+                .insert(sha256);
+        }
+        Ok(IndexPartsSnapshot {
+            data_version,
+            versions,
+            // Unrestricted, the query also returns repositories that were not stale.
+            listings: listings
+                .into_iter()
+                .filter(|l| read.contains(&l.name))
+                .collect(),
+            read,
+            icons,
+        })
+    }
+
+    /// A read-only transaction on one snapshot, with the index query's time limit.
+    async fn snapshot(&self) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
@@ -45,10 +144,17 @@ impl Store {
         ))
         .execute(&mut *tx)
         .await?;
+        Ok(tx)
+    }
+
+    /// Runs `query` against one consistent snapshot. The returned data version is the one
+    /// the listings belong to, so a cache keyed on it never mixes versions.
+    pub async fn query_index(&self, query: &Query) -> Result<IndexSnapshot, StoreError> {
+        let mut tx = self.snapshot().await?;
         let data_version: i64 = sqlx::query_scalar("SELECT version FROM data_version")
             .fetch_one(&mut *tx)
             .await?;
-        let rows = build_sql(query).build().fetch_all(&mut *tx).await?;
+        let rows = build_sql(query, None).build().fetch_all(&mut *tx).await?;
         tx.commit().await?;
         Ok(IndexSnapshot {
             data_version,
@@ -57,7 +163,8 @@ impl Store {
     }
 }
 
-fn build_sql(query: &Query) -> QueryBuilder<'static, Postgres> {
+/// The index query; with `repository_ids`, only for those repositories.
+fn build_sql(query: &Query, repository_ids: Option<&[i64]>) -> QueryBuilder<'static, Postgres> {
     // `top`: the tagged manifests selected by the tag and repository conditions, driven
     // from the (small, indexed) tags table and fetched by primary key (manifest rows are
     // wide: scanning them all costs more than a few thousand key lookups). `candidates`: each tagged image, and each
@@ -76,14 +183,14 @@ fn build_sql(query: &Query) -> QueryBuilder<'static, Postgres> {
         qb.push(" AND t.tag = ANY(").push_bind(tags).push(")");
     }
     if !query.repositories.is_empty() {
-        let names: Vec<String> = query
-            .repositories
-            .iter()
-            .map(|r| r.as_str().to_owned())
-            .collect();
         qb.push(" AND t.repository_id IN (SELECT r.id FROM repositories r WHERE r.name = ANY(")
-            .push_bind(names)
+            .push_bind(repository_names(query))
             .push("))");
+    }
+    if let Some(ids) = repository_ids {
+        qb.push(" AND t.repository_id = ANY(")
+            .push_bind(ids.to_vec())
+            .push(")");
     }
     if !query.tag_patterns.is_empty() {
         let patterns: Vec<String> = query.tag_patterns.iter().map(|g| g.to_like()).collect();
@@ -109,6 +216,14 @@ fn build_sql(query: &Query) -> QueryBuilder<'static, Postgres> {
     push_image_conditions(&mut qb, query);
     qb.push(" OFFSET 0) im");
     qb
+}
+
+fn repository_names(query: &Query) -> Vec<String> {
+    query
+        .repositories
+        .iter()
+        .map(|r| r.as_str().to_owned())
+        .collect()
 }
 
 /// `AND ...` conditions on image `im`, the SQL twin of `Query::matches_image`.

@@ -44,7 +44,7 @@ pub use data_version::{
 pub use error::StoreError;
 pub use full_text::SummaryHit;
 pub use icon_blobs::{IconGc, StoredIcon};
-pub use index_query::IndexSnapshot;
+pub use index_query::{IndexPartsSnapshot, IndexSnapshot};
 pub use jobs::PeriodicJob;
 pub use problems::StoredProblem;
 pub use refetch::{RefetchTicket, StoredRepository};
@@ -59,7 +59,7 @@ use crate::config::DatabaseConfig;
 use crate::model::RepositoryName;
 
 /// The schema version `schema.sql` creates; `connect` requires exactly this.
-pub const SCHEMA_VERSION: i32 = 5;
+pub const SCHEMA_VERSION: i32 = 6;
 
 /// The schema, applied by `migrate`.
 const SCHEMA_SQL: &str = include_str!("../../../schema.sql");

@@ -144,20 +144,30 @@ impl RepositoryTx {
         Ok(outcome)
     }
 
-    /// Bumps the data version when the outcome is visible to queries, and announces the
-    /// new version to the apis (`NOTIFY`, delivered at commit, see `data_version.rs`).
-    /// Done last: the counter row is the one row every writer shares, so it stays locked
-    /// only briefly.
+    /// Bumps the data version when the outcome is visible to queries.
     async fn finish(&mut self, outcome: &ReplaceOutcome) -> Result<(), StoreError> {
         if outcome.changed {
-            sqlx::query(
-                "WITH bumped AS (UPDATE data_version SET version = version + 1 RETURNING version)
-                 SELECT pg_notify($1, version::text) FROM bumped",
-            )
-            .bind(super::DATA_VERSION_CHANNEL)
-            .execute(&mut *self.tx)
-            .await?;
+            self.mark_changed().await?;
         }
+        Ok(())
+    }
+
+    /// Bumps the data version, records it as the repository's own version
+    /// (`repositories.changed_version`, what per-repository answer parts are keyed on)
+    /// and announces it to the apis (`NOTIFY`, delivered at commit, see
+    /// `data_version.rs`). Done last: the counter row is the one row every writer
+    /// shares, so it stays locked only briefly.
+    pub(super) async fn mark_changed(&mut self) -> Result<(), StoreError> {
+        sqlx::query(
+            "WITH bumped AS (UPDATE data_version SET version = version + 1 RETURNING version),
+                  marked AS (UPDATE repositories SET changed_version = (SELECT version FROM bumped)
+                             WHERE name = $2)
+             SELECT pg_notify($1, version::text) FROM bumped",
+        )
+        .bind(super::DATA_VERSION_CHANNEL)
+        .bind(self.repository.as_str())
+        .execute(&mut *self.tx)
+        .await?;
         Ok(())
     }
 

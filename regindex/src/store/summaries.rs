@@ -147,7 +147,10 @@ impl RepositoryTx {
         let refs: Vec<&crate::model::Image> = images.iter().map(|(_, image)| image).collect();
         let max_bytes = self.icon_max_bytes;
         super::icon_blobs::store_image_icons(&mut self.tx, &refs, &known, max_bytes).await?;
-        self.refresh_summary(repository_id, max_bytes).await
+        self.refresh_summary(repository_id, max_bytes).await?;
+        // Newly stored icons change the repository's index answer (icon URLs instead of
+        // data URIs): cached answers and answer parts must not outlive this.
+        self.mark_changed().await
     }
 
     async fn load_images(

@@ -1,0 +1,288 @@
+//! Answers assembled from cached per-repository parts (issue 13) against fresh full
+//! renders: after each of many pushes, deletions and moved tags, refetched from a real
+//! docker-registry into a real PostgreSQL, every answer the api gives (plain and gzip,
+//! decompressed) equals byte for byte what a fresh render gives, and its ETag equals the
+//! one a fresh api process gives.
+
+mod common;
+
+use std::io::Read;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use common::flatpak_app;
+use regindex::config::{IndexProfile, RepositoryPattern};
+use regindex::index::render::{render_parts, render_profile_index};
+use regindex::index::Query;
+use regindex_testkit::{ImageSpec, ListFormat};
+use tower::ServiceExt;
+
+/// (path, query) of each answer compared; `shaped` and `ranked` are profiles.
+const QUERIES: &[(&str, &str)] = &[
+    ("/index/static", ""),
+    (
+        "/index/static",
+        "label%3Aorg.flatpak.ref%3Aexists=1&architecture=amd64&os=linux&tag=latest",
+    ),
+    ("/index/dynamic", "tag%3Amatches=v*&architecture=arm64"),
+    ("/index/static", "repository=apps/a1&repository=apps/a2"),
+    ("/profiles/shaped/index/static", "tag=latest"),
+    ("/profiles/ranked/index/static", ""),
+];
+
+const REPOSITORIES: &[&str] = &[
+    "apps/a0", "apps/a1", "apps/a2", "apps/a3", "apps/a4", "tools/t0", "tools/t1",
+];
+const TAGS: &[&str] = &["latest", "v1", "v2"];
+
+/// A small deterministic generator (the steps must be the same in every run).
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((self.0 >> 33) % n as u64) as usize
+    }
+}
+
+fn profiles() -> Vec<(String, IndexProfile)> {
+    vec![
+        (
+            "shaped".into(),
+            IndexProfile {
+                repository_exclude: vec![RepositoryPattern::new("tools/.*").unwrap()],
+                flatpak_annotations: true,
+                force_flatpak_token: true,
+                ..IndexProfile::default()
+            },
+        ),
+        (
+            "ranked".into(),
+            IndexProfile {
+                repository_priority: vec![RepositoryPattern::new("apps/a3").unwrap()],
+                ..IndexProfile::default()
+            },
+        ),
+    ]
+}
+
+fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+/// Status, ETag and body of one request to `app`.
+async fn get(app: &axum::Router, uri: &str, gzip: bool) -> (StatusCode, String, Vec<u8>) {
+    let mut request = Request::get(uri);
+    if gzip {
+        request = request.header(header::ACCEPT_ENCODING, "gzip");
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let etag = response.headers()[header::ETAG]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        response.headers().contains_key(header::CONTENT_ENCODING),
+        gzip,
+        "{uri}"
+    );
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap()
+        .to_vec();
+    (status, etag, body)
+}
+
+/// One image spec per step: a Flatpak app (icons of one of a few colours, so that
+/// repositories share icons) or a plain image, for amd64 or arm64.
+fn spec(rng: &mut Lcg, repository: &str, step: usize) -> ImageSpec {
+    let arch = ["amd64", "arm64"][rng.below(2)];
+    let colour = [[200, 0, 0], [0, 200, 0], [0, 0, 200]][rng.below(3)];
+    let spec = if repository.starts_with("apps/") {
+        let app_id = format!("org.example.{}", repository.replace('/', "_"));
+        flatpak_app(&app_id, arch, colour)
+    } else {
+        ImageSpec::new(arch).label("step", &step.to_string())
+    };
+    spec.seed(step as u64 * 1000 + rng.below(1000) as u64)
+}
+
+#[tokio::test]
+async fn incremental_answers_equal_fresh_renders_after_many_changes() {
+    let stack = common::start(|config| {
+        config.icons.extract = true;
+        config.index_profiles = profiles().into_iter().collect();
+    })
+    .await;
+    // One api whose cache lives through all the steps.
+    let app = common::router(&stack);
+    let mut rng = Lcg(13);
+    const STEPS: usize = 40;
+    for step in 0..STEPS {
+        let repository = REPOSITORIES[rng.below(REPOSITORIES.len())];
+        let tagged = stack.registry.tagged().await.unwrap();
+        let tags_of: Vec<(String, String)> = tagged
+            .iter()
+            .filter(|((r, _), _)| r == repository)
+            .map(|((_, t), d)| (t.clone(), d.clone()))
+            .collect();
+        let action = if step < REPOSITORIES.len() {
+            0
+        } else {
+            rng.below(10)
+        };
+        let tag = TAGS[rng.below(TAGS.len())];
+        match action {
+            // Delete a manifest (every tag on it goes).
+            7 | 8 if !tags_of.is_empty() => {
+                let (_, digest) = &tags_of[rng.below(tags_of.len())];
+                stack
+                    .registry
+                    .delete_manifest(repository, digest)
+                    .await
+                    .unwrap();
+            }
+            // Move a tag onto another tag's manifest.
+            5 | 6 if tags_of.len() > 1 => {
+                let (_, digest) = &tags_of[rng.below(tags_of.len())];
+                stack.registry.tag(repository, tag, digest).await.unwrap();
+            }
+            // Push an image list.
+            9 => {
+                let specs = [
+                    spec(&mut rng, repository, step),
+                    spec(&mut rng, repository, step + STEPS),
+                ];
+                stack
+                    .registry
+                    .push_list(repository, Some(tag), &specs, ListFormat::OciIndex)
+                    .await
+                    .unwrap();
+            }
+            // Push an image.
+            _ => {
+                let image = spec(&mut rng, repository, step);
+                stack
+                    .registry
+                    .push_image(repository, Some(tag), &image)
+                    .await
+                    .unwrap();
+            }
+        }
+        stack.refetch(repository).await.unwrap();
+
+        // A fresh api (empty cache) stands for another api process.
+        let fresh_app = common::router(&stack);
+        for (path, raw) in QUERIES {
+            let uri = format!("{path}?{raw}");
+            let profile = path
+                .strip_prefix("/profiles/")
+                .and_then(|p| p.split('/').next())
+                .map(|name| stack.config.index_profiles[name].clone())
+                .unwrap_or_default();
+            let expected = render_profile_index(
+                &stack.store,
+                &Query::parse(raw).unwrap(),
+                stack.config.public_registry_url(),
+                &stack.config.icons,
+                &profile,
+            )
+            .await
+            .unwrap()
+            .body;
+            let (status, etag, plain) = get(&app, &uri, false).await;
+            assert_eq!(status, StatusCode::OK);
+            assert!(
+                plain == expected,
+                "step {step}: {uri} differs from a fresh render:\n{}\n{}",
+                String::from_utf8_lossy(&plain),
+                String::from_utf8_lossy(&expected)
+            );
+            let (_, gzip_etag, gzipped) = get(&app, &uri, true).await;
+            assert!(gunzip(&gzipped) == expected, "step {step}: gzip {uri}");
+            let (_, fresh_etag, _) = get(&fresh_app, &uri, false).await;
+            let (_, fresh_gzip_etag, fresh_gzipped) = get(&fresh_app, &uri, true).await;
+            assert_eq!(etag, fresh_etag, "step {step}: {uri}");
+            assert_eq!(gzip_etag, fresh_gzip_etag, "step {step}: {uri}");
+            assert!(fresh_gzipped == gzipped, "step {step}: gzip bytes of {uri}");
+        }
+    }
+    stack.finish().await;
+}
+
+/// A push re-renders its own repository's part only; the answer still equals a fresh
+/// render, and a priority profile (which weighs repositories against each other)
+/// re-renders everything.
+#[tokio::test]
+async fn a_push_rebuilds_only_its_repository() {
+    let stack = common::start(|config| config.icons.extract = true)
+    .await;
+    for (i, repository) in REPOSITORIES.iter().enumerate() {
+        let image = flatpak_app(&format!("org.example.App{i}"), "amd64", [9, 9, 9]);
+        stack
+            .registry
+            .push_image(repository, Some("latest"), &image)
+            .await
+            .unwrap();
+        stack.refetch(repository).await.unwrap();
+    }
+    let query = Query::default();
+    let render = |previous, profile: IndexProfile| {
+        let stack = &stack;
+        let query = query.clone();
+        async move {
+            render_parts(
+                &stack.store,
+                &query,
+                stack.config.public_registry_url(),
+                &stack.config.icons,
+                &profile,
+                previous,
+                true,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let first = render(None, IndexProfile::default()).await;
+    assert_eq!(first.rebuilt, REPOSITORIES.len());
+    let again = render(Some(&*first.parts), IndexProfile::default()).await;
+    assert_eq!(again.rebuilt, 0, "nothing changed");
+    assert_eq!(again.json(), first.json());
+
+    let image = flatpak_app("org.example.Changed", "amd64", [1, 2, 3]);
+    stack
+        .registry
+        .push_image("apps/a2", Some("latest"), &image)
+        .await
+        .unwrap();
+    stack.refetch("apps/a2").await.unwrap();
+    let after = render(Some(&*again.parts), IndexProfile::default()).await;
+    assert_eq!(after.rebuilt, 1);
+    let fresh = render(None, IndexProfile::default()).await;
+    assert_eq!(after.json(), fresh.json());
+    assert_ne!(after.json(), first.json());
+    assert_eq!(after.gzip(), fresh.gzip());
+    assert_eq!(after.hash(), fresh.hash());
+
+    let ranked = IndexProfile {
+        repository_priority: vec![RepositoryPattern::new("apps/.*").unwrap()],
+        ..IndexProfile::default()
+    };
+    let ranked_first = render(None, ranked.clone()).await;
+    let ranked_again = render(Some(&*ranked_first.parts), ranked).await;
+    assert_eq!(ranked_again.rebuilt, REPOSITORIES.len());
+    stack.finish().await;
+}
