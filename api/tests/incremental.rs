@@ -227,8 +227,7 @@ async fn incremental_answers_equal_fresh_renders_after_many_changes() {
 /// re-renders everything.
 #[tokio::test]
 async fn a_push_rebuilds_only_its_repository() {
-    let stack = common::start(|config| config.icons.extract = true)
-    .await;
+    let stack = common::start(|config| config.icons.extract = true).await;
     for (i, repository) in REPOSITORIES.iter().enumerate() {
         let image = flatpak_app(&format!("org.example.App{i}"), "amd64", [9, 9, 9]);
         stack

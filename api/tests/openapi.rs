@@ -10,9 +10,9 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::{flatpak_app, png, sha256_hex};
-use regindex_testkit::app::Process;
 use regindex::config::{Config, IndexProfile};
 use regindex_api::routes::{Listener, Method, ROUTES};
+use regindex_testkit::app::Process;
 use serde_json::{json, Value};
 
 const TOKEN: &str = "openapi-token";

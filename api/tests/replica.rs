@@ -11,13 +11,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use regindex_testkit::app::Process;
 use regindex::bus::testing::TestBus;
 use regindex::config::{AmqpConfig, Config};
 use regindex::model::RepositoryName;
 use regindex::registry::RegistryClient;
 use regindex::store::Store;
 use regindex::sync::Syncer;
+use regindex_testkit::app::Process;
 use regindex_testkit::{eventually, ImageSpec, PrivatePostgres, TestRegistry};
 use serde_json::Value;
 use sqlx::{Connection as _, PgConnection};
@@ -422,7 +422,10 @@ async fn switching_to_a_laggier_replica_does_not_go_back() {
     proxy.switch_to(socket(&laggy)).await;
     // The answer it has is still current for it; an answer it has not rendered yet
     // (another query) must not come from the laggy replica's older data.
-    let other_query = format!("{}/index/static?architecture=amd64&os=linux", api.public_url());
+    let other_query = format!(
+        "{}/index/static?architecture=amd64&os=linux",
+        api.public_url()
+    );
     // Each uncached request waits for the replica up to the pool's acquire timeout.
     for _ in 0..2 {
         let answer = get(&url).await;

@@ -340,8 +340,12 @@ impl Process {
     /// free ports: for tests that start apis of their own beside an [`App`] (other
     /// databases, replicas, broker nodes).
     pub async fn api(config: Config) -> Self {
-        let public = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
-        let operator = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let public = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
+        let operator = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
         let (addr, operator_addr) = (public.local_addr().unwrap(), operator.local_addr().unwrap());
         let stop = CancellationToken::new();
         let serving = regindex_api::serve(
