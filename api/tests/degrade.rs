@@ -15,8 +15,8 @@ use regindex::registry::RegistryClient;
 use regindex::store::{DataVersionWatch, Store};
 use regindex::sync::Syncer;
 use regindex_api::metrics::ApiMetrics;
-use regindex_api::{AppState, Listeners};
-use regindex_testkit::app::{migrate, TestStore};
+use regindex_api::AppState;
+use regindex_testkit::app::{migrate, Process, TestStore};
 use regindex_testkit::{
     eventually, free_port, ImageSpec, PrivatePostgres, PrivateRabbitMq, TestRegistry,
 };
@@ -51,63 +51,39 @@ impl Answer {
     }
 }
 
-/// `regindex_api::serve` (the wiring of the binary) on free ports.
-struct RunningApi {
-    base: String,
-    client: reqwest::Client,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+/// The api as its binary runs it (testkit's `Process::api`), once it listens.
+async fn start_api(config: Config) -> Process {
+    let api = Process::api(config).await;
+    eventually("the api to listen", WAIT, || async {
+        try_get(&api, "/healthz", &[]).await.ok()
+    })
+    .await;
+    api
 }
 
-impl RunningApi {
-    async fn start(config: Config) -> Self {
-        let bind = || tokio::net::TcpListener::bind("127.0.0.1:0");
-        let listeners = Listeners {
-            public: bind().await.unwrap(),
-            operator: bind().await.unwrap(),
-        };
-        let base = format!("http://{}", listeners.public.local_addr().unwrap());
-        let api = Self {
-            base,
-            client: reqwest::Client::builder()
-                .timeout(CLIENT_TIMEOUT)
-                .build()
-                .unwrap(),
-            task: tokio::spawn(regindex_api::serve(
-                config,
-                listeners,
-                std::future::pending(),
-            )),
-        };
-        eventually("the api to listen", WAIT, || async {
-            api.try_get("/healthz", &[]).await.ok()
-        })
-        .await;
-        api
+/// One GET of the api's public listener that gives up after `CLIENT_TIMEOUT`.
+async fn try_get(api: &Process, path: &str, headers: &[(&str, &str)]) -> reqwest::Result<Answer> {
+    let client = reqwest::Client::builder()
+        .timeout(CLIENT_TIMEOUT)
+        .build()
+        .unwrap();
+    let mut request = client.get(format!("{}{path}", api.public_url()));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
     }
+    let response = request.send().await?;
+    Ok(Answer {
+        status: response.status().as_u16(),
+        headers: response.headers().clone(),
+        body: response.bytes().await?.to_vec(),
+    })
+}
 
-    async fn try_get(&self, path: &str, headers: &[(&str, &str)]) -> reqwest::Result<Answer> {
-        let mut request = self.client.get(format!("{}{path}", self.base));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let response = request.send().await?;
-        Ok(Answer {
-            status: response.status().as_u16(),
-            headers: response.headers().clone(),
-            body: response.bytes().await?.to_vec(),
-        })
-    }
-
-    /// Fails the test when no answer comes within `CLIENT_TIMEOUT`.
-    async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
-        self.try_get(path, headers)
-            .await
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
-    }
-
-    fn stop(self) {
-        self.task.abort();
-    }
+/// Fails the test when no answer comes within `CLIENT_TIMEOUT`.
+async fn get(api: &Process, path: &str, headers: &[(&str, &str)]) -> Answer {
+    try_get(api, path, headers)
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
 }
 
 /// A configuration for the api against `database_url`, broker unreachable unless set.
@@ -271,14 +247,14 @@ async fn a_database_outage_serves_the_last_good_answers() {
     let _registry = index_an_app(&url).await;
     let mut config = config(url);
     config.database.acquire_timeout = LONG_ACQUIRE_TIMEOUT;
-    let api = RunningApi::start(config).await;
+    let api = start_api(config).await;
     eventually("the database to be up", WAIT, || async {
-        let ready = api.get("/readyz", &[]).await;
+        let ready = get(&api, "/readyz", &[]).await;
         (ready.status == 200 || ready.json()["detail"]["database"] == "up").then_some(())
     })
     .await;
 
-    let fresh = api.get(QUERY, &[]).await;
+    let fresh = get(&api, QUERY, &[]).await;
     assert_eq!(fresh.status, 200);
     assert_eq!(fresh.json()["Results"][0]["Name"], "apps/calc");
     assert!(fresh.header("x-regindex-stale").is_none());
@@ -294,7 +270,7 @@ async fn a_database_outage_serves_the_last_good_answers() {
     // from memory, as current, until the api notices that it no longer hears of changes;
     // then marked stale.
     let stale = eventually("the answer to be marked stale", WAIT, || async {
-        let answer = api.get(QUERY, &[]).await;
+        let answer = get(&api, QUERY, &[]).await;
         assert_eq!(answer.status, 200);
         assert_eq!(answer.body, fresh.body);
         (answer.header("x-regindex-stale") == Some("true")).then_some(answer)
@@ -308,19 +284,19 @@ async fn a_database_outage_serves_the_last_good_answers() {
 
     // Once the outage is known, every answer is immediate.
     let ready = eventually("readiness to report the database down", WAIT, || async {
-        let ready = api.get("/readyz", &[]).await;
+        let ready = get(&api, "/readyz", &[]).await;
         (ready.status == 503 && ready.json()["detail"]["database"] == "down").then_some(ready)
     })
     .await;
     assert_eq!(ready.json()["error"], "unavailable");
-    let not_modified = api.get(QUERY, &[("if-none-match", &etag)]).await;
+    let not_modified = get(&api, QUERY, &[("if-none-match", &etag)]).await;
     assert_eq!(not_modified.status, 304);
     assert_eq!(not_modified.header("x-regindex-stale"), Some("true"));
-    let never_asked = api.get("/index/static?tag=other", &[]).await;
+    let never_asked = get(&api, "/index/static?tag=other", &[]).await;
     assert_eq!(never_asked.status, 503);
     assert_eq!(never_asked.json()["error"], "unavailable");
     // The same query on /index/dynamic: the same last answer, still never cached.
-    let dynamic = api.get(&QUERY.replace("static", "dynamic"), &[]).await;
+    let dynamic = get(&api, &QUERY.replace("static", "dynamic"), &[]).await;
     assert_eq!(dynamic.status, 200);
     assert_eq!(dynamic.body, fresh.body);
     assert_eq!(dynamic.header("x-regindex-stale"), Some("true"));
@@ -328,12 +304,13 @@ async fn a_database_outage_serves_the_last_good_answers() {
 
     pg.start().await.unwrap();
     let fresh_again = eventually("fresh answers once the database is back", WAIT, || async {
-        let answer = api.get(QUERY, &[]).await;
+        let answer = get(&api, QUERY, &[]).await;
         (answer.status == 200 && answer.header("x-regindex-stale").is_none()).then_some(answer)
     })
     .await;
     assert_eq!(fresh_again.body, fresh.body);
-    api.stop();
+    // Outage tests end with the database down: how the api ends is not what they test.
+    let _ = api.stop().await;
 }
 
 /// Item 9: the api starts while PostgreSQL is down, says what it waits for (naming the
@@ -419,11 +396,11 @@ async fn readiness_reports_the_broker() {
     let db = TestStore::start().await;
     let mut config = config(db.url());
     config.amqp.url = broker.amqp_url().into();
-    let api = RunningApi::start(config).await;
+    let api = start_api(config).await;
     let ready = |status: u16, broker: &'static str| {
         let api = &api;
         async move {
-            let answer = api.get("/readyz", &[]).await;
+            let answer = get(&api, "/readyz", &[]).await;
             let reported = if answer.status == 200 {
                 answer.json()["broker"].clone()
             } else {
@@ -436,14 +413,15 @@ async fn readiness_reports_the_broker() {
 
     broker.stop().await.unwrap();
     eventually("not ready: broker down", WAIT, || ready(503, "down")).await;
-    let answer = api.get("/readyz", &[]).await;
+    let answer = get(&api, "/readyz", &[]).await;
     assert_eq!(answer.json()["detail"]["database"], "up");
     // The index does not need the broker.
-    assert_eq!(api.get(QUERY, &[]).await.status, 200);
+    assert_eq!(get(&api, QUERY, &[]).await.status, 200);
 
     broker.start().await.unwrap();
     eventually("ready again", WAIT, || ready(200, "up")).await;
-    api.stop();
+    // Outage tests end with the database down: how the api ends is not what they test.
+    let _ = api.stop().await;
     db.finish().await;
 }
 
@@ -491,11 +469,11 @@ fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
 }
 
 /// Times `count` requests of `path`, each expected to answer `status`; sorted.
-async fn timed(api: &RunningApi, path: &str, status: u16, count: usize) -> Vec<Duration> {
+async fn timed(api: &Process, path: &str, status: u16, count: usize) -> Vec<Duration> {
     let mut times = Vec::with_capacity(count);
     for _ in 0..count {
         let started = Instant::now();
-        let answer = api.get(path, &[]).await;
+        let answer = get(&api, path, &[]).await;
         times.push(started.elapsed());
         assert_eq!(answer.status, status, "{path}");
     }
@@ -522,7 +500,7 @@ async fn outage_answer_times() {
     let url = pg.create_database("regindex").await.unwrap();
     migrate(&url).await;
     let _registry = index_an_app(&url).await;
-    let api = RunningApi::start(config(url)).await;
+    let api = start_api(config(url)).await;
     let report = |what: &str, times: &[Duration]| {
         println!(
             "{what}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} requests",
@@ -536,7 +514,7 @@ async fn outage_answer_times() {
     let mut first = Vec::new();
     for round in 0..rounds {
         eventually("a fresh answer", WAIT, || async {
-            let answer = api.get(QUERY, &[]).await;
+            let answer = get(&api, QUERY, &[]).await;
             (answer.status == 200 && answer.header("x-regindex-stale").is_none()).then_some(())
         })
         .await;
@@ -548,13 +526,14 @@ async fn outage_answer_times() {
         }
         pg.stop().await.unwrap();
         let started = Instant::now();
-        let answer = api.get(QUERY, &[]).await;
+        let answer = get(&api, QUERY, &[]).await;
         first.push(started.elapsed());
         // Stale, or current from memory if the api has not noticed the outage yet.
         assert_eq!(answer.status, 200);
         if round == 0 {
             eventually("the outage to be known", WAIT, || async {
-                (api.get("/readyz", &[]).await.json()["detail"]["database"] == "down").then_some(())
+                (get(&api, "/readyz", &[]).await.json()["detail"]["database"] == "down")
+                    .then_some(())
             })
             .await;
             report(
@@ -573,7 +552,8 @@ async fn outage_answer_times() {
         "first request right after the database stopped (stale, or from memory)",
         &first,
     );
-    api.stop();
+    // Outage tests end with the database down: how the api ends is not what they test.
+    let _ = api.stop().await;
 }
 
 /// Issue 13: the data version watch stops trusting its version when its connection is

@@ -358,6 +358,17 @@ impl Process {
         })
     }
 
+    /// One worker run from `config` alone, as its binary runs it (`regindex_worker::run`);
+    /// `addr` is its `/metrics` listener (`worker.metrics_listen`).
+    pub fn worker(config: Config) -> Self {
+        let addr = config.worker.metrics_listen;
+        let stop = CancellationToken::new();
+        let running = regindex_worker::run(config, stop.clone());
+        Self::spawn(addr, addr, stop, async move {
+            running.await.map_err(|e| format!("{e:#}"))
+        })
+    }
+
     /// `http://<addr>`.
     pub fn public_url(&self) -> String {
         format!("http://{}", self.addr)

@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use regindex::bus::testing::TestBus;
 use regindex::config::Config;
-use regindex_testkit::app::{migrate, TestStore};
+use regindex_testkit::app::{migrate, Process, TestStore};
 use regindex_testkit::{eventually, free_port, PrivatePostgres, PrivateRabbitMq};
 use serde_json::Value;
 use tokio::io::AsyncBufReadExt;
-use tokio_util::sync::CancellationToken;
 
 /// Deadline of every wait on a state change. Generous: after a broker outage the
 /// consumer reconnects with a backoff of up to 30 s (plus jitter).
@@ -67,35 +66,6 @@ fn config(database_url: &str, bus: Option<&TestBus>) -> Config {
     config.history.enabled = false;
     config.api.publish_pulls = false;
     config
-}
-
-/// `regindex_worker::run` in this process, stopped on drop.
-struct RunningWorker {
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl RunningWorker {
-    fn start(config: Config) -> Self {
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn({
-            let shutdown = shutdown.clone();
-            async move {
-                regindex_worker::run(config, shutdown)
-                    .await
-                    .expect("the worker runs");
-            }
-        });
-        Self { shutdown, task }
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("the worker stops")
-            .expect("the worker task");
-    }
 }
 
 /// Item 9: the worker starts while PostgreSQL is down, says what it waits for (naming
@@ -168,7 +138,7 @@ async fn health_reports_a_database_outage() {
         migrate(&url).await;
         let config = config(&url, Some(&bus));
         let addr = config.worker.metrics_listen.to_string();
-        let worker = RunningWorker::start(config);
+        let worker = Process::worker(config);
         wait_health(&addr, 200, "up", "consuming").await;
 
         pg.stop().await.unwrap();
@@ -181,7 +151,7 @@ async fn health_reports_a_database_outage() {
 
         pg.start().await.unwrap();
         wait_health(&addr, 200, "up", "consuming").await;
-        worker.stop().await;
+        worker.stop().await.expect("the worker ran");
     })
     .await;
 }
@@ -195,7 +165,7 @@ async fn health_reports_a_broker_outage() {
     let mut config = config(&db.url(), None);
     config.amqp.url = broker.amqp_url().into();
     let addr = config.worker.metrics_listen.to_string();
-    let worker = RunningWorker::start(config);
+    let worker = Process::worker(config);
     wait_health(&addr, 200, "up", "consuming").await;
 
     broker.stop().await.unwrap();
@@ -203,7 +173,7 @@ async fn health_reports_a_broker_outage() {
 
     broker.start().await.unwrap();
     wait_health(&addr, 200, "up", "consuming").await;
-    worker.stop().await;
+    worker.stop().await.expect("the worker ran");
     db.finish().await;
 }
 

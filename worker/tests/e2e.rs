@@ -12,9 +12,8 @@ use regindex::bus::{fedora_messaging, OutgoingMessage, Publisher};
 use regindex::config::Config;
 use regindex::model::{Digest, RepositoryName, RepositoryState, Tag};
 use regindex::store::{PeriodicJob, Store};
-use regindex_testkit::app::{App, Consumer, TestStore};
+use regindex_testkit::app::{App, Consumer, Process, TestStore};
 use regindex_testkit::{eventually, ImageSpec, ListFormat, PushedImage};
-use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -565,33 +564,24 @@ async fn the_worker_process_scans_periodically_and_reports_it() {
         let mut config = stack.config.clone();
         config.worker.scan_interval = Some(std::time::Duration::from_secs(1));
         config.worker.gc_interval = Some(std::time::Duration::from_secs(1));
-        config.worker.metrics_listen =
-            ([127, 0, 0, 1], regindex_testkit::free_port().unwrap()).into();
-        let metrics_url = format!("http://{}/metrics", config.worker.metrics_listen);
-        let shutdown = CancellationToken::new();
-        let process = tokio::spawn(regindex_worker::run(config, shutdown.clone()));
+        let process = worker_process(config);
 
         let state = stack
             .converges("apps/scanned", &[("latest", &pushed.digest)])
             .await;
         assert_indexed_as_pushed(&state, &pushed);
         let scanned_at = eventually("the scan is reported", WAIT, || async {
-            let text = reqwest::get(&metrics_url).await.ok()?.text().await.ok()?;
-            let line = text.lines().find(|l| {
-                l.starts_with("regindex_worker_last_full_scan_success_timestamp_seconds ")
-            })?;
-            let value: i64 = line.rsplit(' ').next()?.parse().ok()?;
-            (value > 0).then_some(value)
+            metric(
+                &process,
+                "regindex_worker_last_full_scan_success_timestamp_seconds",
+            )
+            .await
+            .filter(|value| *value > 0)
         })
         .await;
         assert!((chrono::Utc::now().timestamp() - scanned_at).abs() < 60);
 
-        shutdown.cancel();
-        tokio::time::timeout(WAIT, process)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        process.stop().await.expect("the worker ran");
         stack.finish().await;
     })
     .await;
@@ -667,57 +657,32 @@ async fn periodic_jobs_are_exclusive_across_processes() {
     db.finish().await;
 }
 
-/// A whole worker process (`regindex_worker::run`) with its `/metrics`.
-struct WorkerProcess {
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), regindex_worker::WorkerError>>,
-    metrics_url: String,
+/// A whole worker process (`regindex_worker::run`) with its `/metrics` on a free port.
+fn worker_process(mut config: Config) -> Process {
+    config.worker.metrics_listen = ([127, 0, 0, 1], regindex_testkit::free_port().unwrap()).into();
+    Process::worker(config)
 }
 
-impl WorkerProcess {
-    fn start(mut config: Config) -> Self {
-        config.worker.metrics_listen =
-            ([127, 0, 0, 1], regindex_testkit::free_port().unwrap()).into();
-        let metrics_url = format!("http://{}/metrics", config.worker.metrics_listen);
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(regindex_worker::run(config, shutdown.clone()));
-        Self {
-            shutdown,
-            task,
-            metrics_url,
-        }
-    }
-
-    /// A gauge or counter without labels, once `/metrics` answers.
-    async fn metric(&self, name: &str) -> Option<i64> {
-        let text = reqwest::get(&self.metrics_url)
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        let line = text
-            .lines()
-            .find(|line| line.split(' ').next() == Some(name))?;
-        line.rsplit(' ').next()?.parse().ok()
-    }
-
-    /// Waits until the metric `name` is `expected`.
-    async fn reports(&self, name: &str, expected: i64) {
-        eventually(&format!("{name} is {expected}"), WAIT, || async {
-            (self.metric(name).await == Some(expected)).then_some(())
-        })
+/// A gauge or counter without labels of `worker`'s `/metrics`, once it answers.
+async fn metric(worker: &Process, name: &str) -> Option<i64> {
+    let text = reqwest::get(format!("http://{}/metrics", worker.addr))
         .await
-    }
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let line = text
+        .lines()
+        .find(|line| line.split(' ').next() == Some(name))?;
+    line.rsplit(' ').next()?.parse().ok()
+}
 
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("worker stops")
-            .expect("worker task")
-            .expect("worker ran");
-    }
+/// Waits until `worker` reports the metric `name` as `expected`.
+async fn reports(worker: &Process, name: &str, expected: i64) {
+    eventually(&format!("{name} is {expected}"), WAIT, || async {
+        (metric(worker, name).await == Some(expected)).then_some(())
+    })
+    .await
 }
 
 const LAST_SCAN: &str = "regindex_worker_last_full_scan_success_timestamp_seconds";
@@ -750,15 +715,15 @@ async fn the_scan_runs_at_start_up_unless_a_recent_one_is_recorded() {
             .unwrap();
 
         // Never scanned: the first worker scans at once.
-        let worker = WorkerProcess::start(config.clone());
+        let worker = worker_process(config.clone());
         stack
             .converges("apps/first", &[("latest", &first.digest)])
             .await;
         let scanned =
             eventually("the scan is recorded", WAIT, || recorded_scan(&stack.store)).await;
-        worker.reports(LAST_SCAN, scanned.timestamp()).await;
-        worker.reports(NEXT_SCAN, scanned.timestamp() + 3600).await;
-        worker.stop().await;
+        reports(&worker, LAST_SCAN, scanned.timestamp()).await;
+        reports(&worker, NEXT_SCAN, scanned.timestamp() + 3600).await;
+        worker.stop().await.expect("the worker ran");
 
         // Restarted within the interval: no scan, the recorded one reported at once.
         let second = stack
@@ -771,10 +736,10 @@ async fn the_scan_runs_at_start_up_unless_a_recent_one_is_recorded() {
             .await
             .unwrap();
         let mark = stack.registry.log_mark().await.unwrap();
-        let worker = WorkerProcess::start(config.clone());
-        worker.reports(LAST_SCAN, scanned.timestamp()).await;
+        let worker = worker_process(config.clone());
+        reports(&worker, LAST_SCAN, scanned.timestamp()).await;
         // The next scan is scheduled an interval after the recorded one: the decision is made.
-        worker.reports(NEXT_SCAN, scanned.timestamp() + 3600).await;
+        reports(&worker, NEXT_SCAN, scanned.timestamp() + 3600).await;
         let requests = stack.registry.requests_since(mark).await.unwrap();
         assert!(
             requests.is_empty(),
@@ -782,14 +747,14 @@ async fn the_scan_runs_at_start_up_unless_a_recent_one_is_recorded() {
         );
         assert!(stack.stored("apps/second").await.tags.is_empty());
         assert_eq!(recorded_scan(&stack.store).await, Some(scanned));
-        worker.stop().await;
+        worker.stop().await.expect("the worker ran");
 
         // The recorded scan is older than the interval: the next worker scans at once.
         sqlx::query("UPDATE periodic_jobs SET last_success_at = now() - interval '2 days'")
             .execute(stack.store.pool())
             .await
             .unwrap();
-        let worker = WorkerProcess::start(config);
+        let worker = worker_process(config);
         stack
             .converges("apps/second", &[("latest", &second.digest)])
             .await;
@@ -797,8 +762,8 @@ async fn the_scan_runs_at_start_up_unless_a_recent_one_is_recorded() {
             recorded_scan(&stack.store).await.filter(|at| *at > scanned)
         })
         .await;
-        worker.reports(LAST_SCAN, rescanned.timestamp()).await;
-        worker.stop().await;
+        reports(&worker, LAST_SCAN, rescanned.timestamp()).await;
+        worker.stop().await.expect("the worker ran");
         stack.finish().await;
     })
     .await;
@@ -812,9 +777,9 @@ async fn the_dead_letter_queue_depth_is_exported() {
         let stack = start(bus, false).await;
         let mut config = stack.config.clone();
         config.worker.dead_letter_poll = Some(std::time::Duration::from_secs(1));
-        let worker = WorkerProcess::start(config);
+        let worker = worker_process(config);
         const DEPTH: &str = "regindex_worker_dead_letter_messages";
-        worker.reports(DEPTH, 0).await;
+        reports(&worker, DEPTH, 0).await;
 
         // Not a refetch request: dead-lettered at once.
         let publisher = Publisher::new(stack.config.amqp.url.clone(), None);
@@ -825,14 +790,14 @@ async fn the_dead_letter_queue_depth_is_exported() {
         );
         publisher.publish(&message).await.unwrap();
         publisher.close().await;
-        worker.reports(DEPTH, 1).await;
+        reports(&worker, DEPTH, 1).await;
 
         let dlq = DeadLetterQueue::open(&stack.bus().connection, stack.bus().topology.clone())
             .await
             .unwrap();
         assert_eq!(dlq.purge().await.unwrap(), 1);
-        worker.reports(DEPTH, 0).await;
-        worker.stop().await;
+        reports(&worker, DEPTH, 0).await;
+        worker.stop().await.expect("the worker ran");
         stack.finish().await;
     })
     .await;
