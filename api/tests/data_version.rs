@@ -8,7 +8,7 @@ use std::future::IntoFuture as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::start;
+use common::{get, start};
 use regindex::config::{Config, DatabaseConfig};
 use regindex::store::{DataVersionWatch, SessionSettings, Store};
 use regindex_api::AppState;
@@ -43,34 +43,6 @@ async fn push_app(stack: &App, repository: &str, app_id: &str) {
         .await
         .unwrap();
     stack.refetch(repository).await.unwrap();
-}
-
-struct Answer {
-    status: u16,
-    etag: Option<String>,
-    stale: bool,
-    body: String,
-}
-
-async fn get(client: &reqwest::Client, url: &str, if_none_match: Option<&str>) -> Answer {
-    let mut request = client.get(url);
-    if let Some(etag) = if_none_match {
-        request = request.header("if-none-match", etag);
-    }
-    let response = request.send().await.unwrap();
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    Answer {
-        status: response.status().as_u16(),
-        etag: header("etag"),
-        stale: header("x-regindex-stale").as_deref() == Some("true"),
-        body: response.text().await.unwrap(),
-    }
 }
 
 /// The api as the binary runs it: a commit made through the store (the worker's path)

@@ -5,7 +5,7 @@
 
 use std::future::IntoFuture as _;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use regindex::bus::testing::TestBus;
@@ -22,7 +22,6 @@ use regindex_testkit::{
 };
 use serde_json::Value;
 use sqlx::Connection;
-use tokio::io::AsyncBufReadExt;
 use tokio::time::Instant;
 
 /// Deadline of every wait on a state change (outages, restarts, reconnections).
@@ -344,7 +343,7 @@ async fn the_api_binary_waits_for_the_database_at_start_up() {
             command.env(key, value);
         }
         let mut child = command.spawn().unwrap();
-        let log = capture(child.stderr.take().unwrap());
+        let log = regindex_testkit::capture_stderr(child.stderr.take().unwrap());
 
         let host = pg.host();
         eventually("a log line naming the database server", WAIT, || async {
@@ -446,21 +445,6 @@ fn amqp_env(bus: &TestBus) -> Vec<(&'static str, String)> {
         ("REGINDEX_AMQP__ENVIRONMENT", amqp.environment.clone()),
         ("REGINDEX_AMQP__RETRY_DELAYS_MS", delays.join(",")),
     ]
-}
-
-/// Collects a child's output as it comes.
-fn capture(stream: tokio::process::ChildStderr) -> Arc<Mutex<String>> {
-    let text = Arc::new(Mutex::new(String::new()));
-    let sink = text.clone();
-    tokio::spawn(async move {
-        let mut lines = tokio::io::BufReader::new(stream).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let mut text = sink.lock().unwrap();
-            text.push_str(&line);
-            text.push('\n');
-        }
-    });
-    text
 }
 
 fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {

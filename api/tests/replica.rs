@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::Answer;
 use regindex::bus::testing::TestBus;
 use regindex::config::{AmqpConfig, Config};
 use regindex::model::RepositoryName;
@@ -19,7 +20,6 @@ use regindex::store::Store;
 use regindex::sync::Syncer;
 use regindex_testkit::app::Process;
 use regindex_testkit::{eventually, ImageSpec, PrivatePostgres, TestRegistry};
-use serde_json::Value;
 use sqlx::{Connection as _, PgConnection};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -143,48 +143,9 @@ async fn resume_replay(conn: &mut PgConnection) {
         .unwrap();
 }
 
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    etag: Option<String>,
-    stale: bool,
-    body: String,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or(Value::Null)
-    }
-
-    /// The repositories of an index answer, in order.
-    fn names(&self) -> Vec<String> {
-        self.json()["Results"]
-            .as_array()
-            .map(|results| {
-                results
-                    .iter()
-                    .filter_map(|r| r["Name"].as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
+/// GETs `url` with a client of its own.
 async fn get(url: &str) -> Answer {
-    let response = reqwest::get(url).await.unwrap();
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    Answer {
-        status: response.status().as_u16(),
-        etag: header("etag"),
-        stale: header("x-regindex-stale").as_deref() == Some("true"),
-        body: response.text().await.unwrap(),
-    }
+    common::get(&reqwest::Client::new(), url, None).await
 }
 
 /// `regindex_api_replica_lag_versions` on the api's `/metrics`.

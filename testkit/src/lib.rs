@@ -137,3 +137,21 @@ where
         tokio::time::sleep(every).await;
     }
 }
+
+/// Collects a child process's stderr as it comes, for tests that wait on its log lines.
+pub fn capture_stderr(
+    stream: tokio::process::ChildStderr,
+) -> std::sync::Arc<std::sync::Mutex<String>> {
+    use tokio::io::AsyncBufReadExt as _;
+    let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = text.clone();
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let mut text = sink.lock().unwrap();
+            text.push_str(&line);
+            text.push('\n');
+        }
+    });
+    text
+}

@@ -3,7 +3,6 @@
 //! Outages use private PostgreSQL and RabbitMQ servers (testkit), never the shared ones.
 
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use regindex::bus::testing::TestBus;
@@ -11,7 +10,6 @@ use regindex::config::Config;
 use regindex_testkit::app::{migrate, Process, TestStore};
 use regindex_testkit::{eventually, free_port, PrivatePostgres, PrivateRabbitMq};
 use serde_json::Value;
-use tokio::io::AsyncBufReadExt;
 
 /// Deadline of every wait on a state change. Generous: after a broker outage the
 /// consumer reconnects with a backoff of up to 30 s (plus jitter).
@@ -107,7 +105,7 @@ async fn the_worker_binary_waits_for_the_database_at_start_up() {
             .kill_on_drop(true)
             .spawn()
             .unwrap();
-        let log = capture(child.stderr.take().unwrap());
+        let log = regindex_testkit::capture_stderr(child.stderr.take().unwrap());
 
         let host = pg.host();
         eventually("a log line naming the database server", WAIT, || async {
@@ -180,19 +178,4 @@ async fn health_reports_a_broker_outage() {
 async fn probe_text(addr: &str, path: &str) -> (u16, String) {
     let response = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
     (response.status().as_u16(), response.text().await.unwrap())
-}
-
-/// Collects a child's output as it comes.
-fn capture(stream: tokio::process::ChildStderr) -> Arc<Mutex<String>> {
-    let text = Arc::new(Mutex::new(String::new()));
-    let sink = text.clone();
-    tokio::spawn(async move {
-        let mut lines = tokio::io::BufReader::new(stream).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let mut text = sink.lock().unwrap();
-            text.push_str(&line);
-            text.push('\n');
-        }
-    });
-    text
 }

@@ -41,3 +41,53 @@ pub fn flatpak_app(app_id: &str, arch: &str, rgb: [u8; 3]) -> regindex_testkit::
         .icons(rgb)
         .label("org.flatpak.installed-size", "4096000")
 }
+
+/// An index answer as a client sees it: status, ETag, whether it is marked stale, body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub etag: Option<String>,
+    pub stale: bool,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The repositories of an index answer, in order.
+    pub fn names(&self) -> Vec<String> {
+        self.json()["Results"]
+            .as_array()
+            .map(|results| {
+                results
+                    .iter()
+                    .filter_map(|r| r["Name"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// GETs `url`, with `If-None-Match` when given.
+pub async fn get(client: &reqwest::Client, url: &str, if_none_match: Option<&str>) -> Answer {
+    let mut request = client.get(url);
+    if let Some(etag) = if_none_match {
+        request = request.header("if-none-match", etag);
+    }
+    let response = request.send().await.unwrap();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    Answer {
+        status: response.status().as_u16(),
+        etag: header("etag"),
+        stale: header("x-regindex-stale").as_deref() == Some("true"),
+        body: response.text().await.unwrap(),
+    }
+}
