@@ -257,6 +257,39 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
 
+    // The gzip body as served (compressed in chunks, index/render.rs) against the same
+    // JSON compressed at once: what the chunks cost every client in bytes and inflating.
+    {
+        use std::io::Read as _;
+        let raw = reqwest::Client::builder().no_gzip().build()?;
+        let served = raw
+            .get(&url)
+            .header("Accept-Encoding", "gzip")
+            .send()
+            .await?
+            .bytes()
+            .await?;
+        let mut json = Vec::new();
+        flate2::read::GzDecoder::new(&served[..]).read_to_end(&mut json)?;
+        let mut whole = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut whole, &json)?;
+        let whole = whole.finish()?;
+        let inflate = |gzip: &[u8]| -> anyhow::Result<f64> {
+            let t = Instant::now();
+            for _ in 0..20 {
+                flate2::read::GzDecoder::new(gzip).read_to_end(&mut Vec::new())?;
+            }
+            Ok(t.elapsed().as_secs_f64() * 1000.0 / 20.0)
+        };
+        println!(
+            "gzip body: {} bytes, inflated in {:.2} ms; the JSON gzipped whole: {} bytes, {:.2} ms; served / whole = {:.2}",
+            served.len(),
+            inflate(&served)?,
+            whole.len(),
+            inflate(&whole)?,
+            served.len() as f64 / whole.len() as f64
+        );
+    }
     let (rps, p50, p99) = load(&url, None, connections, seconds).await;
     println!("GET /index/static 200 (gzip, {connections} connections, {seconds} s): {rps:.0} req/s, p50 {p50:.2} ms, p99 {p99:.2} ms");
     let (rps, p50, p99) = load(&url, etag.as_deref(), connections, seconds).await;

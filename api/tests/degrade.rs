@@ -399,7 +399,7 @@ async fn readiness_reports_the_broker() {
     let ready = |status: u16, broker: &'static str| {
         let api = &api;
         async move {
-            let answer = get(&api, "/readyz", &[]).await;
+            let answer = get(api, "/readyz", &[]).await;
             let reported = if answer.status == 200 {
                 answer.json()["broker"].clone()
             } else {
@@ -457,7 +457,7 @@ async fn timed(api: &Process, path: &str, status: u16, count: usize) -> Vec<Dura
     let mut times = Vec::with_capacity(count);
     for _ in 0..count {
         let started = Instant::now();
-        let answer = get(&api, path, &[]).await;
+        let answer = get(api, path, &[]).await;
         times.push(started.elapsed());
         assert_eq!(answer.status, status, "{path}");
     }

@@ -440,6 +440,7 @@ impl App {
     }
 
     async fn start(options: AppBuilder) -> Self {
+        crate::capture_logs();
         let owns_bus = options.existing_bus.is_none();
         let bus = if let Some(bus) = options.existing_bus {
             Some(bus)
@@ -734,6 +735,7 @@ pub struct Consumer {
 
 impl Consumer {
     pub fn start(config: Config, index: Arc<dyn regindex_worker::refetcher::Refetcher>) -> Self {
+        crate::capture_logs();
         let metrics = regindex_worker::WorkerMetrics::new();
         let worker = regindex_worker::Worker::new(config, index, metrics.clone());
         let shutdown = CancellationToken::new();

@@ -138,6 +138,19 @@ where
     }
 }
 
+/// Sends the logs of the api and worker run in-process (at `RUST_LOG`, else `info`) to
+/// the test's captured output, so that a failing test shows what its processes did.
+pub fn capture_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,lapin=warn"));
+    // A second call in the same test binary finds the subscriber already set.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_test_writer()
+        .try_init();
+}
+
 /// Collects a child process's stderr as it comes, for tests that wait on its log lines.
 pub fn capture_stderr(
     stream: tokio::process::ChildStderr,

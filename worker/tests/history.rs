@@ -784,7 +784,8 @@ async fn pruning_keeps_only_what_retention_allows() {
 }
 
 /// A scan that finds a tag gone before its delete event is recorded audits it without a
-/// who; the delete event then completes that row rather than auditing the delete twice.
+/// who; the delete event then completes that row rather than auditing the delete twice,
+/// also when the scan's listing started before the delete.
 #[tokio::test]
 async fn a_delete_event_completes_the_audit_row_of_a_scan() {
     let db = TestStore::start().await;
@@ -799,9 +800,11 @@ async fn a_delete_event_completes_the_audit_row_of_a_scan() {
         .await
         .unwrap();
     let deleted_at = chrono::Utc::now() - chrono::Duration::seconds(5);
-    let listed_after = chrono::Utc::now() - chrono::Duration::seconds(2);
+    // The listing that found the tag gone started before the delete and answered after
+    // it (a slow registry): still the same delete.
+    let listed_during = deleted_at - chrono::Duration::seconds(1);
     history
-        .record_state("h", &repository, &[], &[], listed_after)
+        .record_state("h", &repository, &[], &[], listed_during)
         .await
         .unwrap();
     let untag = serde_json::json!({"events": [

@@ -125,7 +125,10 @@ impl HistoryStore {
         .bind(seen_at)
         .execute(&mut *tx)
         .await?;
-        // Tags gone from the registry; a tag pushed after the scan looked is kept.
+        // Tags gone from the registry; a tag pushed after the scan looked is kept. They
+        // are audited as gone now, not at `seen_at`: the listing (which started at
+        // `seen_at`) saw a delete that may have come while it ran, and the delete's event
+        // completes only a row audited at or after its own time.
         sqlx::query(
             "WITH gone AS (
                 DELETE FROM history_tags t
@@ -135,7 +138,7 @@ impl HistoryStore {
                 RETURNING t.*
              )
              INSERT INTO history_deletions (deleted_at, registry, repository, kind, tag, digest, record)
-             SELECT $4, registry, repository, 'tag', tag, digest, to_jsonb(gone) FROM gone",
+             SELECT GREATEST(now(), $4), registry, repository, 'tag', tag, digest, to_jsonb(gone) FROM gone",
         )
         .bind(registry)
         .bind(repository)
