@@ -762,6 +762,14 @@ impl Consumer {
         let _ = self.task.await;
     }
 
+    /// [`Consumer::abort`], then closes `store`'s connections, as a crashed process's
+    /// sockets close: a write it was in the middle of rolls back and its repository's lock
+    /// goes at once, not when the pool next uses the connection.
+    pub async fn crash(self, store: &Store) {
+        self.abort().await;
+        store.pool().close().await;
+    }
+
     /// Shuts it down and waits (30 s at most) until it has ended.
     pub async fn stop(self) {
         self.shutdown.cancel();
@@ -775,8 +783,14 @@ impl Consumer {
 impl App {
     /// A [`Consumer`] refetching from the registry into the store, with `config`.
     pub fn start_consumer(&self, config: Config) -> Consumer {
+        self.start_consumer_on(config, self.store.clone())
+    }
+
+    /// [`App::start_consumer`] writing through `store` (a pool of its own, for a consumer
+    /// that will [`Consumer::crash`]).
+    pub fn start_consumer_on(&self, config: Config, store: Store) -> Consumer {
         let registry = RegistryClient::new(&config.registry).expect("registry client");
-        let syncer = Syncer::new(registry, self.store.clone());
+        let syncer = Syncer::new(registry, store);
         Consumer::start(config, Arc::new(syncer))
     }
 }

@@ -512,7 +512,12 @@ async fn a_worker_killed_mid_batch_is_taken_over() {
         let mut serial = stack.config.clone();
         serial.worker.concurrency = 1;
         serial.worker.coalesce = std::time::Duration::ZERO;
-        let first = stack.start_consumer(serial);
+        // Its own connections, closed when it is killed, as a process's are.
+        let pool = Store::connect(&serial.database)
+            .await
+            .unwrap()
+            .with_icons(&serial.icons);
+        let first = stack.start_consumer_on(serial, pool.clone());
         let deadline = tokio::time::Instant::now() + WAIT;
         while first.counted("processed") == 0 {
             assert!(
@@ -522,7 +527,7 @@ async fn a_worker_killed_mid_batch_is_taken_over() {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let metrics = first.metrics.clone();
-        first.abort().await;
+        first.crash(&pool).await;
         let done_by_first = metrics.messages.with_label_values(&["processed"]).get();
         assert!(
             done_by_first < 6,
