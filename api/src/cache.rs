@@ -25,33 +25,42 @@ use axum::body::Bytes;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use regindex::index::render::{Parts, RenderedParts};
+
+use crate::frames::Frames;
 use tokio::sync::OnceCell;
 
 pub const DEFAULT_MAX_ENTRIES: usize = 1024;
 /// One rendered answer in both encodings. ETags are strong and differ per encoding (the
 /// bytes differ); both derive from the hash of the JSON body.
+///
+/// The gzip body is kept as the slices it was assembled from (shared with the render's
+/// parts, see `index/render.rs`), so a new version costs no copy of the whole answer.
+/// The plain JSON body is built on its first request: clients ask for gzip.
 #[derive(Debug)]
 pub struct Rendered {
-    pub json: Bytes,
-    pub gzip: Bytes,
+    gzip: Frames,
+    json: std::sync::OnceLock<Bytes>,
+    /// What `json` is built from; `None` when it was given at once.
+    parts: Option<RenderedParts>,
+    json_len: usize,
     pub etag: String,
     pub gzip_etag: String,
 }
 
 impl Rendered {
-    /// The answer assembled from its parts: their bytes and compressed pieces are
-    /// joined, not serialised or compressed again, and the ETags derive from the parts'
-    /// hashes (CPU work: call it off the async executor).
-    pub fn from_parts(parts: &RenderedParts) -> Self {
+    /// The answer from its parts: the ETags derive from the parts' hashes, and the gzip
+    /// body is their compressed chunks (CPU work: call it off the async executor).
+    pub fn from_parts(parts: RenderedParts) -> Self {
         let hash = hex::encode(&parts.hash()[..16]);
-        let json = parts.json();
-        let gzip = match parts.gzip() {
-            Some(gzip) => gzip,
-            None => gzip_whole(&json),
+        let gzip = match parts.gzip_member() {
+            Some(member) => member,
+            None => vec![Bytes::from(gzip_whole(&parts.json()))],
         };
         Self {
-            json: Bytes::from(json),
-            gzip: Bytes::from(gzip),
+            gzip: Frames::new(gzip),
+            json: std::sync::OnceLock::new(),
+            json_len: parts.json_len(),
+            parts: Some(parts),
             etag: format!("\"{hash}\""),
             gzip_etag: format!("\"{hash}-gzip\""),
         }
@@ -64,15 +73,37 @@ impl Rendered {
         let hash = hex::encode(&Sha256::digest(&json)[..16]);
         let gzip = gzip_whole(&json);
         Self {
-            json: Bytes::from(json),
-            gzip: Bytes::from(gzip),
+            gzip: Frames::new(vec![Bytes::from(gzip)]),
+            json_len: json.len(),
+            json: std::sync::OnceLock::from(Bytes::from(json)),
+            parts: None,
             etag: format!("\"{hash}\""),
             gzip_etag: format!("\"{hash}-gzip\""),
         }
     }
 
+    /// The gzip body.
+    pub fn gzip(&self) -> &Frames {
+        &self.gzip
+    }
+
+    /// The plain JSON body, if built already.
+    pub fn built_json(&self) -> Option<Bytes> {
+        self.json.get().cloned()
+    }
+
+    /// The plain JSON body, built from the parts the first time (CPU work then: call it
+    /// off the async executor unless [`Rendered::built_json`] has it).
+    pub fn json(&self) -> Bytes {
+        self.json
+            .get_or_init(|| Bytes::from(self.parts.as_ref().map(|p| p.json()).unwrap_or_default()))
+            .clone()
+    }
+
+    /// Bytes charged: the JSON body whether built yet or not, and the gzip body (whose
+    /// slices the render's parts share).
     fn size(&self) -> usize {
-        self.json.len() + self.gzip.len()
+        self.json_len + self.gzip.len()
     }
 }
 
@@ -394,7 +425,8 @@ mod tests {
         assert!(a.etag.starts_with('"') && a.etag.ends_with('"'));
         assert_ne!(a.etag, a.gzip_etag);
         let mut out = String::new();
-        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&a.gzip[..]), &mut out)
+        let gzip = a.gzip().to_vec();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gzip[..]), &mut out)
             .unwrap();
         assert_eq!(out, "{\"a\":1}");
     }
@@ -412,14 +444,17 @@ mod tests {
     #[tokio::test]
     async fn keyed_by_version() {
         let cache = ResponseCache::new(10, 1 << 20);
-        assert_eq!(&fill(&cache, 1, "q", "one").await.json[..], b"one");
-        assert_eq!(&fill(&cache, 1, "q", "ignored").await.json[..], b"one");
-        assert_eq!(&fill(&cache, 1, "other", "other").await.json[..], b"other");
-        assert_eq!(&fill(&cache, 2, "q", "two").await.json[..], b"two");
+        assert_eq!(&fill(&cache, 1, "q", "one").await.json()[..], b"one");
+        assert_eq!(&fill(&cache, 1, "q", "ignored").await.json()[..], b"one");
+        assert_eq!(
+            &fill(&cache, 1, "other", "other").await.json()[..],
+            b"other"
+        );
+        assert_eq!(&fill(&cache, 2, "q", "two").await.json()[..], b"two");
         assert_eq!(cache.len(), 1, "older versions are dropped");
         // A reader behind the times gets its own render, which is not cached.
-        assert_eq!(&fill(&cache, 1, "q", "old").await.json[..], b"old");
-        assert_eq!(&fill(&cache, 2, "q", "ignored").await.json[..], b"two");
+        assert_eq!(&fill(&cache, 1, "q", "old").await.json()[..], b"old");
+        assert_eq!(&fill(&cache, 2, "q", "ignored").await.json()[..], b"two");
     }
 
     #[tokio::test]
@@ -430,7 +465,7 @@ mod tests {
             .await;
         assert!(failed.is_err());
         assert!(cache.is_empty());
-        assert_eq!(&fill(&cache, 1, "q", "ok").await.json[..], b"ok");
+        assert_eq!(&fill(&cache, 1, "q", "ok").await.json()[..], b"ok");
     }
 
     /// Real threads: every task misses at once (they pass a barrier first, and the one
@@ -475,7 +510,7 @@ mod tests {
             .get_or_render::<(), _>(2, "q", || async { Ok(Rendered::new(b"y".to_vec())) })
             .await
             .unwrap();
-        assert_eq!(&again.json[..], b"y");
+        assert_eq!(&again.json()[..], b"y");
     }
 
     #[tokio::test]
@@ -485,12 +520,12 @@ mod tests {
             fill(&cache, 1, key, key).await;
         }
         // "a" is used again, so "b" is now the least recently used.
-        assert_eq!(&fill(&cache, 1, "a", "ignored").await.json[..], b"a");
+        assert_eq!(&fill(&cache, 1, "a", "ignored").await.json()[..], b"a");
         fill(&cache, 1, "d", "d").await;
-        assert_eq!(&fill(&cache, 1, "a", "ignored").await.json[..], b"a");
-        assert_eq!(&fill(&cache, 1, "c", "ignored").await.json[..], b"c");
+        assert_eq!(&fill(&cache, 1, "a", "ignored").await.json()[..], b"a");
+        assert_eq!(&fill(&cache, 1, "c", "ignored").await.json()[..], b"c");
         assert_eq!(
-            &fill(&cache, 1, "b", "again").await.json[..],
+            &fill(&cache, 1, "b", "again").await.json()[..],
             b"again",
             "b was evicted"
         );
@@ -512,7 +547,7 @@ mod tests {
         assert_eq!(cache.bytes(), 3 * size);
         let day = Duration::from_secs(86_400);
         assert_eq!(
-            &cache.last_good("a", day).unwrap().0.json[..],
+            &cache.last_good("a", day).unwrap().0.json()[..],
             big('A').as_bytes()
         );
         // Over budget: the least recently used query ("b", last good only) goes.
@@ -540,9 +575,9 @@ mod tests {
             let _ = release_tx.send(());
         };
         let (old, ()) = tokio::join!(slow, newer);
-        assert_eq!(&old.unwrap().json[..], b"old");
+        assert_eq!(&old.unwrap().json()[..], b"old");
         let day = Duration::from_secs(86_400);
-        assert_eq!(&cache.last_good("q", day).unwrap().0.json[..], b"new");
+        assert_eq!(&cache.last_good("q", day).unwrap().0.json()[..], b"new");
         assert_eq!(cache.bytes(), Rendered::new(b"new".to_vec()).size());
     }
 
@@ -554,7 +589,7 @@ mod tests {
         fill(&cache, 2, "other", "other").await;
         assert_eq!(cache.len(), 1, "version 1 entries are gone");
         let (stale, age) = cache.last_good("q", Duration::from_secs(60)).unwrap();
-        assert_eq!(&stale.json[..], b"one");
+        assert_eq!(&stale.json()[..], b"one");
         assert!(age < Duration::from_secs(60));
         fill(&cache, 2, "q", "two").await;
         assert_eq!(
@@ -562,7 +597,7 @@ mod tests {
                 .last_good("q", Duration::from_secs(60))
                 .unwrap()
                 .0
-                .json[..],
+                .json()[..],
             b"two"
         );
         // A failed render leaves the last good answer in place.
@@ -575,7 +610,7 @@ mod tests {
                 .last_good("q", Duration::from_secs(60))
                 .unwrap()
                 .0
-                .json[..],
+                .json()[..],
             b"two"
         );
     }
@@ -603,7 +638,7 @@ mod tests {
         }
         assert_eq!(cache.len(), 3);
         assert_eq!(
-            &fill(&cache, 1, "q0", "again").await.json[..],
+            &fill(&cache, 1, "q0", "again").await.json()[..],
             b"again",
             "q0 was evicted"
         );

@@ -13,6 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -107,9 +108,15 @@ pub(crate) async fn serve(
     );
     let body = if gzip {
         response_headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        rendered.gzip.clone()
+        rendered.gzip().body()
     } else {
-        rendered.json.clone()
+        let json = match rendered.built_json() {
+            Some(json) => json,
+            None => tokio::task::spawn_blocking(move || rendered.json())
+                .await
+                .map_err(|e| ApiError::Internal(format!("assembling the body failed: {e}")))?,
+        };
+        Body::from(json)
     };
     Ok((StatusCode::OK, response_headers, body).into_response())
 }
@@ -223,7 +230,7 @@ async fn rendered(
             state
                 .cache
                 .keep_parts(&key, rendered.data_version, rendered.parts.clone());
-            tokio::task::spawn_blocking(move || Rendered::from_parts(&rendered))
+            tokio::task::spawn_blocking(move || Rendered::from_parts(rendered))
                 .await
                 .map_err(|e| ApiError::Internal(format!("rendering task failed: {e}")))
         })

@@ -11,6 +11,7 @@ mod conditional;
 pub mod database;
 pub mod error;
 pub mod events;
+mod frames;
 mod health;
 mod index_routes;
 pub mod metrics;

@@ -878,3 +878,54 @@ async fn a_change_notifies_its_data_version_at_commit() {
     assert_eq!(next.payload(), (version + 1).to_string());
     assert_eq!(store.data_version().await.unwrap(), version + 1);
 }
+
+/// A caller dropped while its transaction's `BEGIN` is unanswered (a request whose
+/// client went away, a cancelled refetch) leaves no transaction open on the pooled
+/// connection. sqlx alone returned the connection inside that transaction: its next user
+/// read an old snapshot, failed on `SET TRANSACTION`, and its locks outlived its work.
+#[tokio::test]
+async fn a_caller_dropped_while_beginning_leaves_no_transaction_behind() {
+    let db = TestStore::start().await;
+    let proxy = regindex_testkit::TcpProxy::start("127.0.0.1:5432".parse().unwrap())
+        .await
+        .unwrap();
+    let mut url = url::Url::parse(&db.url()).unwrap();
+    url.set_port(Some(proxy.addr().port())).unwrap();
+    // One connection, so the check below gets the one the dropped caller had; not
+    // pinged on acquire, so what the proxy holds is the `BEGIN`.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .test_before_acquire(false)
+        .connect(url.as_str())
+        .await
+        .unwrap();
+    let store = Store::from_pool(pool.clone());
+
+    proxy.freeze();
+    let dropped = tokio::time::timeout(
+        Duration::from_millis(300),
+        store.load_repository(&repo("a/b")),
+    )
+    .await;
+    assert!(dropped.is_err(), "the BEGIN was held by the proxy");
+    proxy.thaw();
+
+    // The connection back in the pool, as its next user finds it.
+    let mut connection = pool.acquire().await.unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *connection)
+        .await
+        .unwrap();
+    let state: String = sqlx::query_scalar("SELECT state FROM pg_stat_activity WHERE pid = $1")
+        .bind(pid)
+        .fetch_one(db.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        state, "idle",
+        "the connection came back inside the dropped caller's transaction"
+    );
+    drop(connection);
+    pool.close().await;
+    db.finish().await;
+}

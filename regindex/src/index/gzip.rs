@@ -8,6 +8,7 @@
 //! (combined from the pieces' CRCs) and their length. Equal pieces in equal order give
 //! equal bytes.
 
+use bytes::Bytes;
 use flate2::{Compress, Compression, FlushCompress, Status};
 
 /// Gzip header: deflate, no flags, no modification time, no extra flags, unknown OS
@@ -20,7 +21,8 @@ const FINAL_BLOCK: [u8; 2] = [0x03, 0x00];
 /// One piece of a gzip body: its deflate blocks and the CRC-32 and length of its bytes.
 #[derive(Debug, Clone)]
 pub struct Piece {
-    deflate: Vec<u8>,
+    /// Shared with every body served from it (see [`member`]).
+    deflate: Bytes,
     crc: crc32fast::Hasher,
     /// Length of the uncompressed bytes.
     bytes: usize,
@@ -32,7 +34,7 @@ impl Piece {
         let mut crc = crc32fast::Hasher::new();
         crc.update(bytes);
         Self {
-            deflate: deflate_sync(bytes),
+            deflate: Bytes::from(deflate_sync(bytes)),
             crc,
             bytes: bytes.len(),
         }
@@ -71,23 +73,29 @@ fn deflate_sync(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The gzip member holding the pieces' bytes in order.
-pub fn assemble<'a>(pieces: impl IntoIterator<Item = &'a Piece> + Clone) -> Vec<u8> {
-    let size: usize = pieces.clone().into_iter().map(Piece::len).sum();
-    let mut out = Vec::with_capacity(HEADER.len() + size + FINAL_BLOCK.len() + 8);
-    out.extend_from_slice(&HEADER);
+/// The gzip member holding the pieces' bytes in order, as the slices to send one after
+/// another: the pieces' compressed bytes are shared, not copied.
+pub fn member<'a>(pieces: impl IntoIterator<Item = &'a Piece>) -> Vec<Bytes> {
+    let mut out = vec![Bytes::from_static(&HEADER)];
     let mut crc = crc32fast::Hasher::new();
     let mut length = 0usize;
     for piece in pieces {
-        out.extend_from_slice(&piece.deflate);
+        out.push(piece.deflate.clone());
         crc.combine(&piece.crc);
         length += piece.bytes;
     }
-    out.extend_from_slice(&FINAL_BLOCK);
-    out.extend_from_slice(&crc.finalize().to_le_bytes());
+    let mut trailer = Vec::with_capacity(FINAL_BLOCK.len() + 8);
+    trailer.extend_from_slice(&FINAL_BLOCK);
+    trailer.extend_from_slice(&crc.finalize().to_le_bytes());
     // ISIZE: the length modulo 2^32.
-    out.extend_from_slice(&(length as u32).to_le_bytes());
+    trailer.extend_from_slice(&(length as u32).to_le_bytes());
+    out.push(Bytes::from(trailer));
     out
+}
+
+/// [`member`] in one buffer.
+pub fn assemble<'a>(pieces: impl IntoIterator<Item = &'a Piece>) -> Vec<u8> {
+    member(pieces).concat()
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 
 use crate::catalog::icons;
@@ -171,10 +172,19 @@ impl RenderedParts {
         non_empty(&self.parts.by_repository)
     }
 
+    /// Length of [`RenderedParts::json`].
+    pub fn json_len(&self) -> usize {
+        let parts: usize = self
+            .non_empty()
+            .map(|p| p.json.len() + SEPARATOR.len())
+            .sum();
+        // One separator fewer than parts.
+        self.head.len() + parts.saturating_sub(SEPARATOR.len()) + TAIL.len()
+    }
+
     /// The answer's JSON: head, non-empty parts joined by commas, tail.
     pub fn json(&self) -> Vec<u8> {
-        let size: usize = self.non_empty().map(|p| p.json.len() + 1).sum();
-        let mut out = Vec::with_capacity(self.head.len() + size + TAIL.len());
+        let mut out = Vec::with_capacity(self.json_len());
         out.extend_from_slice(&self.head);
         for (i, part) in self.non_empty().enumerate() {
             if i > 0 {
@@ -186,11 +196,17 @@ impl RenderedParts {
         out
     }
 
-    /// The answer gzipped (the same bytes as [`RenderedParts::json`]), from its
-    /// compressed chunks; `None` when the render was not asked for gzip.
-    pub fn gzip(&self) -> Option<Vec<u8>> {
+    /// The answer gzipped (the same bytes as [`RenderedParts::json`]) as the slices to
+    /// send in order, sharing its chunks' compressed bytes; `None` when the render was
+    /// not asked for gzip.
+    pub fn gzip_member(&self) -> Option<Vec<Bytes>> {
         let chunks = &self.parts.chunks;
-        (!chunks.is_empty()).then(|| gzip::assemble(chunks.iter().map(|c| &*c.piece)))
+        (!chunks.is_empty()).then(|| gzip::member(chunks.iter().map(|c| &*c.piece)))
+    }
+
+    /// [`RenderedParts::gzip_member`] in one buffer.
+    pub fn gzip(&self) -> Option<Vec<u8>> {
+        self.gzip_member().map(|member| member.concat())
     }
 
     /// A strong validator of the answer's bytes without hashing them all again: SHA-256
@@ -594,6 +610,7 @@ mod tests {
             };
             let parts = as_parts(&response, &["m/empty", "0"]);
             assert_eq!(parts.json(), response.to_json());
+            assert_eq!(parts.json_len(), parts.json().len());
             assert_eq!(gunzip(&parts.gzip().unwrap()), response.to_json());
             // The validator follows the bytes, not the empty parts.
             assert_eq!(parts.hash(), as_parts(&response, &[]).hash());

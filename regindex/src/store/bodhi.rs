@@ -75,7 +75,7 @@ impl Store {
         window: Duration,
     ) -> Result<(), StoreError> {
         let names: Vec<&str> = repositories.iter().map(RepositoryName::as_str).collect();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::store::begin(&self.pool).await?;
         sqlx::query(
             "INSERT INTO bodhi_update_repositories (repository, update_alias, seen_at)
              SELECT name, $2, now() FROM UNNEST($1::text[]) AS name

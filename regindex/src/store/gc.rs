@@ -55,7 +55,7 @@ impl Store {
         let candidates: Vec<(i64, String)> = sqlx::query_as(&sql).fetch_all(&self.pool).await?;
         let mut summary = GcSummary::default();
         for (id, name) in candidates {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = crate::store::begin(&self.pool).await?;
             let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
                 .bind(lock_key(&name))
                 .fetch_one(&mut *tx)

@@ -162,7 +162,7 @@ impl Store {
         // Two statements in one transaction: the rows are locked first, and the second
         // statement's fresh snapshot sees every reference committed before the lock (a
         // single statement would judge references by a snapshot older than its locks).
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::store::begin(&self.pool).await?;
         let candidates: Vec<String> = sqlx::query_scalar(&format!(
             "SELECT i.sha256 FROM icons i WHERE i.unreferenced_since IS NULL AND {UNREFERENCED}
              ORDER BY i.sha256 FOR UPDATE SKIP LOCKED"

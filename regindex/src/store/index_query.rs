@@ -131,7 +131,7 @@ impl Store {
 
     /// A read-only transaction on one snapshot, with the index query's time limit.
     async fn snapshot(&self) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::store::begin(&self.pool).await?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
             .await?;

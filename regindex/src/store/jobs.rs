@@ -84,6 +84,10 @@ impl Store {
         job: impl Future<Output = T>,
     ) -> Result<Option<T>, StoreError> {
         let mut connection = self.pool.acquire().await?;
+        // The lock lives as long as the session: if this future is dropped (shutdown,
+        // or while the lock query itself runs) or the unlock fails, the session ends
+        // instead of idling in the pool with the lock held.
+        connection.close_on_drop();
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
             .bind(LOCK_CLASS)
             .bind(which.lock_key())
@@ -92,10 +96,6 @@ impl Store {
         if !locked {
             return Ok(None);
         }
-        // The lock lives as long as the session: if this future is dropped mid-job
-        // (shutdown) or the unlock fails, the session ends instead of idling in the pool
-        // with the lock held.
-        connection.close_on_drop();
         let output = job.await;
         let unlocked = sqlx::query("SELECT pg_advisory_unlock($1, $2)")
             .bind(LOCK_CLASS)

@@ -25,7 +25,7 @@ impl Store {
         &self,
         repository: &RepositoryName,
     ) -> Result<RepositoryState, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::store::begin(&self.pool).await?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
             .await?;

@@ -223,7 +223,7 @@ impl Store {
 
     /// Applies `schema.sql`. Idempotent; never drops data.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin(&self.pool).await?;
         // Two processes migrating at once would race on CREATE ... IF NOT EXISTS.
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(MIGRATE_LOCK_KEY)
@@ -256,7 +256,7 @@ impl Store {
         &self,
         repository: &RepositoryName,
     ) -> Result<RepositoryTx, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin(&self.pool).await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(repository_lock_key(repository))
             .execute(&mut *tx)
@@ -327,6 +327,22 @@ async fn check_schema(conn: &mut PgConnection) -> Result<(), StoreError> {
         }),
         Some(_) => Ok(()),
     }
+}
+
+/// Starts a transaction, safely also for a caller that is dropped meanwhile (a request
+/// whose client went away, a worker cancelling its work). sqlx does not roll back a
+/// `BEGIN` whose future is dropped before the server answered: the connection went back
+/// to the pool inside that transaction, so its next user's statements ran in it and its
+/// locks outlived their work. Here the `BEGIN` runs in a task of its own that always
+/// finishes it; a transaction nobody awaits any more is dropped there, which rolls it
+/// back. Every transaction of the store starts here.
+pub(crate) async fn begin(
+    pool: &sqlx::PgPool,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let pool = pool.clone();
+    tokio::spawn(async move { pool.begin().await })
+        .await
+        .map_err(|_| sqlx::Error::WorkerCrashed)?
 }
 
 /// The advisory lock key of a repository: the first 8 bytes of a sha256 of its name,

@@ -72,7 +72,7 @@ impl HistoryStore {
         // Ids in one order in every transaction: two consumers holding overlapping
         // (redelivered) ids then wait for each other instead of deadlocking.
         events.sort_by(|a, b| a.id.cmp(&b.id));
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::store::begin(&self.pool).await?;
         let new_ids = insert_events(&mut tx, &events).await?;
         let fresh: Vec<&ActivityEvent> = events
             .iter()
@@ -103,7 +103,7 @@ impl HistoryStore {
         seen_at: DateTime<Utc>,
     ) -> Result<(), HistoryError> {
         let repository = repository.as_str();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::store::begin(&self.pool).await?;
         let tag_names: Vec<&str> = tags.iter().map(|(t, _)| t.as_str()).collect();
         let tag_digests: Vec<&str> = tags.iter().map(|(_, d)| d.as_str()).collect();
         sqlx::query(
