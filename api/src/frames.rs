@@ -16,9 +16,19 @@ pub struct Frames {
     len: usize,
 }
 
+/// Bodies up to this size are sent as one slice: copying them once per version costs
+/// less than the extra writes per request (the 500×4 bench answer's cached 200 was 20 %
+/// slower as five slices).
+const ONE_SLICE_UP_TO: usize = 256 * 1024;
+
 impl Frames {
     pub fn new(slices: Vec<Bytes>) -> Self {
         let len = slices.iter().map(Bytes::len).sum();
+        let slices = if len <= ONE_SLICE_UP_TO && slices.len() > 1 {
+            vec![Bytes::from(slices.concat())]
+        } else {
+            slices
+        };
         Self {
             slices: slices.into(),
             len,
@@ -84,15 +94,25 @@ mod tests {
 
     #[tokio::test]
     async fn sends_the_slices_in_order_with_their_length() {
-        let frames = Frames::new(vec![
-            Bytes::from_static(b"ab"),
-            Bytes::new(),
-            Bytes::from_static(b"cde"),
-        ]);
+        let big = Bytes::from(vec![7u8; ONE_SLICE_UP_TO]);
+        let slices = vec![Bytes::from_static(b"ab"), Bytes::new(), big.clone()];
+        let expected = [&b"ab"[..], &big].concat();
+        let frames = Frames::new(slices);
+        assert_eq!(frames.slices.len(), 3, "a large body keeps its slices");
         let body = frames.body();
-        assert_eq!(http_body::Body::size_hint(&body).exact(), Some(5));
+        assert_eq!(
+            http_body::Body::size_hint(&body).exact(),
+            Some(expected.len() as u64)
+        );
         let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        assert_eq!(&bytes[..], &expected[..]);
+        assert_eq!(frames.to_vec(), expected);
+
+        let small = Frames::new(vec![Bytes::from_static(b"ab"), Bytes::from_static(b"cde")]);
+        assert_eq!(small.slices.len(), 1);
+        let bytes = axum::body::to_bytes(small.body(), usize::MAX)
+            .await
+            .unwrap();
         assert_eq!(&bytes[..], b"abcde");
-        assert_eq!(frames.to_vec(), b"abcde");
     }
 }
