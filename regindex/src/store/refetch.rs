@@ -45,13 +45,8 @@ impl Store {
         &self,
         repository: &RepositoryName,
     ) -> Result<StoredRepository, StoreError> {
-        let mut tx = crate::store::begin(&self.pool).await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .execute(&mut *tx)
-            .await?;
-        let stored = read_stored(&mut tx, repository).await?;
-        tx.commit().await?;
-        Ok(stored)
+        let mut connection = self.pool.acquire().await?;
+        read_stored(&mut connection, repository).await
     }
 
     /// For a refetch whose listing matches the stored state exactly: records its ticket
@@ -88,64 +83,96 @@ impl Store {
     }
 }
 
-/// What the store holds for `repository`, as `conn` sees it.
+/// What the store holds for `repository`, as `conn` sees it: one statement, so one
+/// snapshot and one round trip (a warm scan reads this for every repository).
 pub(super) async fn read_stored(
     conn: &mut sqlx::PgConnection,
     repository: &RepositoryName,
 ) -> Result<StoredRepository, StoreError> {
-    let mut stored = StoredRepository::default();
-    let tags: Vec<(String, String)> = sqlx::query_as(
-        "SELECT t.tag, m.digest
-         FROM tags t JOIN repositories r ON r.id = t.repository_id JOIN manifests m ON m.id = t.manifest_id
-         WHERE r.name = $1",
+    type Row = (
+        Option<i64>,
+        Vec<String>,
+        Vec<String>,
+        Vec<i64>,
+        Vec<String>,
+        Vec<bool>,
+        Vec<String>,
+        Vec<String>,
+        Vec<String>,
+        Vec<bool>,
+        Option<i64>,
+    );
+    let (
+        repository_id,
+        tags,
+        tag_digests,
+        manifest_ids,
+        manifest_digests,
+        is_lists,
+        problem_tags,
+        problem_digests,
+        reasons,
+        partials,
+        ticket,
+    ): Row = sqlx::query_as(
+        "SELECT r.id,
+                COALESCE(t.tags, '{}'), COALESCE(t.digests, '{}'),
+                COALESCE(m.ids, '{}'), COALESCE(m.digests, '{}'), COALESCE(m.is_lists, '{}'),
+                COALESCE(p.tags, '{}'), COALESCE(p.digests, '{}'), COALESCE(p.reasons, '{}'),
+                COALESCE(p.partials, '{}'),
+                (SELECT ticket FROM repository_refetches WHERE repository = $1)
+         FROM (SELECT $1::text AS name) n
+         LEFT JOIN repositories r ON r.name = n.name
+         LEFT JOIN LATERAL (
+             SELECT array_agg(t.tag) AS tags, array_agg(m.digest) AS digests
+             FROM tags t JOIN manifests m ON m.id = t.manifest_id WHERE t.repository_id = r.id
+         ) t ON true
+         LEFT JOIN LATERAL (
+             SELECT array_agg(id) AS ids, array_agg(digest) AS digests, array_agg(is_list) AS is_lists
+             FROM manifests WHERE repository_id = r.id
+         ) m ON true
+         LEFT JOIN LATERAL (
+             SELECT array_agg(tag) AS tags, array_agg(digest) AS digests,
+                    array_agg(reason) AS reasons, array_agg(partial) AS partials
+             FROM tag_problems WHERE repository = n.name
+         ) p ON true",
     )
     .bind(repository.as_str())
-    .fetch_all(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
-    for (tag, digest) in tags {
-        stored.tags.insert(rows::tag(&tag)?, rows::digest(&digest)?);
+    let mut stored = StoredRepository {
+        repository_id,
+        ticket: ticket.map(RefetchTicket),
+        ..StoredRepository::default()
+    };
+    for (tag, digest) in tags.iter().zip(&tag_digests) {
+        stored.tags.insert(rows::tag(tag)?, rows::digest(digest)?);
     }
-    // The repository's row, with its manifests if it has any.
-    type Row = (i64, Option<i64>, Option<String>, Option<bool>);
-    let manifests: Vec<Row> = sqlx::query_as(
-        "SELECT r.id, m.id, m.digest, m.is_list
-         FROM repositories r LEFT JOIN manifests m ON m.repository_id = r.id WHERE r.name = $1",
-    )
-    .bind(repository.as_str())
-    .fetch_all(&mut *conn)
-    .await?;
-    for (repository_id, id, digest, is_list) in manifests {
-        stored.repository_id = Some(repository_id);
-        if let (Some(id), Some(digest), Some(is_list)) = (id, digest, is_list) {
-            stored
-                .manifests
-                .insert(rows::digest(&digest)?, Known { id, is_list });
-        }
+    for ((id, digest), is_list) in manifest_ids.iter().zip(&manifest_digests).zip(&is_lists) {
+        stored.manifests.insert(
+            rows::digest(digest)?,
+            Known {
+                id: *id,
+                is_list: *is_list,
+            },
+        );
     }
-    let problems: Vec<(String, String, String, bool)> = sqlx::query_as(
-        "SELECT tag, digest, reason, partial FROM tag_problems WHERE repository = $1",
-    )
-    .bind(repository.as_str())
-    .fetch_all(&mut *conn)
-    .await?;
-    for (tag, digest, reason, partial) in problems {
-        let tag = rows::tag(&tag)?;
+    let problems = problem_tags
+        .iter()
+        .zip(&problem_digests)
+        .zip(reasons.into_iter().zip(partials));
+    for ((tag, digest), (reason, partial)) in problems {
+        let tag = rows::tag(tag)?;
         stored.problems.insert(
             tag.clone(),
             TagProblem {
                 tag,
-                digest: rows::digest(&digest)?,
+                digest: rows::digest(digest)?,
                 reason,
                 partial,
             },
         );
     }
-    let ticket: Option<i64> =
-        sqlx::query_scalar("SELECT ticket FROM repository_refetches WHERE repository = $1")
-            .bind(repository.as_str())
-            .fetch_optional(&mut *conn)
-            .await?;
-    stored.ticket = ticket.map(RefetchTicket);
     Ok(stored)
 }
 
