@@ -25,9 +25,9 @@ use axum::body::Bytes;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use regindex::index::render::{Parts, RenderedParts};
+use tokio::sync::OnceCell;
 
 use crate::frames::Frames;
-use tokio::sync::OnceCell;
 
 pub const DEFAULT_MAX_ENTRIES: usize = 1024;
 /// One rendered answer in both encodings. ETags are strong and differ per encoding (the
