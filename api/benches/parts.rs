@@ -138,13 +138,51 @@ fn median(mut values: Vec<Duration>) -> f64 {
     values[values.len() / 2].as_secs_f64() * 1e3
 }
 
-fn rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+/// Resident memory of process `pid` (`self` for this one), in MB.
+fn rss_mb(pid: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The api binary as deployed, on `database_url` with icon extraction: its RSS is the
+/// api's alone. Returns once it is ready, with its base URL.
+async fn api_process(database_url: &str) -> anyhow::Result<(tokio::process::Child, String)> {
+    let port = regindex_testkit::free_port()?;
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_regindex-api"))
+        .env_remove("REGINDEX_CONFIG")
+        .env("REGINDEX_DATABASE__URL", database_url)
+        .env("REGINDEX_API__LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "REGINDEX_API__OPERATOR_LISTEN",
+            format!("127.0.0.1:{}", regindex_testkit::free_port()?),
+        )
+        .env("REGINDEX_API__WEBHOOK_TOKEN", "bench")
+        .env("REGINDEX_API__PUBLISH_PULLS", "false")
+        .env("REGINDEX_HISTORY__ENABLED", "false")
+        .env("REGINDEX_ICONS__EXTRACT", "true")
+        .env("REGINDEX_REGISTRY__PUBLIC_URL", "/")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = reqwest::get(format!("{base}/readyz")).await;
+        if ready.is_ok_and(|r| r.status().is_success()) {
+            return Ok((child, base));
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the api process did not get ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Pushes to random repositories at PUSHES_PER_SECOND until `stop`.
@@ -308,7 +346,7 @@ async fn main() -> anyhow::Result<()> {
         pushing.2
     );
 
-    let rss_before = rss_mb();
+    let rss_before = rss_mb("self");
     let etag = http
         .get(format!("{base}/index/static?tag=latest"))
         .send()
@@ -330,14 +368,36 @@ async fn main() -> anyhow::Result<()> {
     let mixed_load = load(&mixed, 30).await;
     running.store(true, Ordering::Relaxed);
     pushes.await?;
-    let rss_after = rss_mb();
+    let rss_after = rss_mb("self");
     tokio::time::sleep(Duration::from_secs(5)).await;
     println!(
         "\nRSS of the bench process (api, its client and load generator): {rss_before:.0} MB after seeding and the runs above, {rss_after:.0} MB after 30 s of mixed load with {PUSHES_PER_SECOND} pushes/s ({:.0} req/s, p99 {:.1} ms), {:.0} MB 5 s later",
         mixed_load.0,
         mixed_load.2,
-        rss_mb()
+        rss_mb("self")
     );
+    // The same load on the api binary in a process of its own.
+    let (api, api_base) = api_process(config.database.url.expose_secret()).await?;
+    let pid = api.id().map(|p| p.to_string()).unwrap_or_default();
+    let ready_rss = rss_mb(&pid);
+    let mixed: Vec<(String, Option<String>)> = mixed
+        .iter()
+        .map(|(url, etag)| (url.replacen(&base, &api_base, 1), etag.clone()))
+        .collect();
+    let running = Arc::new(AtomicBool::new(false));
+    let pushes = pusher(store.clone(), repos, running.clone());
+    let mixed_load = load(&mixed, 30).await;
+    running.store(true, Ordering::Relaxed);
+    pushes.await?;
+    let loaded_rss = rss_mb(&pid);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    println!(
+        "RSS of the api binary in its own process (icons on): {ready_rss:.0} MB when ready, {loaded_rss:.0} MB after 30 s of the same mixed load with {PUSHES_PER_SECOND} pushes/s ({:.0} req/s, p99 {:.1} ms), {:.0} MB 5 s later",
+        mixed_load.0,
+        mixed_load.2,
+        rss_mb(&pid)
+    );
+    drop(api);
     let load_avg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("machine load (1/5/15 min) after: {}", load_avg.trim());
     // 1. First query after a push (after the RSS figure: data URI answers are large).
