@@ -7,6 +7,12 @@ use anyhow::Context as _;
 use clap::Parser;
 use regindex::config::Config;
 
+/// glibc's allocator kept what answers and renders had used (the api reached 619 MB under
+/// the 5,000-repository bench's mixed load, docs/benchmarks.md); mimalloc returns freed
+/// memory to the system.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "regindex-api",
