@@ -204,13 +204,9 @@ async fn api_sessions_are_read_only_and_every_read_path_is_time_limited() {
             .send()
             .await
             .unwrap_or_else(|e| panic!("{path} did not answer: {e}"));
-        assert!(
-            response.status().is_server_error(),
-            "{path}: {}",
-            response.status()
-        );
+        // Too slow is unavailable, on every listener and page alike.
+        assert_eq!(response.status(), 503, "{path}");
         if path.starts_with("/index/") {
-            assert_eq!(response.status(), 503, "{path}");
             let body: Value = response.json().await.unwrap();
             assert_eq!(body["error"], "unavailable", "{path}");
         }

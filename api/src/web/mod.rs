@@ -20,7 +20,7 @@ use regindex::catalog::search::SearchRequest;
 use regindex::config::Config;
 use regindex::index::{build_response, Query as IndexQuery};
 use regindex::model::RepositoryName;
-use regindex::store::Store;
+use regindex::store::{Store, StoreError};
 use serde::Deserialize;
 use tracing::error;
 
@@ -92,10 +92,17 @@ fn html(state: &WebState, status: StatusCode, body: String) -> Response {
         .into_response()
 }
 
-fn server_error(e: &dyn std::fmt::Display) -> Response {
-    error!(error = %e, "web page failed");
+/// A page the database could not give: 503 while the database is away or too slow (a
+/// state to wait out, as the JSON routes say it), 500 otherwise.
+fn server_error(e: &StoreError) -> Response {
+    let status = if e.is_transient() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    error!(error = %e, %status, "web page failed");
     (
-        StatusCode::INTERNAL_SERVER_ERROR,
+        status,
         [
             (
                 header::CONTENT_TYPE,
