@@ -99,12 +99,13 @@ pub fn assemble<'a>(pieces: impl IntoIterator<Item = &'a Piece>) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::io::Read;
 
     use super::*;
 
-    fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    /// The bytes a gzip member holds (the render tests use it too).
+    pub(crate) fn gunzip(bytes: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(bytes)
             .read_to_end(&mut out)

@@ -463,6 +463,7 @@ fn rewrite_repository(repository: &mut RepositoryResult, urls: &HashMap<String, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::index::gzip::tests::gunzip;
     use crate::index::{ImageResult, ListResult, RepositoryResult};
     use crate::model::StringMap;
 
@@ -518,12 +519,6 @@ mod tests {
             }),
             rebuilt: 0,
         }
-    }
-
-    fn gunzip(bytes: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(bytes), &mut out).unwrap();
-        out
     }
 
     /// `n` similar repositories (as a registry's apps are), one of them changed by `seed`.
