@@ -79,6 +79,46 @@ async fn replay(base: &str, requests: &[LoggedRequest], concurrency: usize) -> D
     started.elapsed()
 }
 
+/// CPU time used by the registry, this process (the scan or the plain client) and
+/// PostgreSQL: on a small machine the three share the cores, so a scan is only as fast as
+/// what the registry gets of them.
+struct Cpu {
+    registry: f64,
+    this: f64,
+    postgres: f64,
+}
+
+impl Cpu {
+    fn now(registry: &TestRegistry) -> Self {
+        Self {
+            registry: registry.pid().map_or(0.0, support::cpu_seconds),
+            this: support::cpu_seconds(std::process::id()),
+            postgres: support::cpu_seconds_named("postgres"),
+        }
+    }
+
+    fn since(&self, start: &Self) -> Self {
+        Self {
+            registry: self.registry - start.registry,
+            this: self.this - start.this,
+            postgres: self.postgres - start.postgres,
+        }
+    }
+
+    /// `registry R, <this> T, PostgreSQL P = N cores busy over the wall time`.
+    fn describe(&self, wall: Duration, this: &str) -> String {
+        let total = self.registry + self.this + self.postgres;
+        format!(
+            "registry {:.2}, {this} {:.2}, PostgreSQL {:.2} = {:.2} cores busy of {}",
+            self.registry,
+            self.this,
+            self.postgres,
+            total / wall.as_secs_f64(),
+            std::thread::available_parallelism().map_or(0, usize::from),
+        )
+    }
+}
+
 /// `<n> requests (<HEADs> HEAD, <GETs> manifest GET, <GETs> blob GET, <n> tag lists)`.
 fn describe(requests: &[LoggedRequest]) -> String {
     let count = |f: &dyn Fn(&LoggedRequest) -> bool| requests.iter().filter(|r| f(r)).count();
@@ -175,7 +215,9 @@ async fn main() -> anyhow::Result<()> {
                 samples
             }
         });
+        let cpu = Cpu::now(&registry);
         let summary = syncer.scan(concurrency, &NoProgress).await?;
+        let scan_cpu = Cpu::now(&registry).since(&cpu);
         sampling.cancel();
         let samples = sampler.await?;
         let full = samples
@@ -183,7 +225,9 @@ async fn main() -> anyhow::Result<()> {
             .filter(|n| **n >= config.registry.max_concurrency)
             .count();
         let requests = registry.requests_since(mark).await?;
+        let cpu = Cpu::now(&registry);
         let raw = replay(&base, &requests, config.registry.max_concurrency).await;
+        let raw_cpu = Cpu::now(&registry).since(&cpu);
         println!(
             "{which} scan: {summary}\n  {}; the same requests from a plain client ({} at a time): {:.2} s; scan / raw = {:.2}",
             describe(&requests),
@@ -197,6 +241,11 @@ async fn main() -> anyhow::Result<()> {
             config.registry.max_concurrency,
             config.registry.max_concurrency,
             100.0 * full as f64 / samples.len().max(1) as f64,
+        );
+        println!(
+            "  CPU seconds, scan: {}; raw replay: {}",
+            scan_cpu.describe(summary.elapsed, "scan"),
+            raw_cpu.describe(raw, "client"),
         );
     }
     if env_or("BENCH_SCAN_ONLY", 0) == 1 {

@@ -17,6 +17,7 @@
 //!
 //! ```sh
 //! cargo bench -p regindex-api --bench parts   # BENCH_REPOS=5000 BENCH_SECONDS=10
+//! BENCH_PROFILE_FIRST=1 cargo bench ...      # only figure 1, without its baseline: to profile it
 //! ```
 
 use std::collections::BTreeMap;
@@ -133,6 +134,10 @@ async fn write(store: &Store, i: usize, build: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn profile_first() -> bool {
+    env_or("BENCH_PROFILE_FIRST", 0) == 1
+}
+
 fn median(mut values: Vec<Duration>) -> f64 {
     values.sort();
     values[values.len() / 2].as_secs_f64() * 1e3
@@ -234,21 +239,34 @@ async fn first_after_push(
             .await
             .unwrap();
         assert!(response.status().is_success());
-        axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap()
-            .len()
+        // Read as a client streams it into its inflater: frame by frame, not copied into
+        // one buffer (which alone took ~30 ms for the 58 MB icons-off answer).
+        let mut body = response.into_body().into_data_stream();
+        let mut len = 0;
+        while let Some(frame) = body.next().await {
+            len += frame.unwrap().len();
+        }
+        len
     };
     get().await;
     let (mut parts, mut full) = (Vec::new(), Vec::new());
     let mut gzip_bytes = 0;
     let query = Query::parse(FLATPAK_QUERY)?;
-    for _ in 0..SAMPLES {
+    // More samples when profiling, so that the profile is the render's.
+    let samples = if profile_first() {
+        10 * SAMPLES
+    } else {
+        SAMPLES
+    };
+    for _ in 0..samples {
         *build += 1;
         write(store, (*build as usize * 7919) % repos, *build).await?;
         let started = Instant::now();
         gzip_bytes = get().await;
         parts.push(started.elapsed());
+        if profile_first() {
+            continue;
+        }
 
         let started = Instant::now();
         let rendered = render_profile_index(
@@ -270,6 +288,7 @@ async fn first_after_push(
         .await?;
         full.push(started.elapsed());
     }
+    full.push(Duration::ZERO);
     Ok((median(parts), median(full), gzip_bytes))
 }
 
@@ -324,80 +343,82 @@ async fn main() -> anyhow::Result<()> {
     let http = reqwest::Client::builder().no_gzip().build()?;
     http.get(&flatpak).send().await?.error_for_status()?;
 
-    let quiet = load(&[(flatpak.clone(), None)], seconds).await;
-    let running = Arc::new(AtomicBool::new(false));
-    let pushes = pusher(store.clone(), repos, running.clone());
-    let pushing = load(&[(flatpak.clone(), None)], seconds).await;
-    running.store(true, Ordering::Relaxed);
-    let pushed = pushes.await?;
-    println!(
-        "\n| cached Flatpak query, {CONNECTIONS} connections, gzip | requests/s | p50 | p99 |"
-    );
-    println!("| --- | ---: | ---: | ---: |");
-    println!(
-        "| quiet | {:.0} | {:.2} ms | {:.2} ms |",
-        quiet.0, quiet.1, quiet.2
-    );
-    println!(
-        "| {PUSHES_PER_SECOND} pushes/s ({pushed} pushes) | {:.0} ({:.0} % of quiet) | {:.2} ms | {:.2} ms |",
-        pushing.0,
-        pushing.0 / quiet.0 * 100.0,
-        pushing.1,
-        pushing.2
-    );
+    if !profile_first() {
+        let quiet = load(&[(flatpak.clone(), None)], seconds).await;
+        let running = Arc::new(AtomicBool::new(false));
+        let pushes = pusher(store.clone(), repos, running.clone());
+        let pushing = load(&[(flatpak.clone(), None)], seconds).await;
+        running.store(true, Ordering::Relaxed);
+        let pushed = pushes.await?;
+        println!(
+            "\n| cached Flatpak query, {CONNECTIONS} connections, gzip | requests/s | p50 | p99 |"
+        );
+        println!("| --- | ---: | ---: | ---: |");
+        println!(
+            "| quiet | {:.0} | {:.2} ms | {:.2} ms |",
+            quiet.0, quiet.1, quiet.2
+        );
+        println!(
+            "| {PUSHES_PER_SECOND} pushes/s ({pushed} pushes) | {:.0} ({:.0} % of quiet) | {:.2} ms | {:.2} ms |",
+            pushing.0,
+            pushing.0 / quiet.0 * 100.0,
+            pushing.1,
+            pushing.2
+        );
 
-    let rss_before = rss_mb("self");
-    let etag = http
-        .get(format!("{base}/index/static?tag=latest"))
-        .send()
-        .await?
-        .headers()["etag"]
-        .to_str()?
-        .to_owned();
-    let mixed = [
-        (flatpak.clone(), None),
-        (
-            format!("{base}/index/static?{FLATPAK_QUERY}&architecture=arm64"),
-            None,
-        ),
-        (format!("{base}/index/dynamic?tag=latest"), None),
-        (format!("{base}/index/static?tag=latest"), Some(etag)),
-    ];
-    let running = Arc::new(AtomicBool::new(false));
-    let pushes = pusher(store.clone(), repos, running.clone());
-    let mixed_load = load(&mixed, 30).await;
-    running.store(true, Ordering::Relaxed);
-    pushes.await?;
-    let rss_after = rss_mb("self");
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    println!(
-        "\nRSS of the bench process (api, its client and load generator): {rss_before:.0} MB after seeding and the runs above, {rss_after:.0} MB after 30 s of mixed load with {PUSHES_PER_SECOND} pushes/s ({:.0} req/s, p99 {:.1} ms), {:.0} MB 5 s later",
-        mixed_load.0,
-        mixed_load.2,
-        rss_mb("self")
-    );
-    // The same load on the api binary in a process of its own.
-    let (api, api_base) = api_process(config.database.url.expose_secret()).await?;
-    let pid = api.id().map(|p| p.to_string()).unwrap_or_default();
-    let ready_rss = rss_mb(&pid);
-    let mixed: Vec<(String, Option<String>)> = mixed
-        .iter()
-        .map(|(url, etag)| (url.replacen(&base, &api_base, 1), etag.clone()))
-        .collect();
-    let running = Arc::new(AtomicBool::new(false));
-    let pushes = pusher(store.clone(), repos, running.clone());
-    let mixed_load = load(&mixed, 30).await;
-    running.store(true, Ordering::Relaxed);
-    pushes.await?;
-    let loaded_rss = rss_mb(&pid);
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    println!(
-        "RSS of the api binary in its own process (icons on): {ready_rss:.0} MB when ready, {loaded_rss:.0} MB after 30 s of the same mixed load with {PUSHES_PER_SECOND} pushes/s ({:.0} req/s, p99 {:.1} ms), {:.0} MB 5 s later",
-        mixed_load.0,
-        mixed_load.2,
-        rss_mb(&pid)
-    );
-    drop(api);
+        let rss_before = rss_mb("self");
+        let etag = http
+            .get(format!("{base}/index/static?tag=latest"))
+            .send()
+            .await?
+            .headers()["etag"]
+            .to_str()?
+            .to_owned();
+        let mixed = [
+            (flatpak.clone(), None),
+            (
+                format!("{base}/index/static?{FLATPAK_QUERY}&architecture=arm64"),
+                None,
+            ),
+            (format!("{base}/index/dynamic?tag=latest"), None),
+            (format!("{base}/index/static?tag=latest"), Some(etag)),
+        ];
+        let running = Arc::new(AtomicBool::new(false));
+        let pushes = pusher(store.clone(), repos, running.clone());
+        let mixed_load = load(&mixed, 30).await;
+        running.store(true, Ordering::Relaxed);
+        pushes.await?;
+        let rss_after = rss_mb("self");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        println!(
+            "\nRSS of the bench process (api, its client and load generator): {rss_before:.0} MB after seeding and the runs above, {rss_after:.0} MB after 30 s of mixed load with {PUSHES_PER_SECOND} pushes/s ({:.0} req/s, p99 {:.1} ms), {:.0} MB 5 s later",
+            mixed_load.0,
+            mixed_load.2,
+            rss_mb("self")
+        );
+        // The same load on the api binary in a process of its own.
+        let (api, api_base) = api_process(config.database.url.expose_secret()).await?;
+        let pid = api.id().map(|p| p.to_string()).unwrap_or_default();
+        let ready_rss = rss_mb(&pid);
+        let mixed: Vec<(String, Option<String>)> = mixed
+            .iter()
+            .map(|(url, etag)| (url.replacen(&base, &api_base, 1), etag.clone()))
+            .collect();
+        let running = Arc::new(AtomicBool::new(false));
+        let pushes = pusher(store.clone(), repos, running.clone());
+        let mixed_load = load(&mixed, 30).await;
+        running.store(true, Ordering::Relaxed);
+        pushes.await?;
+        let loaded_rss = rss_mb(&pid);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        println!(
+            "RSS of the api binary in its own process (icons on): {ready_rss:.0} MB when ready, {loaded_rss:.0} MB after 30 s of the same mixed load with {PUSHES_PER_SECOND} pushes/s ({:.0} req/s, p99 {:.1} ms), {:.0} MB 5 s later",
+            mixed_load.0,
+            mixed_load.2,
+            rss_mb(&pid)
+        );
+        drop(api);
+    }
     let load_avg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("machine load (1/5/15 min) after: {}", load_avg.trim());
     // 1. First query after a push (after the RSS figure: data URI answers are large).

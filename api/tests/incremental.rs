@@ -276,12 +276,55 @@ async fn a_push_rebuilds_only_its_repository() {
     assert_eq!(after.gzip(), fresh.gzip());
     assert_eq!(after.hash(), fresh.hash());
 
+    // A repository goes (its only manifest deleted) while another arrives: the number of
+    // repositories stays the same, and still only the new one is read.
+    let gone = stack.registry.tagged().await.unwrap()[&("apps/a0".to_owned(), "latest".to_owned())]
+        .clone();
+    stack
+        .registry
+        .delete_manifest("apps/a0", &gone)
+        .await
+        .unwrap();
+    stack.refetch("apps/a0").await.unwrap();
+    let image = flatpak_app("org.example.New", "amd64", [4, 5, 6]);
+    stack
+        .registry
+        .push_image("apps/new", Some("latest"), &image)
+        .await
+        .unwrap();
+    stack.refetch("apps/new").await.unwrap();
+    let swapped = render(Some(&*after.parts), IndexProfile::default()).await;
+    assert_eq!(swapped.rebuilt, 1);
+    let fresh = render(None, IndexProfile::default()).await;
+    assert_eq!(swapped.json(), fresh.json());
+    assert!(!swapped.json().windows(7).any(|w| w == b"apps/a0"));
+    assert_eq!(swapped.gzip(), fresh.gzip());
+    assert_eq!(swapped.hash(), fresh.hash());
+    // One goes and none arrives.
+    let gone = stack.registry.tagged().await.unwrap()[&("apps/a1".to_owned(), "latest".to_owned())]
+        .clone();
+    stack
+        .registry
+        .delete_manifest("apps/a1", &gone)
+        .await
+        .unwrap();
+    stack.refetch("apps/a1").await.unwrap();
+    let shrunk = render(Some(&*swapped.parts), IndexProfile::default()).await;
+    assert_eq!(shrunk.rebuilt, 0);
+    let fresh = render(None, IndexProfile::default()).await;
+    assert_eq!(shrunk.json(), fresh.json());
+    assert_eq!(shrunk.hash(), fresh.hash());
+
     let ranked = IndexProfile {
         repository_priority: vec![RepositoryPattern::new("apps/.*").unwrap()],
         ..IndexProfile::default()
     };
     let ranked_first = render(None, ranked.clone()).await;
     let ranked_again = render(Some(&*ranked_first.parts), ranked).await;
-    assert_eq!(ranked_again.rebuilt, REPOSITORIES.len());
+    assert_eq!(
+        ranked_again.rebuilt,
+        REPOSITORIES.len() - 1,
+        "a0 and a1 went, new came"
+    );
     stack.finish().await;
 }

@@ -389,6 +389,11 @@ impl TestRegistry {
         &self.log_path
     }
 
+    /// The registry process's id, while it runs (for the benchmarks' CPU accounting).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }

@@ -32,7 +32,7 @@ use crate::index::{
     build_response, ImageFields, IndexProfile, IndexResponse, Query, RepositoryResult,
 };
 use crate::model::RepositoryName;
-use crate::store::{Store, StoreError};
+use crate::store::{KnownParts, Store, StoreError};
 
 /// A rendered index response and the data version it was read at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +67,9 @@ impl Part {
 /// (none when the render was not asked for gzip): what the next render reuses.
 #[derive(Debug, Default)]
 pub struct Parts {
+    /// The data version the parts were read at: no repository changed after it has a
+    /// part here.
+    data_version: i64,
     by_repository: BTreeMap<RepositoryName, Arc<Part>>,
     chunks: Vec<Chunk>,
 }
@@ -266,29 +269,35 @@ pub async fn render_parts(
 ) -> Result<RenderedParts, StoreError> {
     // Priority selection weighs repositories against each other: a change in one can
     // change another's part, so nothing is reused.
-    let known: HashMap<RepositoryName, i64> = match previous {
-        Some(previous) if profile.repository_priority.is_empty() => previous
-            .by_repository
-            .iter()
-            .map(|(name, part)| (name.clone(), part.version))
-            .collect(),
-        _ => HashMap::new(),
+    let previous = previous.filter(|_| profile.repository_priority.is_empty());
+    let version_of = |name: &RepositoryName| {
+        previous
+            .and_then(|p| p.by_repository.get(name))
+            .map(|part| part.version)
     };
+    let known = previous.map(|p| KnownParts {
+        data_version: p.data_version,
+        count: p.by_repository.len(),
+        version_of: &version_of,
+    });
     let snapshot = store
-        .query_index_parts(query, &known, icons.extract)
+        .query_index_parts(query, known.as_ref(), icons.extract)
         .await?;
     let chunks: HashMap<[u8; 32], Arc<Piece>> = previous
         .filter(|_| gzip)
         .map(|p| p.chunks.iter().map(|c| (c.key, c.piece.clone())).collect())
         .unwrap_or_default();
-    let reusable: HashMap<RepositoryName, Arc<Part>> = match previous {
-        Some(previous) if !known.is_empty() => snapshot
-            .versions
-            .keys()
-            .filter(|name| !snapshot.read.contains(*name))
-            .filter_map(|name| Some((name.clone(), previous.by_repository.get(name)?.clone())))
+    // The parts kept: the previous render's, less those read again and, when not every
+    // repository it had is still there, those gone.
+    let kept: BTreeMap<RepositoryName, Arc<Part>> = match (previous, &snapshot.versions) {
+        (None, _) => BTreeMap::new(),
+        (Some(previous), None) => previous.by_repository.clone(),
+        (Some(previous), Some(versions)) => previous
+            .by_repository
+            .iter()
+            .filter(|(name, _)| versions.contains_key(*name))
+            .map(|(name, part)| (name.clone(), part.clone()))
             .collect(),
-        _ => HashMap::new(),
     };
     let (query, registry, config, profile) = (
         query.clone(),
@@ -316,20 +325,11 @@ pub async fn render_parts(
             .map(|r| (r.name.clone(), serialise(r)))
             .collect();
         let rebuilt = snapshot.read.len();
-        let by_repository: BTreeMap<RepositoryName, Arc<Part>> = snapshot
-            .versions
-            .into_iter()
-            .map(|(name, version)| {
-                let part = match reusable.get(&name) {
-                    Some(part) => part.clone(),
-                    None => Arc::new(Part::new(
-                        version,
-                        built.remove(name.as_str()).unwrap_or_default(),
-                    )),
-                };
-                (name, part)
-            })
-            .collect();
+        let mut by_repository = kept;
+        for (name, version) in snapshot.read {
+            let json = built.remove(name.as_str()).unwrap_or_default();
+            by_repository.insert(name, Arc::new(Part::new(version, json)));
+        }
         let head = head(&response.registry);
         let chunks = if gzip {
             let non_empty: Vec<&Part> = non_empty(&by_repository).collect();
@@ -341,6 +341,7 @@ pub async fn render_parts(
             data_version: snapshot.data_version,
             head,
             parts: Arc::new(Parts {
+                data_version: snapshot.data_version,
                 by_repository,
                 chunks,
             }),
@@ -514,6 +515,7 @@ mod tests {
             data_version: 1,
             head,
             parts: Arc::new(Parts {
+                data_version: 1,
                 by_repository,
                 chunks,
             }),

@@ -34,15 +34,28 @@ pub struct IndexSnapshot {
 pub struct IndexPartsSnapshot {
     pub data_version: i64,
     /// Every repository the query can select, with its own version
-    /// (`repositories.changed_version`), by name.
-    pub versions: BTreeMap<RepositoryName, i64>,
-    /// Candidates of the repositories that were read (those whose version the caller
-    /// did not have); a read repository without candidates has no listing.
+    /// (`repositories.changed_version`), by name; `None` when every repository the
+    /// caller knows is still there, so that the caller's repositories with `read`'s
+    /// versions are the whole set.
+    pub versions: Option<BTreeMap<RepositoryName, i64>>,
+    /// The repositories that were read (those whose version the caller did not have),
+    /// with their versions.
+    pub read: BTreeMap<RepositoryName, i64>,
+    /// Candidates of the repositories that were read; a read repository without
+    /// candidates has no listing.
     pub listings: Vec<Listing>,
-    /// The repositories that were read.
-    pub read: HashSet<RepositoryName>,
     /// Icons (sha256) stored for the images of each read repository, when asked for.
     pub icons: HashMap<RepositoryName, HashSet<String>>,
+}
+
+/// The repositories a caller of [`Store::query_index_parts`] holds parts of, all read
+/// at data version `data_version`.
+pub struct KnownParts<'a> {
+    pub data_version: i64,
+    /// How many repositories.
+    pub count: usize,
+    /// The version of a repository's part.
+    pub version_of: &'a (dyn Fn(&RepositoryName) -> Option<i64> + Sync),
 }
 
 /// Below this share of stale repositories, the index query is restricted to them by id;
@@ -51,45 +64,79 @@ const RESTRICT_BELOW_PERCENT: usize = 50;
 
 impl Store {
     /// Like [`Store::query_index`], but reads only the repositories whose version differs
-    /// from `known` (name -> version of the part the caller holds), and gives every
-    /// repository's version, all from one snapshot. With `icons`, also the icons stored
-    /// for the read repositories' images.
+    /// from the parts the caller holds (`known`), all from one snapshot. With `icons`,
+    /// also the icons stored for the read repositories' images.
+    ///
+    /// A repository's version is the data version of the commit that last changed it,
+    /// so only rows newer than `known.data_version` can differ: those and a count are
+    /// read, not every repository's version. Only when the count shows that a known
+    /// repository is gone are all versions read.
     pub async fn query_index_parts(
         &self,
         query: &Query,
-        known: &HashMap<RepositoryName, i64>,
+        known: Option<&KnownParts<'_>>,
         icons: bool,
     ) -> Result<IndexPartsSnapshot, StoreError> {
         let mut tx = self.snapshot().await?;
-        let data_version: i64 = sqlx::query_scalar("SELECT version FROM data_version")
-            .fetch_one(&mut *tx)
-            .await?;
-        let mut versions_sql =
-            QueryBuilder::<Postgres>::new("SELECT id, name, changed_version FROM repositories");
-        if !query.repositories.is_empty() {
-            versions_sql
-                .push(" WHERE name = ANY(")
-                .push_bind(repository_names(query))
-                .push(")");
-        }
-        let rows: Vec<(i64, String, i64)> =
-            versions_sql.build_query_as().fetch_all(&mut *tx).await?;
-        let mut versions = BTreeMap::new();
-        let mut read = HashSet::new();
-        let mut stale_ids = Vec::new();
-        for (id, name, version) in rows {
+        // One round trip: the data version, how many repositories the query can select,
+        // and those changed since the caller's version (all of them without one). The
+        // LEFT JOIN keeps one row when none changed.
+        let mut changed_sql = QueryBuilder::<Postgres>::new(
+            "SELECT d.version, t.total, r.id, r.name, r.changed_version
+             FROM data_version d
+             CROSS JOIN (SELECT count(*) AS total FROM repositories",
+        );
+        push_repository_filter(&mut changed_sql, query, " WHERE name");
+        changed_sql
+            .push(") t LEFT JOIN repositories r ON r.changed_version > ")
+            .push_bind(known.map_or(i64::MIN, |k| k.data_version));
+        push_repository_filter(&mut changed_sql, query, " AND r.name");
+        type ChangedRow = (i64, i64, Option<i64>, Option<String>, Option<i64>);
+        let rows: Vec<ChangedRow> = changed_sql.build_query_as().fetch_all(&mut *tx).await?;
+        let (data_version, total) = rows.first().map_or((0, 0), |r| (r.0, r.1));
+        let mut read = BTreeMap::new();
+        let mut read_ids = Vec::new();
+        let mut added = 0;
+        for (_, _, id, name, version) in rows {
+            let (Some(id), Some(name), Some(version)) = (id, name, version) else {
+                continue;
+            };
             let name = rows::repository_name(&name)?;
-            if known.get(&name) != Some(&version) {
-                stale_ids.push(id);
-                read.insert(name.clone());
+            let held = known.and_then(|k| (k.version_of)(&name));
+            added += usize::from(held.is_none());
+            if held != Some(version) {
+                read_ids.push(id);
+                read.insert(name, version);
             }
-            versions.insert(name, version);
         }
-        let (listings, icon_rows) = if stale_ids.is_empty() {
+        let all_known_remain = known.is_some_and(|k| k.count + added == total as usize);
+        let versions = if all_known_remain {
+            None
+        } else {
+            let mut versions_sql =
+                QueryBuilder::<Postgres>::new("SELECT id, name, changed_version FROM repositories");
+            push_repository_filter(&mut versions_sql, query, " WHERE name");
+            let rows: Vec<(i64, String, i64)> =
+                versions_sql.build_query_as().fetch_all(&mut *tx).await?;
+            let mut versions = BTreeMap::new();
+            for (id, name, version) in rows {
+                let name = rows::repository_name(&name)?;
+                // Versions are data versions, so this finds nothing new unless a writer
+                // left a repository's version behind: then its part is read all the same.
+                let held = known.and_then(|k| (k.version_of)(&name));
+                if held != Some(version) && !read.contains_key(&name) {
+                    read_ids.push(id);
+                    read.insert(name.clone(), version);
+                }
+                versions.insert(name, version);
+            }
+            Some(versions)
+        };
+        let (listings, icon_rows) = if read_ids.is_empty() {
             (Vec::new(), Vec::new())
         } else {
-            let restrict = stale_ids.len() * 100 < versions.len() * RESTRICT_BELOW_PERCENT;
-            let rows = build_sql(query, restrict.then_some(&stale_ids[..]))
+            let restrict = read_ids.len() * 100 < total as usize * RESTRICT_BELOW_PERCENT;
+            let rows = build_sql(query, restrict.then_some(&read_ids[..]))
                 .build()
                 .fetch_all(&mut *tx)
                 .await?;
@@ -100,7 +147,7 @@ impl Store {
                      JOIN repositories r ON r.id = m.repository_id
                      WHERE m.repository_id = ANY($1)",
                 )
-                .bind(&stale_ids)
+                .bind(&read_ids)
                 .fetch_all(&mut *tx)
                 .await?
             } else {
@@ -119,10 +166,10 @@ impl Store {
         Ok(IndexPartsSnapshot {
             data_version,
             versions,
-            // Unrestricted, the query also returns repositories that were not stale.
+            // Unrestricted, the query also returns repositories that were not read.
             listings: listings
                 .into_iter()
-                .filter(|l| read.contains(&l.name))
+                .filter(|l| read.contains_key(&l.name))
                 .collect(),
             read,
             icons,
@@ -216,6 +263,21 @@ fn build_sql(query: &Query, repository_ids: Option<&[i64]>) -> QueryBuilder<'sta
     push_image_conditions(&mut qb, query);
     qb.push(" OFFSET 0) im");
     qb
+}
+
+/// `<condition> = ANY(<the query's repositories>)` (`condition` as in ` WHERE name`),
+/// when the query names repositories.
+fn push_repository_filter(
+    qb: &mut QueryBuilder<'static, Postgres>,
+    query: &Query,
+    condition: &'static str,
+) {
+    if !query.repositories.is_empty() {
+        qb.push(condition)
+            .push(" = ANY(")
+            .push_bind(repository_names(query))
+            .push(")");
+    }
 }
 
 fn repository_names(query: &Query) -> Vec<String> {

@@ -44,7 +44,7 @@ pub use data_version::{
 pub use error::StoreError;
 pub use full_text::SummaryHit;
 pub use icon_blobs::{IconGc, StoredIcon};
-pub use index_query::{IndexPartsSnapshot, IndexSnapshot};
+pub use index_query::{IndexPartsSnapshot, IndexSnapshot, KnownParts};
 pub use jobs::PeriodicJob;
 pub use problems::StoredProblem;
 pub use refetch::{RefetchTicket, StoredRepository};
