@@ -9,11 +9,13 @@
 //! concurrent client takes for exactly those requests (the registry's raw serve time),
 //! the uncached Flatpak query, and requests/second and latency of `/index/static` on the
 //! 200 and 304 paths over HTTP. Sizes: BENCH_REPOS, BENCH_SECONDS, BENCH_CONNECTIONS;
-//! BENCH_SCAN_ONLY=1 stops after the scans.
+//! BENCH_SCAN_ONLY=1 stops after the scans. The scans run with the registry alone on core
+//! 0 (see `CpuLayout`; BENCH_SHARED_CPUS=1 lets everything share all cores).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use futures::{stream, StreamExt};
 use regindex::config::{Config, DatabaseConfig};
 use regindex::registry::RegistryClient;
@@ -22,6 +24,7 @@ use regindex::sync::{NoProgress, Syncer};
 use regindex_api::{router, AppState};
 use regindex_testkit::{ImageSpec, LoggedRequest, TestDatabase, TestRegistry, ALL_MANIFEST_TYPES};
 use secrecy::SecretString;
+use support::processes_named;
 use tower::ServiceExt;
 
 mod support;
@@ -79,6 +82,79 @@ async fn replay(base: &str, requests: &[LoggedRequest], concurrency: usize) -> D
     started.elapsed()
 }
 
+/// Where the scans run. By default the registry has core 0 to itself and this process
+/// and PostgreSQL share the others, as when the registry runs on hosts of its own (as a
+/// public registry's does): the scan and the plain client then meet the same registry
+/// capacity, and the ratio shows what the scan adds. `BENCH_SHARED_CPUS=1` leaves
+/// everything on all cores, where the registry also competes with the scan and
+/// PostgreSQL for CPU. Undone on drop (PostgreSQL is shared with other work).
+enum CpuLayout {
+    RegistryAlone { cores: usize },
+    Shared { cores: usize },
+}
+
+impl CpuLayout {
+    fn apply(registry: &TestRegistry) -> anyhow::Result<Self> {
+        let cores = online_cores();
+        if env_or("BENCH_SHARED_CPUS", 0) == 1 || cores < 2 {
+            return Ok(Self::Shared { cores });
+        }
+        let pid = registry.pid().context("the registry is not running")?;
+        let others = format!("1-{}", cores - 1);
+        pin(pid, "0")?;
+        pin(std::process::id(), &others)?;
+        for pid in processes_named("postgres") {
+            pin(pid, &others)?;
+        }
+        Ok(Self::RegistryAlone { cores })
+    }
+}
+
+impl std::fmt::Display for CpuLayout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::RegistryAlone { cores } => write!(
+                f,
+                "the registry alone on core 0; the scan, the plain client and PostgreSQL on the other {} (BENCH_SHARED_CPUS=1: all share)",
+                cores - 1
+            ),
+            Self::Shared { cores } => write!(f, "everything shares all {cores} cores"),
+        }
+    }
+}
+
+impl Drop for CpuLayout {
+    fn drop(&mut self) {
+        if let Self::RegistryAlone { cores } = self {
+            let all = format!("0-{}", *cores - 1);
+            let _ = pin(std::process::id(), &all);
+            for pid in processes_named("postgres") {
+                let _ = pin(pid, &all);
+            }
+        }
+    }
+}
+
+/// Sets the CPU affinity of every thread of `pid` (new threads and forked processes
+/// inherit it).
+fn pin(pid: u32, cores: &str) -> anyhow::Result<()> {
+    let status = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cores, &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("taskset (util-linux)")?;
+    anyhow::ensure!(status.success(), "taskset -c {cores} {pid}: {status}");
+    Ok(())
+}
+
+/// The machine's online cores (not this process's affinity).
+fn online_cores() -> usize {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .map(|c| c.lines().filter(|l| l.starts_with("processor")).count())
+        .unwrap_or(1)
+        .max(1)
+}
+
 /// CPU time used by the registry, this process (the scan or the plain client) and
 /// PostgreSQL: on a small machine the three share the cores, so a scan is only as fast as
 /// what the registry gets of them.
@@ -93,7 +169,7 @@ impl Cpu {
         Self {
             registry: registry.pid().map_or(0.0, support::cpu_seconds),
             this: support::cpu_seconds(std::process::id()),
-            postgres: support::cpu_seconds_named("postgres"),
+            postgres: processes_named("postgres").map(support::cpu_seconds).sum(),
         }
     }
 
@@ -114,7 +190,7 @@ impl Cpu {
             self.this,
             self.postgres,
             total / wall.as_secs_f64(),
-            std::thread::available_parallelism().map_or(0, usize::from),
+            online_cores(),
         )
     }
 }
@@ -197,6 +273,8 @@ async fn main() -> anyhow::Result<()> {
     let concurrency = config.worker.concurrency;
     let base = format!("http://{}", registry.host());
 
+    let layout = CpuLayout::apply(&registry)?;
+    println!("CPU layout of the scans: {layout}");
     // The warm scan is what the periodic scan costs on an unchanged registry
     // (worker.scan_interval_secs).
     for which in ["cold", "warm"] {
@@ -248,6 +326,7 @@ async fn main() -> anyhow::Result<()> {
             raw_cpu.describe(raw, "client"),
         );
     }
+    drop(layout);
     if env_or("BENCH_SCAN_ONLY", 0) == 1 {
         db.drop().await?;
         return Ok(());

@@ -22,19 +22,16 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// [`cpu_seconds`] summed over every running process named `name` (PostgreSQL's server
-/// and backends are all `postgres`).
-pub fn cpu_seconds_named(name: &str) -> f64 {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0.0;
-    };
-    entries
+/// The ids of the running processes named `name` (PostgreSQL's server and backends are
+/// all `postgres`).
+pub fn processes_named(name: &str) -> impl Iterator<Item = u32> + '_ {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
+        .filter(move |pid| {
             std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
         })
-        .map(cpu_seconds)
-        .sum()
 }
 
 /// The `p` percentile of `sorted`, in ms.
