@@ -12,8 +12,9 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use common::flatpak_app;
 use regindex::config::{IndexProfile, RepositoryPattern};
-use regindex::index::render::{render_parts, render_profile_index};
+use regindex::index::render::{render_parts, render_profile_index, Parts, RenderedParts};
 use regindex::index::Query;
+use regindex_testkit::app::App;
 use regindex_testkit::{ImageSpec, ListFormat};
 use tower::ServiceExt;
 
@@ -225,95 +226,88 @@ async fn incremental_answers_equal_fresh_renders_after_many_changes() {
 /// A push re-renders its own repository's part only; the answer still equals a fresh
 /// render, and a priority profile (which weighs repositories against each other)
 /// re-renders everything.
+/// The answer to every repository's images, reusing `previous`'s parts.
+async fn render_all(stack: &App, previous: Option<&Parts>, profile: IndexProfile) -> RenderedParts {
+    render_parts(
+        &stack.store,
+        &Query::default(),
+        stack.config.public_registry_url(),
+        &stack.config.icons,
+        &profile,
+        previous,
+        true,
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn a_push_rebuilds_only_its_repository() {
     let stack = common::start(|config| config.icons.extract = true).await;
-    for (i, repository) in REPOSITORIES.iter().enumerate() {
-        let image = flatpak_app(&format!("org.example.App{i}"), "amd64", [9, 9, 9]);
-        stack
-            .registry
-            .push_image(repository, Some("latest"), &image)
-            .await
-            .unwrap();
-        stack.refetch(repository).await.unwrap();
-    }
-    let query = Query::default();
-    let render = |previous, profile: IndexProfile| {
+    let push = |repository: &'static str, app: String| {
         let stack = &stack;
-        let query = query.clone();
         async move {
-            render_parts(
-                &stack.store,
-                &query,
-                stack.config.public_registry_url(),
-                &stack.config.icons,
-                &profile,
-                previous,
-                true,
-            )
-            .await
-            .unwrap()
+            let image = flatpak_app(&app, "amd64", [9, 9, 9]);
+            stack
+                .registry
+                .push_image(repository, Some("latest"), &image)
+                .await
+                .unwrap();
+            stack.refetch(repository).await.unwrap();
         }
     };
+    // Deletes the repository's only manifest: the repository goes from the store.
+    let remove = |repository: &'static str| {
+        let stack = &stack;
+        async move {
+            let tagged = stack.registry.tagged().await.unwrap();
+            let digest = &tagged[&(repository.to_owned(), "latest".to_owned())];
+            stack
+                .registry
+                .delete_manifest(repository, digest)
+                .await
+                .unwrap();
+            stack.refetch(repository).await.unwrap();
+        }
+    };
+    for (i, repository) in REPOSITORIES.iter().enumerate() {
+        push(repository, format!("org.example.App{i}")).await;
+    }
+    let render = |previous, profile| render_all(&stack, previous, profile);
     let first = render(None, IndexProfile::default()).await;
     assert_eq!(first.rebuilt, REPOSITORIES.len());
     let again = render(Some(&*first.parts), IndexProfile::default()).await;
     assert_eq!(again.rebuilt, 0, "nothing changed");
     assert_eq!(again.json(), first.json());
 
-    let image = flatpak_app("org.example.Changed", "amd64", [1, 2, 3]);
-    stack
-        .registry
-        .push_image("apps/a2", Some("latest"), &image)
-        .await
-        .unwrap();
-    stack.refetch("apps/a2").await.unwrap();
-    let after = render(Some(&*again.parts), IndexProfile::default()).await;
-    assert_eq!(after.rebuilt, 1);
-    let fresh = render(None, IndexProfile::default()).await;
-    assert_eq!(after.json(), fresh.json());
+    // Renders again on `previous`'s parts, checks the answer against a fresh render
+    // (bytes, gzip bytes and ETag hash) and how many parts were rebuilt.
+    let render_again = |previous: RenderedParts, rebuilt: usize| {
+        let stack = &stack;
+        async move {
+            let render = |previous, profile| render_all(stack, previous, profile);
+            let again = render(Some(&*previous.parts), IndexProfile::default()).await;
+            let fresh = render(None, IndexProfile::default()).await;
+            assert_eq!(again.rebuilt, rebuilt);
+            assert_eq!(again.json(), fresh.json());
+            assert_eq!(again.gzip(), fresh.gzip());
+            assert_eq!(again.hash(), fresh.hash());
+            again
+        }
+    };
+    push("apps/a2", "org.example.Changed".to_owned()).await;
+    let after = render_again(again, 1).await;
     assert_ne!(after.json(), first.json());
-    assert_eq!(after.gzip(), fresh.gzip());
-    assert_eq!(after.hash(), fresh.hash());
 
-    // A repository goes (its only manifest deleted) while another arrives: the number of
-    // repositories stays the same, and still only the new one is read.
-    let gone = stack.registry.tagged().await.unwrap()[&("apps/a0".to_owned(), "latest".to_owned())]
-        .clone();
-    stack
-        .registry
-        .delete_manifest("apps/a0", &gone)
-        .await
-        .unwrap();
-    stack.refetch("apps/a0").await.unwrap();
-    let image = flatpak_app("org.example.New", "amd64", [4, 5, 6]);
-    stack
-        .registry
-        .push_image("apps/new", Some("latest"), &image)
-        .await
-        .unwrap();
-    stack.refetch("apps/new").await.unwrap();
-    let swapped = render(Some(&*after.parts), IndexProfile::default()).await;
-    assert_eq!(swapped.rebuilt, 1);
-    let fresh = render(None, IndexProfile::default()).await;
-    assert_eq!(swapped.json(), fresh.json());
+    // A repository goes while another arrives: the number of repositories stays the
+    // same, and still only the new one is read.
+    remove("apps/a0").await;
+    push("apps/new", "org.example.New".to_owned()).await;
+    let swapped = render_again(after, 1).await;
     assert!(!swapped.json().windows(7).any(|w| w == b"apps/a0"));
-    assert_eq!(swapped.gzip(), fresh.gzip());
-    assert_eq!(swapped.hash(), fresh.hash());
     // One goes and none arrives.
-    let gone = stack.registry.tagged().await.unwrap()[&("apps/a1".to_owned(), "latest".to_owned())]
-        .clone();
-    stack
-        .registry
-        .delete_manifest("apps/a1", &gone)
-        .await
-        .unwrap();
-    stack.refetch("apps/a1").await.unwrap();
-    let shrunk = render(Some(&*swapped.parts), IndexProfile::default()).await;
-    assert_eq!(shrunk.rebuilt, 0);
-    let fresh = render(None, IndexProfile::default()).await;
-    assert_eq!(shrunk.json(), fresh.json());
-    assert_eq!(shrunk.hash(), fresh.hash());
+    remove("apps/a1").await;
+    render_again(swapped, 0).await;
 
     let ranked = IndexProfile {
         repository_priority: vec![RepositoryPattern::new("apps/.*").unwrap()],
