@@ -29,7 +29,7 @@ async fn main() -> ExitCode {
     let args = Args::parse();
     regindex::telemetry::init_tracing();
     let run = async {
-        let config = Config::load(args.config.as_deref()).context("loading configuration")?;
+        let config = Config::load(args.config.as_deref()).context("loading the configuration")?;
         regindex_api::run(config).await
     };
     match run.await {

@@ -16,7 +16,8 @@ use crate::model::AliasMap;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("configuration: {0}")]
+    // The binaries say "loading the configuration" already.
+    #[error("{0}")]
     Load(#[from] config::ConfigError),
     #[error("configuration key `{key}`: {problem}")]
     Invalid { key: &'static str, problem: String },

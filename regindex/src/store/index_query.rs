@@ -109,7 +109,10 @@ impl Store {
                 read.insert(name, version);
             }
         }
-        let all_known_remain = known.is_some_and(|k| k.count + added == total as usize);
+        // A snapshot older than the parts (a replica behind the one read before) may
+        // hold older versions of unchanged-looking repositories: compare them all.
+        let all_known_remain = known
+            .is_some_and(|k| data_version >= k.data_version && k.count + added == total as usize);
         let versions = if all_known_remain {
             None
         } else {
