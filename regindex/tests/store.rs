@@ -8,7 +8,7 @@ use regindex::index::{build_response, Query};
 use regindex::model::{
     media_type, Digest, Image, ImageList, RepositoryName, RepositoryState, StringMap, Tag,
 };
-use regindex::store::{Store, StoreError, SCHEMA_VERSION};
+use regindex::store::{KnownParts, Store, StoreError, SCHEMA_VERSION};
 use regindex_testkit::app::TestStore;
 
 fn d(n: u8) -> Digest {
@@ -226,6 +226,68 @@ async fn tag_moves_and_untagged_manifests_go() {
     assert_eq!(outcome.manifests_removed, 2);
     assert_eq!(store.load_repository(&name).await.unwrap(), state);
 
+    store.pool().close().await;
+}
+
+/// A render after a change reads only the repositories changed since its parts' data
+/// version, plus a count; all versions only when a repository is gone or the snapshot is
+/// older than the parts (a replica behind the one read before).
+#[tokio::test]
+async fn index_parts_read_what_changed_since_the_parts() {
+    let db = TestStore::start().await;
+    let store = db.store.clone();
+    for name in ["apps/a", "apps/b", "apps/c"] {
+        write(&store, &repo(name), &app_state()).await;
+    }
+    let query = Query::default();
+    let first = store.query_index_parts(&query, None, false).await.unwrap();
+    let versions = first.versions.clone().expect("all versions without parts");
+    assert_eq!(first.read, versions);
+    let version_of = |name: &RepositoryName| versions.get(name).copied();
+    let known = |data_version| KnownParts {
+        data_version,
+        count: versions.len(),
+        version_of: &version_of,
+    };
+
+    let unchanged = store
+        .query_index_parts(&query, Some(&known(first.data_version)), false)
+        .await
+        .unwrap();
+    assert_eq!((unchanged.versions, unchanged.read.len()), (None, 0));
+
+    write(&store, &repo("apps/b"), &single(7, &[])).await;
+    let changed = store
+        .query_index_parts(&query, Some(&known(first.data_version)), false)
+        .await
+        .unwrap();
+    assert_eq!(changed.versions, None);
+    assert_eq!(changed.read.keys().collect::<Vec<_>>(), [&repo("apps/b")]);
+    assert_eq!(changed.listings.len(), 1);
+
+    // apps/c goes and apps/d arrives: the count is the same as before.
+    write(&store, &repo("apps/c"), &RepositoryState::default()).await;
+    write(&store, &repo("apps/d"), &app_state()).await;
+    let swapped = store
+        .query_index_parts(&query, Some(&known(first.data_version)), false)
+        .await
+        .unwrap();
+    let all = swapped.versions.expect("a repository went: all versions");
+    assert_eq!(
+        all.keys().collect::<Vec<_>>(),
+        [&repo("apps/a"), &repo("apps/b"), &repo("apps/d")]
+    );
+    assert_eq!(
+        swapped.read.keys().collect::<Vec<_>>(),
+        [&repo("apps/b"), &repo("apps/d")]
+    );
+
+    // Parts newer than the snapshot: every version is compared.
+    let ahead = store
+        .query_index_parts(&query, Some(&known(swapped.data_version + 10)), false)
+        .await
+        .unwrap();
+    assert!(ahead.versions.is_some());
     store.pool().close().await;
 }
 
