@@ -19,6 +19,7 @@ use regindex::bus::republish::{self, Received};
 use regindex::bus::{self as bus, BusError, Publisher, SessionEnd, Topology};
 use regindex::config::{BodhiConfig, ComposeCompleteMode, Config};
 use regindex::model::RepositoryName;
+use regindex::store::DatabaseMonitor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, info_span, warn, Instrument};
@@ -41,6 +42,7 @@ pub struct Worker {
     config: Config,
     refetcher: Arc<dyn Refetcher>,
     metrics: WorkerMetrics,
+    database: Option<DatabaseMonitor>,
 }
 
 /// The handlers of work-queue messages (refetch, compose, update) and how they settle
@@ -54,6 +56,8 @@ pub(crate) struct Handlers {
     pub(crate) bodhi: BodhiConfig,
     /// Repositories a warm pass checks at once.
     pub(crate) concurrency: usize,
+    /// See [`Worker::with_database`].
+    database: Option<DatabaseMonitor>,
 }
 
 /// A work-queue delivery, taken apart once ([`Received::open`]): the message that the
@@ -80,7 +84,18 @@ impl Worker {
             config,
             refetcher,
             metrics,
+            database: None,
         }
+    }
+
+    /// A refetch that fails while `database` reports the database down holds its
+    /// messages until it is back and then runs again, instead of spending their retry
+    /// attempts on an outage (which, outlasting the retry schedule, would dead-letter
+    /// every message). Unacknowledged messages are bounded by the prefetch, so
+    /// consumption pauses; the broker redelivers them if the worker stops meanwhile.
+    pub fn with_database(mut self, database: DatabaseMonitor) -> Self {
+        self.database = Some(database);
+        self
     }
 
     /// Runs until `shutdown` is cancelled, then stops consuming and waits (up to
@@ -96,6 +111,7 @@ impl Worker {
             metrics: self.metrics.clone(),
             bodhi: self.config.bodhi.clone(),
             concurrency: self.config.worker.concurrency,
+            database: self.database.clone(),
         });
         let tracker = TaskTracker::new();
         let kill = CancellationToken::new();
@@ -365,14 +381,34 @@ impl Job<Message> for Handlers {
                     messages::pushed_tag(&received.original_routing_key(), &received.body)
                 })
                 .collect();
-            let started = Instant::now();
-            let result = self
-                .refetcher
-                .refetch_announced(repository, &announced)
-                .await;
-            self.metrics
-                .refetch_seconds
-                .observe(started.elapsed().as_secs_f64());
+            let result = loop {
+                let started = Instant::now();
+                let result = self
+                    .refetcher
+                    .refetch_announced(repository, &announced)
+                    .await;
+                self.metrics
+                    .refetch_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                match (&result, &self.database) {
+                    (Err(failure), Some(database)) if failure.transient => {
+                        if !database.is_down() {
+                            // The next failures know sooner if the database just went.
+                            database.check_now();
+                            break result;
+                        }
+                        warn!(
+                            error = %failure.reason,
+                            database = database.target(),
+                            "the database is away: holding the messages until it is back (no attempt counted)"
+                        );
+                        let _waiting = Raised::new(&self.metrics.waiting_for_database);
+                        database.wait_up().await;
+                        info!("the database is back: refetching again");
+                    }
+                    _ => break result,
+                }
+            };
             if let Some(count) = self.refetcher.problem_count().await {
                 self.metrics.tag_problems.set(count);
             }
@@ -405,6 +441,23 @@ impl Job<Message> for Handlers {
             }
             .instrument(span),
         )
+    }
+}
+
+/// A gauge raised by one while this lives: a held refetch may be dropped (killed at
+/// shutdown) as well as finish.
+struct Raised<'a>(&'a prometheus::IntGauge);
+
+impl<'a> Raised<'a> {
+    fn new(gauge: &'a prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for Raised<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

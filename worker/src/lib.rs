@@ -120,6 +120,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
         stop.clone(),
     ));
     Worker::new(config, Arc::new(syncer), metrics)
+        .with_database(database.clone())
         .run(shutdown)
         .await;
     stop.cancel();

@@ -30,6 +30,8 @@ pub struct WorkerMetrics {
     /// Tags recorded as problems (`regindexctl problems`), all repositories.
     pub tag_problems: IntGauge,
     pub database_up: IntGauge,
+    /// Refetches holding their messages until the database is back.
+    pub waiting_for_database: IntGauge,
     pub dead_letters: IntGauge,
     pub bodhi: BodhiMetrics,
 }
@@ -125,6 +127,11 @@ impl WorkerMetrics {
             "1 while the database answers with the schema this build needs",
         )
         .expect("valid metric");
+        let waiting_for_database = IntGauge::new(
+            "regindex_worker_refetches_waiting_for_database",
+            "Refetches that failed while the database was away, holding their messages (unacknowledged, no attempt counted) until it is back",
+        )
+        .expect("valid metric");
         let bodhi = BodhiMetrics::new();
         for collector in [
             Box::new(messages.clone()) as Box<dyn prometheus::core::Collector>,
@@ -133,6 +140,7 @@ impl WorkerMetrics {
             Box::new(last_full_scan.clone()),
             Box::new(amqp_connected.clone()),
             Box::new(database_up.clone()),
+            Box::new(waiting_for_database.clone()),
             Box::new(next_full_scan.clone()),
             Box::new(dead_letters.clone()),
             Box::new(bodhi.build_matches.clone()),
@@ -150,6 +158,7 @@ impl WorkerMetrics {
             amqp_connected,
             tag_problems,
             database_up,
+            waiting_for_database,
             dead_letters,
             bodhi,
         }

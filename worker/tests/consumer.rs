@@ -109,13 +109,6 @@ async fn publish(bus: &TestBus, exchange: &str, routing_key: &str, body: &str) {
     publisher.close().await;
 }
 
-/// A message on the events exchange with `{"repository": ...}` as body (what registry
-/// events and internal refetches carry).
-async fn publish_event(bus: &TestBus, routing_key: &str, repository: &str) {
-    let body = serde_json::json!({ "repository": repository }).to_string();
-    publish(bus, &bus.config.events_exchange, routing_key, &body).await;
-}
-
 fn counted(metrics: &WorkerMetrics, outcome: &str) -> u64 {
     metrics.messages.with_label_values(&[outcome]).get()
 }
@@ -131,9 +124,10 @@ async fn events_for_one_repository_coalesce_into_one_refetch_and_are_all_acked(
         // Queued before the worker starts, so they all arrive within the window: the
         // first is refetched at once, the others at most once more.
         for _ in 0..5 {
-            publish_event(&bus, "registry.push.manifest", "apps/calc").await;
+            bus.publish_event("registry.push.manifest", "apps/calc")
+                .await;
         }
-        publish_event(&bus, "registry.delete.tag", "base/plain").await;
+        bus.publish_event("registry.delete.tag", "base/plain").await;
         let worker = start(config, index.clone());
         eventually("6 messages processed", || {
             counted(&worker.metrics, "processed") == 6
@@ -159,7 +153,8 @@ async fn transient_failures_retry_then_dead_letter_with_reason_attempts_and_rout
         let index = Arc::new(FakeIndex::default());
         *index.failing.lock().unwrap() = Some(Failure::transient("registry answered 503"));
         let worker = start(config(&bus), index.clone()); // max_attempts 3, delays 100 and 200 ms
-        publish_event(&bus, "registry.push.manifest", "apps/calc").await;
+        bus.publish_event("registry.push.manifest", "apps/calc")
+            .await;
         eventually("dead-lettered", || {
             counted(&worker.metrics, "dead_lettered") == 1
         })
@@ -194,7 +189,7 @@ async fn a_retry_succeeds_once_the_cause_is_gone() {
         let index = Arc::new(FakeIndex::default());
         *index.failing.lock().unwrap() = Some(Failure::transient("database restarting"));
         let worker = start(config(&bus), index.clone());
-        publish_event(&bus, "regindex.refetch", "apps/calc").await;
+        bus.publish_event("regindex.refetch", "apps/calc").await;
         eventually("first failure", || counted(&worker.metrics, "retried") == 1).await;
         *index.failing.lock().unwrap() = None;
         eventually("processed on retry", || {
@@ -213,7 +208,7 @@ async fn unparseable_messages_go_straight_to_the_dead_letter_queue(queue_type: Q
     TestBus::run_on(queue_type, |bus| async move {
         let index = Arc::new(FakeIndex::default());
         let worker = start(config(&bus), index.clone());
-        publish_event(&bus, "regindex.refetch", "NOT VALID").await;
+        bus.publish_event("regindex.refetch", "NOT VALID").await;
         eventually("dead-lettered", || {
             counted(&worker.metrics, "dead_lettered") == 1
         })
@@ -326,7 +321,8 @@ async fn graceful_shutdown_finishes_the_work_in_flight() {
             ..FakeIndex::default()
         });
         let worker = start(config(&bus), index.clone());
-        publish_event(&bus, "registry.push.manifest", "apps/calc").await;
+        bus.publish_event("registry.push.manifest", "apps/calc")
+            .await;
         eventually("the 500 ms refetch in flight", || {
             index.started.load(Ordering::SeqCst) == 1
         })
@@ -347,7 +343,8 @@ async fn a_dropped_worker_leaves_its_messages_to_the_next_one(queue_type: QueueT
             ..FakeIndex::default()
         });
         let first = start(config(&bus), slow.clone());
-        publish_event(&bus, "registry.push.manifest", "apps/calc").await;
+        bus.publish_event("registry.push.manifest", "apps/calc")
+            .await;
         eventually("refetching now", || {
             slow.started.load(Ordering::SeqCst) == 1
         })
@@ -395,14 +392,14 @@ async fn the_worker_reconnects_when_its_connection_drops() {
     TestBus::run(|bus| async move {
         let index = Arc::new(FakeIndex::default());
         let worker = start(config(&bus), index.clone());
-        publish_event(&bus, "regindex.refetch", "r/one").await;
+        bus.publish_event("regindex.refetch", "r/one").await;
         eventually("first processed", || {
             counted(&worker.metrics, "processed") == 1
         })
         .await;
 
         close_connections_named(&format!("regindex-worker {}", bus.config.work_queue));
-        publish_event(&bus, "regindex.refetch", "r/two").await;
+        bus.publish_event("regindex.refetch", "r/two").await;
         eventually("processed after reconnecting", || {
             counted(&worker.metrics, "processed") == 2
         })
@@ -430,7 +427,7 @@ async fn metrics_and_healthz_report_the_consumer() {
             worker.metrics.clone(),
             stop.clone(),
         ));
-        publish_event(&bus, "regindex.refetch", "r/one").await;
+        bus.publish_event("regindex.refetch", "r/one").await;
         eventually("processed", || counted(&worker.metrics, "processed") == 1).await;
 
         let health = reqwest::get(format!("http://{addr}/healthz"))

@@ -8,7 +8,9 @@ use std::time::Duration;
 use regindex::bus::testing::TestBus;
 use regindex::config::Config;
 use regindex_testkit::app::{migrate, Process, TestStore};
-use regindex_testkit::{eventually, free_port, PrivatePostgres, PrivateRabbitMq};
+use regindex_testkit::{
+    eventually, free_port, ImageSpec, PrivatePostgres, PrivateRabbitMq, TestRegistry,
+};
 use serde_json::Value;
 
 /// Deadline of every wait on a state change. Generous: after a broker outage the
@@ -150,6 +152,66 @@ async fn health_reports_a_database_outage() {
         pg.start().await.unwrap();
         wait_health(&addr, 200, "up", "consuming").await;
         worker.stop().await.expect("the worker ran");
+    })
+    .await;
+}
+
+/// A refetch that fails while the database is away holds its message until the
+/// database is back, and then indexes the repository. It does not spend the message's
+/// attempts: with one attempt allowed, a counted failure would dead-letter it at once.
+#[tokio::test]
+async fn a_database_outage_holds_messages_instead_of_dead_lettering_them() {
+    TestBus::run(|bus| async move {
+        let mut pg = PrivatePostgres::new().await.unwrap();
+        let url = pg.create_database("regindex").await.unwrap();
+        migrate(&url).await;
+        let registry = TestRegistry::new().await.unwrap();
+        let image = ImageSpec::new("amd64");
+        registry
+            .push_image("apps/held", Some("latest"), &image)
+            .await
+            .unwrap();
+        let mut config = config(&url, Some(&bus));
+        config.registry.url = registry.url().parse().unwrap();
+        config.amqp.max_attempts = 1;
+        let addr = config.worker.metrics_listen.to_string();
+        let worker = Process::worker(config);
+        wait_health(&addr, 200, "up", "consuming").await;
+
+        pg.stop().await.unwrap();
+        wait_health(&addr, 503, "down", "consuming").await;
+        bus.publish_event("registry.push.manifest", "apps/held")
+            .await;
+        wait_metrics(&addr, "regindex_worker_refetches_waiting_for_database 1").await;
+
+        pg.start().await.unwrap();
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        eventually("apps/held indexed", WAIT, || async {
+            let tags: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM tags t JOIN repositories r ON r.id = t.repository_id
+                 WHERE r.name = 'apps/held'",
+            )
+            .fetch_one(&pool)
+            .await
+            .ok()?;
+            (tags == 1).then_some(())
+        })
+        .await;
+        wait_metrics(&addr, "regindex_worker_refetches_waiting_for_database 0").await;
+        let (_, metrics) = probe_text(&addr, "/metrics").await;
+        assert!(!metrics.contains("outcome=\"dead_lettered\""), "{metrics}");
+        assert_eq!(bus.count(&bus.config.dead_letter_queue).await, 0);
+        pool.close().await;
+        worker.stop().await.expect("the worker ran");
+    })
+    .await;
+}
+
+/// Waits until `/metrics` has the line `line`.
+async fn wait_metrics(addr: &str, line: &str) {
+    eventually(&format!("metrics line {line}"), WAIT, || async {
+        let (_, metrics) = probe_text(addr, "/metrics").await;
+        metrics.lines().any(|l| l == line).then_some(())
     })
     .await;
 }

@@ -118,6 +118,22 @@ impl TestBus {
         }
     }
 
+    /// Publishes `{"repository": <repository>}` on the events exchange with
+    /// `routing_key` (what registry events and internal refetches carry), confirmed.
+    pub async fn publish_event(&self, routing_key: &str, repository: &str) {
+        let body = serde_json::json!({ "repository": repository }).to_string();
+        let publisher = super::Publisher::new(self.config.url.clone(), None);
+        publisher
+            .publish(&super::OutgoingMessage::json(
+                &self.config.events_exchange,
+                routing_key,
+                body.into_bytes(),
+            ))
+            .await
+            .expect("publishing an event");
+        publisher.close().await;
+    }
+
     /// Messages ready in `queue`.
     pub async fn count(&self, queue: &str) -> u32 {
         self.channel
