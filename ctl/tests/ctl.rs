@@ -284,6 +284,30 @@ fn an_unreachable_broker_is_a_clear_error() {
     );
 }
 
+/// The pool alone would say "pool timed out": the error names the server and the cause.
+#[test]
+fn an_unreachable_database_is_a_clear_error() {
+    let port = regindex_testkit::free_port().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_regindexctl"))
+        .arg("problems")
+        .env_remove("REGINDEX_CONFIG")
+        .env(
+            "REGINDEX_DATABASE__URL",
+            format!("postgres://postgres@127.0.0.1:{port}/regindex"),
+        )
+        .env("REGINDEX_DATABASE__ACQUIRE_TIMEOUT_MS", "500")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "cannot reach PostgreSQL at 127.0.0.1:{port} (database regindex)"
+        )) && stderr.contains("Connection refused"),
+        "{stderr}"
+    );
+}
+
 fn broker_definitions(amqp_url: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_regindexctl"))
         .arg("broker-definitions")

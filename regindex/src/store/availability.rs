@@ -136,6 +136,28 @@ impl DatabaseMonitor {
     }
 }
 
+/// Why the database `options` connect to cannot be reached, found by connecting once
+/// (at most [`PROBE_TIMEOUT`]), naming the server.
+pub(super) async fn why_unreachable(options: &PgConnectOptions) -> StoreError {
+    let source =
+        match tokio::time::timeout(PROBE_TIMEOUT, PgConnection::connect_with(options)).await {
+            Ok(Err(e)) => e,
+            // Reached now: the pool's own attempts failed, and this one may not last.
+            Ok(Ok(connection)) => {
+                let _ = connection.close().await;
+                sqlx::Error::PoolTimedOut
+            }
+            Err(_) => sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {PROBE_TIMEOUT:?}"),
+            )),
+        };
+    StoreError::Unreachable {
+        target: target(options),
+        source,
+    }
+}
+
 /// `PostgreSQL at 127.0.0.1:5432 (database regindex)`; never the password.
 pub fn target(options: &PgConnectOptions) -> String {
     let database = options.get_database().unwrap_or("default");

@@ -2,6 +2,14 @@
 pub enum StoreError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// Connecting failed; `target` names the server (`PostgreSQL at host:port
+    /// (database name)`), `source` says why (the pool alone says only that it timed out).
+    #[error("cannot reach {target}: {source}")]
+    Unreachable {
+        target: String,
+        #[source]
+        source: sqlx::Error,
+    },
     #[error("the database has no regindex schema: run `regindexctl migrate`")]
     SchemaMissing,
     #[error("the database schema is version {found}, this build needs {expected}: run `regindexctl migrate`")]
@@ -35,6 +43,7 @@ impl StoreError {
                     | sqlx::Error::Configuration(_)
                     | sqlx::Error::ColumnIndexOutOfBounds { .. }
             ),
+            StoreError::Unreachable { .. } => true,
             _ => false,
         }
     }

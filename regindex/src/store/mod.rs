@@ -156,10 +156,14 @@ impl Store {
 
     /// Connects without checking the schema (for `migrate`).
     pub async fn connect_unchecked(config: &DatabaseConfig) -> Result<Self, StoreError> {
-        let pool = pool_options(config)
-            .connect_with(connect_options(config, &SessionSettings::default())?)
-            .await?;
-        Ok(Self::from_pool(pool))
+        let options = connect_options(config, &SessionSettings::default())?;
+        match pool_options(config).connect_with(options.clone()).await {
+            Ok(pool) => Ok(Self::from_pool(pool)),
+            // The pool says only that it timed out: one connection of its own says why
+            // (refused, name not known, password), for the operator to read.
+            Err(sqlx::Error::PoolTimedOut) => Err(availability::why_unreachable(&options).await),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// A store whose pool connects on first use: no I/O here, so a process can start
