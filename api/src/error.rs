@@ -13,7 +13,7 @@ use regindex::catalog::search::SearchError;
 use regindex::index::QueryError;
 use regindex::store::StoreError;
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// What went wrong, for programs: the `error` field. Each code has one status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -135,11 +135,13 @@ pub enum ApiError {
     #[error("method not allowed")]
     MethodNotAllowed,
     /// Not ready (readiness probe): the reasons why the database or the broker cannot
-    /// be used, `None` for the parts that are fine.
+    /// be used, `None` for the parts that are fine, and the database connections' state
+    /// (`database::connections`: a lagging replica is what an operator looks for then).
     #[error("not ready: database {database:?}, broker {broker:?}")]
     NotReady {
         database: Option<String>,
         broker: Option<String>,
+        connections: Value,
     },
     /// The database is known to be unreachable, and there is no earlier answer to give.
     #[error("the database is unavailable")]
@@ -208,11 +210,15 @@ impl From<&ApiError> for ErrorAnswer {
             }
             // Database and broker messages stay in the log, not in answers to anonymous
             // clients: only which part is down.
-            ApiError::NotReady { database, broker } => ErrorAnswer::new(code, "not ready")
-                .with_detail(json!({
-                    "database": if database.is_some() { "down" } else { "up" },
-                    "broker": if broker.is_some() { "down" } else { "up" },
-                })),
+            ApiError::NotReady {
+                database,
+                broker,
+                connections,
+            } => ErrorAnswer::new(code, "not ready").with_detail(json!({
+                "database": if database.is_some() { "down" } else { "up" },
+                "broker": if broker.is_some() { "down" } else { "up" },
+                "database_connections": connections,
+            })),
             ApiError::DatabaseUnavailable | ApiError::Store(_)
                 if code == ErrorCode::Unavailable =>
             {

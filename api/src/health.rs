@@ -26,6 +26,7 @@ pub(crate) async fn healthz() -> Json<Value> {
 
 pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let (database, broker) = tokio::join!(database_readiness(&state), broker_readiness(&state));
+    let connections = database::connections(state.data_version.as_ref());
     if database.is_err() || broker.is_err() {
         tracing::warn!(
             database = database.as_ref().err().map(String::as_str),
@@ -35,13 +36,14 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>,
         return Err(ApiError::NotReady {
             database: database.err(),
             broker: broker.err(),
+            connections,
         });
     }
     Ok(Json(json!({
         "status": "ready",
         "database": "up",
         "broker": "up",
-        "database_connections": database::connections(state.data_version.as_ref()),
+        "database_connections": connections,
     })))
 }
 

@@ -284,6 +284,9 @@ async fn a_database_outage_serves_the_last_good_answers() {
     })
     .await;
     assert_eq!(ready.json()["error"], "unavailable");
+    // What an operator needs most when not ready: the database connections' state.
+    let connections = &ready.json()["detail"]["database_connections"];
+    assert!(connections["primary_listener"].is_string(), "{connections}");
     let not_modified = get(&api, QUERY, &[("if-none-match", &etag)]).await;
     assert_eq!(not_modified.status, 304);
     assert_eq!(not_modified.header("x-regindex-stale"), Some("true"));
