@@ -9,7 +9,6 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use regindex::bus::dead_letters::DeadLetterQueue;
 use regindex::bus::testing::TestBus;
-use regindex::bus::{OutgoingMessage, Publisher};
 use regindex::config::{Config, QueueType};
 use regindex::model::RepositoryName;
 use regindex_testkit::app::Consumer;
@@ -94,19 +93,6 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
         std::future::ready(check().then_some(()))
     })
     .await
-}
-
-async fn publish(bus: &TestBus, exchange: &str, routing_key: &str, body: &str) {
-    let publisher = Publisher::new(bus.config.url.clone(), None);
-    publisher
-        .publish(&OutgoingMessage::json(
-            exchange,
-            routing_key,
-            body.as_bytes().to_vec(),
-        ))
-        .await
-        .unwrap();
-    publisher.close().await;
 }
 
 fn counted(metrics: &WorkerMetrics, outcome: &str) -> u64 {
@@ -252,7 +238,7 @@ async fn a_compose_complete_fans_out_one_refetch_per_repository() {
             "{}.{}.bodhi.compose.complete",
             bus.config.topic_prefix, bus.config.environment
         );
-        publish(&bus, "amq.topic", &topic, &body).await;
+        bus.publish("amq.topic", &topic, &body).await;
         // The compose message and the three refetches.
         eventually("all processed", || {
             counted(&worker.metrics, "processed") == 4
@@ -268,7 +254,7 @@ async fn a_compose_complete_fans_out_one_refetch_per_repository() {
             "{}.{}.bodhi.mashtask.complete",
             bus.config.topic_prefix, bus.config.environment
         );
-        publish(&bus, "amq.topic", &topic, &legacy).await;
+        bus.publish("amq.topic", &topic, &legacy).await;
         eventually("legacy processed", || {
             counted(&worker.metrics, "processed") == 8
         })
@@ -278,7 +264,7 @@ async fn a_compose_complete_fans_out_one_refetch_per_repository() {
             "{}.{}.bodhi.compose.complete",
             bus.config.topic_prefix, bus.config.environment
         );
-        publish(&bus, "amq.topic", &topic, rpm).await;
+        bus.publish("amq.topic", &topic, rpm).await;
         eventually("rpm ignored", || counted(&worker.metrics, "ignored") == 1).await;
         assert_eq!(index.refetched().len(), 6);
         worker.stop().await;
@@ -301,7 +287,7 @@ async fn with_compose_complete_off_a_compose_is_ignored() {
             "{}.{}.bodhi.compose.complete",
             bus.config.topic_prefix, bus.config.environment
         );
-        publish(&bus, "amq.topic", &topic, &body).await;
+        bus.publish("amq.topic", &topic, &body).await;
         eventually("compose ignored", || {
             counted(&worker.metrics, "ignored") == 1
         })

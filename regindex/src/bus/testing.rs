@@ -118,20 +118,26 @@ impl TestBus {
         }
     }
 
+    /// Publishes `body` (JSON) to `exchange` with `routing_key`, confirmed.
+    pub async fn publish(&self, exchange: &str, routing_key: &str, body: &str) {
+        let publisher = super::Publisher::new(self.config.url.clone(), None);
+        publisher
+            .publish(&super::OutgoingMessage::json(
+                exchange,
+                routing_key,
+                body.as_bytes().to_vec(),
+            ))
+            .await
+            .expect("publishing a message");
+        publisher.close().await;
+    }
+
     /// Publishes `{"repository": <repository>}` on the events exchange with
     /// `routing_key` (what registry events and internal refetches carry), confirmed.
     pub async fn publish_event(&self, routing_key: &str, repository: &str) {
         let body = serde_json::json!({ "repository": repository }).to_string();
-        let publisher = super::Publisher::new(self.config.url.clone(), None);
-        publisher
-            .publish(&super::OutgoingMessage::json(
-                &self.config.events_exchange,
-                routing_key,
-                body.into_bytes(),
-            ))
-            .await
-            .expect("publishing an event");
-        publisher.close().await;
+        self.publish(&self.config.events_exchange, routing_key, &body)
+            .await;
     }
 
     /// Messages ready in `queue`.
