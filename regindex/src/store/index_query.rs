@@ -58,6 +58,32 @@ pub struct KnownParts<'a> {
     pub version_of: &'a (dyn Fn(&RepositoryName) -> Option<i64> + Sync),
 }
 
+/// The repositories whose version differs from the caller's parts, found row by row.
+#[derive(Default)]
+struct ToRead {
+    versions: BTreeMap<RepositoryName, i64>,
+    ids: Vec<i64>,
+    /// Rows of repositories the caller has no part of.
+    new: usize,
+}
+
+impl ToRead {
+    fn compare(
+        &mut self,
+        known: Option<&KnownParts<'_>>,
+        id: i64,
+        name: RepositoryName,
+        version: i64,
+    ) {
+        let held = known.and_then(|k| (k.version_of)(&name));
+        self.new += usize::from(held.is_none());
+        if held != Some(version) {
+            self.ids.push(id);
+            self.versions.insert(name, version);
+        }
+    }
+}
+
 /// Below this share of stale repositories, the index query is restricted to them by id;
 /// above it, the unrestricted query (which the planner drives from the tags) is cheaper.
 const RESTRICT_BELOW_PERCENT: usize = 50;
@@ -94,25 +120,18 @@ impl Store {
         type ChangedRow = (i64, i64, Option<i64>, Option<String>, Option<i64>);
         let rows: Vec<ChangedRow> = changed_sql.build_query_as().fetch_all(&mut *tx).await?;
         let (data_version, total) = rows.first().map_or((0, 0), |r| (r.0, r.1));
-        let mut read = BTreeMap::new();
-        let mut read_ids = Vec::new();
-        let mut added = 0;
+        let mut to_read = ToRead::default();
         for (_, _, id, name, version) in rows {
             let (Some(id), Some(name), Some(version)) = (id, name, version) else {
                 continue;
             };
-            let name = rows::repository_name(&name)?;
-            let held = known.and_then(|k| (k.version_of)(&name));
-            added += usize::from(held.is_none());
-            if held != Some(version) {
-                read_ids.push(id);
-                read.insert(name, version);
-            }
+            to_read.compare(known, id, rows::repository_name(&name)?, version);
         }
         // A snapshot older than the parts (a replica behind the one read before) may
         // hold older versions of unchanged-looking repositories: compare them all.
-        let all_known_remain = known
-            .is_some_and(|k| data_version >= k.data_version && k.count + added == total as usize);
+        let all_known_remain = known.is_some_and(|k| {
+            data_version >= k.data_version && k.count + to_read.new == total as usize
+        });
         let versions = if all_known_remain {
             None
         } else {
@@ -121,20 +140,24 @@ impl Store {
             push_repository_filter(&mut versions_sql, query, " WHERE name");
             let rows: Vec<(i64, String, i64)> =
                 versions_sql.build_query_as().fetch_all(&mut *tx).await?;
+            // Every repository compared afresh (the changed rows are among them).
+            // Versions are data versions, so this finds nothing the changed rows did not,
+            // unless a writer left a repository's version behind: then its part is read
+            // all the same.
+            to_read = ToRead::default();
             let mut versions = BTreeMap::new();
             for (id, name, version) in rows {
                 let name = rows::repository_name(&name)?;
-                // Versions are data versions, so this finds nothing new unless a writer
-                // left a repository's version behind: then its part is read all the same.
-                let held = known.and_then(|k| (k.version_of)(&name));
-                if held != Some(version) && !read.contains_key(&name) {
-                    read_ids.push(id);
-                    read.insert(name.clone(), version);
-                }
+                to_read.compare(known, id, name.clone(), version);
                 versions.insert(name, version);
             }
             Some(versions)
         };
+        let ToRead {
+            versions: read,
+            ids: read_ids,
+            ..
+        } = to_read;
         let (listings, icon_rows) = if read_ids.is_empty() {
             (Vec::new(), Vec::new())
         } else {
