@@ -137,25 +137,36 @@ impl DatabaseMonitor {
 }
 
 /// Why the database `options` connect to cannot be reached, found by connecting once
-/// (at most [`PROBE_TIMEOUT`]), naming the server.
+/// as a probe does (same time limit, same wording), naming the server.
 pub(super) async fn why_unreachable(options: &PgConnectOptions) -> StoreError {
-    let source =
-        match tokio::time::timeout(PROBE_TIMEOUT, PgConnection::connect_with(options)).await {
-            Ok(Err(e)) => e,
-            // Reached now: the pool's own attempts failed, and this one may not last.
-            Ok(Ok(connection)) => {
-                let _ = connection.close().await;
-                sqlx::Error::PoolTimedOut
-            }
-            Err(_) => sqlx::Error::Io(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("no answer within {PROBE_TIMEOUT:?}"),
-            )),
-        };
+    let connected = within_probe_timeout(async {
+        PgConnection::connect_with(options)
+            .await
+            .map_err(|e| describe(&e))
+    })
+    .await;
+    let reason = match connected {
+        Err(reason) => reason,
+        // Reached now: the pool's own attempts failed, and this one may not last.
+        Ok(connection) => {
+            let _ = connection.close().await;
+            sqlx::Error::PoolTimedOut.to_string()
+        }
+    };
     StoreError::Unreachable {
         target: target(options),
-        source,
+        reason,
     }
+}
+
+/// `probe` or a connection attempt, failing after [`PROBE_TIMEOUT`] (an unreachable host
+/// may not refuse).
+async fn within_probe_timeout<T>(
+    attempt: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    tokio::time::timeout(PROBE_TIMEOUT, attempt)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {PROBE_TIMEOUT:?}")))
 }
 
 /// `PostgreSQL at 127.0.0.1:5432 (database regindex)`; never the password.
@@ -180,11 +191,7 @@ async fn probe_loop(
     let mut failures: u32 = 0;
     loop {
         let probed_at = tokio::time::Instant::now();
-        let outcome =
-            match tokio::time::timeout(PROBE_TIMEOUT, probe(&mut connection, &options)).await {
-                Ok(outcome) => outcome,
-                Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
-            };
+        let outcome = within_probe_timeout(probe(&mut connection, &options)).await;
         let delay = match outcome {
             Ok(()) => {
                 if failures > 0 {

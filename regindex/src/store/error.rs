@@ -3,13 +3,10 @@ pub enum StoreError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     /// Connecting failed; `target` names the server (`PostgreSQL at host:port
-    /// (database name)`), `source` says why (the pool alone says only that it timed out).
-    #[error("cannot reach {target}: {source}")]
-    Unreachable {
-        target: String,
-        #[source]
-        source: sqlx::Error,
-    },
+    /// (database name)`), `reason` says why as the database probe words it (the pool
+    /// alone says only that it timed out).
+    #[error("cannot reach {target}: {reason}")]
+    Unreachable { target: String, reason: String },
     #[error("the database has no regindex schema: run `regindexctl migrate`")]
     SchemaMissing,
     #[error("the database schema is version {found}, this build needs {expected}: run `regindexctl migrate`")]
